@@ -1,0 +1,80 @@
+//! The `directory` route: delivery writes each message into a directory as
+//! `<queue id>.<n>.eml` (the exact queued bytes) plus `<queue id>.<n>.json` (the
+//! envelope). It serves the quick start and end-to-end tests of the pipeline.
+//!
+//! Files are written to a temporary name, fsynced, renamed and the directory
+//! fsynced, so a reader never sees a half-written message and "sent" means on disk.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct EnvelopeFile<'a> {
+    queue_id: &'a str,
+    sender: &'a str,
+    recipients: &'a [&'a str],
+}
+
+pub fn deliver(
+    dir: &Path,
+    queue_id: &str,
+    sender: &str,
+    recipients: &[&str],
+    body: &[u8],
+) -> std::io::Result<String> {
+    fs::create_dir_all(dir)?;
+    // Recipients delivered in different attempts get different files.
+    let mut n = 0u32;
+    let stem = loop {
+        let stem = format!("{queue_id}.{n}");
+        if !dir.join(format!("{stem}.eml")).exists() {
+            break stem;
+        }
+        n += 1;
+    };
+    let meta = serde_json::to_vec_pretty(&EnvelopeFile {
+        queue_id,
+        sender,
+        recipients,
+    })
+    .map_err(std::io::Error::other)?;
+    write_atomic(dir, &format!("{stem}.json"), &meta)?;
+    write_atomic(dir, &format!("{stem}.eml"), body)?;
+    File::open(dir)?.sync_all()?;
+    Ok(format!(
+        "250 written to {}",
+        dir.join(format!("{stem}.eml")).display()
+    ))
+}
+
+fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_message_and_envelope() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        deliver(&out, "ABC", "a@x", &["b@y"], b"Subject: s\r\n\r\nbody\r\n").unwrap();
+        deliver(&out, "ABC", "a@x", &["c@y"], b"Subject: s\r\n\r\nbody\r\n").unwrap();
+        assert_eq!(
+            fs::read(out.join("ABC.0.eml")).unwrap(),
+            b"Subject: s\r\n\r\nbody\r\n"
+        );
+        let meta: serde_json::Value =
+            serde_json::from_slice(&fs::read(out.join("ABC.1.json")).unwrap()).unwrap();
+        assert_eq!(meta["recipients"][0], "c@y");
+        assert_eq!(meta["sender"], "a@x");
+    }
+}

@@ -1,0 +1,353 @@
+//! Delivery: a bounded pool of workers per route takes due messages from the
+//! [`Scheduler`], tries their due recipients over the route's transport, records
+//! every outcome durably, then logs and reschedules.
+//!
+//! Each worker holds at most one upstream connection and reuses it for the next
+//! message (RSET in between), so `max_connections` workers per route is also the
+//! route's connection limit.
+
+pub mod record;
+pub mod scheduler;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio_rustls::TlsConnector;
+
+use crate::bounce::{self, BounceInput, FailedRecipient};
+use crate::clock::{from_unix, unix_now};
+use crate::config::{Config, Route, Transport};
+use crate::outcome::Outcome;
+use crate::queue::store::Changes;
+use crate::queue::{Envelope, Recipient, Store, StoreError};
+use crate::upstream::{self, Connection, Resolver};
+
+pub use scheduler::Scheduler;
+
+/// Everything the listener and the workers share.
+pub struct Relay {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub scheduler: Scheduler,
+    resolver: Resolver,
+    tls: HashMap<String, TlsConnector>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("route {route}: {reason}")]
+    Tls { route: String, reason: String },
+    #[error("DNS resolver: {0}")]
+    Resolver(String),
+}
+
+impl Relay {
+    pub fn new(config: Arc<Config>, store: Store) -> Result<Arc<Relay>, RelayError> {
+        let mut tls = HashMap::new();
+        for route in config.routes.values() {
+            if let Transport::Smtp(s) = &route.transport {
+                let c = upstream::tls::connector(s.ca_file.as_deref()).map_err(|e| {
+                    RelayError::Tls {
+                        route: route.name.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                tls.insert(route.name.clone(), c);
+            }
+        }
+        Ok(Arc::new(Relay {
+            config,
+            store,
+            scheduler: Scheduler::new(),
+            resolver: Resolver::from_system().map_err(RelayError::Resolver)?,
+            tls,
+        }))
+    }
+
+    /// The route a message leaves through: decided now, from the current table.
+    pub fn route_name(&self, env: &Envelope) -> String {
+        self.config
+            .routing
+            .lookup(&env.route_sender)
+            .route
+            .to_string()
+    }
+
+    /// Puts a stored message on the schedule.
+    pub fn schedule(&self, env: &Envelope) {
+        if let Some(at) = env.next_due() {
+            self.scheduler
+                .schedule(&self.route_name(env), at, env.id.clone());
+        }
+    }
+
+    /// Re-schedules everything in the queue after a start; returns the count.
+    pub fn load_queue(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for env in self.store.envelopes() {
+            match env {
+                Ok(env) => {
+                    self.schedule(&env);
+                    n += 1;
+                }
+                // One unreadable envelope must not stop the rest of the queue.
+                Err(e) => tracing::error!(error = %e, "skipping unreadable queue entry"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Starts the workers of every route.
+    pub fn spawn_workers(self: &Arc<Self>) {
+        for route in self.config.routes.values() {
+            for _ in 0..route.max_connections {
+                let relay = self.clone();
+                let route = route.clone();
+                tokio::spawn(async move { relay.worker(route).await });
+            }
+        }
+    }
+
+    async fn worker(self: Arc<Self>, route: Route) {
+        let mut conn: Option<Connection> = None;
+        loop {
+            let idle = conn.as_ref().map(|_| self.config.timeouts.idle);
+            let Some(id) = self.scheduler.next(&route.name, idle).await else {
+                if let Some(c) = conn.take() {
+                    c.quit(&self.config.timeouts).await;
+                }
+                continue;
+            };
+            if let Err(e) = self.attempt(&route, &id, &mut conn).await {
+                // The queue itself failed: keep the message, look again later.
+                tracing::error!("{id}: delivery bookkeeping failed: {e}; retrying in 60s");
+                self.scheduler
+                    .schedule(&route.name, unix_now() + 60, id.clone());
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        route: &Route,
+        id: &str,
+        conn: &mut Option<Connection>,
+    ) -> Result<(), StoreError> {
+        let Some(mut env) = self.store.envelope(id)? else {
+            return Ok(());
+        };
+        let now = unix_now();
+        let due = env.due_recipients(now);
+        if due.is_empty() {
+            self.schedule(&env);
+            return Ok(());
+        }
+        let body = self.store.body(&env)?;
+        let rcpts: Vec<String> = due
+            .iter()
+            .filter_map(|&i| env.recipients.get(i).map(|r| r.address.clone()))
+            .collect();
+
+        let (outcomes, relay, remote_host) = match &route.transport {
+            Transport::Directory(dir) => {
+                let (dir, id2, sender, rc, b) = (
+                    dir.clone(),
+                    env.id.clone(),
+                    env.sender.clone(),
+                    rcpts.clone(),
+                    body.clone(),
+                );
+                let res = tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = rc.iter().map(String::as_str).collect();
+                    crate::capture::deliver(&dir, &id2, &sender, &refs, &b)
+                })
+                .await;
+                let o = match res {
+                    Ok(Ok(reply)) => Outcome::Sent { reply },
+                    Ok(Err(e)) => Outcome::deferred(format!("writing to directory: {e}")),
+                    Err(e) => Outcome::deferred(format!("writing to directory: {e}")),
+                };
+                (vec![o; rcpts.len()], "directory".to_string(), None)
+            }
+            Transport::Smtp(smtp) => {
+                self.smtp_attempt(route, smtp, &env, &rcpts, &body, conn)
+                    .await
+            }
+        };
+        self.finish(
+            route,
+            &mut env,
+            &due,
+            outcomes,
+            &relay,
+            remote_host.as_deref(),
+            &body,
+        )
+        .await
+    }
+
+    /// One transaction over the route's (reused or new) connection: an outcome per
+    /// recipient, the relay for the log, the host for the DSN's Remote-MTA.
+    async fn smtp_attempt(
+        &self,
+        route: &Route,
+        smtp: &crate::config::SmtpRoute,
+        env: &Envelope,
+        rcpts: &[String],
+        body: &[u8],
+        conn: &mut Option<Connection>,
+    ) -> (Vec<Outcome>, String, Option<String>) {
+        let t = &self.config.timeouts;
+        if let Some(c) = conn.as_mut() {
+            if !c.reset(t).await {
+                *conn = None;
+            }
+        }
+        if conn.is_none() {
+            let Some(tls) = self.tls.get(&route.name) else {
+                let o = Outcome::deferred(format!("no TLS settings for route {}", route.name));
+                return (vec![o; rcpts.len()], "none".into(), None);
+            };
+            let ctx = upstream::Context {
+                hostname: &self.config.hostname,
+                resolver: &self.resolver,
+                tls,
+                timeouts: t,
+            };
+            match upstream::connect(smtp, &ctx).await {
+                Ok(c) => *conn = Some(c),
+                Err(e) => {
+                    if e.auth {
+                        tracing::error!(
+                            "route {}: configuration error: authentication failed: {} (mail stays queued)",
+                            route.name,
+                            e.reason
+                        );
+                    }
+                    let relay = e.relay.unwrap_or_else(|| "none".into());
+                    return (vec![Outcome::deferred(e.reason); rcpts.len()], relay, None);
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            return (Vec::new(), "none".into(), None);
+        };
+        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let tr = c
+            .send(&env.sender, &refs, body, env.smtputf8, env.eight_bit, t)
+            .await;
+        let relay = c.relay.clone();
+        let host = c.host.clone();
+        if !tr.reusable {
+            *conn = None;
+        }
+        (tr.outcomes, relay, Some(host))
+    }
+
+    /// Records the outcomes durably (with the bounce, atomically), then logs them
+    /// and reschedules what is left.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        route: &Route,
+        env: &mut Envelope,
+        due: &[usize],
+        outcomes: Vec<Outcome>,
+        relay: &str,
+        remote_host: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let now = unix_now();
+        let failed = record::apply(env, due, &outcomes, Some(relay), &self.config.retry, now);
+        let mut changes = Changes::new();
+        let mut dsn: Option<Envelope> = None;
+        if !failed.is_empty() && !env.sender.is_empty() {
+            let recipients: Vec<FailedRecipient> = failed
+                .iter()
+                .filter_map(|f| {
+                    env.recipients.get(f.index).map(|r| FailedRecipient {
+                        address: r.address.clone(),
+                        status: f.status.clone(),
+                        diagnostic: f.diagnostic.clone(),
+                        reason: f.reason.clone(),
+                        remote_mta: if f.diagnostic.is_some() {
+                            remote_host.map(str::to_string)
+                        } else {
+                            None
+                        },
+                    })
+                })
+                .collect();
+            let input = BounceInput {
+                reporting_host: &self.config.hostname,
+                queue_id: &env.id,
+                original_sender: &env.sender,
+                arrival: from_unix(env.arrived),
+                now: SystemTime::now(),
+                failed: &recipients,
+                original_message: body,
+            };
+            match bounce::build(&input) {
+                Ok(bytes) => {
+                    let mut b = Envelope {
+                        id: self.store.new_id()?,
+                        sender: String::new(),
+                        route_sender: env.sender.clone(),
+                        recipients: vec![Recipient::new(env.sender.clone(), now)],
+                        arrived: now,
+                        size: 0,
+                        chunks: 0,
+                        smtputf8: crate::smtp::grammar::needs_smtputf8(&env.sender),
+                        eight_bit: true,
+                        client: format!("bounce of {}", env.id),
+                    };
+                    changes.put_message(&mut b, &bytes);
+                    dsn = Some(b);
+                }
+                Err(e) => tracing::error!("{}: cannot build bounce: {e}", env.id),
+            }
+        }
+        if env.is_finished() {
+            changes.remove_message(env);
+        } else {
+            changes.put_envelope(env);
+        }
+        self.store.write(changes).await?;
+
+        let delay = now.saturating_sub(env.arrived);
+        for (&i, o) in due.iter().zip(&outcomes) {
+            let Some(r) = env.recipients.get(i) else {
+                continue;
+            };
+            let word = match r.state {
+                crate::queue::State::Delivered => "sent",
+                crate::queue::State::Bounced => "bounced",
+                _ => "deferred",
+            };
+            let detail = r.last_error.as_deref().unwrap_or(o.detail());
+            tracing::info!(
+                "{}: to=<{}> relay={} delay={} attempts={} status={} ({})",
+                env.id,
+                r.address,
+                relay,
+                delay,
+                r.attempts,
+                word,
+                detail
+            );
+        }
+        if let Some(b) = dsn {
+            tracing::info!("{}: sender non-delivery notification: {}", env.id, b.id);
+            self.schedule(&b);
+        }
+        if env.is_finished() {
+            tracing::info!("{}: removed", env.id);
+        } else if let Some(at) = env.next_due() {
+            self.scheduler.schedule(&route.name, at, env.id.clone());
+        }
+        Ok(())
+    }
+}

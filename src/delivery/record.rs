@@ -1,0 +1,162 @@
+//! Applies the outcomes of one attempt to a message's recipients: the pure part of
+//! delivery, where the retry schedule and the bounce decision meet.
+
+use crate::outcome::Outcome;
+use crate::queue::{Envelope, State};
+use crate::retry::{Retry, Schedule};
+
+/// A recipient that has just failed for good, for the bounce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub index: usize,
+    pub status: String,
+    pub reason: String,
+    pub diagnostic: Option<String>,
+}
+
+/// Updates `env.recipients[due[i]]` with `outcomes[i]`. Deferred recipients get
+/// their next attempt from the schedule, or bounce once it is exhausted.
+pub fn apply(
+    env: &mut Envelope,
+    due: &[usize],
+    outcomes: &[Outcome],
+    relay: Option<&str>,
+    schedule: &Schedule,
+    now: u64,
+) -> Vec<Failed> {
+    let mut failed = Vec::new();
+    for (&index, outcome) in due.iter().zip(outcomes) {
+        let Some(r) = env.recipients.get_mut(index) else {
+            continue;
+        };
+        r.attempts = r.attempts.saturating_add(1);
+        r.relay = relay.map(str::to_string);
+        match outcome {
+            Outcome::Sent { reply } => {
+                r.state = State::Delivered;
+                r.last_error = Some(reply.clone());
+            }
+            Outcome::Bounced {
+                status,
+                reason,
+                diagnostic,
+            } => {
+                r.state = State::Bounced;
+                r.last_error = Some(reason.clone());
+                failed.push(Failed {
+                    index,
+                    status: status.clone(),
+                    reason: reason.clone(),
+                    diagnostic: diagnostic.clone(),
+                });
+            }
+            Outcome::Deferred { reason } => {
+                let first = *r.first_failure.get_or_insert(now);
+                let previous = r.last_interval.map(std::time::Duration::from_secs);
+                match schedule.next(first, now, previous) {
+                    Retry::At { time, interval } => {
+                        r.state = State::Deferred;
+                        r.next_attempt = time;
+                        r.last_interval = Some(interval.as_secs());
+                        r.last_error = Some(reason.clone());
+                    }
+                    Retry::GiveUp => {
+                        let reason = format!("retry timeout exceeded (last error: {reason})");
+                        r.state = State::Bounced;
+                        r.last_error = Some(reason.clone());
+                        failed.push(Failed {
+                            index,
+                            status: "5.4.7".into(),
+                            reason,
+                            diagnostic: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Recipient;
+
+    fn env(n: usize) -> Envelope {
+        Envelope {
+            id: "ID".into(),
+            sender: "s@example.com".into(),
+            route_sender: "s@example.com".into(),
+            recipients: (0..n)
+                .map(|i| Recipient::new(format!("r{i}@example.net"), 0))
+                .collect(),
+            arrived: 0,
+            size: 1,
+            chunks: 1,
+            smtputf8: false,
+            eight_bit: false,
+            client: "t".into(),
+        }
+    }
+
+    #[test]
+    fn mixed_outcomes() {
+        let schedule: Schedule = "F,1m,1s".parse().unwrap();
+        let mut e = env(3);
+        let failed = apply(
+            &mut e,
+            &[0, 1, 2],
+            &[
+                Outcome::Sent {
+                    reply: "250 ok".into(),
+                },
+                Outcome::Bounced {
+                    status: "5.1.1".into(),
+                    reason: "550 5.1.1 unknown".into(),
+                    diagnostic: Some("550 5.1.1 unknown".into()),
+                },
+                Outcome::deferred("451 4.7.1 later"),
+            ],
+            Some("h[127.0.0.1]:25"),
+            &schedule,
+            100,
+        );
+        assert_eq!(e.recipients[0].state, State::Delivered);
+        assert_eq!(e.recipients[1].state, State::Bounced);
+        assert_eq!(e.recipients[2].state, State::Deferred);
+        assert_eq!(e.recipients[2].next_attempt, 101);
+        assert_eq!(e.recipients[2].first_failure, Some(100));
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].index, 1);
+        assert!(!e.is_finished());
+    }
+
+    #[test]
+    fn gives_up_after_cutoff() {
+        let schedule: Schedule = "F,1m,1s".parse().unwrap();
+        let mut e = env(1);
+        apply(
+            &mut e,
+            &[0],
+            &[Outcome::deferred("451 a")],
+            None,
+            &schedule,
+            100,
+        );
+        let failed = apply(
+            &mut e,
+            &[0],
+            &[Outcome::deferred("451 b")],
+            None,
+            &schedule,
+            161,
+        );
+        assert_eq!(e.recipients[0].state, State::Bounced);
+        assert_eq!(failed[0].status, "5.4.7");
+        assert!(failed[0].reason.contains("retry timeout exceeded"));
+        assert!(failed[0].reason.contains("451 b"));
+        assert_eq!(e.recipients[0].attempts, 2);
+        assert!(e.is_finished());
+    }
+}

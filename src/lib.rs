@@ -1,0 +1,34 @@
+//! smarthost: a small, durable mail relay. Local programs hand it mail over SMTP;
+//! it stores each message durably, picks an upstream smarthost by the envelope
+//! sender, delivers over verified TLS with authentication, retries on an exim-style
+//! schedule and bounces what cannot be delivered.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration, validated as a whole (`smarthost check`).
+//! - [`routing`]: the route table, envelope sender → route (`smarthost route`).
+//! - [`smtp`]: the inbound side. [`smtp::grammar`] parses commands and addresses,
+//!   [`smtp::data`] receives DATA (dot-unstuffing, smuggling rules), both pure;
+//!   [`smtp::session`] is the per-client loop, [`smtp::server`] the listeners.
+//! - [`queue`]: the stored message ([`queue::envelope`]) and the durable sled store
+//!   with group commit ([`queue::store`]).
+//! - [`retry`]: the exim retry schedule, a pure function of time.
+//! - [`delivery`]: the scheduler and the per-route workers; [`delivery::record`]
+//!   applies attempt outcomes to recipients.
+//! - [`upstream`]: the SMTP client towards smarthosts (DNS, TLS, AUTH, transaction).
+//! - [`outcome`]: what a reply means: sent, deferred or bounced.
+//! - [`bounce`]: RFC 3464 delivery status notifications.
+//! - [`capture`]: the `directory` route that writes messages to files.
+//! - [`clock`]: Unix time and RFC 5322 dates.
+
+pub mod bounce;
+pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod outcome;
+pub mod queue;
+pub mod retry;
+pub mod routing;
+pub mod smtp;
+pub mod upstream;

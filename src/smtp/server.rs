@@ -1,0 +1,68 @@
+//! The listeners: accept connections, enforce the connection limit, run a
+//! [`Session`] per client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::session::Session;
+use crate::delivery::Relay;
+
+/// Binds every configured listen address; fails if any cannot be bound, so a
+/// misconfiguration is seen at start, not when mail goes missing.
+pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let l = TcpListener::bind(a)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Serves all listeners forever.
+pub async fn serve(relay: Arc<Relay>, listeners: Vec<TcpListener>) {
+    let limit = Arc::new(Semaphore::new(relay.config.limits.max_connections));
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let relay = relay.clone();
+        let limit = limit.clone();
+        tasks.push(tokio::spawn(accept_loop(relay, l, limit)));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limit: Arc<Semaphore>) {
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+                    .await;
+            });
+            continue;
+        };
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let (r, w) = stream.into_split();
+            Session::new(relay, peer, r, w).run().await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,417 @@
+//! One inbound SMTP session (RFC 5321): the I/O loop around the pure grammar in
+//! [`super::grammar`] and the DATA receiver in [`super::data`].
+//!
+//! Replies are buffered and flushed only when the client has nothing more
+//! pipelined (RFC 2920), so a pipelining client gets one write per batch. The
+//! `250` after DATA is sent only once the message is fsynced in the queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+use super::data::{DataError, DataReceiver, Feed, Limits};
+use super::grammar::{self, Body, Command, Reply};
+use crate::clock::{rfc5322, unix_now};
+use crate::delivery::Relay;
+use crate::queue::store::Changes;
+use crate::queue::{Envelope, Recipient, StoreError};
+
+/// RFC 5321 allows 512 octets a command line; extensions (SMTPUTF8 addresses,
+/// parameters) make real lines longer, so allow some room before refusing.
+const MAX_COMMAND_LINE: usize = 2048;
+/// After this many refused commands the client is cut off, as Postfix does.
+const MAX_ERRORS: u32 = 20;
+
+struct Transaction {
+    from: String,
+    smtputf8: bool,
+    eight_bit: bool,
+    rcpts: Vec<String>,
+}
+
+pub struct Session<R, W> {
+    relay: Arc<Relay>,
+    peer: SocketAddr,
+    trusted: bool,
+    reader: BufReader<R>,
+    writer: W,
+    out: Vec<u8>,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+}
+
+enum Line {
+    Command(Vec<u8>),
+    TooLong,
+    Eof,
+    Timeout,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+    pub fn new(relay: Arc<Relay>, peer: SocketAddr, reader: R, writer: W) -> Self {
+        let trusted = relay.config.is_trusted(peer.ip());
+        Session {
+            relay,
+            peer,
+            trusted,
+            reader: BufReader::with_capacity(16 * 1024, reader),
+            writer,
+            out: Vec::with_capacity(1024),
+            helo: None,
+            esmtp: false,
+            tx: None,
+            errors: 0,
+        }
+    }
+
+    fn reply(&mut self, r: Reply) {
+        let wire = r.to_wire(self.esmtp);
+        self.out.extend_from_slice(&wire);
+    }
+
+    fn send(&mut self, code: u16, enhanced: &'static str, text: impl Into<String>) {
+        self.reply(Reply::new(code, Some(enhanced), text));
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.writer.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.writer.flush().await
+    }
+
+    /// Runs the session to its end. I/O errors just end it: nothing half-received
+    /// was ever acknowledged.
+    pub async fn run(mut self) {
+        let host = self.relay.config.hostname.clone();
+        // The greeting has no enhanced code (RFC 2034 applies after EHLO).
+        self.out = format!("220 {host} ESMTP smarthost\r\n").into_bytes();
+        if let Err(e) = self.serve().await {
+            tracing::debug!(peer = %self.peer, error = %e, "session ended");
+        }
+    }
+
+    async fn serve(&mut self) -> std::io::Result<()> {
+        loop {
+            if self.reader.buffer().is_empty() {
+                self.flush().await?;
+            }
+            let line = match self.read_line().await? {
+                Line::Command(l) => l,
+                Line::Eof => return Ok(()),
+                Line::Timeout => {
+                    let host = self.relay.config.hostname.clone();
+                    self.send(421, "4.4.2", format!("{host} Error: timeout exceeded"));
+                    return self.flush().await;
+                }
+                Line::TooLong => {
+                    self.send(500, "5.5.2", "Error: line too long");
+                    self.errors += 1;
+                    continue;
+                }
+            };
+            let cmd = match grammar::parse_command(&line) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.reply(e.reply());
+                    self.errors += 1;
+                    if self.errors >= MAX_ERRORS {
+                        self.send(421, "4.7.0", "Error: too many errors");
+                        return self.flush().await;
+                    }
+                    continue;
+                }
+            };
+            match cmd {
+                Command::Ehlo(name) => {
+                    self.esmtp = true;
+                    self.helo = Some(name);
+                    self.tx = None;
+                    let l = &self.relay.config.limits;
+                    let text = format!(
+                        "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n",
+                        self.relay.config.hostname, l.max_message_size
+                    );
+                    self.out.extend_from_slice(text.as_bytes());
+                }
+                Command::Helo(name) => {
+                    self.esmtp = false;
+                    self.helo = Some(name);
+                    self.tx = None;
+                    let text = format!("250 {}\r\n", self.relay.config.hostname);
+                    self.out.extend_from_slice(text.as_bytes());
+                }
+                Command::Mail { from, params } => self.mail(from, params),
+                Command::Rcpt { to } => self.rcpt(to),
+                Command::Data => {
+                    if !self.data().await? {
+                        return Ok(());
+                    }
+                }
+                Command::Rset => {
+                    self.tx = None;
+                    self.send(250, "2.0.0", "Ok");
+                }
+                Command::Noop => self.send(250, "2.0.0", "Ok"),
+                Command::Quit => {
+                    self.send(221, "2.0.0", "Bye");
+                    return self.flush().await;
+                }
+                Command::Vrfy => self.send(
+                    252,
+                    "2.5.2",
+                    "Cannot VRFY user, but will accept message and attempt delivery",
+                ),
+                Command::Help => self.send(214, "2.0.0", "See RFC 5321"),
+                Command::StartTls => self.send(502, "5.5.1", "STARTTLS not available"),
+                Command::Auth => self.send(502, "5.5.1", "AUTH not available"),
+            }
+        }
+    }
+
+    fn mail(&mut self, from: String, params: grammar::MailParams) {
+        if self.helo.is_none() {
+            return self.send(503, "5.5.1", "Error: send HELO/EHLO first");
+        }
+        if self.tx.is_some() {
+            return self.send(503, "5.5.1", "Error: nested MAIL command");
+        }
+        let max = self.relay.config.limits.max_message_size;
+        if params.size.is_some_and(|s| s > max) {
+            return self.send(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            );
+        }
+        let smtputf8 = params.smtputf8 || grammar::needs_smtputf8(&from);
+        self.tx = Some(Transaction {
+            from,
+            smtputf8,
+            eight_bit: params.body == Some(Body::EightBitMime),
+            rcpts: Vec::new(),
+        });
+        self.send(250, "2.1.0", "Ok");
+    }
+
+    fn rcpt(&mut self, to: String) {
+        let max = self.relay.config.limits.max_recipients;
+        let trusted = self.trusted;
+        let Some(tx) = self.tx.as_mut() else {
+            return self.send(503, "5.5.1", "Error: need MAIL command");
+        };
+        if !trusted {
+            // Never an open relay: only trusted networks may send anywhere.
+            return self.send(554, "5.7.1", format!("<{to}>: Relay access denied"));
+        }
+        if tx.rcpts.len() >= max {
+            return self.send(452, "4.5.3", "Error: too many recipients");
+        }
+        if grammar::needs_smtputf8(&to) {
+            tx.smtputf8 = true;
+        }
+        tx.rcpts.push(to);
+        self.send(250, "2.1.5", "Ok");
+    }
+
+    /// Returns false when the connection must close.
+    async fn data(&mut self) -> std::io::Result<bool> {
+        match &self.tx {
+            None => {
+                self.send(503, "5.5.1", "Error: need RCPT command");
+                return Ok(true);
+            }
+            Some(tx) if tx.rcpts.is_empty() => {
+                self.send(554, "5.5.1", "Error: no valid recipients");
+                return Ok(true);
+            }
+            Some(_) => {}
+        }
+        self.send(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
+        self.flush().await?;
+        let limits = &self.relay.config.limits;
+        let mut rx = DataReceiver::new(Limits {
+            max_size: usize::try_from(limits.max_message_size).unwrap_or(usize::MAX),
+            max_line: limits.max_line_length,
+        });
+        let timeout = self.relay.config.timeouts.data;
+        loop {
+            let chunk = match tokio::time::timeout(timeout, self.reader.fill_buf()).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    self.tx = None;
+                    let host = self.relay.config.hostname.clone();
+                    self.send(421, "4.4.2", format!("{host} Error: timeout exceeded"));
+                    self.flush().await?;
+                    return Ok(false);
+                }
+            };
+            if chunk.is_empty() {
+                // The client went away mid-message: nothing was acknowledged.
+                self.tx = None;
+                return Ok(false);
+            }
+            let n = chunk.len();
+            match rx.feed(chunk) {
+                Feed::NeedMore => self.reader.consume(n),
+                Feed::Done { consumed } => {
+                    self.reader.consume(consumed);
+                    break;
+                }
+                Feed::Abort => {
+                    self.tx = None;
+                    let (code, esc, text) = DataError::BareLineEnding.reply();
+                    self.send(code, esc, text);
+                    self.flush().await?;
+                    return Ok(false);
+                }
+            }
+        }
+        let Some(tx) = self.tx.take() else {
+            return Ok(true);
+        };
+        match rx.finish() {
+            Err(e) => {
+                let (code, esc, text) = e.reply();
+                self.send(code, esc, text);
+            }
+            Ok(body) => match self.enqueue(tx, body).await {
+                Ok(id) => self.send(250, "2.0.0", format!("Ok: queued as {id}")),
+                Err(e) => {
+                    tracing::error!(peer = %self.peer, "cannot queue message: {e}");
+                    if is_disk_full(&e) {
+                        self.send(452, "4.3.1", "Insufficient system storage");
+                    } else {
+                        self.send(451, "4.3.0", "Queue unavailable, try again later");
+                    }
+                }
+            },
+        }
+        Ok(true)
+    }
+
+    async fn enqueue(&self, tx: Transaction, body: Vec<u8>) -> Result<String, StoreError> {
+        let store = &self.relay.store;
+        let id = store.new_id()?;
+        let now = unix_now();
+        let helo = self.helo.clone().unwrap_or_default();
+        let with = match (tx.smtputf8, self.esmtp) {
+            (true, _) => "UTF8SMTP",
+            (false, true) => "ESMTP",
+            (false, false) => "SMTP",
+        };
+        let for_clause = match tx.rcpts.as_slice() {
+            [one] => format!("\r\n\tfor <{one}>"),
+            _ => String::new(),
+        };
+        // Received (RFC 5321 4.4): the one header a relay adds.
+        let received = format!(
+            "Received: from {} ([{}])\r\n\tby {} (smarthost) with {} id {}{};\r\n\t{}\r\n",
+            sanitize(&helo),
+            self.peer.ip(),
+            self.relay.config.hostname,
+            with,
+            id,
+            for_clause,
+            rfc5322(SystemTime::now())
+        );
+        let mut message = Vec::with_capacity(received.len() + body.len());
+        message.extend_from_slice(received.as_bytes());
+        message.extend_from_slice(&body);
+        drop(body);
+
+        let mut env = Envelope {
+            id: id.clone(),
+            sender: tx.from.clone(),
+            route_sender: tx.from,
+            recipients: tx.rcpts.iter().map(|r| Recipient::new(r, now)).collect(),
+            arrived: now,
+            size: 0,
+            chunks: 0,
+            smtputf8: tx.smtputf8,
+            eight_bit: tx.eight_bit,
+            client: format!("{} [{}]", sanitize(&helo), self.peer.ip()),
+        };
+        let mut changes = Changes::new();
+        changes.put_message(&mut env, &message);
+        store.write(changes).await?;
+        tracing::info!(
+            "{}: from=<{}> size={} nrcpt={} client={}",
+            id,
+            env.sender,
+            env.size,
+            env.recipients.len(),
+            env.client
+        );
+        self.relay.schedule(&env);
+        Ok(id)
+    }
+
+    async fn read_line(&mut self) -> std::io::Result<Line> {
+        let timeout = self.relay.config.timeouts.command;
+        match tokio::time::timeout(timeout, read_bounded_line(&mut self.reader)).await {
+            Ok(r) => r,
+            Err(_) => Ok(Line::Timeout),
+        }
+    }
+}
+
+/// Reads one line up to LF without ever buffering more than the limit: an endless
+/// line is consumed and reported, not accumulated.
+async fn read_bounded_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<Line> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(Line::Eof);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if !too_long {
+            let room = MAX_COMMAND_LINE.saturating_sub(line.len());
+            if take > room {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(&buf[..take]);
+            }
+        }
+        reader.consume(take);
+        if done {
+            if too_long {
+                return Ok(Line::TooLong);
+            }
+            while line.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+                line.pop();
+            }
+            return Ok(Line::Command(line));
+        }
+    }
+}
+
+/// A HELO name goes into a header: keep it to printable ASCII without spaces.
+fn sanitize(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    if cleaned.is_empty() {
+        "unknown".into()
+    } else {
+        cleaned
+    }
+}
+
+fn is_disk_full(e: &StoreError) -> bool {
+    let text = e.to_string();
+    text.contains("No space left") || text.contains("storage full") || text.contains("quota")
+}

@@ -1,0 +1,460 @@
+//! The SMTP client side: connect to a route's smarthost, secure and authenticate
+//! the session, and run transactions on it, reporting an [`Outcome`] per recipient.
+//!
+//! mail-send provides the reply parser, EHLO and AUTH; the connect sequence is our
+//! own because mail-send's `connect()` discards the EHLO capabilities, sets no
+//! TCP_NODELAY and has a one-hour default timeout. The DATA phase is our own too:
+//! mail-send adds a blank line to a message that already ends in CRLF.
+
+pub mod resolve;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mail_send::{Credentials as MsCredentials, SmtpClient};
+use smtp_proto::{EhloResponse, Response, AUTH_LOGIN, AUTH_PLAIN};
+use smtp_proto::{EXT_8BIT_MIME, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::{AuthMechanism, SmtpRoute, Timeouts, TlsMode};
+use crate::outcome::{self, Outcome};
+
+pub use resolve::Resolver;
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Why no session could be set up. Always a temporary failure for the
+/// recipients: the smarthost's trouble is not theirs.
+#[derive(Debug, Clone)]
+pub struct ConnectError {
+    pub reason: String,
+    pub relay: Option<String>,
+    /// Authentication was refused: a configuration problem the operator must fix.
+    pub auth: bool,
+}
+
+pub struct Connection {
+    client: SmtpClient<Box<dyn Io>>,
+    caps: EhloResponse<String>,
+    /// `host[ip]:port`, for log lines.
+    pub relay: String,
+    /// The host name, for the DSN's Remote-MTA.
+    pub host: String,
+    pub messages: u32,
+}
+
+/// What one transaction gave: an outcome per recipient (in the order asked) and
+/// whether the connection can carry another message.
+pub struct Transaction {
+    pub outcomes: Vec<Outcome>,
+    pub reusable: bool,
+}
+
+pub struct Context<'a> {
+    pub hostname: &'a str,
+    pub resolver: &'a Resolver,
+    pub tls: &'a TlsConnector,
+    pub timeouts: &'a Timeouts,
+}
+
+fn ms_err(e: mail_send::Error) -> String {
+    match e {
+        mail_send::Error::UnexpectedReply(r) | mail_send::Error::AuthenticationFailed(r) => {
+            outcome::reply_text(&r)
+        }
+        mail_send::Error::Timeout => "timed out".to_string(),
+        mail_send::Error::UnparseableReply => "connection closed or unparseable reply".into(),
+        other => other.to_string(),
+    }
+}
+
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, mail_send::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {}", ms_err(e))),
+        Err(_) => Err(format!("{what}: timed out after {}s", limit.as_secs())),
+    }
+}
+
+/// Connects to the route: every address of every host in order, until one gives
+/// a ready (secured, authenticated) session.
+pub async fn connect(route: &SmtpRoute, ctx: &Context<'_>) -> Result<Connection, ConnectError> {
+    let mut last = ConnectError {
+        reason: "no hosts".into(),
+        relay: None,
+        auth: false,
+    };
+    for host in &route.hosts {
+        let addrs = match ctx.resolver.addresses(host, route.port).await {
+            Ok(a) => a,
+            Err(reason) => {
+                last = ConnectError {
+                    reason,
+                    relay: Some(format!("{host}:{}", route.port)),
+                    auth: false,
+                };
+                continue;
+            }
+        };
+        for addr in addrs {
+            let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
+            match connect_one(route, host, addr, ctx).await {
+                Ok((client, caps)) => {
+                    return Ok(Connection {
+                        client,
+                        caps,
+                        relay,
+                        host: host.clone(),
+                        messages: 0,
+                    })
+                }
+                Err((reason, auth)) => {
+                    last = ConnectError {
+                        reason,
+                        relay: Some(relay),
+                        auth,
+                    };
+                    // The same credentials will be refused by every address.
+                    if auth {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+type Ready = (SmtpClient<Box<dyn Io>>, EhloResponse<String>);
+
+async fn connect_one(
+    route: &SmtpRoute,
+    host: &str,
+    addr: SocketAddr,
+    ctx: &Context<'_>,
+) -> Result<Ready, (String, bool)> {
+    let t = ctx.timeouts;
+    let tcp = match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err((format!("connect: {e}"), false)),
+        Err(_) => return Err(("connect: timed out".into(), false)),
+    };
+    // Without it every command waits for the delayed ACK: 40 ms a round trip.
+    let _ = tcp.set_nodelay(true);
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| (format!("invalid TLS server name {host:?}"), false))?;
+
+    let mut client: SmtpClient<Box<dyn Io>> = match route.tls {
+        TlsMode::Implicit => {
+            let tls = tls_handshake(ctx.tls, server_name, tcp, t.connect).await?;
+            SmtpClient {
+                stream: Box::new(tls),
+                timeout: t.upstream_command,
+            }
+        }
+        TlsMode::StartTls => {
+            let mut plain = SmtpClient {
+                stream: tcp,
+                timeout: t.upstream_command,
+            };
+            greeting(&mut plain, t.greeting).await?;
+            let caps = within(t.upstream_command, "EHLO", plain.ehlo(ctx.hostname))
+                .await
+                .map_err(|e| (e, false))?;
+            if !caps.has_capability(EXT_START_TLS) {
+                // Never fall back to clear text: the route asked for TLS.
+                return Err((
+                    "STARTTLS required but not offered by the server".into(),
+                    false,
+                ));
+            }
+            let reply = within(t.upstream_command, "STARTTLS", plain.cmd(b"STARTTLS\r\n"))
+                .await
+                .map_err(|e| (e, false))?;
+            if reply.code != 220 {
+                return Err((
+                    format!("STARTTLS refused: {}", outcome::reply_text(&reply)),
+                    false,
+                ));
+            }
+            let tls = tls_handshake(ctx.tls, server_name, plain.stream, t.connect).await?;
+            SmtpClient {
+                stream: Box::new(tls),
+                timeout: t.upstream_command,
+            }
+        }
+        TlsMode::None => SmtpClient {
+            stream: Box::new(tcp),
+            timeout: t.upstream_command,
+        },
+    };
+    if route.tls != TlsMode::StartTls {
+        greeting(&mut client, t.greeting).await?;
+    }
+    let mut caps = within(t.upstream_command, "EHLO", client.ehlo(ctx.hostname))
+        .await
+        .map_err(|e| (e, false))?;
+
+    if let Some(creds) = &route.credentials {
+        let (bit, name) = match creds.mechanism {
+            AuthMechanism::Plain => (AUTH_PLAIN, "PLAIN"),
+            AuthMechanism::Login => (AUTH_LOGIN, "LOGIN"),
+        };
+        if caps.auth_mechanisms & bit == 0 {
+            return Err((format!("server does not offer AUTH {name}"), true));
+        }
+        // Only the configured mechanism: mail-send would otherwise try others.
+        let mut offered = caps.clone();
+        offered.auth_mechanisms = bit;
+        let credentials = MsCredentials::Plain {
+            username: creds.username.clone(),
+            secret: creds.password.expose().to_string(),
+        };
+        within(
+            t.upstream_command,
+            &format!("AUTH {name}"),
+            client.authenticate(&credentials, &offered),
+        )
+        .await
+        .map_err(|e| (e, true))?;
+        caps.auth_mechanisms = 0;
+    }
+    Ok((client, caps))
+}
+
+async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+    limit: Duration,
+) -> Result<(), (String, bool)> {
+    let reply = within(limit, "greeting", client.read())
+        .await
+        .map_err(|e| (e, false))?;
+    if reply.code != 220 {
+        return Err((format!("greeting: {}", outcome::reply_text(&reply)), false));
+    }
+    Ok(())
+}
+
+async fn tls_handshake(
+    connector: &TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+    tcp: TcpStream,
+    limit: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, (String, bool)> {
+    match tokio::time::timeout(limit, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err((format!("TLS handshake failed: {e}"), false)),
+        Err(_) => Err(("TLS handshake timed out".into(), false)),
+    }
+}
+
+impl Connection {
+    /// Readies a reused connection for the next message.
+    pub async fn reset(&mut self, t: &Timeouts) -> bool {
+        matches!(
+            within(t.upstream_command, "RSET", self.client.cmd(b"RSET\r\n")).await,
+            Ok(r) if r.code == 250
+        )
+    }
+
+    pub async fn quit(mut self, t: &Timeouts) {
+        let _ = within(t.upstream_command, "QUIT", self.client.cmd(b"QUIT\r\n")).await;
+    }
+
+    async fn command(&mut self, line: String, t: &Timeouts) -> Result<Response<String>, String> {
+        within(
+            t.upstream_command,
+            "command",
+            self.client.cmd(line.as_bytes()),
+        )
+        .await
+    }
+
+    /// One transaction: MAIL, RCPT per recipient, DATA. `body` must have CRLF line
+    /// endings (the queue only holds such messages).
+    pub async fn send(
+        &mut self,
+        sender: &str,
+        recipients: &[&str],
+        body: &[u8],
+        smtputf8: bool,
+        eight_bit: bool,
+        t: &Timeouts,
+    ) -> Transaction {
+        self.messages += 1;
+        let all = |o: Outcome| Transaction {
+            outcomes: vec![o; recipients.len()],
+            reusable: false,
+        };
+        let mut params = String::new();
+        if smtputf8 {
+            if !self.caps.has_capability(EXT_SMTP_UTF8) {
+                let mut tr = all(Outcome::bounced(
+                    "5.6.7",
+                    "the smarthost does not support SMTPUTF8, which this message needs",
+                ));
+                tr.reusable = true;
+                return tr;
+            }
+            params.push_str(" SMTPUTF8");
+        }
+        if eight_bit && self.caps.has_capability(EXT_8BIT_MIME) {
+            params.push_str(" BODY=8BITMIME");
+        }
+        if self.caps.has_capability(EXT_SIZE) {
+            if self.caps.size > 0 && body.len() > self.caps.size {
+                let mut tr = all(Outcome::bounced(
+                    "5.3.4",
+                    format!(
+                        "message of {} bytes exceeds the smarthost's limit of {} bytes",
+                        body.len(),
+                        self.caps.size
+                    ),
+                ));
+                tr.reusable = true;
+                return tr;
+            }
+            params.push_str(&format!(" SIZE={}", body.len()));
+        }
+
+        match self
+            .command(format!("MAIL FROM:<{sender}>{params}\r\n"), t)
+            .await
+        {
+            Err(e) => return all(Outcome::deferred(format!("MAIL FROM: {e}"))),
+            Ok(r) => match outcome::from_reply(&r) {
+                Outcome::Sent { .. } => {}
+                other => {
+                    let mut tr = all(other);
+                    tr.reusable = self.reset(t).await;
+                    return tr;
+                }
+            },
+        }
+
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(recipients.len());
+        for rcpt in recipients {
+            match self.command(format!("RCPT TO:<{rcpt}>\r\n"), t).await {
+                Err(e) => {
+                    let o = Outcome::deferred(format!("RCPT TO: {e}"));
+                    return Transaction {
+                        outcomes: outcomes
+                            .into_iter()
+                            .map(|x| x.unwrap_or_else(|| o.clone()))
+                            .chain(std::iter::repeat(o.clone()))
+                            .take(recipients.len())
+                            .collect(),
+                        reusable: false,
+                    };
+                }
+                Ok(r) => match outcome::from_reply(&r) {
+                    // Accepted recipients wait for the DATA verdict.
+                    Outcome::Sent { .. } => outcomes.push(None),
+                    other => outcomes.push(Some(other)),
+                },
+            }
+        }
+        let finish =
+            |outcomes: Vec<Option<Outcome>>, verdict: Outcome, reusable: bool| Transaction {
+                outcomes: outcomes
+                    .into_iter()
+                    .map(|x| x.unwrap_or_else(|| verdict.clone()))
+                    .collect(),
+                reusable,
+            };
+        if outcomes.iter().all(|o| o.is_some()) {
+            let reusable = self.reset(t).await;
+            return finish(outcomes, Outcome::deferred("unused"), reusable);
+        }
+
+        match self.command("DATA\r\n".into(), t).await {
+            Err(e) => return finish(outcomes, Outcome::deferred(format!("DATA: {e}")), false),
+            Ok(r) if r.code == 354 => {}
+            Ok(r) => {
+                let verdict = outcome::from_reply(&r);
+                let verdict = match verdict {
+                    Outcome::Sent { .. } => Outcome::deferred(format!(
+                        "DATA: unexpected reply {}",
+                        outcome::reply_text(&r)
+                    )),
+                    other => other,
+                };
+                let reusable = self.reset(t).await;
+                return finish(outcomes, verdict, reusable);
+            }
+        }
+
+        let stuffed = dot_stuff(body);
+        let write = async {
+            self.client.stream.write_all(&stuffed).await?;
+            self.client.stream.flush().await
+        };
+        match tokio::time::timeout(t.upstream_data, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return finish(
+                    outcomes,
+                    Outcome::deferred(format!("sending message: {e}")),
+                    false,
+                )
+            }
+            Err(_) => {
+                return finish(
+                    outcomes,
+                    Outcome::deferred("sending message: timed out"),
+                    false,
+                )
+            }
+        }
+        // A connection lost here may have delivered: deferring risks a duplicate,
+        // which is acceptable; anything else risks a loss, which is not.
+        match within(t.upstream_data, "after end of data", self.client.read()).await {
+            Err(e) => finish(outcomes, Outcome::deferred(e), false),
+            Ok(r) => finish(outcomes, outcome::from_reply(&r), true),
+        }
+    }
+}
+
+/// RFC 5321 4.5.2 transparency plus the terminating `.CRLF`. The body ends in CRLF
+/// already or gets one, so no blank line is added.
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 5);
+    let mut at_line_start = true;
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        if at_line_start && line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+        at_line_start = line.ends_with(b"\n");
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dot_stuff;
+
+    #[test]
+    fn stuffing() {
+        assert_eq!(dot_stuff(b"a\r\n"), b"a\r\n.\r\n");
+        assert_eq!(
+            dot_stuff(b".a\r\n..b\r\nc.\r\n"),
+            b"..a\r\n...b\r\nc.\r\n.\r\n"
+        );
+        assert_eq!(dot_stuff(b""), b".\r\n");
+        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(dot_stuff(b"x\r\n.\r\n"), b"x\r\n..\r\n.\r\n");
+    }
+}
