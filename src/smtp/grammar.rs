@@ -15,26 +15,23 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(code: u16, enhanced: Option<&'static str>, text: impl Into<String>) -> Self {
+        let text = text.into();
         Self {
             code,
             enhanced,
-            text: text.into(),
+            text,
         }
     }
 
     /// Wire form, "250 2.1.0 Ok\r\n"; one reply line per '\n' in the text
     /// ("250-...\r\n250 ...\r\n"), with the enhanced code on every line
-    /// (RFC 2034 requires it on each) when `enhanced_codes` is true.
+    /// (RFC 2034 wants it on each) when `enhanced_codes` is true.
     pub fn to_wire(&self, enhanced_codes: bool) -> Vec<u8> {
-        let code = self.code.to_string();
-        let enhanced = self.enhanced.filter(|_| enhanced_codes);
-        let mut out = Vec::with_capacity(self.text.len() + 16);
-        let mut lines = self
-            .text
-            .trim_end_matches(['\r', '\n'])
-            .split('\n')
-            .peekable();
-        while let Some(line) = lines.next() {
+        let enhanced = self.enhanced.filter(|_| enhanced_codes).unwrap_or("");
+        let text = self.text.trim_end_matches(['\r', '\n']);
+        let last = text.split('\n').count().saturating_sub(1);
+        let mut out = Vec::with_capacity(text.len() + 16);
+        for (i, line) in text.split('\n').enumerate() {
             // Text may echo client input; a stray CR or control byte must not
             // be able to forge extra reply lines.
             let clean: String = line
@@ -42,20 +39,10 @@ impl Reply {
                 .filter(|&c| c != '\r')
                 .map(|c| if c.is_control() { ' ' } else { c })
                 .collect();
-            let mut body = String::from(enhanced.unwrap_or(""));
-            if !clean.is_empty() {
-                if !body.is_empty() {
-                    body.push(' ');
-                }
-                body.push_str(&clean);
-            }
-            out.extend_from_slice(code.as_bytes());
-            if lines.peek().is_some() {
-                out.push(b'-');
-            } else if !body.is_empty() {
-                out.push(b' ');
-            }
-            out.extend_from_slice(body.as_bytes());
+            let sep = if i < last { '-' } else { ' ' };
+            let line = format!("{}{sep}{}", self.code, format!("{enhanced} {clean}").trim());
+            // RFC 5321 allows a bare "250" as a last line, not "250 ".
+            out.extend_from_slice(line.trim_end_matches(' ').as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         out
@@ -106,14 +93,9 @@ pub enum CommandError {
     InvalidCharacters,
     #[error("Command not recognized")]
     Unknown,
-    #[error("Syntax: {0} hostname")]
-    MissingArgument(&'static str),
-    #[error("Syntax: {0} takes no arguments")]
-    UnexpectedArgument(&'static str),
-    #[error("Syntax: MAIL FROM:<address>")]
-    MailSyntax,
-    #[error("Syntax: RCPT TO:<address>")]
-    RcptSyntax,
+    /// A missing, extra or malformed argument; the text shows the right form.
+    #[error("Syntax: {0}")]
+    Syntax(&'static str),
     #[error("Invalid parameter syntax")]
     ParamSyntax,
     #[error("Invalid SIZE value")]
@@ -153,40 +135,24 @@ pub enum AddressError {
     Empty,
     #[error("address longer than 254 octets")]
     TooLong,
-    #[error("address must contain an @ and a domain")]
+    #[error("address must contain @ and a domain")]
     MissingAt,
     #[error("address contains more than one @")]
     MultipleAt,
-    #[error("empty local part")]
-    LocalPartEmpty,
-    #[error("local part longer than 64 octets")]
-    LocalPartTooLong,
-    #[error("unterminated quoted local part")]
-    UnterminatedQuote,
-    #[error("quoted local part must be followed by @")]
-    MisplacedQuote,
+    #[error("local part must be 1 to 64 octets")]
+    LocalPartLength,
     #[error("character {} not allowed in local part", show(.0))]
     LocalChar(char),
     #[error("\"/../\" not allowed in local part")]
     PathTraversal,
-    #[error("local part starts with a dot")]
-    LeadingDot,
-    #[error("local part ends with a dot")]
-    TrailingDot,
-    #[error("local part contains consecutive dots")]
-    ConsecutiveDots,
-    #[error("empty domain")]
-    DomainEmpty,
-    #[error("domain longer than 255 octets")]
-    DomainTooLong,
+    #[error("local part has {0}")]
+    Dots(&'static str),
+    #[error("domain must be 1 to 255 octets")]
+    DomainLength,
     #[error("character {} not allowed in domain", show(.0))]
     DomainChar(char),
-    #[error("empty domain label")]
-    EmptyLabel,
-    #[error("domain label longer than 63 octets")]
-    LabelTooLong,
-    #[error("domain label starts or ends with a hyphen")]
-    LabelHyphen,
+    #[error("domain label {0}")]
+    Label(&'static str),
     #[error("invalid address literal")]
     BadAddressLiteral,
     #[error("invalid source route")]
@@ -214,11 +180,28 @@ fn is_wsp(c: char) -> bool {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    if head.eq_ignore_ascii_case(prefix) {
-        s.get(prefix.len()..)
-    } else {
+    s.get(prefix.len()..)
+        .filter(|_| head.eq_ignore_ascii_case(prefix))
+}
+
+/// Byte index of the first `target` outside quoted strings and address
+/// literals: a '>', '@' or ':' in a quoted local part or an IPv6 literal is
+/// data, not structure.
+fn find_unquoted(s: &str, target: char) -> Option<usize> {
+    let (mut quoted, mut escaped, mut bracket) = (false, false, false);
+    s.char_indices().find_map(|(i, c)| {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ if quoted => {}
+            '[' => bracket = true,
+            ']' => bracket = false,
+            c if c == target && !bracket => return Some(i),
+            _ => {}
+        }
         None
-    }
+    })
 }
 
 /// Parse one command line, WITHOUT its trailing CRLF.
@@ -238,33 +221,27 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     }
     let (verb, args) = line.split_once(is_wsp).unwrap_or((line, ""));
     let args = args.trim_start_matches(is_wsp);
-    let no_args = |cmd: Command, name: &'static str| {
-        if args.is_empty() {
-            Ok(cmd)
-        } else {
-            Err(CommandError::UnexpectedArgument(name))
-        }
+    let bare = |cmd: Command, syntax| match args {
+        "" => Ok(cmd),
+        _ => Err(CommandError::Syntax(syntax)),
     };
-    let hello = |name: &'static str| {
-        if args.is_empty() {
-            Err(CommandError::MissingArgument(name))
-        } else {
-            Ok(args.to_string())
-        }
+    let hello = |syntax| match args {
+        "" => Err(CommandError::Syntax(syntax)),
+        _ => Ok(args.to_string()),
     };
     // A long junk verb is simply unknown; no need to allocate for it.
     if verb.len() > 8 {
         return Err(CommandError::Unknown);
     }
     match verb.to_ascii_uppercase().as_str() {
-        "EHLO" => hello("EHLO").map(Command::Ehlo),
-        "HELO" => hello("HELO").map(Command::Helo),
+        "EHLO" => hello("EHLO hostname").map(Command::Ehlo),
+        "HELO" => hello("HELO hostname").map(Command::Helo),
         "MAIL" => parse_mail(args),
         "RCPT" => parse_rcpt(args),
-        "DATA" => no_args(Command::Data, "DATA"),
-        "RSET" => no_args(Command::Rset, "RSET"),
-        "QUIT" => no_args(Command::Quit, "QUIT"),
-        "STARTTLS" => no_args(Command::StartTls, "STARTTLS"),
+        "DATA" => bare(Command::Data, "DATA"),
+        "RSET" => bare(Command::Rset, "RSET"),
+        "QUIT" => bare(Command::Quit, "QUIT"),
+        "STARTTLS" => bare(Command::StartTls, "STARTTLS"),
         "NOOP" => Ok(Command::Noop),
         "HELP" => Ok(Command::Help),
         "VRFY" => Ok(Command::Vrfy),
@@ -273,108 +250,87 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     }
 }
 
+const MAIL_SYNTAX: CommandError = CommandError::Syntax("MAIL FROM:<address>");
+const RCPT_SYNTAX: CommandError = CommandError::Syntax("RCPT TO:<address>");
+
 fn parse_mail(args: &str) -> Result<Command, CommandError> {
-    let rest = strip_prefix_ci(args, "FROM:").ok_or(CommandError::MailSyntax)?;
-    let (path, params) = split_path(rest).ok_or(CommandError::MailSyntax)?;
+    let rest = strip_prefix_ci(args, "FROM:").ok_or(MAIL_SYNTAX)?;
+    let (path, params) = split_path(rest).ok_or(MAIL_SYNTAX)?;
     let from = strip_route(path)?;
     if !from.is_empty() {
         validate_mailbox(from)?;
     }
-    let mut p = MailParams::default();
+    let (mut size, mut body, mut utf8) = (None, None, None);
     for param in param_tokens(params) {
         let (key, value) = param?;
-        if key.eq_ignore_ascii_case("SIZE") {
-            if p.size.is_some() {
-                return Err(duplicate(key));
+        match (key.to_ascii_uppercase().as_str(), value) {
+            ("SIZE", v) => set(&mut size, key, parse_size(v)?)?,
+            ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => {
+                set(&mut body, key, Body::SevenBit)?
             }
-            p.size = Some(parse_size(value)?);
-        } else if key.eq_ignore_ascii_case("BODY") {
-            if p.body.is_some() {
-                return Err(duplicate(key));
+            ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => {
+                set(&mut body, key, Body::EightBitMime)?
             }
-            let value = value.ok_or(CommandError::ParamSyntax)?;
-            p.body = Some(if value.eq_ignore_ascii_case("7BIT") {
-                Body::SevenBit
-            } else if value.eq_ignore_ascii_case("8BITMIME") {
-                Body::EightBitMime
-            } else {
-                return Err(CommandError::UnsupportedBody);
-            });
-        } else if key.eq_ignore_ascii_case("SMTPUTF8") {
-            if p.smtputf8 {
-                return Err(duplicate(key));
-            }
-            if value.is_some() {
-                return Err(CommandError::ParamSyntax);
-            }
-            p.smtputf8 = true;
-        } else {
-            return Err(CommandError::UnsupportedParameter(echo(key)));
+            ("BODY", Some(_)) => return Err(CommandError::UnsupportedBody),
+            ("SMTPUTF8", None) => set(&mut utf8, key, ())?,
+            ("BODY", None) | ("SMTPUTF8", Some(_)) => return Err(CommandError::ParamSyntax),
+            _ => return Err(CommandError::UnsupportedParameter(echo(key))),
         }
     }
-    if needs_smtputf8(from) && !p.smtputf8 {
+    let params = MailParams {
+        size,
+        body,
+        smtputf8: utf8.is_some(),
+    };
+    if needs_smtputf8(from) && !params.smtputf8 {
         return Err(CommandError::Utf8WithoutSmtputf8);
     }
     Ok(Command::Mail {
         from: from.to_string(),
-        params: p,
+        params,
     })
 }
 
 fn parse_rcpt(args: &str) -> Result<Command, CommandError> {
-    let rest = strip_prefix_ci(args, "TO:").ok_or(CommandError::RcptSyntax)?;
-    let (path, params) = split_path(rest).ok_or(CommandError::RcptSyntax)?;
+    let rest = strip_prefix_ci(args, "TO:").ok_or(RCPT_SYNTAX)?;
+    let (path, params) = split_path(rest).ok_or(RCPT_SYNTAX)?;
     if path.is_empty() {
         return Err(CommandError::NullRecipient);
     }
     let to = strip_route(path)?;
-    // RFC 5321 4.5.1: "postmaster" with no domain must always be deliverable.
+    // RFC 5321 4.5.1: "postmaster" with no domain must always be accepted.
     if !to.eq_ignore_ascii_case("postmaster") {
         validate_mailbox(to)?;
     }
     // DSN is not advertised, but clients that send NOTIFY/ORCPT anyway lose
     // nothing by having them ignored rather than refused.
-    let (mut notify, mut orcpt) = (false, false);
+    let (mut notify, mut orcpt) = (None, None);
     for param in param_tokens(params) {
         let (key, _) = param?;
-        let seen = if key.eq_ignore_ascii_case("NOTIFY") {
-            &mut notify
-        } else if key.eq_ignore_ascii_case("ORCPT") {
-            &mut orcpt
-        } else {
-            return Err(CommandError::UnsupportedParameter(echo(key)));
-        };
-        if std::mem::replace(seen, true) {
-            return Err(duplicate(key));
+        match key.to_ascii_uppercase().as_str() {
+            "NOTIFY" => set(&mut notify, key, ())?,
+            "ORCPT" => set(&mut orcpt, key, ())?,
+            _ => return Err(CommandError::UnsupportedParameter(echo(key))),
         }
     }
     Ok(Command::Rcpt { to: to.to_string() })
 }
 
-/// Splits `[SP] "<" path ">" [SP params]`, returning the path without its
-/// brackets. The closing '>' is searched outside quotes, since a quoted local
-/// part may legally contain one.
-fn split_path(s: &str) -> Option<(&str, &str)> {
-    let s = s.strip_prefix(' ').unwrap_or(s);
-    let inner = s.strip_prefix('<')?;
-    let (mut quoted, mut escaped) = (false, false);
-    let close = inner.char_indices().find_map(|(i, c)| {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '>' if !quoted => return Some(i),
-            _ => {}
-        }
-        None
-    })?;
-    let path = inner.get(..close)?;
-    let tail = inner.get(close + 1..)?;
-    if tail.is_empty() || tail.starts_with(is_wsp) {
-        Some((path, tail))
-    } else {
-        None
+fn set<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), CommandError> {
+    match slot.replace(value) {
+        Some(_) => Err(CommandError::DuplicateParameter(echo(key))),
+        None => Ok(()),
     }
+}
+
+/// Splits `[SP] "<" path ">" [SP params]`, returning the path without its
+/// brackets and the unparsed parameter text.
+fn split_path(s: &str) -> Option<(&str, &str)> {
+    let inner = s.strip_prefix(' ').unwrap_or(s).strip_prefix('<')?;
+    let close = find_unquoted(inner, '>')?;
+    let tail = inner.get(close + 1..)?;
+    let path = inner.get(..close)?;
+    (tail.is_empty() || tail.starts_with(is_wsp)).then_some((path, tail))
 }
 
 /// RFC 5321 lets a receiver ignore a source route but it must accept one, so
@@ -383,27 +339,14 @@ fn strip_route(path: &str) -> Result<&str, AddressError> {
     if !path.starts_with('@') {
         return Ok(path);
     }
-    // IPv6 literals in the route contain ':', so skip bracketed text.
-    let mut bracket = false;
-    let colon = path
-        .char_indices()
-        .find_map(|(i, c)| {
-            match c {
-                '[' => bracket = true,
-                ']' => bracket = false,
-                ':' if !bracket => return Some(i),
-                _ => {}
-            }
-            None
-        })
+    let (route, mailbox) = find_unquoted(path, ':')
+        .and_then(|i| Some((path.get(..i)?, path.get(i + 1..)?)))
         .ok_or(AddressError::BadSourceRoute)?;
-    let route = path.get(..colon).unwrap_or("");
-    let mailbox = path.get(colon + 1..).unwrap_or("");
-    for hop in route.split(',') {
-        let domain = hop.strip_prefix('@').ok_or(AddressError::BadSourceRoute)?;
-        validate_domain(domain).map_err(|_| AddressError::BadSourceRoute)?;
-    }
-    if mailbox.is_empty() {
+    let hop_ok = |hop: &str| {
+        hop.strip_prefix('@')
+            .is_some_and(|d| validate_domain(d).is_ok())
+    };
+    if mailbox.is_empty() || !route.split(',').all(hop_ok) {
         return Err(AddressError::BadSourceRoute);
     }
     Ok(mailbox)
@@ -411,8 +354,7 @@ fn strip_route(path: &str) -> Result<&str, AddressError> {
 
 type Param<'a> = Result<(&'a str, Option<&'a str>), CommandError>;
 
-/// Lazily yields `KEY[=VALUE]` so that the first bad token stops parsing
-/// (a line of many distinct unknown keys costs no more than one).
+/// Lazily yields `KEY[=VALUE]` so that the first bad token stops parsing.
 fn param_tokens(s: &str) -> impl Iterator<Item = Param<'_>> {
     s.split(is_wsp).filter(|t| !t.is_empty()).map(|tok| {
         let (key, value) = match tok.split_once('=') {
@@ -427,11 +369,9 @@ fn param_tokens(s: &str) -> impl Iterator<Item = Param<'_>> {
                 && v.bytes()
                     .all(|b| ((33..=126).contains(&b) && b != b'=') || b >= 128)
         });
-        if key_ok && value_ok {
-            Ok((key, value))
-        } else {
-            Err(CommandError::ParamSyntax)
-        }
+        (key_ok && value_ok)
+            .then_some((key, value))
+            .ok_or(CommandError::ParamSyntax)
     })
 }
 
@@ -450,10 +390,6 @@ fn echo(key: &str) -> String {
     key.get(..32).unwrap_or(key).to_string()
 }
 
-fn duplicate(key: &str) -> CommandError {
-    CommandError::DuplicateParameter(echo(key))
-}
-
 /// true if the address (or the local part) contains non-ASCII (needs SMTPUTF8).
 pub fn needs_smtputf8(addr: &str) -> bool {
     !addr.is_ascii()
@@ -467,39 +403,19 @@ pub fn validate_mailbox(addr: &str) -> Result<(), AddressError> {
     if addr.len() > 254 {
         return Err(AddressError::TooLong);
     }
-    let (local, domain, quoted) = if let Some(after) = addr.strip_prefix('"') {
-        let mut escaped = false;
-        let close = after
-            .char_indices()
-            .find_map(|(i, c)| match c {
-                _ if escaped => {
-                    escaped = false;
-                    None
-                }
-                '\\' => {
-                    escaped = true;
-                    None
-                }
-                '"' => Some(i),
-                _ => None,
-            })
-            .ok_or(AddressError::UnterminatedQuote)?;
-        let local = after.get(..close).unwrap_or("");
-        let rest = after.get(close + 1..).unwrap_or("");
-        let domain = match rest.strip_prefix('@') {
-            Some(d) => d,
-            None if rest.is_empty() => return Err(AddressError::MissingAt),
-            None => return Err(AddressError::MisplacedQuote),
-        };
-        (local, domain, true)
-    } else {
-        let (local, domain) = addr.split_once('@').ok_or(AddressError::MissingAt)?;
-        (local, domain, false)
+    // Only a local part that starts with a quote is a quoted string; a stray
+    // quote elsewhere is just a bad character, reported as such below.
+    let at = match addr.starts_with('"') {
+        true => find_unquoted(addr, '@'),
+        false => addr.find('@'),
     };
+    let at = at.ok_or(AddressError::MissingAt)?;
+    let local = addr.get(..at).unwrap_or("");
+    let domain = addr.get(at + 1..).unwrap_or("");
     if domain.contains('@') {
         return Err(AddressError::MultipleAt);
     }
-    validate_local(local, quoted)?;
+    validate_local(local)?;
     validate_domain(domain)
 }
 
@@ -512,38 +428,37 @@ fn is_utf8_text(c: char) -> bool {
     !c.is_ascii() && !c.is_control() && !c.is_whitespace()
 }
 
-/// `local` is the raw local part, without the surrounding quotes if `quoted`.
-fn validate_local(local: &str, quoted: bool) -> Result<(), AddressError> {
-    let raw_len = local.len() + if quoted { 2 } else { 0 };
-    if raw_len > 64 {
-        return Err(AddressError::LocalPartTooLong);
+fn validate_local(local: &str) -> Result<(), AddressError> {
+    if local.len() > 64 {
+        return Err(AddressError::LocalPartLength);
     }
-    let content = if quoted {
-        let mut out = String::with_capacity(local.len());
-        let mut chars = local.chars();
-        while let Some(c) = chars.next() {
-            let c = if c == '\\' {
-                chars.next().unwrap_or('\\')
-            } else {
-                c
-            };
-            if !(c == ' ' || c.is_ascii_graphic() || is_utf8_text(c)) {
-                return Err(AddressError::LocalChar(c));
+    let content = match local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+        Some(quoted) => {
+            let mut out = String::with_capacity(quoted.len());
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                let c = match c {
+                    '\\' => chars.next().unwrap_or('\\'),
+                    '"' => return Err(AddressError::LocalChar('"')),
+                    c => c,
+                };
+                if !(c == ' ' || c.is_ascii_graphic() || is_utf8_text(c)) {
+                    return Err(AddressError::LocalChar(c));
+                }
+                out.push(c);
             }
-            out.push(c);
+            out
         }
-        out
-    } else {
-        if let Some(c) = local.chars().find(|&c| c != '.' && !is_atext(c)) {
-            return Err(AddressError::LocalChar(c));
-        }
-        local.to_string()
+        None => match local.chars().find(|&c| c != '.' && !is_atext(c)) {
+            Some(c) => return Err(AddressError::LocalChar(c)),
+            None => local.to_string(),
+        },
     };
     // Relay policy, applied even inside quotes: these characters and dot
     // patterns drive pipe/file delivery, the %-hack, UUCP bang paths and
     // path traversal in downstream MTAs and delivery agents.
     if content.is_empty() {
-        return Err(AddressError::LocalPartEmpty);
+        return Err(AddressError::LocalPartLength);
     }
     if content.contains("/../") {
         return Err(AddressError::PathTraversal);
@@ -551,25 +466,22 @@ fn validate_local(local: &str, quoted: bool) -> Result<(), AddressError> {
     if let Some(c) = content.chars().find(|c| matches!(c, '|' | '/' | '%' | '!')) {
         return Err(AddressError::LocalChar(c));
     }
-    if content.starts_with('.') {
-        return Err(AddressError::LeadingDot);
-    }
-    if content.ends_with('.') {
-        return Err(AddressError::TrailingDot);
-    }
-    if content.contains("..") {
-        return Err(AddressError::ConsecutiveDots);
-    }
-    Ok(())
+    let dots = if content.starts_with('.') {
+        "a leading dot"
+    } else if content.ends_with('.') {
+        "a trailing dot"
+    } else if content.contains("..") {
+        "consecutive dots"
+    } else {
+        return Ok(());
+    };
+    Err(AddressError::Dots(dots))
 }
 
 /// A domain name (labels, U-labels allowed) or an address literal.
 fn validate_domain(domain: &str) -> Result<(), AddressError> {
-    if domain.is_empty() {
-        return Err(AddressError::DomainEmpty);
-    }
-    if domain.len() > 255 {
-        return Err(AddressError::DomainTooLong);
+    if domain.is_empty() || domain.len() > 255 {
+        return Err(AddressError::DomainLength);
     }
     if let Some(lit) = domain.strip_prefix('[') {
         let inner = lit
@@ -579,32 +491,21 @@ fn validate_domain(domain: &str) -> Result<(), AddressError> {
             Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
             None => inner.parse::<Ipv4Addr>().is_ok(),
         };
-        return if ok {
-            Ok(())
-        } else {
-            Err(AddressError::BadAddressLiteral)
-        };
+        return ok.then_some(()).ok_or(AddressError::BadAddressLiteral);
     }
     if let Some(c) = domain.chars().find(|&c| !(c == '.' || is_label_char(c))) {
         return Err(AddressError::DomainChar(c));
     }
     for label in domain.split('.') {
-        if label.is_empty() {
-            return Err(AddressError::EmptyLabel);
-        }
-        // A U-label is measured in characters: its A-label, which is what
-        // the 63-octet limit really applies to, is rarely longer.
-        let len = if label.is_ascii() {
-            label.len()
-        } else {
-            label.chars().count()
+        // A U-label is measured in characters: the 63-octet limit really
+        // applies to its A-label, which only the later IDNA step produces.
+        let problem = match () {
+            _ if label.is_empty() => "is empty",
+            _ if label.chars().count() > 63 => "is longer than 63 octets",
+            _ if label.starts_with('-') || label.ends_with('-') => "starts or ends with a hyphen",
+            _ => continue,
         };
-        if len > 63 {
-            return Err(AddressError::LabelTooLong);
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(AddressError::LabelHyphen);
-        }
+        return Err(AddressError::Label(problem));
     }
     Ok(())
 }
@@ -622,20 +523,17 @@ fn is_label_char(c: char) -> bool {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Command, CommandError> {
-        parse_command(s.as_bytes())
-    }
-
-    fn code(s: &str) -> (u16, Option<&'static str>) {
-        let r = parse(s).expect_err(s).reply();
-        (r.code, r.enhanced)
-    }
-
-    fn mail(from: &str, params: MailParams) -> Command {
-        Command::Mail {
-            from: from.into(),
-            params,
-        }
+    /// Rows of `input ¦ input ... => expected`, grouped by outcome.
+    fn table<'a>(t: &'a str) -> Vec<(&'a str, &'a str)> {
+        let rows: Vec<_> = t.lines().skip(1).collect();
+        let parsed: Vec<_> = rows.iter().filter_map(|l| l.rsplit_once("=> ")).collect();
+        assert_eq!(parsed.len(), rows.len(), "malformed table row");
+        let split = |(inputs, want): (&'a str, &'a str)| {
+            inputs
+                .split(" ¦ ")
+                .map(move |i| (i.trim_matches(' '), want))
+        };
+        parsed.into_iter().flat_map(split).collect()
     }
 
     #[test]
@@ -643,349 +541,180 @@ mod tests {
         let r = Reply::new(250, Some("2.1.0"), "Ok");
         assert_eq!(r.to_wire(true), b"250 2.1.0 Ok\r\n");
         assert_eq!(r.to_wire(false), b"250 Ok\r\n");
-        let m = Reply::new(250, Some("2.0.0"), "host\nSIZE 10\n8BITMIME\n");
-        assert_eq!(
-            m.to_wire(true),
-            b"250-2.0.0 host\r\n250-2.0.0 SIZE 10\r\n250 2.0.0 8BITMIME\r\n"
-        );
-        assert_eq!(
-            m.to_wire(false),
-            b"250-host\r\n250-SIZE 10\r\n250 8BITMIME\r\n"
-        );
-        assert_eq!(Reply::new(354, None, "").to_wire(true), b"354\r\n");
-        assert_eq!(
-            Reply::new(221, Some("2.0.0"), "").to_wire(true),
-            b"221 2.0.0\r\n"
-        );
-        assert_eq!(
-            Reply::new(500, None, "a\r\x00b").to_wire(true),
-            b"500 a b\r\n"
-        );
+        let m = Reply::new(250, Some("2.0.0"), "host\nSIZE 10\n\n8BITMIME\n");
+        let want = b"250-2.0.0 host\r\n250-2.0.0 SIZE 10\r\n250-2.0.0\r\n250 2.0.0 8BITMIME\r\n";
+        assert_eq!(m.to_wire(true), want);
+        let want = b"250-host\r\n250-SIZE 10\r\n250-\r\n250 8BITMIME\r\n";
+        assert_eq!(m.to_wire(false), want);
+        let wire = |code, enh, text: &str| Reply::new(code, enh, text).to_wire(true);
+        assert_eq!(wire(354, None, ""), b"354\r\n");
+        assert_eq!(wire(221, Some("2.0.0"), ""), b"221 2.0.0\r\n");
+        assert_eq!(wire(500, None, "a\r\x00b"), b"500 a b\r\n");
     }
 
     #[test]
-    fn simple_verbs() {
-        assert_eq!(
-            parse("ehlo  mx.example.org "),
-            Ok(Command::Ehlo("mx.example.org".into()))
-        );
-        assert_eq!(
-            parse("HELO [10.0.0.1]"),
-            Ok(Command::Helo("[10.0.0.1]".into()))
-        );
-        assert_eq!(code("EHLO"), (501, Some("5.5.4")));
-        assert_eq!(code("HELO   "), (501, Some("5.5.4")));
-        for (s, c) in [
-            ("data", Command::Data),
-            ("RSET", Command::Rset),
-            ("Quit", Command::Quit),
-        ] {
-            assert_eq!(parse(s), Ok(c));
+    fn commands() {
+        let cases = "
+            ehlo  mx.example.org => Ehlo(\"mx.example.org\")
+            HELO [10.0.0.1] => Helo(\"[10.0.0.1]\")
+            data => Data
+            RSET => Rset
+            Quit => Quit
+            StartTLS => StartTls
+            NOOP anything ¦ NOOP\tx => Noop
+            help me => Help
+            VRFY root => Vrfy
+            AUTH PLAIN AGZvbwBiYXI= => Auth
+            MAIL FROM:<a@b.c> ¦ mail from: <a@b.c> => a@b.c None None false
+            MAIL FROM:<> =>  None None false
+            MAIL FROM:<@x.org,@[1.2.3.4]:u@d.e> => u@d.e None None false
+            MAIL FROM:<@[IPv6:::1]:u@d.e> => u@d.e None None false
+            MAIL FROM:<\"a>b\"@c.d> => \"a>b\"@c.d None None false
+            MAIL FROM:<a@b> size=1000  Body=8bitmime SMTPUTF8 => a@b Some(1000) Some(EightBitMime) true
+            MAIL FROM:<a@b> BODY=7bit => a@b None Some(SevenBit) false
+            MAIL FROM:<a@b> SIZE=99999999999999999999 => a@b Some(18446744073709551615) None false
+            MAIL FROM:<jörg@bücher.de> SMTPUTF8 => jörg@bücher.de None None true
+            RCPT TO:<u@d.e> => Rcpt { to: \"u@d.e\" }
+            rcpt to: <u@d.e> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@d.e => Rcpt { to: \"u@d.e\" }
+            RCPT TO:<@relay.x:u@d.e> => Rcpt { to: \"u@d.e\" }
+            RCPT TO:<Postmaster> => Rcpt { to: \"Postmaster\" }
+            RCPT TO:<jörg@bücher.de> => Rcpt { to: \"jörg@bücher.de\" }
+             ¦ \t => 500 5.5.2 Syntax error: empty command
+            EXPN x ¦ MAILFROM:<a@b> ¦ XXXXXXXXXXXXXXXXXXXX => 500 5.5.1 Command not recognized
+            EHLO => 501 5.5.4 Syntax: EHLO hostname
+            HELO \t => 501 5.5.4 Syntax: HELO hostname
+            DATA x => 501 5.5.4 Syntax: DATA
+            RSET x => 501 5.5.4 Syntax: RSET
+            QUIT now => 501 5.5.4 Syntax: QUIT
+            STARTTLS x => 501 5.5.4 Syntax: STARTTLS
+            MAIL ¦ MAIL FROM:a@b ¦ MAIL FROM:  <a@b> => 501 5.5.4 Syntax: MAIL FROM:<address>
+            MAIL TO:<a@b> ¦ MAIL FROM:<a@b => 501 5.5.4 Syntax: MAIL FROM:<address>
+            MAIL FROM:<\"a@b> ¦ MAIL FROM:<a@b>SIZE=1 => 501 5.5.4 Syntax: MAIL FROM:<address>
+            MAIL FROM:<@x:> ¦ MAIL FROM:<@x> => 553 5.1.3 Bad address syntax: invalid source route
+            MAIL FROM:<@x,y:a@b> => 553 5.1.3 Bad address syntax: invalid source route
+            MAIL FROM:<x@:a@b> => 553 5.1.3 Bad address syntax: address contains more than one @
+            MAIL FROM:<a b@c> => 553 5.1.3 Bad address syntax: character U+0020 not allowed in local part
+            MAIL FROM:<jörg@bücher.de> => 553 5.6.7 Non-ASCII sender address requires SMTPUTF8
+            MAIL FROM:<a@b> SIZE ¦ MAIL FROM:<a@b> SIZE=1k => 501 5.5.4 Invalid SIZE value
+            MAIL FROM:<a@b> SIZE=-1 => 501 5.5.4 Invalid SIZE value
+            MAIL FROM:<a@b> SIZE=999999999999999999999 => 501 5.5.4 Invalid SIZE value
+            MAIL FROM:<a@b> SIZE= ¦ MAIL FROM:<a@b> BODY => 501 5.5.4 Invalid parameter syntax
+            MAIL FROM:<a@b> SMTPUTF8=yes ¦ MAIL FROM:<a@b> =x => 501 5.5.4 Invalid parameter syntax
+            MAIL FROM:<a@b> -X=1 ¦ MAIL FROM:<a@b> X==1 => 501 5.5.4 Invalid parameter syntax
+            MAIL FROM:<a@b> SIZE=1 size=2 => 501 5.5.4 Duplicate parameter size
+            MAIL FROM:<a@b> BODY=7BIT body=7bit => 501 5.5.4 Duplicate parameter body
+            MAIL FROM:<a@b> SMTPUTF8 smtputf8 => 501 5.5.4 Duplicate parameter smtputf8
+            MAIL FROM:<a@b> BODY=BINARYMIME => 555 5.5.4 Unsupported BODY type
+            MAIL FROM:<a@b> BODY=8bit => 555 5.5.4 Unsupported BODY type
+            MAIL FROM:<a@b> AUTH=<> => 555 5.5.4 Unsupported parameter AUTH
+            MAIL FROM:<a@b> ret=FULL => 555 5.5.4 Unsupported parameter ret
+            RCPT TO:<> => 501 5.1.3 Null recipient not allowed
+            RCPT TO:u@d.e ¦ RCPT FROM:<u@d.e> => 501 5.5.4 Syntax: RCPT TO:<address>
+            RCPT TO:<u@d.e> NOTIFY=NEVER notify=NEVER => 501 5.5.4 Duplicate parameter notify
+            RCPT TO:<u@d.e> SIZE=1 => 555 5.5.4 Unsupported parameter SIZE
+            RCPT TO:<postmaster2> => 553 5.1.3 Bad address syntax: address must contain @ and a domain
+            RCPT TO:<a|b@d.e> => 553 5.1.3 Bad address syntax: character '|' not allowed in local part";
+        for (line, want) in table(cases) {
+            let got = match parse_command(line.as_bytes()) {
+                Ok(Command::Mail { from, params: p }) => {
+                    format!("{from} {:?} {:?} {}", p.size, p.body, p.smtputf8)
+                }
+                Ok(cmd) => format!("{cmd:?}"),
+                Err(e) => {
+                    let r = e.reply();
+                    format!("{} {} {}", r.code, r.enhanced.unwrap_or(""), r.text)
+                }
+            };
+            assert_eq!(got, want, "{line:?}");
         }
-        assert_eq!(parse("StartTLS"), Ok(Command::StartTls));
-        assert_eq!(parse("NOOP anything"), Ok(Command::Noop));
-        assert_eq!(parse("help me"), Ok(Command::Help));
-        assert_eq!(parse("VRFY root"), Ok(Command::Vrfy));
-        assert_eq!(parse("AUTH PLAIN AGZvbwBiYXI="), Ok(Command::Auth));
-        for s in ["DATA x", "RSET x", "QUIT now", "STARTTLS x"] {
-            assert_eq!(code(s), (501, Some("5.5.4")), "{s}");
-        }
-        assert_eq!(code("EXPN x"), (500, Some("5.5.1")));
-        assert_eq!(code("MAILFROM:<a@b>"), (500, Some("5.5.1")));
-        assert_eq!(code("XXXXXXXXXXXXXXXXXXXXXXXXX"), (500, Some("5.5.1")));
-        assert_eq!(code(""), (500, Some("5.5.2")));
-        assert_eq!(code(" \t "), (500, Some("5.5.2")));
     }
 
     #[test]
     fn bad_bytes() {
-        for line in [
-            &b"NOOP \xff"[..],
+        let lines: [&[u8]; 5] = [
+            b"NOOP \xff",
             b"MAIL FROM:<a\x00@b>",
             b"NOOP\r",
-            b"HELO a\x7f",
+            b"a\x7f",
             b"\xc3",
-        ] {
+        ];
+        for line in lines {
             let e = parse_command(line).unwrap_err();
             assert_eq!(e, CommandError::InvalidCharacters);
             assert_eq!((e.reply().code, e.reply().enhanced), (500, Some("5.5.2")));
         }
-        assert_eq!(parse("NOOP\tx"), Ok(Command::Noop));
-    }
-
-    #[test]
-    fn mail_from() {
-        let d = MailParams::default();
-        assert_eq!(parse("MAIL FROM:<a@b.c>"), Ok(mail("a@b.c", d.clone())));
-        assert_eq!(parse("mail from: <a@b.c>"), Ok(mail("a@b.c", d.clone())));
-        assert_eq!(parse("MAIL FROM:<>"), Ok(mail("", d.clone())));
-        assert_eq!(
-            parse("MAIL FROM:<@x.org,@[1.2.3.4]:u@d.e>"),
-            Ok(mail("u@d.e", d.clone()))
-        );
-        assert_eq!(
-            parse("MAIL FROM:<@[IPv6:::1]:u@d.e>"),
-            Ok(mail("u@d.e", d.clone()))
-        );
-        assert_eq!(
-            parse("MAIL FROM:<\"a>b\"@c.d>"),
-            Ok(mail("\"a>b\"@c.d", d.clone()))
-        );
-        for s in [
-            "MAIL FROM:a@b",
-            "MAIL FROM:  <a@b>",
-            "MAIL TO:<a@b>",
-            "MAIL",
-            "MAIL FROM:<a@b",
-            "MAIL FROM:<a@b>SIZE=1",
-            "MAIL FROM",
-            "MAIL FROM:<\"a@b>",
-        ] {
-            assert_eq!(code(s), (501, Some("5.5.4")), "{s}");
-        }
-        for s in [
-            "MAIL FROM:<@x:>",
-            "MAIL FROM:<@x>",
-            "MAIL FROM:<x@:a@b>",
-            "MAIL FROM:<a b@c>",
-        ] {
-            assert_eq!(code(s), (553, Some("5.1.3")), "{s}");
-        }
-    }
-
-    #[test]
-    fn mail_params() {
-        let p = |s: &str| match parse(s) {
-            Ok(Command::Mail { params, .. }) => Ok(params),
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => Err((e.reply().code, e.reply().enhanced.unwrap_or(""))),
-        };
-        let want = MailParams {
-            size: Some(1000),
-            body: Some(Body::EightBitMime),
-            smtputf8: true,
-        };
-        assert_eq!(
-            p("MAIL FROM:<a@b> size=1000  Body=8bitmime SMTPUTF8"),
-            Ok(want)
-        );
-        assert_eq!(
-            p("MAIL FROM:<a@b> BODY=7BIT").map(|p| p.body),
-            Ok(Some(Body::SevenBit))
-        );
-        assert_eq!(
-            p("MAIL FROM:<a@b> SIZE=99999999999999999999").map(|p| p.size),
-            Ok(Some(u64::MAX))
-        );
-        for s in [
-            "SIZE",
-            "SIZE=",
-            "SIZE=1k",
-            "SIZE=-1",
-            "SIZE=999999999999999999999",
-            "SIZE=1 SIZE=2",
-            "BODY",
-            "SMTPUTF8=yes",
-            "SMTPUTF8 smtputf8",
-            "=x",
-            "-X=1",
-            "X==1",
-            "BODY=7BIT body=7bit",
-        ] {
-            assert_eq!(
-                p(&format!("MAIL FROM:<a@b> {s}")),
-                Err((501, "5.5.4")),
-                "{s}"
-            );
-        }
-        for s in [
-            "BODY=BINARYMIME",
-            "BODY=8bit",
-            "AUTH=<>",
-            "RET=FULL",
-            "X-FOO",
-        ] {
-            assert_eq!(
-                p(&format!("MAIL FROM:<a@b> {s}")),
-                Err((555, "5.5.4")),
-                "{s}"
-            );
-        }
-        let e = parse("MAIL FROM:<a@b> ENVID=x").unwrap_err().reply();
-        assert_eq!(e.text, "Unsupported parameter ENVID");
-    }
-
-    #[test]
-    fn smtputf8_sender() {
-        assert_eq!(code("MAIL FROM:<jörg@bücher.de>"), (553, Some("5.6.7")));
-        let want = MailParams {
-            smtputf8: true,
-            ..Default::default()
-        };
-        assert_eq!(
-            parse("MAIL FROM:<jörg@bücher.de> SMTPUTF8"),
-            Ok(mail("jörg@bücher.de", want))
-        );
         assert!(needs_smtputf8("jörg@example.org") && needs_smtputf8("a@bücher.de"));
         assert!(!needs_smtputf8("a@b.c"));
     }
 
     #[test]
-    fn rcpt_to() {
-        let r = |s: &str| Ok(Command::Rcpt { to: s.into() });
-        assert_eq!(parse("RCPT TO:<u@d.e>"), r("u@d.e"));
-        assert_eq!(
-            parse("rcpt to: <u@d.e> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@d.e"),
-            r("u@d.e")
-        );
-        assert_eq!(parse("RCPT TO:<Postmaster>"), r("Postmaster"));
-        assert_eq!(parse("RCPT TO:<@relay.x:u@d.e>"), r("u@d.e"));
-        assert_eq!(parse("RCPT TO:<jörg@bücher.de>"), r("jörg@bücher.de"));
-        assert_eq!(code("RCPT TO:<>"), (501, Some("5.1.3")));
-        assert_eq!(code("RCPT TO:u@d.e"), (501, Some("5.5.4")));
-        assert_eq!(code("RCPT FROM:<u@d.e>"), (501, Some("5.5.4")));
-        assert_eq!(
-            code("RCPT TO:<u@d.e> NOTIFY=NEVER NOTIFY=NEVER"),
-            (501, Some("5.5.4"))
-        );
-        assert_eq!(code("RCPT TO:<u@d.e> SIZE=1"), (555, Some("5.5.4")));
-        assert_eq!(code("RCPT TO:<postmaster2>"), (553, Some("5.1.3")));
-        assert_eq!(code("RCPT TO:<a|b@d.e>"), (553, Some("5.1.3")));
-    }
-
-    #[test]
-    fn mailbox_ok() {
-        for a in [
-            "a@b",
-            "first.last@example.org",
-            "a+tag@sub.example.co.uk",
-            "x@[192.0.2.1]",
-            "x@[IPv6:2001:db8::1]",
-            "x@[ipv6:::ffff:1.2.3.4]",
-            "\"john smith\"@example.org",
-            "\"a\\\"b\"@c.d",
-            "o'brien@x-y.z",
-            "用户@例子.广告",
-            "a@xn--bcher-kva.de",
-            "a@1.2.3.4",
-        ] {
-            assert_eq!(validate_mailbox(a), Ok(()), "{a}");
+    fn mailboxes() {
+        let cases = r#"
+            a@b ¦ first.last@example.org ¦ a+tag@sub.example.co.uk ¦ x@[192.0.2.1] => Ok
+            x@[IPv6:2001:db8::1] ¦ x@[ipv6:::ffff:1.2.3.4] ¦ "john smith"@example.org => Ok
+            "a\"b"@c.d ¦ o'brien@x-y.z ¦ 用户@例子.广告 ¦ a@xn--bcher-kva.de ¦ a@1.2.3.4 => Ok
+             => Empty
+            ab ¦ "ab@c => MissingAt
+            a@b@c ¦ "a"@b@c => MultipleAt
+            @b ¦ ""@b => LocalPartLength
+            a@ => DomainLength
+            "a"b@c ¦ "a"b"c"@d ¦ a"b@c => LocalChar('"')
+            a|b@c ¦ "|cmd"@c => LocalChar('|')
+            a/b@c ¦ "/etc/passwd"@c => LocalChar('/')
+            u%d@c => LocalChar('%')
+            h!u@c => LocalChar('!')
+            "a/../b"@c => PathTraversal
+            .a@c ¦ ".a"@c => Dots("a leading dot")
+            a.@c => Dots("a trailing dot")
+            a..b@c ¦ "a..b"@c => Dots("consecutive dots")
+            a b@c => LocalChar(' ')
+            a(b)@c => LocalChar('(')
+            a@b c => DomainChar(' ')
+            a@b%c => DomainChar('%')
+            a@b!c => DomainChar('!')
+            a@b:25 => DomainChar(':')
+            a@b/c => DomainChar('/')
+            a@"b" => DomainChar('"')
+            a@b_c => DomainChar('_')
+            a@b。c => DomainChar('。')
+            a@b＠c => DomainChar('＠')
+            a@b..c ¦ a@.b ¦ a@b. => Label("is empty")
+            a@-b.c ¦ a@b-.c => Label("starts or ends with a hyphen")
+            a@[1.2.3] ¦ a@[1.2.3.4 ¦ a@[IPv6:1.2.3.4] ¦ a@[IPv6:fe80::1%eth0] => BadAddressLiteral
+            a@[01.2.3.4] ¦ a@[x:y] => BadAddressLiteral"#;
+        for (addr, want) in table(cases) {
+            let got = validate_mailbox(addr).map_or_else(|e| format!("{e:?}"), |()| "Ok".into());
+            assert_eq!(got, want, "{addr:?}");
         }
-        let local = "a".repeat(64);
-        assert_eq!(validate_mailbox(&format!("{local}@b")), Ok(()));
-        let label = "d".repeat(63);
-        let long = format!(
-            "{}@{label}.{label}.{label}.{}",
-            "l".repeat(60),
-            "e".repeat(1)
-        );
-        assert_eq!(long.len(), 254);
-        assert_eq!(validate_mailbox(&long), Ok(()));
-        assert_eq!(
-            validate_mailbox(&format!("{long}x")),
-            Err(AddressError::TooLong)
-        );
-    }
-
-    #[test]
-    fn mailbox_refused() {
         use AddressError::*;
-        let cases: &[(&str, AddressError)] = &[
-            ("", Empty),
-            ("ab", MissingAt),
-            ("a@b@c", MultipleAt),
-            ("@b", LocalPartEmpty),
-            ("a@", DomainEmpty),
-            ("\"\"@b", LocalPartEmpty),
-            ("\"ab@c", UnterminatedQuote),
-            ("\"a\"", MissingAt),
-            ("\"a\"b@c", MisplacedQuote),
-            ("\"a\"@b@c", MultipleAt),
-            ("a|b@c", LocalChar('|')),
-            ("\"|cmd\"@c", LocalChar('|')),
-            ("a/b@c", LocalChar('/')),
-            ("\"/etc/passwd\"@c", LocalChar('/')),
-            ("u%d@c", LocalChar('%')),
-            ("h!u@c", LocalChar('!')),
-            ("\"a/../b\"@c", PathTraversal),
-            (".a@c", LeadingDot),
-            ("a.@c", TrailingDot),
-            ("a..b@c", ConsecutiveDots),
-            ("\".a\"@c", LeadingDot),
-            ("\"a..b\"@c", ConsecutiveDots),
-            ("a b@c", LocalChar(' ')),
-            ("a\"b@c", LocalChar('"')),
-            ("a(b)@c", LocalChar('(')),
-            ("a\u{a0}b@c", LocalChar('\u{a0}')),
-            ("\"a\tb\"@c", LocalChar('\t')),
-            ("a@b c", DomainChar(' ')),
-            ("a@b%c", DomainChar('%')),
-            ("a@b!c", DomainChar('!')),
-            ("a@b:25", DomainChar(':')),
-            ("a@b/c", DomainChar('/')),
-            ("a@\"b\"", DomainChar('"')),
-            ("a@b_c", DomainChar('_')),
-            ("a@b\u{3002}c", DomainChar('\u{3002}')),
-            ("a@b\u{FF20}c", DomainChar('\u{FF20}')),
-            ("a@b..c", EmptyLabel),
-            ("a@.b", EmptyLabel),
-            ("a@b.", EmptyLabel),
-            ("a@-b.c", LabelHyphen),
-            ("a@b-.c", LabelHyphen),
-            ("a@[1.2.3]", BadAddressLiteral),
-            ("a@[1.2.3.4", BadAddressLiteral),
-            ("a@[IPv6:1.2.3.4]", BadAddressLiteral),
-            ("a@[IPv6:fe80::1%eth0]", BadAddressLiteral),
-            ("a@[01.2.3.4]", BadAddressLiteral),
-            ("a@[x:y]", BadAddressLiteral),
-        ];
-        for (addr, want) in cases {
-            assert_eq!(validate_mailbox(addr).as_ref(), Err(want), "{addr:?}");
-        }
-        assert_eq!(
-            validate_mailbox(&format!("{}@b", "a".repeat(65))),
-            Err(LocalPartTooLong)
-        );
-        assert_eq!(
-            validate_mailbox(&format!("a@{}.c", "b".repeat(64))),
-            Err(LabelTooLong)
-        );
-    }
-
-    #[test]
-    fn address_reply_text_is_safe() {
-        let r = AddressError::LocalChar('|').reply();
-        assert_eq!((r.code, r.enhanced), (553, Some("5.1.3")));
-        assert_eq!(
-            r.text,
-            "Bad address syntax: character '|' not allowed in local part"
-        );
+        let check = |a: String| validate_mailbox(&a);
+        assert_eq!(check("a\u{a0}b@c".into()), Err(LocalChar('\u{a0}')));
+        assert_eq!(check("\"a\tb\"@c".into()), Err(LocalChar('\t')));
+        assert_eq!(check(format!("{}@b", "a".repeat(64))), Ok(()));
+        assert_eq!(check(format!("{}@b", "a".repeat(65))), Err(LocalPartLength));
+        let label = "d".repeat(63);
+        let long = format!("{}@{label}.{label}.{label}.e", "l".repeat(60));
+        assert_eq!((long.len(), check(long.clone())), (254, Ok(())));
+        assert_eq!(check(format!("{long}x")), Err(TooLong));
+        let too_long = Err(Label("is longer than 63 octets"));
+        assert_eq!(check(format!("a@{label}d.c")), too_long);
         let r = validate_mailbox("a\r\nb@c").unwrap_err().reply();
-        assert_eq!(
-            r.text,
-            "Bad address syntax: character U+000D not allowed in local part"
-        );
-        assert_eq!(
-            AddressError::DomainChar(' ').to_string(),
-            "character U+0020 not allowed in domain"
-        );
+        assert_eq!((r.code, r.enhanced), (553, Some("5.1.3")));
+        let text = "Bad address syntax: character U+000D not allowed in local part";
+        assert_eq!(r.text, text);
     }
 
     #[test]
     fn never_panics_on_junk() {
         let mut x: u32 = 0x1234_5678;
         let alphabet = b"<>@\":[]\\.,%|/! =aZ9\t\x00\xc3\xa9\xff-MAILFROM:RCPTO";
-        for _ in 0..20_000 {
+        for round in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            let len = (x % 40) as usize;
-            let mut line = b"MAIL FROM:<".to_vec();
-            if x & 1 == 0 {
-                line = b"RCPT TO:".to_vec();
-            }
-            for i in 0..len {
-                let k = (x.rotate_left(i as u32 * 3) as usize + i) % alphabet.len();
+            let mut line = [&b"MAIL FROM:<"[..], b"RCPT TO:"][round % 2].to_vec();
+            for i in 0..(x % 40) {
+                let k = x.rotate_left(i * 3).wrapping_add(i) as usize % alphabet.len();
                 line.push(alphabet.get(k).copied().unwrap_or(b'a'));
             }
             if let Err(e) = parse_command(&line) {

@@ -1,0 +1,333 @@
+//! Shared harness for the integration tests: runs the real `smarthost` binary on a
+//! loopback port it picked, with a config and queue in a temporary directory, and
+//! a minimal raw SMTP client for conversations no real client would have.
+//!
+//! Every process started here is killed when its handle is dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Waits until `f` is true, polling; false on timeout.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}
+
+pub struct Relay {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    starts: u32,
+}
+
+impl Relay {
+    /// Starts the relay with `body` appended to a base config (hostname, listener,
+    /// queue path). `body` holds routes, routing, retry and limits; the token
+    /// `{dir}` in it is replaced by the temporary directory.
+    pub fn start(body: &str) -> Relay {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config_path = dir.path().join("smarthost.toml");
+        let body = body.replace("{dir}", &dir.path().display().to_string());
+        let text = format!(
+            "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{port}\"]\nqueue_path = \"{}\"\n{body}\n",
+            dir.path().join("queue").display()
+        );
+        std::fs::write(&config_path, text).expect("write config");
+        let log_path = dir.path().join("relay.log");
+        let mut r = Relay {
+            child: None,
+            port,
+            dir,
+            config_path,
+            log_path,
+            starts: 0,
+        };
+        r.spawn();
+        r
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// (Re)starts the process and waits until it listens.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
+        let before = self.log().matches("smarthost ready").count();
+        let child = Command::new(env!("CARGO_BIN_EXE_smarthost"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn smarthost");
+        self.child = Some(child);
+        self.starts += 1;
+        let ok = wait_for(Duration::from_secs(20), || {
+            self.log().matches("smarthost ready").count() > before
+        });
+        assert!(ok, "relay did not become ready; log:\n{}", self.log());
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` `count` times.
+    pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        wait_for(timeout, || self.log().matches(needle).count() >= count)
+    }
+
+    /// Sends one message over SMTP; Ok(queue id) on 250, Err(reply) otherwise.
+    pub fn send(&self, from: &str, to: &[&str], message: &[u8]) -> Result<String, String> {
+        let mut c = Client::connect(self.addr());
+        c.expect(220);
+        c.expect_cmd("EHLO client.test", 250);
+        let r = c.cmd(&format!("MAIL FROM:<{from}>"));
+        if !r.starts_with("250") {
+            return Err(r);
+        }
+        for t in to {
+            let r = c.cmd(&format!("RCPT TO:<{t}>"));
+            if !r.starts_with("250") {
+                return Err(r);
+            }
+        }
+        c.expect_cmd("DATA", 354);
+        c.write(&dot_stuff(message));
+        let r = c.read_reply();
+        let _ = c.cmd("QUIT");
+        match r.strip_prefix("250 2.0.0 Ok: queued as ") {
+            Some(id) => Ok(id.trim().to_string()),
+            None => Err(r),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Transparency for a CRLF message, plus the terminator.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// A raw SMTP client for tests.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        Self::connect_from(None, addr)
+    }
+
+    /// Connects from a chosen local address (e.g. 127.0.0.2 for an untrusted peer).
+    pub fn connect_from(local: Option<std::net::IpAddr>, addr: SocketAddr) -> Client {
+        let stream = match local {
+            None => TcpStream::connect(addr).expect("connect"),
+            Some(ip) => {
+                let sock = socket2_connect(ip, addr);
+                sock
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let writer = stream.try_clone().expect("clone");
+        Client {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
+    /// Reads one (possibly multi-line) reply, lines joined with '\n'.
+    pub fn read_reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return all,
+                Ok(_) => {}
+            }
+            let done = line.as_bytes().get(3) != Some(&b'-');
+            all.push_str(line.trim_end());
+            if done {
+                return all;
+            }
+            all.push('\n');
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.write(format!("{line}\r\n").as_bytes());
+        self.read_reply()
+    }
+
+    pub fn expect(&mut self, code: u16) -> String {
+        let r = self.read_reply();
+        assert!(
+            r.starts_with(&code.to_string()),
+            "expected {code}, got {r:?}"
+        );
+        r
+    }
+
+    pub fn expect_cmd(&mut self, line: &str, code: u16) -> String {
+        let r = self.cmd(line);
+        assert!(
+            r.starts_with(&code.to_string()),
+            "{line}: expected {code}, got {r:?}"
+        );
+        r
+    }
+
+    /// True once the server has closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0))
+    }
+}
+
+fn socket2_connect(local: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    // std cannot bind before connect; a tiny tokio runtime can.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let sock = match local {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("socket");
+        sock.bind(SocketAddr::new(local, 0)).expect("bind local");
+        let s = sock.connect(addr).await.expect("connect");
+        s.into_std().expect("into std")
+    })
+    .tap_blocking()
+}
+
+trait TapBlocking {
+    fn tap_blocking(self) -> Self;
+}
+
+impl TapBlocking for TcpStream {
+    // tokio hands back a non-blocking socket; the tests use blocking I/O.
+    fn tap_blocking(self) -> Self {
+        self.set_nonblocking(false).expect("blocking");
+        self
+    }
+}
+
+/// Messages the capture route wrote to `dir`, as (envelope json, message bytes).
+pub fn captured(dir: &Path) -> Vec<(serde_json::Value, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    names.sort();
+    for eml in names {
+        let json = eml.with_extension("json");
+        let (Ok(meta), Ok(body)) = (std::fs::read(&json), std::fs::read(&eml)) else {
+            continue;
+        };
+        if let Ok(v) = serde_json::from_slice(&meta) {
+            out.push((v, body));
+        }
+    }
+    out
+}
+
+/// The message without the first header if it is our Received header.
+pub fn strip_received(message: &[u8]) -> &[u8] {
+    if !message.starts_with(b"Received:") {
+        return message;
+    }
+    let mut i = 0;
+    while let Some(pos) = message[i..].windows(2).position(|w| w == b"\r\n") {
+        let next = i + pos + 2;
+        match message.get(next) {
+            Some(b' ') | Some(b'\t') => i = next,
+            _ => return &message[next..],
+        }
+    }
+    message
+}
