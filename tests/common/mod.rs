@@ -195,10 +195,7 @@ impl Client {
     pub fn connect_from(local: Option<std::net::IpAddr>, addr: SocketAddr) -> Client {
         let stream = match local {
             None => TcpStream::connect(addr).expect("connect"),
-            Some(ip) => {
-                let sock = socket2_connect(ip, addr);
-                sock
-            }
+            Some(ip) => socket2_connect(ip, addr),
         };
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))

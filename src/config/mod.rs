@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +16,14 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::retry::Schedule;
+
+mod route;
+mod secret;
+
 use crate::routing::RouteTable;
+use route::RawRoute;
+pub use route::{describe, AuthMechanism, Credentials, Route, SmtpRoute, TlsMode, Transport};
+pub use secret::{read_secret_file, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -46,26 +52,6 @@ impl fmt::Display for Problem {
             Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
             None => write!(f, "{}: {}", self.file, self.message),
         }
-    }
-}
-
-/// A secret read from a file. Its Debug and Display never show the value, so it can
-/// sit inside structures that get logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
     }
 }
 
@@ -112,25 +98,6 @@ struct RawTimeouts {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRoute {
-    name: String,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    host: Option<String>,
-    hosts: Option<Vec<String>>,
-    port: Option<u16>,
-    tls: Option<String>,
-    allow_plaintext: Option<bool>,
-    ca_file: Option<PathBuf>,
-    auth: Option<String>,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-    max_connections: Option<usize>,
-    path: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRouting {
     default: String,
     #[serde(default)]
@@ -138,72 +105,6 @@ struct RawRouting {
 }
 
 // ---- the validated configuration --------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// EHLO, STARTTLS, EHLO again: port 587.
-    StartTls,
-    /// TLS from the first byte: port 465.
-    Implicit,
-    /// Plain text; only to loopback unless the operator insists.
-    None,
-}
-
-impl fmt::Display for TlsMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TlsMode::StartTls => "starttls",
-            TlsMode::Implicit => "tls",
-            TlsMode::None => "none",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMechanism {
-    Plain,
-    Login,
-}
-
-impl fmt::Display for AuthMechanism {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AuthMechanism::Plain => "plain",
-            AuthMechanism::Login => "login",
-        })
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub mechanism: AuthMechanism,
-    pub username: String,
-    pub password: Secret,
-    pub password_file: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct SmtpRoute {
-    pub hosts: Vec<String>,
-    pub port: u16,
-    pub tls: TlsMode,
-    pub ca_file: Option<PathBuf>,
-    pub credentials: Option<Credentials>,
-}
-
-#[derive(Debug, Clone)]
-pub enum Transport {
-    Smtp(SmtpRoute),
-    /// Writes each message as an `.eml` file: the quick start and pipeline tests.
-    Directory(PathBuf),
-}
-
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub name: String,
-    pub transport: Transport,
-    pub max_connections: usize,
-}
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -305,7 +206,11 @@ impl Validator<'_> {
             + 1
     }
 
-    fn problem(&mut self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) {
+    pub(super) fn problem(
+        &mut self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) {
         let line = span.map(|s| self.line_of(s.start));
         self.problems.push(Problem {
             file: self.file.to_string(),
@@ -491,210 +396,6 @@ impl Validator<'_> {
             routing,
         })
     }
-
-    fn route(&mut self, r: RawRoute, span: std::ops::Range<usize>, base: &Path) -> Option<Route> {
-        let name = r.name.trim().to_string();
-        if name.is_empty() {
-            self.problem(Some(span), "route name must not be empty");
-            return None;
-        }
-        let here = Some(span.clone());
-        let max_connections = r.max_connections.unwrap_or(4);
-        if max_connections == 0 {
-            self.problem(
-                here.clone(),
-                format!("route {name:?}: max_connections must be at least 1"),
-            );
-        }
-        let kind = r.kind.as_deref().unwrap_or("smtp");
-        let transport = match kind {
-            "directory" => {
-                let Some(path) = r.path else {
-                    self.problem(
-                        here,
-                        format!("route {name:?}: type = \"directory\" needs path"),
-                    );
-                    return None;
-                };
-                if r.host.is_some() || r.hosts.is_some() || r.username.is_some() {
-                    self.problem(
-                        here,
-                        format!("route {name:?}: a directory route takes only path"),
-                    );
-                    return None;
-                }
-                Transport::Directory(base.join(path))
-            }
-            "smtp" => {
-                if r.path.is_some() {
-                    self.problem(
-                        here.clone(),
-                        format!("route {name:?}: path is only for type = \"directory\""),
-                    );
-                }
-                let mut hosts: Vec<String> = Vec::new();
-                hosts.extend(r.host.clone());
-                hosts.extend(r.hosts.clone().unwrap_or_default());
-                hosts.retain(|h| !h.trim().is_empty());
-                if hosts.is_empty() {
-                    self.problem(here, format!("route {name:?}: host or hosts is required"));
-                    return None;
-                }
-                let tls = match r.tls.as_deref().unwrap_or("starttls") {
-                    "starttls" => TlsMode::StartTls,
-                    "tls" => TlsMode::Implicit,
-                    "none" => TlsMode::None,
-                    other => {
-                        self.problem(
-                            here,
-                            format!(
-                                "route {name:?}: tls = {other:?}; use \"starttls\", \"tls\" or \"none\""
-                            ),
-                        );
-                        return None;
-                    }
-                };
-                let port = r.port.unwrap_or(match tls {
-                    TlsMode::StartTls => 587,
-                    TlsMode::Implicit => 465,
-                    TlsMode::None => 25,
-                });
-                let credentials = self.credentials(&name, &r, here.clone(), base);
-                if tls == TlsMode::None {
-                    if credentials.is_some() || r.username.is_some() {
-                        self.problem(
-                            here.clone(),
-                            format!(
-                                "route {name:?}: tls = \"none\" with credentials would send the password in clear text"
-                            ),
-                        );
-                    }
-                    let all_loopback = hosts.iter().all(|h| is_loopback_host(h));
-                    if !all_loopback && r.allow_plaintext != Some(true) {
-                        self.problem(
-                            here.clone(),
-                            format!(
-                                "route {name:?}: tls = \"none\" to a non-loopback host; set allow_plaintext = true if you really mean it"
-                            ),
-                        );
-                    }
-                }
-                if let Some(ca) = &r.ca_file {
-                    let ca = base.join(ca);
-                    if let Err(e) = std::fs::metadata(&ca) {
-                        self.problem(
-                            here.clone(),
-                            format!("route {name:?}: ca_file {}: {e}", ca.display()),
-                        );
-                    }
-                }
-                Transport::Smtp(SmtpRoute {
-                    hosts,
-                    port,
-                    tls,
-                    ca_file: r.ca_file.map(|p| base.join(p)),
-                    credentials,
-                })
-            }
-            other => {
-                self.problem(
-                    here,
-                    format!("route {name:?}: type = {other:?}; use \"smtp\" or \"directory\""),
-                );
-                return None;
-            }
-        };
-        Some(Route {
-            name,
-            transport,
-            max_connections: max_connections.max(1),
-        })
-    }
-
-    fn credentials(
-        &mut self,
-        name: &str,
-        r: &RawRoute,
-        here: Option<std::ops::Range<usize>>,
-        base: &Path,
-    ) -> Option<Credentials> {
-        let mechanism = match r.auth.as_deref() {
-            None if r.username.is_none() && r.password_file.is_none() => return None,
-            None | Some("plain") => AuthMechanism::Plain,
-            Some("login") => AuthMechanism::Login,
-            Some("none") => {
-                if r.username.is_some() || r.password_file.is_some() {
-                    self.problem(
-                        here,
-                        format!("route {name:?}: auth = \"none\" but username/password_file set"),
-                    );
-                }
-                return None;
-            }
-            Some(other) => {
-                self.problem(
-                    here,
-                    format!(
-                        "route {name:?}: auth = {other:?}; use \"plain\", \"login\" or \"none\""
-                    ),
-                );
-                return None;
-            }
-        };
-        let (Some(username), Some(password_file)) = (&r.username, &r.password_file) else {
-            self.problem(
-                here,
-                format!("route {name:?}: authentication needs both username and password_file"),
-            );
-            return None;
-        };
-        let path = base.join(password_file);
-        match read_secret_file(&path) {
-            Ok(password) => Some(Credentials {
-                mechanism,
-                username: username.clone(),
-                password,
-                password_file: path,
-            }),
-            Err(message) => {
-                self.problem(here, format!("route {name:?}: {message}"));
-                None
-            }
-        }
-    }
-}
-
-/// Reads a secret file, refusing one that group or others can read: a password
-/// that every local user can read is already leaked.
-pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("password_file {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "password_file {} is readable by group or others (mode {:o}); chmod 600 it",
-            path.display(),
-            mode & 0o777
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("password_file {}: {e}", path.display()))?;
-    // A trailing newline is an editor artefact, never part of the password.
-    let secret = text.trim_end_matches(['\r', '\n']);
-    if secret.is_empty() {
-        return Err(format!("password_file {} is empty", path.display()));
-    }
-    Ok(Secret::new(secret))
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    if h.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    h.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(false)
 }
 
 fn system_hostname() -> String {
@@ -709,55 +410,9 @@ fn system_hostname() -> String {
     "localhost".to_string()
 }
 
-/// The route table as `check` and `route` print it, without secrets.
-pub fn describe(config: &Config) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let mut names: Vec<&String> = config.routes.keys().collect();
-    names.sort();
-    let _ = writeln!(out, "routes:");
-    for name in names {
-        let Some(route) = config.routes.get(name) else {
-            continue;
-        };
-        match &route.transport {
-            Transport::Smtp(s) => {
-                let auth = match &s.credentials {
-                    Some(c) => format!(
-                        "auth={} user={} password_file={}",
-                        c.mechanism,
-                        c.username,
-                        c.password_file.display()
-                    ),
-                    None => "auth=none".to_string(),
-                };
-                let _ = writeln!(
-                    out,
-                    "  {name}: smtp {}:{} tls={} {auth} max_connections={}",
-                    s.hosts.join(","),
-                    s.port,
-                    s.tls,
-                    route.max_connections
-                );
-            }
-            Transport::Directory(p) => {
-                let _ = writeln!(out, "  {name}: directory {}", p.display());
-            }
-        }
-    }
-    let _ = writeln!(out, "senders:");
-    for (pattern, route) in config.routing.entries() {
-        let _ = writeln!(out, "  {pattern} -> {route}");
-    }
-    let _ = writeln!(out, "  (default) -> {}", config.routing.default_route());
-    let _ = writeln!(out, "retry: {}", config.retry);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "test.toml", Path::new("/nonexistent"))
@@ -807,77 +462,6 @@ default = "capture"
             err.contains("test.toml:10:") && err.contains("unknown route \"nope\""),
             "{err}"
         );
-    }
-
-    #[test]
-    fn plaintext_rules() {
-        let remote = r#"
-[[route]]
-name = "up"
-host = "smtp.example.com"
-tls = "none"
-[routing]
-default = "up"
-"#;
-        let err = parse(remote).unwrap_err().to_string();
-        assert!(err.contains("allow_plaintext"), "{err}");
-        let allowed = remote.replace("tls = \"none\"", "tls = \"none\"\nallow_plaintext = true");
-        assert!(parse(&allowed).is_ok());
-        let local = remote.replace("smtp.example.com", "127.0.0.1");
-        assert!(parse(&local).is_ok());
-
-        let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("pw");
-        let mut f = std::fs::File::create(&secret).unwrap();
-        f.write_all(b"hunter2\n").unwrap();
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let creds = local.replace(
-            "tls = \"none\"",
-            &format!(
-                "tls = \"none\"\nusername = \"u\"\npassword_file = \"{}\"",
-                secret.display()
-            ),
-        );
-        let err = parse(&creds).unwrap_err().to_string();
-        assert!(err.contains("clear text"), "{err}");
-        assert!(!err.contains("hunter2"));
-    }
-
-    #[test]
-    fn secret_file_permissions_and_redaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("pw");
-        std::fs::write(&secret, "s3cret-value\n").unwrap();
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let text = format!(
-            r#"
-[[route]]
-name = "up"
-host = "smtp.example.com"
-username = "me@example.com"
-password_file = "{}"
-[routing]
-default = "up"
-"#,
-            secret.display()
-        );
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains("readable by group or others"), "{err}");
-        assert!(!err.contains("s3cret"), "{err}");
-
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let c = parse(&text).expect("valid");
-        let route = c.routes.get("up").unwrap();
-        let Transport::Smtp(s) = &route.transport else {
-            panic!("smtp route expected")
-        };
-        let creds = s.credentials.as_ref().unwrap();
-        assert_eq!(creds.password.expose(), "s3cret-value");
-        assert_eq!(s.port, 587);
-        assert_eq!(s.tls, TlsMode::StartTls);
-        let shown = format!("{c:?}\n{}", describe(&c));
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("me@example.com"));
     }
 
     #[test]
