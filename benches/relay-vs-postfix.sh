@@ -45,12 +45,14 @@ smtp-sink -u root -c 127.0.0.1:$P_SINK 1000 > "$WORK/sink-postfix.out" 2>&1 & SI
 smtp-sink -u root -c 127.0.0.1:$S_SINK 1000 > "$WORK/sink-smarthost.out" 2>&1 & SINK2=$!
 
 # --- Postfix as a smarthost relay -------------------------------------------------
-cp /etc/postfix/main.cf "$WORK/main.cf" 2>/dev/null || touch "$WORK/main.cf"
+# Debian's "No configuration" install has no main.cf: start from an empty one.
+if [ -f /etc/postfix/main.cf ]; then cp /etc/postfix/main.cf "$WORK/main.cf"; else touch "$WORK/main.cf" /etc/postfix/main.cf; fi
 cp /etc/postfix/master.cf "$WORK/master.cf"
 postconf -e "relayhost = [127.0.0.1]:$P_SINK" "inet_interfaces = loopback-only" \
   "mynetworks = 127.0.0.0/8" "smtpd_relay_restrictions = permit_mynetworks, reject" \
   "mydestination =" "default_process_limit = 200" "smtp_tls_security_level = none" \
-  "maillog_file = $WORK/postfix.log" "compatibility_level = 3.6"
+  "maillog_file = /var/log/postfix-bench.log" "compatibility_level = 3.6" \
+  "myhostname = bench.test" "smtpd_banner = bench.test ESMTP"
 postconf -M "$P_PORT/inet=$P_PORT inet n - n - - smtpd"
 postfix start >/dev/null 2>&1 || postfix reload >/dev/null
 
@@ -74,7 +76,9 @@ RUST_LOG=warn $BIN serve --config "$WORK/smarthost.toml" 2> "$WORK/smarthost.log
 sleep 1
 
 sink_count() { # the sink prints a running counter with -c
-  tr '\r' '\n' < "$1" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2
+  local n
+  n=$(tr '\r' '\n' < "$1" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2 || true)
+  echo "${n:-0}"
 }
 
 run() { # name port sinkfile -> seconds for MSGS to reach the sink

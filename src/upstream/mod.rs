@@ -165,12 +165,13 @@ async fn connect_one(
                 stream: tcp,
                 timeout: t.upstream_command,
             };
-            greeting(&mut plain, t.greeting).await?;
+            greeting(&mut plain, t).await?;
             let caps = within(t.upstream_command, "EHLO", plain.ehlo(ctx.hostname))
                 .await
                 .map_err(|e| (e, false))?;
             if !caps.has_capability(EXT_START_TLS) {
                 // Never fall back to clear text: the route asked for TLS.
+                quit(&mut plain, t).await;
                 return Err((
                     "STARTTLS required but not offered by the server".into(),
                     false,
@@ -180,6 +181,7 @@ async fn connect_one(
                 .await
                 .map_err(|e| (e, false))?;
             if reply.code != 220 {
+                quit(&mut plain, t).await;
                 return Err((
                     format!("STARTTLS refused: {}", outcome::reply_text(&reply)),
                     false,
@@ -197,7 +199,7 @@ async fn connect_one(
         },
     };
     if route.tls != TlsMode::StartTls {
-        greeting(&mut client, t.greeting).await?;
+        greeting(&mut client, t).await?;
     }
     let mut caps = within(t.upstream_command, "EHLO", client.ehlo(ctx.hostname))
         .await
@@ -209,6 +211,7 @@ async fn connect_one(
             AuthMechanism::Login => (AUTH_LOGIN, "LOGIN"),
         };
         if caps.auth_mechanisms & bit == 0 {
+            quit(&mut client, t).await;
             return Err((format!("server does not offer AUTH {name}"), true));
         }
         // Only the configured mechanism: mail-send would otherwise try others.
@@ -218,26 +221,57 @@ async fn connect_one(
             username: creds.username.clone(),
             secret: creds.password.expose().to_string(),
         };
-        within(
+        let what = format!("AUTH {name}");
+        match tokio::time::timeout(
             t.upstream_command,
-            &format!("AUTH {name}"),
             client.authenticate(&credentials, &offered),
         )
         .await
-        .map_err(|e| (e, true))?;
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                // A refusal leaves the session in step: end it properly.
+                let answered = matches!(
+                    e,
+                    mail_send::Error::AuthenticationFailed(_)
+                        | mail_send::Error::UnexpectedReply(_)
+                );
+                let reason = format!("{what}: {}", ms_err(e));
+                if answered {
+                    quit(&mut client, t).await;
+                }
+                return Err((reason, true));
+            }
+            Err(_) => {
+                return Err((
+                    format!("{what}: timed out after {}s", t.upstream_command.as_secs()),
+                    true,
+                ))
+            }
+        }
         caps.auth_mechanisms = 0;
     }
     Ok((client, caps))
 }
 
+/// Ends a session being given up while it is still in step with the server:
+/// RFC 5321 4.1.1.10 says a client MUST NOT close the channel before sending
+/// QUIT. Best effort, and bounded so a silent server cannot hold the worker.
+async fn quit<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<T>, t: &Timeouts) {
+    let limit = t.upstream_command.min(Duration::from_secs(5));
+    let _ = within(limit, "QUIT", client.cmd(b"QUIT\r\n")).await;
+}
+
 async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
-    limit: Duration,
+    t: &Timeouts,
 ) -> Result<(), (String, bool)> {
-    let reply = within(limit, "greeting", client.read())
+    let reply = within(t.greeting, "greeting", client.read())
         .await
         .map_err(|e| (e, false))?;
     if reply.code != 220 {
+        // RFC 5321 3.1: after a 554 greeting the client sends QUIT.
+        quit(client, t).await;
         return Err((format!("greeting: {}", outcome::reply_text(&reply)), false));
     }
     Ok(())

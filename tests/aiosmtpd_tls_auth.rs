@@ -1,0 +1,511 @@
+//! An aiosmtpd upstream (Debian package `python3-aiosmtpd`, run with
+//! /usr/bin/python3; the script is tests/peers/aiosmtpd_server.py) that requires
+//! STARTTLS with a certificate for `localhost` from a test CA, and AUTH (PLAIN or
+//! LOGIN, over TLS only) for one account. The relay must verify the certificate
+//! against the route's `ca_file`, authenticate, and never give its password to a
+//! server it could not verify or that does not offer TLS.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use base64::Engine;
+use common::Relay;
+
+const PYTHON: &str = "/usr/bin/python3";
+const USER: &str = "relay-user@example.com";
+const PASSWORD: &str = "c0rrect-H0rse-Battery-7731";
+const WRONG_PASSWORD: &str = "wr0ng-Passw0rd-Zebra-4402";
+
+/// Test PKI and secrets, in a directory that exists before the relay starts
+/// (the relay reads ca_file and password_file when it loads its config).
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Files {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, cert, key) = test_pki();
+        std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        for (name, secret) in [("pw", PASSWORD), ("wrong-pw", WRONG_PASSWORD)] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("{secret}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Files { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// (CA certificate, `localhost` certificate signed by it, its key), all PEM.
+fn test_pki() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "smarthost test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .expect("leaf cert");
+    (ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem())
+}
+
+fn require_aiosmtpd() {
+    assert!(
+        Path::new(PYTHON).exists(),
+        "{PYTHON} not found; install it: apt-get install python3 python3-aiosmtpd"
+    );
+    let ok = Command::new(PYTHON)
+        .args(["-c", "import aiosmtpd.smtp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{PYTHON} cannot import aiosmtpd; install it: apt-get install python3-aiosmtpd"
+    );
+}
+
+/// The aiosmtpd server process, killed on drop.
+struct Peer {
+    child: Option<Child>,
+    port: u16,
+    out: tempfile::TempDir,
+}
+
+enum Tls<'a> {
+    /// STARTTLS offered and required, with this certificate.
+    Required(&'a Files),
+    /// No STARTTLS at all.
+    Absent,
+}
+
+impl Peer {
+    fn start(tls: Tls<'_>) -> Peer {
+        require_aiosmtpd();
+        let out = tempfile::tempdir().expect("tempdir");
+        let port = common::free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiosmtpd_server.py");
+        let stderr = std::fs::File::create(out.path().join("stderr.log")).unwrap();
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(&script)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--out")
+            .arg(out.path())
+            .args(["--user", USER, "--password", PASSWORD]);
+        if let Tls::Required(files) = tls {
+            cmd.arg("--cert")
+                .arg(files.path("cert.pem"))
+                .arg("--key")
+                .arg(files.path("key.pem"));
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn aiosmtpd peer");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut peer = Peer {
+            child: Some(child),
+            port,
+            out,
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(line) if line.trim() == "READY" => {}
+            other => {
+                peer.kill();
+                panic!(
+                    "aiosmtpd peer did not become ready ({other:?}); stderr:\n{}",
+                    peer.stderr()
+                );
+            }
+        }
+        peer
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Every event the server recorded: command verbs, TLS-OK, AUTH-OK/FAIL.
+    fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.out.path().join("events.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Saved messages as (envelope json, content bytes).
+    fn messages(&self) -> Vec<(serde_json::Value, Vec<u8>)> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.out.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|j| {
+                let meta = serde_json::from_slice(&std::fs::read(j).unwrap()).unwrap();
+                (meta, std::fs::read(j.with_extension("eml")).unwrap())
+            })
+            .collect()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The relay config for one route to the peer. `ca_file`: None means system roots.
+fn config(port: u16, auth: &str, password_file: &Path, ca_file: Option<&Path>) -> String {
+    let ca = ca_file
+        .map(|p| format!("ca_file = \"{}\"\n", p.display()))
+        .unwrap_or_default();
+    format!(
+        r#"
+retry = "F,1m,1s"
+[timeouts]
+connect = "2s"
+greeting = "5s"
+upstream_command = "5s"
+upstream_data = "5s"
+[[route]]
+name = "up"
+host = "localhost"
+port = {port}
+tls = "starttls"
+{ca}auth = "{auth}"
+username = "{USER}"
+password_file = "{}"
+[routing]
+default = "up"
+"#,
+        password_file.display()
+    )
+}
+
+/// Neither password, nor its base64 forms, may appear in the relay's log.
+fn assert_no_secret(log: &str) {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for secret in [PASSWORD, WRONG_PASSWORD] {
+        for form in [
+            secret.to_string(),
+            b64(secret),
+            b64(&format!("\0{USER}\0{secret}")),
+        ] {
+            assert!(!log.contains(&form), "secret {form:?} in the log:\n{log}");
+        }
+    }
+}
+
+/// The first `attempts` occurrences of `event` (one per finished attempt) are
+/// each directly followed by the client's QUIT. A later attempt may still be
+/// under way when the events are read, so only finished ones are checked: the
+/// relay logs an attempt only after its QUIT was answered, and the server
+/// records a command before answering it.
+fn assert_quit_after(events: &[String], event: &str, attempts: usize) {
+    assert!(attempts > 0);
+    let at: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.starts_with(event))
+        .map(|(i, _)| i)
+        .take(attempts)
+        .collect();
+    assert_eq!(
+        at.len(),
+        attempts,
+        "{event} x{attempts} expected: {events:?}"
+    );
+    for (n, i) in at.into_iter().enumerate() {
+        assert_eq!(
+            events.get(i + 1).map(String::as_str),
+            Some("QUIT"),
+            "no QUIT after {event} #{}: {events:?}",
+            n + 1
+        );
+    }
+}
+
+fn message(subject: &str) -> Vec<u8> {
+    format!(
+        "From: app@example.com\r\nTo: user@example.net\r\nSubject: {subject}\r\nMessage-ID: <{}@client.test>\r\n\r\n.dot line\r\nbody of {subject}\r\n",
+        subject.replace(' ', "-")
+    )
+    .into_bytes()
+}
+
+/// The first delivery log line for `id`.
+fn delivery_line(relay: &Relay, id: &str, status: &str) -> String {
+    let needle = format!("{id}: to=<user@example.net> ");
+    assert!(
+        relay.wait_log(&format!("status={status}"), 1, Duration::from_secs(15)),
+        "no status={status}; log:\n{}",
+        relay.log()
+    );
+    relay
+        .log()
+        .lines()
+        .find(|l| l.contains(&needle) && l.contains(&format!("status={status}")))
+        .unwrap_or_else(|| panic!("no {needle:?} with status={status}:\n{}", relay.log()))
+        .to_string()
+}
+
+fn delivered_with(auth: &str, mechanism: &str) {
+    let files = Files::new();
+    let peer = Peer::start(Tls::Required(&files));
+    let relay = Relay::start(&config(
+        peer.port,
+        auth,
+        &files.path("pw"),
+        Some(&files.path("ca.pem")),
+    ));
+    let msg = message(&format!("via {mechanism}"));
+    let id = relay
+        .send("app@example.com", &["user@example.net"], &msg)
+        .expect("queued");
+    let line = delivery_line(&relay, &id, "sent");
+    assert!(
+        line.contains(&format!("relay=localhost[127.0.0.1]:{} delay=", peer.port)),
+        "{line}"
+    );
+    assert!(
+        line.contains("attempts=1 status=sent (250 2.0.0 Ok: saved as msg0001)"),
+        "{line}"
+    );
+
+    let messages = peer.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let (meta, content) = &messages[0];
+    assert_eq!(meta["mail_from"], "app@example.com");
+    assert_eq!(meta["rcpt_tos"], serde_json::json!(["user@example.net"]));
+    assert_eq!(meta["login"], USER);
+    assert_eq!(meta["tls"], true);
+    assert_eq!(
+        common::strip_received(content),
+        msg.as_slice(),
+        "received:\n{}",
+        String::from_utf8_lossy(content)
+    );
+    assert!(
+        content.starts_with(
+            b"Received: from client.test ([127.0.0.1])\r\n\tby relay.test (smarthost)"
+        ),
+        "{}",
+        String::from_utf8_lossy(content)
+    );
+
+    // STARTTLS, then (only then) AUTH with the configured mechanism.
+    let events = peer.events();
+    let pos = |e: &str| events.iter().position(|x| x == e);
+    let tls_ok = pos("TLS-OK").unwrap_or_else(|| panic!("{events:?}"));
+    let auth_cmd = pos("AUTH").unwrap_or_else(|| panic!("{events:?}"));
+    assert!(
+        pos("STARTTLS").unwrap() < tls_ok && tls_ok < auth_cmd,
+        "{events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.starts_with("AUTH-"))
+            .collect::<Vec<_>>(),
+        vec![&format!("AUTH-OK {mechanism} {USER}")],
+        "{events:?}"
+    );
+    assert_no_secret(&relay.log());
+}
+
+#[test]
+fn auth_plain_over_verified_starttls() {
+    delivered_with("plain", "PLAIN");
+}
+
+#[test]
+fn auth_login_over_verified_starttls() {
+    delivered_with("login", "LOGIN");
+}
+
+#[test]
+fn wrong_password_defers_and_never_leaks() {
+    let files = Files::new();
+    let peer = Peer::start(Tls::Required(&files));
+    let relay = Relay::start(&config(
+        peer.port,
+        "plain",
+        &files.path("wrong-pw"),
+        Some(&files.path("ca.pem")),
+    ));
+    let id = relay
+        .send(
+            "app@example.com",
+            &["user@example.net"],
+            &message("wrong password"),
+        )
+        .expect("queued");
+    let line = delivery_line(&relay, &id, "deferred");
+    assert!(
+        line.contains(&format!("relay=localhost[127.0.0.1]:{}", peer.port)),
+        "{line}"
+    );
+    assert!(line.contains("535 5.7.8"), "{line}");
+    // The schedule retries every second: a second refusal is still a deferral.
+    assert!(
+        relay.wait_log("status=deferred", 2, Duration::from_secs(10)),
+        "{}",
+        relay.log()
+    );
+    let log = relay.log();
+    let attempts = log.matches("status=deferred").count();
+    assert!(log.contains("configuration error"), "{log}");
+    assert!(!log.contains("status=bounced"), "{log}");
+    assert!(!log.contains("status=sent"), "{log}");
+    assert_no_secret(&log);
+
+    assert!(peer.messages().is_empty());
+    let events = peer.events();
+    assert!(events.iter().any(|e| e == "TLS-OK"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e == &format!("AUTH-FAIL PLAIN {USER}")),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.starts_with("AUTH-OK")),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e == "MAIL"), "{events:?}");
+    // The refused session is closed with QUIT (RFC 5321 4.1.1.10), not dropped.
+    assert_quit_after(&events, "AUTH-FAIL", attempts);
+}
+
+#[test]
+fn unverifiable_certificate_defers_before_auth() {
+    let files = Files::new();
+    let peer = Peer::start(Tls::Required(&files));
+    // No ca_file: the system roots do not know the test CA.
+    let relay = Relay::start(&config(peer.port, "plain", &files.path("pw"), None));
+    let id = relay
+        .send("app@example.com", &["user@example.net"], &message("no ca"))
+        .expect("queued");
+    let line = delivery_line(&relay, &id, "deferred");
+    assert!(line.contains("TLS handshake failed"), "{line}");
+    assert!(
+        line.contains(&format!("relay=localhost[127.0.0.1]:{}", peer.port)),
+        "{line}"
+    );
+    assert!(
+        relay.wait_log("status=deferred", 2, Duration::from_secs(10)),
+        "{}",
+        relay.log()
+    );
+    let log = relay.log();
+    assert!(
+        !log.contains("status=bounced") && !log.contains("status=sent"),
+        "{log}"
+    );
+    assert_no_secret(&log);
+
+    assert!(peer.messages().is_empty());
+    let events = peer.events();
+    assert!(events.iter().any(|e| e == "STARTTLS"), "{events:?}");
+    assert!(!events.iter().any(|e| e == "TLS-OK"), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e.starts_with("AUTH")),
+        "the password went to an unverified server: {events:?}"
+    );
+}
+
+#[test]
+fn missing_starttls_defers_without_auth() {
+    let files = Files::new();
+    let peer = Peer::start(Tls::Absent);
+    let relay = Relay::start(&config(
+        peer.port,
+        "plain",
+        &files.path("pw"),
+        Some(&files.path("ca.pem")),
+    ));
+    let id = relay
+        .send(
+            "app@example.com",
+            &["user@example.net"],
+            &message("no starttls"),
+        )
+        .expect("queued");
+    let line = delivery_line(&relay, &id, "deferred");
+    assert!(line.contains("STARTTLS"), "{line}");
+    assert!(
+        line.contains(&format!("relay=localhost[127.0.0.1]:{}", peer.port)),
+        "{line}"
+    );
+    assert!(
+        relay.wait_log("status=deferred", 2, Duration::from_secs(10)),
+        "{}",
+        relay.log()
+    );
+    let log = relay.log();
+    let attempts = log.matches("status=deferred").count();
+    assert!(
+        !log.contains("status=bounced") && !log.contains("status=sent"),
+        "{log}"
+    );
+    assert_no_secret(&log);
+
+    assert!(peer.messages().is_empty());
+    let events = peer.events();
+    assert!(events.iter().any(|e| e == "EHLO"), "{events:?}");
+    for never in ["STARTTLS", "AUTH", "MAIL"] {
+        assert!(!events.iter().any(|e| e == never), "{never}: {events:?}");
+    }
+    assert!(!events.iter().any(|e| e.starts_with("AUTH-")), "{events:?}");
+    assert_quit_after(&events, "EHLO", attempts);
+}
