@@ -12,14 +12,30 @@ use super::session::Session;
 use crate::delivery::Relay;
 
 /// Binds every configured listen address; fails if any cannot be bound, so a
-/// misconfiguration is seen at start, not when mail goes missing.
+/// misconfiguration is seen at start, not when mail goes missing. The one
+/// exception is an address whose family the host lacks (`[::1]` on a machine with
+/// IPv6 disabled): skipped with a warning, as long as another listener is bound.
 pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
     for a in addrs {
-        let l = TcpListener::bind(a)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
-        out.push(l);
+        match TcpListener::bind(a).await {
+            Ok(l) => out.push(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable && addrs.len() > 1 => {
+                tracing::warn!("not listening on {a}: {e}");
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {a}: {e}"),
+                ))
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "no listen address could be bound",
+        ));
     }
     Ok(out)
 }
