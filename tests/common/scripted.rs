@@ -34,7 +34,10 @@ pub enum Cmd<'a> {
     /// The reverse-path without the angle brackets ("" for the null sender).
     Mail(&'a str),
     /// The `index`-th RCPT of the current transaction (0-based, rejected ones included).
-    Rcpt { index: usize, to: &'a str },
+    Rcpt {
+        index: usize,
+        to: &'a str,
+    },
     /// The DATA command (only asked when at least one RCPT was accepted).
     Data,
     /// The final dot arrived; the message after dot-unstuffing, without the terminator.
@@ -149,12 +152,7 @@ impl Connection {
     pub fn verbs(&self) -> Vec<String> {
         self.commands
             .iter()
-            .map(|c| {
-                c.split(' ')
-                    .next()
-                    .unwrap_or_default()
-                    .to_ascii_uppercase()
-            })
+            .map(|c| c.split(' ').next().unwrap_or_default().to_ascii_uppercase())
             .collect()
     }
 }
@@ -220,7 +218,9 @@ impl ScriptedServer {
     /// Starts the server on 127.0.0.1 (a free port) with `script`.
     pub fn start(script: impl Fn(&Ctx, &Cmd<'_>) -> Action + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind scripted server");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -360,14 +360,11 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 let handle = std::thread::Builder::new()
                     .name(format!("scripted-conn-{conn}"))
                     .spawn(move || {
-                        let s2 = s.clone();
-                        session(s, stream, conn);
-                        let mut st = s2.state();
+                        let open = session(&s, stream, conn);
+                        let mut st = s.state();
                         st.conns[conn].closed = true;
-                        for t in st.txs.iter_mut().filter(|t| t.conn == conn) {
-                            if t.reply.is_none() && t.data_reply.as_deref() != Some("-") {
-                                t.aborted = t.aborted || t.data.is_some() || t.reply.is_none();
-                            }
+                        if let Some(i) = open {
+                            st.txs[i].aborted = true;
                         }
                     })
                     .expect("spawn connection thread");
@@ -447,7 +444,7 @@ impl Wire {
 
     fn send(&mut self, text: &str) -> bool {
         let mut wire = String::new();
-        for line in text.split('\n') {
+        for line in text.trim_end_matches(['\r', '\n']).split('\n') {
             wire.push_str(line.trim_end_matches('\r'));
             wire.push_str("\r\n");
         }
@@ -470,10 +467,12 @@ enum Done {
     Closed,
 }
 
-/// Performs `action`; `data` is true when it answers DATA.
-fn perform(shared: &Shared, wire: &mut Wire, action: Action) -> Done {
+/// Performs `action`. `decided` gets the reply text once it is due, before it is
+/// written (so a reply the peer never read still counts as given).
+fn perform(shared: &Shared, wire: &mut Wire, action: Action, decided: impl FnOnce(&str)) -> Done {
     match action {
         Action::Reply(text) => {
+            decided(&text);
             if wire.send(&text) {
                 Done::Replied(text)
             } else {
@@ -488,6 +487,7 @@ fn perform(shared: &Shared, wire: &mut Wire, action: Action) -> Done {
                 }
                 std::thread::sleep(Duration::from_millis(5).min(end - Instant::now()));
             }
+            decided(&text);
             if wire.send(&text) {
                 Done::Replied(text)
             } else {
@@ -506,7 +506,15 @@ fn perform(shared: &Shared, wire: &mut Wire, action: Action) -> Done {
     }
 }
 
-fn session(shared: Arc<Shared>, stream: TcpStream, conn: usize) {
+/// Runs one connection; returns the transaction still open when it ended.
+fn session(shared: &Shared, stream: TcpStream, conn: usize) -> Option<usize> {
+    let mut open = None;
+    let _ = converse(shared, stream, conn, &mut open);
+    open
+}
+
+/// The command loop; `tx` is the open transaction. None when the connection is over.
+fn converse(shared: &Shared, stream: TcpStream, conn: usize, tx: &mut Option<usize>) -> Option<()> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
@@ -515,7 +523,6 @@ fn session(shared: Arc<Shared>, stream: TcpStream, conn: usize) {
         stream,
         buf: Vec::new(),
     };
-    let mut tx: Option<usize> = None;
     let mut tx_on_conn = 0usize;
 
     let ctx = |tx: Option<usize>, tx_on_conn: usize, rcpt: Option<&str>| -> Ctx {
@@ -540,15 +547,17 @@ fn session(shared: Arc<Shared>, stream: TcpStream, conn: usize) {
         }
     };
     let ask = |c: &Ctx, cmd: &Cmd<'_>| -> Action { (shared.script())(c, cmd) };
+    // Performs the script's answer to `cmd`; None when the connection is over.
+    let answer = |wire: &mut Wire, c: Ctx, cmd: &Cmd<'_>| -> Option<String> {
+        match perform(shared, wire, ask(&c, cmd), |_| {}) {
+            Done::Replied(r) => Some(r),
+            Done::Closed => None,
+        }
+    };
 
-    let c = ctx(None, 0, None);
-    if let Done::Closed = perform(&shared, &mut wire, ask(&c, &Cmd::Greeting)) {
-        return;
-    }
+    answer(&mut wire, ctx(None, 0, None), &Cmd::Greeting)?;
     loop {
-        let Some(raw) = wire.line(&shared) else {
-            return;
-        };
+        let raw = wire.line(shared)?;
         let line = String::from_utf8_lossy(&raw)
             .trim_end_matches(['\r', '\n'])
             .to_string();
@@ -560,26 +569,26 @@ fn session(shared: Arc<Shared>, stream: TcpStream, conn: usize) {
         let upper = line.to_ascii_uppercase();
         match verb.as_str() {
             "EHLO" | "HELO" => {
-                tx = None;
-                let c = ctx(None, tx_on_conn, None);
+                if tx.take().is_some() {
+                    tx_on_conn += 1;
+                }
                 let cmd = if verb == "EHLO" {
                     Cmd::Ehlo(&arg)
                 } else {
                     Cmd::Helo(&arg)
                 };
-                if let Done::Closed = perform(&shared, &mut wire, ask(&c, &cmd)) {
-                    return;
-                }
+                answer(&mut wire, ctx(None, tx_on_conn, None), &cmd)?;
             }
             "STARTTLS" => {
-                let c = ctx(tx, tx_on_conn, None);
-                if let Done::Closed = perform(&shared, &mut wire, ask(&c, &Cmd::StartTls)) {
-                    return;
-                }
+                answer(&mut wire, ctx(*tx, tx_on_conn, None), &Cmd::StartTls)?;
             }
             "MAIL" if upper.starts_with("MAIL FROM:") => {
-                let rest = line["MAIL FROM:".len()..].trim_start();
-                let (path, params) = split_path(rest);
+                if tx.is_some() {
+                    wire.send("503 5.5.1 Error: nested MAIL command")
+                        .then_some(())?;
+                    continue;
+                }
+                let (path, params) = split_path(line["MAIL FROM:".len()..].trim_start());
                 let index = {
                     let mut st = shared.state();
                     st.txs.push(Transaction {
@@ -590,24 +599,18 @@ fn session(shared: Arc<Shared>, stream: TcpStream, conn: usize) {
                     });
                     st.txs.len() - 1
                 };
-                tx = Some(index);
-                let c = ctx(tx, tx_on_conn, None);
-                match perform(&shared, &mut wire, ask(&c, &Cmd::Mail(&path))) {
-                    Done::Closed => return,
-                    Done::Replied(r) => {
-                        if !r.starts_with('2') {
-                            // No transaction was opened.
-                            tx = None;
-                            tx_on_conn += 1;
-                        }
-                    }
+                *tx = Some(index);
+                let r = answer(&mut wire, ctx(*tx, tx_on_conn, None), &Cmd::Mail(&path))?;
+                if !r.starts_with('2') {
+                    // Refused: no transaction was opened.
+                    *tx = None;
+                    tx_on_conn += 1;
                 }
             }
             "RCPT" if upper.starts_with("RCPT TO:") => {
-                let Some(i) = tx else {
-                    if !wire.send("503 5.5.1 Error: need MAIL command") {
-                        return;
-                    }
+                let Some(i) = *tx else {
+                    wire.send("503 5.5.1 Error: need MAIL command")
+                        .then_some(())?;
                     continue;
                 };
                 let (to, _) = split_path(line["RCPT TO:".len()..].trim_start());
@@ -616,93 +619,70 @@ fn session(shared: Arc<Shared>, stream: TcpStream, conn: usize) {
                     st.txs[i].rcpts.push((to.clone(), None));
                     st.txs[i].rcpts.len() - 1
                 };
-                let c = ctx(tx, tx_on_conn, Some(&to));
-                let done = perform(
-                    &shared,
-                    &mut wire,
-                    ask(&c, &Cmd::Rcpt { index, to: &to }),
-                );
-                match done {
-                    Done::Closed => return,
-                    Done::Replied(r) => shared.state().txs[i].rcpts[index].1 = Some(r),
-                }
+                let cmd = Cmd::Rcpt { index, to: &to };
+                let r = answer(&mut wire, ctx(*tx, tx_on_conn, Some(&to)), &cmd)?;
+                shared.state().txs[i].rcpts[index].1 = Some(r);
             }
             "DATA" => {
-                let Some(i) = tx else {
-                    if !wire.send("503 5.5.1 Error: need RCPT command") {
-                        return;
-                    }
+                let Some(i) = *tx else {
+                    wire.send("503 5.5.1 Error: need RCPT command")
+                        .then_some(())?;
                     continue;
                 };
                 if shared.state().txs[i].accepted().is_empty() {
-                    if !wire.send("554 5.5.1 Error: no valid recipients") {
-                        return;
-                    }
+                    wire.send("554 5.5.1 Error: no valid recipients")
+                        .then_some(())?;
                     continue;
                 }
-                let c = ctx(tx, tx_on_conn, None);
-                let action = ask(&c, &Cmd::Data);
+                let action = ask(&ctx(*tx, tx_on_conn, None), &Cmd::Data);
                 if let Action::DropAfterDataBytes(n) = action {
                     shared.state().txs[i].data_reply = Some("354 go ahead".into());
                     if wire.send("354 go ahead") {
-                        wire.skip(&shared, n);
+                        wire.skip(shared, n);
                     }
                     wire.close();
-                    return;
+                    return None;
                 }
-                match perform(&shared, &mut wire, action) {
-                    Done::Closed => return,
-                    Done::Replied(r) => {
-                        shared.state().txs[i].data_reply = Some(r.clone());
-                        if !r.starts_with("354") {
-                            tx = None;
-                            tx_on_conn += 1;
-                            continue;
-                        }
-                    }
-                }
-                let Some(message) = read_message(&shared, &mut wire) else {
-                    return;
+                let r = match perform(shared, &mut wire, action, |_| {}) {
+                    Done::Replied(r) => r,
+                    Done::Closed => return None,
                 };
+                shared.state().txs[i].data_reply = Some(r.clone());
+                if !r.starts_with("354") {
+                    *tx = None;
+                    tx_on_conn += 1;
+                    continue;
+                }
+                let message = read_message(shared, &mut wire)?;
                 shared.state().txs[i].data = Some(message.clone());
-                let c = ctx(tx, tx_on_conn, None);
-                let action = ask(&c, &Cmd::Dot(&message));
-                let done = perform(&shared, &mut wire, action);
-                tx = None;
+                let action = ask(&ctx(*tx, tx_on_conn, None), &Cmd::Dot(&message));
+                let decided = |r: &str| shared.state().txs[i].reply = Some(r.to_string());
+                let done = perform(shared, &mut wire, action, decided);
+                *tx = None;
                 tx_on_conn += 1;
-                match done {
-                    Done::Closed => return,
-                    Done::Replied(r) => shared.state().txs[i].reply = Some(r),
+                if let Done::Closed = done {
+                    // Answered or not, the transaction is over; unanswered means aborted.
+                    let mut st = shared.state();
+                    st.txs[i].aborted = st.txs[i].reply.is_none();
+                    return None;
                 }
             }
             "RSET" => {
-                if let Some(i) = tx.take() {
-                    // Reset before an answer: the transaction ended without one.
-                    shared.state().txs[i].aborted = true;
+                if tx.take().is_some() {
                     tx_on_conn += 1;
                 }
-                let c = ctx(None, tx_on_conn, None);
-                if let Done::Closed = perform(&shared, &mut wire, ask(&c, &Cmd::Rset)) {
-                    return;
-                }
+                answer(&mut wire, ctx(None, tx_on_conn, None), &Cmd::Rset)?;
             }
             "NOOP" => {
-                let c = ctx(tx, tx_on_conn, None);
-                if let Done::Closed = perform(&shared, &mut wire, ask(&c, &Cmd::Noop)) {
-                    return;
-                }
+                answer(&mut wire, ctx(*tx, tx_on_conn, None), &Cmd::Noop)?;
             }
             "QUIT" => {
-                let c = ctx(tx, tx_on_conn, None);
-                let _ = perform(&shared, &mut wire, ask(&c, &Cmd::Quit));
+                let _ = answer(&mut wire, ctx(*tx, tx_on_conn, None), &Cmd::Quit);
                 wire.close();
-                return;
+                return None;
             }
             _ => {
-                let c = ctx(tx, tx_on_conn, None);
-                if let Done::Closed = perform(&shared, &mut wire, ask(&c, &Cmd::Other(&line))) {
-                    return;
-                }
+                answer(&mut wire, ctx(*tx, tx_on_conn, None), &Cmd::Other(&line))?;
             }
         }
     }
@@ -712,10 +692,7 @@ fn session(shared: Arc<Shared>, stream: TcpStream, conn: usize) {
 fn split_path(s: &str) -> (String, String) {
     if let Some(rest) = s.strip_prefix('<') {
         if let Some(end) = rest.find('>') {
-            return (
-                rest[..end].to_string(),
-                rest[end + 1..].trim().to_string(),
-            );
+            return (rest[..end].to_string(), rest[end + 1..].trim().to_string());
         }
     }
     match s.split_once(' ') {

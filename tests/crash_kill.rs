@@ -1,0 +1,402 @@
+//! Crash safety: the relay is SIGKILLed again and again while clients submit mail
+//! over several connections (and, in the second test, while deliveries are in
+//! flight). Every message that was acknowledged with a 250 must arrive at least
+//! once; duplicates are allowed (and counted).
+
+mod common;
+#[path = "common/scripted.rs"]
+mod scripted;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{captured, dot_stuff, Relay};
+use scripted::{standard, Action, Cmd, ScriptedServer};
+
+const KILLS: usize = 10;
+const SUBMITTERS: usize = 4;
+
+/// xorshift64*: deterministic, no crates.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform-ish in [lo, hi).
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+/// A submission client that never panics: any failure ends the connection.
+struct Submit {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Submit {
+    fn connect(addr: SocketAddr) -> std::io::Result<Submit> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        // While the relay is down, a connect to its (ephemeral-range) port can
+        // connect to itself and would then hold the port the relay must rebind.
+        if s.local_addr()? == addr {
+            return Err(std::io::Error::other("connected to itself"));
+        }
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let writer = s.try_clone()?;
+        let mut c = Submit {
+            reader: BufReader::new(s),
+            writer,
+        };
+        c.expect("", "220")?;
+        c.expect("EHLO submitter.test\r\n", "250")?;
+        Ok(c)
+    }
+
+    fn reply(&mut self) -> std::io::Result<String> {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            all.push_str(line.trim_end());
+            if last {
+                return Ok(all);
+            }
+            all.push('\n');
+        }
+    }
+
+    fn expect(&mut self, line: &str, code: &str) -> std::io::Result<String> {
+        if !line.is_empty() {
+            self.writer.write_all(line.as_bytes())?;
+        }
+        let r = self.reply()?;
+        if r.starts_with(code) {
+            Ok(r)
+        } else {
+            Err(std::io::Error::other(format!("{line:?}: {r}")))
+        }
+    }
+
+    /// One message; Ok(final reply) once the server answered the final dot.
+    fn send(&mut self, token: &str) -> std::io::Result<String> {
+        self.expect("MAIL FROM:<crash@src.test>\r\n", "250")?;
+        self.expect("RCPT TO:<sink@dst.test>\r\n", "250")?;
+        self.expect("DATA\r\n", "354")?;
+        let msg = format!(
+            "From: crash@src.test\r\nTo: sink@dst.test\r\nSubject: crash {token}\r\n\
+             Message-ID: <{token}@crash.test>\r\n\r\nbody of {token}\r\n.dot line\r\n"
+        );
+        self.writer.write_all(&dot_stuff(msg.as_bytes()))?;
+        self.reply()
+    }
+}
+
+#[derive(Default)]
+struct Record {
+    /// token → queue id, for every 250.
+    acked: BTreeMap<String, String>,
+    /// Explicit refusals of the final dot (should not happen).
+    refused: Vec<(String, String)>,
+    /// Submissions cut off before a reply (may or may not arrive).
+    unknown: usize,
+}
+
+struct Submitters {
+    stop: Arc<AtomicBool>,
+    record: Arc<Mutex<Record>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Submitters {
+    fn start(addr: SocketAddr) -> Submitters {
+        let stop = Arc::new(AtomicBool::new(false));
+        let record = Arc::new(Mutex::new(Record::default()));
+        let threads = (0..SUBMITTERS)
+            .map(|t| {
+                let (stop, record) = (stop.clone(), record.clone());
+                std::thread::spawn(move || submitter(t, addr, &stop, &record))
+            })
+            .collect();
+        Submitters {
+            stop,
+            record,
+            threads,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.record.lock().unwrap().acked.len()
+    }
+
+    fn finish(mut self) -> Record {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            t.join().expect("submitter panicked");
+        }
+        std::mem::take(&mut *self.record.lock().unwrap())
+    }
+}
+
+impl Drop for Submitters {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn submitter(t: usize, addr: SocketAddr, stop: &AtomicBool, record: &Mutex<Record>) {
+    let mut seq = 0u32;
+    while !stop.load(Ordering::SeqCst) {
+        let mut c = match Submit::connect(addr) {
+            Ok(c) => c,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        // A few messages per connection, then a fresh one: both paths get killed.
+        for _ in 0..5 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let token = format!("tok-{t}-{seq}");
+            seq += 1;
+            match c.send(&token) {
+                Ok(r) => match r.strip_prefix("250 2.0.0 Ok: queued as ") {
+                    Some(id) => {
+                        record
+                            .lock()
+                            .unwrap()
+                            .acked
+                            .insert(token, id.trim().to_string());
+                    }
+                    None => record.lock().unwrap().refused.push((token, r)),
+                },
+                Err(_) => {
+                    record.lock().unwrap().unknown += 1;
+                    break;
+                }
+            }
+        }
+        let _ = c.writer.write_all(b"QUIT\r\n");
+    }
+}
+
+/// The token in a message's Message-ID.
+fn token_of(message: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let start = text.find("Message-ID: <")? + "Message-ID: <".len();
+    let end = text[start..].find("@crash.test>")?;
+    Some(text[start..start + end].to_string())
+}
+
+/// token → number of copies.
+fn count_tokens<'a>(messages: impl Iterator<Item = &'a [u8]>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for m in messages {
+        if let Some(t) = token_of(m) {
+            *out.entry(t).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Restarts the relay until it reports an empty queue at start-up.
+fn assert_drains(relay: &mut Relay) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        relay.restart();
+        let log = relay.log();
+        let ready = log
+            .lines()
+            .rfind(|l| l.contains("smarthost ready"))
+            .unwrap_or_default()
+            .to_string();
+        if ready.contains("with 0 queued message(s)") {
+            return;
+        }
+        assert!(Instant::now() < end, "queue never drained: {ready}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn report(what: &str, record: &Record, copies: &BTreeMap<String, usize>) {
+    let duplicates: usize = copies.values().map(|&n| n.saturating_sub(1)).sum();
+    let unacked_arrived = copies
+        .keys()
+        .filter(|t| !record.acked.contains_key(*t))
+        .count();
+    println!(
+        "{what}: acked={} cut-off={} refused={} arrived={} duplicates={duplicates} \
+         arrived-without-ack={unacked_arrived}",
+        record.acked.len(),
+        record.unknown,
+        record.refused.len(),
+        copies.len(),
+    );
+}
+
+fn missing(record: &Record, copies: &BTreeMap<String, usize>) -> Vec<String> {
+    record
+        .acked
+        .iter()
+        .filter(|(t, _)| !copies.contains_key(*t))
+        .map(|(t, id)| format!("{t} ({id})"))
+        .collect()
+}
+
+#[test]
+fn acknowledged_mail_survives_repeated_sigkill() {
+    let mut relay = Relay::start(
+        r#"retry = "F,1m,1s"
+[[route]]
+name = "capture"
+type = "directory"
+path = "{dir}/out"
+[routing]
+default = "capture"
+"#,
+    );
+    let out = relay.path("out");
+    let seed = 0x5EED_0001_u64;
+    let mut rng = Rng(seed);
+    let subs = Submitters::start(relay.addr());
+    let mut acked_at_kill = Vec::new();
+    for _ in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(rng.range(150, 600)));
+        acked_at_kill.push(subs.acked());
+        relay.kill();
+        std::thread::sleep(Duration::from_millis(rng.range(0, 100)));
+        relay.spawn();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let record = subs.finish();
+    println!("seed={seed:#x} acked before each kill: {acked_at_kill:?}");
+    assert!(
+        record.refused.is_empty(),
+        "the relay refused messages: {:?}",
+        &record.refused[..record.refused.len().min(5)]
+    );
+    // The test means something only if mail was acknowledged between kills.
+    let grew = acked_at_kill.windows(2).filter(|w| w[1] > w[0]).count();
+    assert!(
+        grew >= KILLS / 2 && record.acked.len() >= 50,
+        "too little traffic: {acked_at_kill:?}, {} acked",
+        record.acked.len()
+    );
+
+    let mut copies = BTreeMap::new();
+    let all = common::wait_for(Duration::from_secs(30), || {
+        let files = captured(&out);
+        copies = count_tokens(files.iter().map(|(_, b)| b.as_slice()));
+        record.acked.keys().all(|t| copies.contains_key(t))
+    });
+    report("capture", &record, &copies);
+    assert!(
+        all,
+        "acknowledged but never delivered: {:?}",
+        missing(&record, &copies)
+    );
+    assert_drains(&mut relay);
+    // Nothing arrives that nobody sent.
+    let files = captured(&out);
+    for (meta, body) in &files {
+        assert_eq!(meta["sender"], "crash@src.test");
+        assert_eq!(meta["recipients"][0], "sink@dst.test");
+        assert!(token_of(body).is_some(), "unknown message in capture dir");
+    }
+}
+
+#[test]
+fn acknowledged_mail_survives_sigkill_during_delivery() {
+    // Slow final-dot replies keep deliveries in flight when the kills come.
+    let server = ScriptedServer::start(|_, cmd| match cmd {
+        Cmd::Dot(_) => Action::DelayedReply(
+            Duration::from_millis(300),
+            "250 2.0.0 Ok: queued".to_string(),
+        ),
+        _ => standard(cmd),
+    });
+    let mut relay = Relay::start(&format!(
+        r#"retry = "F,1m,1s"
+[timeouts]
+upstream_command = "2s"
+upstream_data = "2s"
+greeting = "2s"
+connect = "2s"
+idle = "1s"
+[[route]]
+name = "up"
+host = "127.0.0.1"
+port = {}
+tls = "none"
+[routing]
+default = "up"
+"#,
+        server.port()
+    ));
+    let seed = 0x5EED_0002_u64;
+    let mut rng = Rng(seed);
+    let subs = Submitters::start(relay.addr());
+    let mut in_flight_at_kill = Vec::new();
+    for _ in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(rng.range(100, 500)));
+        // Kill while the upstream holds a message it has not answered yet.
+        common::wait_for(Duration::from_secs(3), || server.in_flight() > 0);
+        in_flight_at_kill.push(server.in_flight());
+        relay.kill();
+        std::thread::sleep(Duration::from_millis(rng.range(0, 100)));
+        relay.spawn();
+    }
+    // The upstream is fast again; let the submitters run a little longer.
+    server.set_script(|_, cmd| standard(cmd));
+    std::thread::sleep(Duration::from_millis(300));
+    let record = subs.finish();
+    println!("seed={seed:#x} deliveries in flight at each kill: {in_flight_at_kill:?}");
+    assert!(
+        record.refused.is_empty(),
+        "the relay refused messages: {:?}",
+        &record.refused[..record.refused.len().min(5)]
+    );
+    assert!(record.acked.len() >= 30, "{} acked", record.acked.len());
+    let killed_in_flight = in_flight_at_kill.iter().filter(|&&n| n > 0).count();
+    assert!(
+        killed_in_flight >= KILLS - 2,
+        "too few kills hit a delivery in flight: {in_flight_at_kill:?}"
+    );
+
+    let mut copies = BTreeMap::new();
+    let all = common::wait_for(Duration::from_secs(30), || {
+        let txs = server.delivered();
+        copies = count_tokens(txs.iter().filter_map(|t| t.data.as_deref()));
+        record.acked.keys().all(|t| copies.contains_key(t))
+    });
+    report("upstream", &record, &copies);
+    assert!(
+        all,
+        "acknowledged but never delivered: {:?}",
+        missing(&record, &copies)
+    );
+    assert_drains(&mut relay);
+    let delivered = server.delivered();
+    assert!(delivered
+        .iter()
+        .all(|t| t.from == "crash@src.test" && t.accepted() == ["sink@dst.test"]));
+}
