@@ -32,10 +32,9 @@ cleanup() {
   [ -n "${SINK1:-}" ] && kill "$SINK1" 2>/dev/null || true
   [ -n "${SINK2:-}" ] && kill "$SINK2" 2>/dev/null || true
   postfix stop >/dev/null 2>&1 || true
-  if [ -f "$WORK/main.cf" ]; then
-    cp "$WORK/main.cf" /etc/postfix/main.cf
-    cp "$WORK/master.cf" /etc/postfix/master.cf
-  fi
+  if [ -f "$WORK/main.cf" ]; then cp "$WORK/main.cf" /etc/postfix/main.cf; fi
+  if [ -f "$WORK/main.cf.absent" ]; then rm -f /etc/postfix/main.cf; fi
+  if [ -f "$WORK/master.cf" ]; then cp "$WORK/master.cf" /etc/postfix/master.cf; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -46,7 +45,7 @@ smtp-sink -u root -c 127.0.0.1:$S_SINK 1000 > "$WORK/sink-smarthost.out" 2>&1 & 
 
 # --- Postfix as a smarthost relay -------------------------------------------------
 # Debian's "No configuration" install has no main.cf: start from an empty one.
-if [ -f /etc/postfix/main.cf ]; then cp /etc/postfix/main.cf "$WORK/main.cf"; else touch "$WORK/main.cf" /etc/postfix/main.cf; fi
+if [ -f /etc/postfix/main.cf ]; then cp /etc/postfix/main.cf "$WORK/main.cf"; else touch /etc/postfix/main.cf "$WORK/main.cf.absent"; fi
 cp /etc/postfix/master.cf "$WORK/master.cf"
 postconf -e "relayhost = [127.0.0.1]:$P_SINK" "inet_interfaces = loopback-only" \
   "mynetworks = 127.0.0.0/8" "smtpd_relay_restrictions = permit_mynetworks, reject" \
