@@ -11,8 +11,20 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// The system's resolver settings. Without a usable /etc/resolv.conf (a bare
+    /// container) the relay still starts: IP literals and the hosts file work, and
+    /// names fail per attempt (deferred) instead of the daemon refusing to run.
     pub fn from_system() -> Result<Self, String> {
-        let builder = TokioResolver::builder_tokio().map_err(|e| e.to_string())?;
+        let builder = match TokioResolver::builder_tokio() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("no system DNS configuration ({e}); only IP addresses and /etc/hosts will resolve");
+                TokioResolver::builder_with_config(
+                    hickory_resolver::config::ResolverConfig::default(),
+                    hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+                )
+            }
+        };
         let inner = builder.build().map_err(|e| e.to_string())?;
         Ok(Resolver { inner })
     }
