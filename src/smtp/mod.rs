@@ -1,6 +1,7 @@
 //! The inbound side: SMTP grammar and DATA rules (pure, fuzzable), the session
 //! loop, and the listener that accepts connections.
 
+pub mod address;
 pub mod data;
 pub mod grammar;
 pub mod server;
