@@ -8,7 +8,8 @@
 //! - [`config`]: the TOML configuration, validated as a whole (`smarthost check`).
 //! - [`routing`]: the route table, envelope sender → route (`smarthost route`).
 //! - [`smtp`]: the inbound side. [`smtp::grammar`] parses commands and addresses,
-//!   [`smtp::data`] receives DATA (dot-unstuffing, smuggling rules), both pure;
+//!   [`smtp::address`] validates mailboxes, [`smtp::data`] receives DATA
+//!   (dot-unstuffing, smuggling rules), all three pure;
 //!   [`smtp::session`] is the per-client loop, [`smtp::server`] the listeners.
 //! - [`queue`]: the stored message ([`queue::envelope`]) and the durable sled store
 //!   with group commit ([`queue::store`]).
