@@ -70,6 +70,9 @@ tls = "none"
 max_connections = 20
 [routing]
 default = "sink"
+[local]
+socket_dir = "$WORK/run"
+drop_dir = "$WORK/drop"
 EOF
 RUST_LOG=warn $BIN serve --config "$WORK/smarthost.toml" 2> "$WORK/smarthost.log" & SH_PID=$!
 sleep 1

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use smarthost::config::{self, Config};
+use smarthost::control::{self, server::bind_socket};
 use smarthost::delivery::Relay;
+use smarthost::dropdir;
 use smarthost::queue::Store;
 use smarthost::smtp::server;
 
@@ -144,25 +146,71 @@ fn serve(path: PathBuf) -> ExitCode {
                 return ExitCode::from(EX_OSERR);
             }
         };
+        let local = &config.local;
+        let submit = match bind_socket(&local.submit_socket(), 0o666, None) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("submission socket {}: {e}", local.submit_socket().display());
+                return ExitCode::from(EX_OSERR);
+            }
+        };
+        let control = match bind_socket(
+            &local.control_socket(),
+            0o660,
+            local.control_group.as_deref(),
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("control socket {}: {e}", local.control_socket().display());
+                return ExitCode::from(EX_OSERR);
+            }
+        };
+        if let Err(e) = dropdir::prepare(&local.drop_dir) {
+            // sendmail still works through the socket; only the fallback is lost.
+            tracing::warn!("drop directory {}: {e}", local.drop_dir.display());
+        }
+        // Mail dropped while the daemon was down is queued before anything else.
+        let picked = dropdir::pickup(&relay).await;
+        if picked > 0 {
+            tracing::info!("picked up {picked} message(s) from the drop directory");
+        }
         relay.spawn_workers();
+        tokio::spawn(dropdir::run(relay.clone()));
+        tokio::spawn(control::server::serve(relay.clone(), control));
+        tokio::spawn(prune_history(relay.clone()));
         let addrs: Vec<String> = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .map(|a| a.to_string())
             .collect();
         tracing::info!(
-            "smarthost ready: listening on {} with {} queued message(s)",
+            "smarthost ready: listening on {} and {} with {} queued message(s)",
             addrs.join(", "),
-            queued
+            local.submit_socket().display(),
+            queued + picked
         );
         tokio::select! {
-            _ = server::serve(relay.clone(), listeners) => {}
+            _ = server::serve(relay.clone(), listeners, Some(submit)) => {}
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; queued mail stays queued");
             }
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Forgets finished messages past their retention, hourly.
+async fn prune_history(relay: Arc<Relay>) {
+    loop {
+        let local = &relay.config.local;
+        let cutoff = smarthost::clock::unix_now().saturating_sub(local.history.as_secs());
+        match relay.store.prune_history(cutoff, local.history_max) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("forgot {n} finished message(s)"),
+            Err(e) => tracing::warn!("pruning message history: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -435,12 +435,17 @@ fn rejected_recipient_bounces_and_dsn_is_delivered() {
 
     // Route the original sender's domain to a capture directory and restart:
     // the queued DSN now leaves through it.
-    let mut config = std::fs::read_to_string(&relay.config_path).unwrap();
+    let config = std::fs::read_to_string(&relay.config_path).unwrap();
+    // The harness ends the file with [local]; the routing table comes before it.
+    let config = config.replacen(
+        "default = \"sink\"\n",
+        "default = \"sink\"\n[routing.senders]\n\"bouncer.test\" = \"bounces\"\n",
+        1,
+    );
     assert!(
-        config.trim_end().ends_with("default = \"sink\""),
+        config.contains("\"bouncer.test\" = \"bounces\""),
         "{config}"
     );
-    config.push_str("[routing.senders]\n\"bouncer.test\" = \"bounces\"\n");
     std::fs::write(&relay.config_path, config).unwrap();
     relay.restart();
 

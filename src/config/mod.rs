@@ -17,10 +17,12 @@ use toml::Spanned;
 
 use crate::retry::Schedule;
 
+mod local;
 mod route;
 mod secret;
 
 use crate::routing::RouteTable;
+pub use local::Local;
 use route::RawRoute;
 pub use route::{describe, AuthMechanism, Credentials, Route, SmtpRoute, TlsMode, Transport};
 pub use secret::{read_secret_file, Secret};
@@ -73,6 +75,8 @@ struct RawConfig {
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
     routing: Option<Spanned<RawRouting>>,
+    #[serde(default)]
+    local: local::RawLocal,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +149,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub routes: HashMap<String, Route>,
     pub routing: RouteTable,
+    pub local: Local,
 }
 
 impl Config {
@@ -158,9 +163,31 @@ impl Config {
         Self::parse(&text, &file, base)
     }
 
+    /// Loads the configuration for a client command (`sendmail`, `queue`, ...),
+    /// which may run as any local user: everything is validated, but secret files
+    /// are not read, so their 0600 permissions keep working.
+    pub fn load_for_client(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse_with(&text, &file, base, false)
+    }
+
     /// Parse and validate; relative paths are taken relative to `base`, the
     /// directory of the config file, so a config can sit next to its secrets.
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        Self::parse_with(text, file, base, true)
+    }
+
+    fn parse_with(
+        text: &str,
+        file: &str,
+        base: &Path,
+        read_secrets: bool,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
             message: e.to_string().trim_end().to_string(),
@@ -169,6 +196,7 @@ impl Config {
             file,
             text,
             problems: Vec::new(),
+            read_secrets,
         };
         let config = v.config(raw, base);
         match config {
@@ -194,6 +222,7 @@ struct Validator<'a> {
     file: &'a str,
     text: &'a str,
     problems: Vec<Problem>,
+    read_secrets: bool,
 }
 
 impl Validator<'_> {
@@ -379,6 +408,8 @@ impl Validator<'_> {
             }
         };
 
+        let local = self.local(raw.local, base, &hostname);
+
         Some(Config {
             file: self.file.to_string(),
             hostname,
@@ -394,6 +425,7 @@ impl Validator<'_> {
             timeouts,
             routes,
             routing,
+            local,
         })
     }
 }

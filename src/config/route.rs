@@ -256,6 +256,16 @@ impl Validator<'_> {
             return None;
         };
         let path = base.join(password_file);
+        if !self.read_secrets {
+            // Client commands (sendmail, queue) run as any user and never need the
+            // upstream password: leave it unread rather than fail on its permissions.
+            return Some(Credentials {
+                mechanism,
+                username: username.clone(),
+                password: Secret::new(""),
+                password_file: path,
+            });
+        }
         match read_secret_file(&path) {
             Ok(password) => Some(Credentials {
                 mechanism,

@@ -9,9 +9,11 @@
 pub mod record;
 pub mod scheduler;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
 
 use tokio_rustls::TlsConnector;
 
@@ -20,7 +22,7 @@ use crate::clock::{from_unix, unix_now};
 use crate::config::{Config, Route, Transport};
 use crate::outcome::Outcome;
 use crate::queue::store::Changes;
-use crate::queue::{Envelope, Recipient, Store, StoreError};
+use crate::queue::{Envelope, Finished, Recipient, State, Store, StoreError};
 use crate::upstream::{self, Connection, Resolver};
 
 pub use scheduler::Scheduler;
@@ -32,6 +34,10 @@ pub struct Relay {
     pub scheduler: Scheduler,
     resolver: Resolver,
     tls: HashMap<String, TlsConnector>,
+    /// Messages a worker or a queue command is working on. Whoever holds an id
+    /// is the only one reading, changing or deleting that message.
+    busy: Mutex<HashSet<String>>,
+    released: Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +70,41 @@ impl Relay {
             scheduler: Scheduler::new(),
             resolver: Resolver::from_system().map_err(RelayError::Resolver)?,
             tls,
+            busy: Mutex::new(HashSet::new()),
+            released: Notify::new(),
         }))
+    }
+
+    /// Takes a message for exclusive work; false if someone else has it.
+    pub fn claim(&self, id: &str) -> bool {
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string())
+    }
+
+    pub fn release(&self, id: &str) {
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.released.notify_waiters();
+    }
+
+    /// Claims a message, waiting up to `timeout` for an attempt in flight to end.
+    pub async fn claim_wait(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.claim(id) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// The route a message leaves through: decided now, from the current table.
@@ -76,8 +116,11 @@ impl Relay {
             .to_string()
     }
 
-    /// Puts a stored message on the schedule.
+    /// Puts a stored message on the schedule (unless it is held).
     pub fn schedule(&self, env: &Envelope) {
+        if env.held {
+            return;
+        }
         if let Some(at) = env.next_due() {
             self.scheduler
                 .schedule(&self.route_name(env), at, env.id.clone());
@@ -121,7 +164,14 @@ impl Relay {
                 }
                 continue;
             };
-            if let Err(e) = self.attempt(&route, &id, &mut conn).await {
+            if !self.claim(&id) {
+                // A queue command has it; look again shortly (the envelope decides).
+                self.scheduler.schedule(&route.name, unix_now() + 1, id);
+                continue;
+            }
+            let result = self.attempt(&route, &id, &mut conn).await;
+            self.release(&id);
+            if let Err(e) = result {
                 // The queue itself failed: keep the message, look again later.
                 tracing::error!("{id}: delivery bookkeeping failed: {e}; retrying in 60s");
                 self.scheduler
@@ -139,6 +189,9 @@ impl Relay {
         let Some(mut env) = self.store.envelope(id)? else {
             return Ok(());
         };
+        if env.held {
+            return Ok(());
+        }
         let now = unix_now();
         let due = env.due_recipients(now);
         if due.is_empty() {
@@ -247,6 +300,69 @@ impl Relay {
         (tr.outcomes, relay, Some(host))
     }
 
+    /// Adds the DSN for `failed` recipients to `changes`; returns its envelope so
+    /// it can be scheduled once the batch is durable. Nothing for the null sender.
+    pub(crate) fn bounce_for(
+        &self,
+        env: &Envelope,
+        failed: &[record::Failed],
+        remote_host: Option<&str>,
+        body: &[u8],
+        now: u64,
+        changes: &mut Changes,
+    ) -> Result<Option<Envelope>, StoreError> {
+        if failed.is_empty() || env.sender.is_empty() {
+            return Ok(None);
+        }
+        let recipients: Vec<FailedRecipient> = failed
+            .iter()
+            .filter_map(|f| {
+                env.recipients.get(f.index).map(|r| FailedRecipient {
+                    address: r.address.clone(),
+                    status: f.status.clone(),
+                    diagnostic: f.diagnostic.clone(),
+                    reason: f.reason.clone(),
+                    remote_mta: if f.diagnostic.is_some() {
+                        remote_host.map(str::to_string)
+                    } else {
+                        None
+                    },
+                })
+            })
+            .collect();
+        let input = BounceInput {
+            reporting_host: &self.config.hostname,
+            queue_id: &env.id,
+            original_sender: &env.sender,
+            arrival: from_unix(env.arrived),
+            now: SystemTime::now(),
+            failed: &recipients,
+            original_message: body,
+        };
+        match bounce::build(&input) {
+            Ok(bytes) => {
+                let mut b = Envelope {
+                    id: self.store.new_id()?,
+                    sender: String::new(),
+                    route_sender: env.sender.clone(),
+                    recipients: vec![Recipient::new(env.sender.clone(), now)],
+                    arrived: now,
+                    smtputf8: crate::smtp::grammar::needs_smtputf8(&env.sender),
+                    eight_bit: true,
+                    client: format!("bounce of {}", env.id),
+                    ..Default::default()
+                };
+                b.event(now, format!("non-delivery notification for {}", env.id));
+                changes.put_message(&mut b, &bytes);
+                Ok(Some(b))
+            }
+            Err(e) => {
+                tracing::error!("{}: cannot build bounce: {e}", env.id);
+                Ok(None)
+            }
+        }
+    }
+
     /// Records the outcomes durably (with the bounce, atomically), then logs them
     /// and reschedules what is left.
     #[allow(clippy::too_many_arguments)]
@@ -263,70 +379,37 @@ impl Relay {
         let now = unix_now();
         let failed = record::apply(env, due, &outcomes, Some(relay), &self.config.retry, now);
         let mut changes = Changes::new();
-        let mut dsn: Option<Envelope> = None;
-        if !failed.is_empty() && !env.sender.is_empty() {
-            let recipients: Vec<FailedRecipient> = failed
-                .iter()
-                .filter_map(|f| {
-                    env.recipients.get(f.index).map(|r| FailedRecipient {
-                        address: r.address.clone(),
-                        status: f.status.clone(),
-                        diagnostic: f.diagnostic.clone(),
-                        reason: f.reason.clone(),
-                        remote_mta: if f.diagnostic.is_some() {
-                            remote_host.map(str::to_string)
-                        } else {
-                            None
-                        },
-                    })
-                })
-                .collect();
-            let input = BounceInput {
-                reporting_host: &self.config.hostname,
-                queue_id: &env.id,
-                original_sender: &env.sender,
-                arrival: from_unix(env.arrived),
-                now: SystemTime::now(),
-                failed: &recipients,
-                original_message: body,
-            };
-            match bounce::build(&input) {
-                Ok(bytes) => {
-                    let mut b = Envelope {
-                        id: self.store.new_id()?,
-                        sender: String::new(),
-                        route_sender: env.sender.clone(),
-                        recipients: vec![Recipient::new(env.sender.clone(), now)],
-                        arrived: now,
-                        size: 0,
-                        chunks: 0,
-                        smtputf8: crate::smtp::grammar::needs_smtputf8(&env.sender),
-                        eight_bit: true,
-                        client: format!("bounce of {}", env.id),
-                    };
-                    changes.put_message(&mut b, &bytes);
-                    dsn = Some(b);
-                }
-                Err(e) => tracing::error!("{}: cannot build bounce: {e}", env.id),
+        let dsn = self.bounce_for(env, &failed, remote_host, body, now, &mut changes)?;
+        let delay = now.saturating_sub(env.arrived);
+        for (&i, o) in due.iter().zip(&outcomes) {
+            if let Some(r) = env.recipients.get(i) {
+                let detail = r
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| o.detail().to_string());
+                let text = format!(
+                    "to=<{}> relay={} status={} ({})",
+                    r.address,
+                    relay,
+                    status_word(r.state),
+                    detail
+                );
+                env.event(now, text);
             }
         }
         if env.is_finished() {
             changes.remove_message(env);
+            changes.put_history(&Finished::from_envelope(env, now, finished_word(env)));
         } else {
             changes.put_envelope(env);
         }
         self.store.write(changes).await?;
 
-        let delay = now.saturating_sub(env.arrived);
         for (&i, o) in due.iter().zip(&outcomes) {
             let Some(r) = env.recipients.get(i) else {
                 continue;
             };
-            let word = match r.state {
-                crate::queue::State::Delivered => "sent",
-                crate::queue::State::Bounced => "bounced",
-                _ => "deferred",
-            };
+            let word = status_word(r.state);
             let detail = r.last_error.as_deref().unwrap_or(o.detail());
             tracing::info!(
                 "{}: to=<{}> relay={} delay={} attempts={} status={} ({})",
@@ -349,5 +432,27 @@ impl Relay {
             self.scheduler.schedule(&route.name, at, env.id.clone());
         }
         Ok(())
+    }
+}
+
+fn status_word(state: State) -> &'static str {
+    match state {
+        State::Delivered => "sent",
+        State::Bounced => "bounced",
+        _ => "deferred",
+    }
+}
+
+/// How a finished message ended, for its history record.
+fn finished_word(env: &Envelope) -> &'static str {
+    let delivered = env
+        .recipients
+        .iter()
+        .filter(|r| r.state == State::Delivered)
+        .count();
+    match delivered {
+        0 => "bounced",
+        n if n == env.recipients.len() => "delivered",
+        _ => "partly bounced",
     }
 }

@@ -97,6 +97,7 @@ mod tests {
             smtputf8: false,
             eight_bit: false,
             client: "t".into(),
+            ..Default::default()
         }
     }
 

@@ -1,8 +1,10 @@
 //! Which message is due next, per route. Only ids and due times live here (a few
 //! dozen bytes a message), so the queue can hold far more mail than memory.
 //!
-//! Each message has exactly one entry at a time: added on acceptance or at start-up,
-//! taken by a worker, added again by that worker if recipients remain.
+//! Each message has at most one live entry: scheduling it again (a queue flush,
+//! a release) replaces its due time, and the heap entries left behind are
+//! skipped as stale when they come up. The scheduler is only a hint; the envelope
+//! in the store decides what is really due.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -14,8 +16,15 @@ use tokio::sync::Notify;
 use crate::clock::unix_now;
 
 #[derive(Default)]
+struct Entries {
+    heap: BinaryHeap<Reverse<(u64, String)>>,
+    /// The live due time of each scheduled id.
+    due: HashMap<String, u64>,
+}
+
+#[derive(Default)]
 struct RouteQueue {
-    heap: Mutex<BinaryHeap<Reverse<(u64, String)>>>,
+    heap: Mutex<Entries>,
     notify: Notify,
 }
 
@@ -34,22 +43,31 @@ impl Scheduler {
         routes.entry(name.to_string()).or_default().clone()
     }
 
-    /// Makes `id` due on `route` at unix second `at`.
+    /// Makes `id` due on `route` at unix second `at`, replacing an earlier entry.
     pub fn schedule(&self, route: &str, at: u64, id: String) {
         let q = self.route(route);
-        q.heap
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Reverse((at, id)));
+        {
+            let mut e = q.heap.lock().unwrap_or_else(|p| p.into_inner());
+            e.due.insert(id.clone(), at);
+            e.heap.push(Reverse((at, id)));
+        }
         q.notify.notify_waiters();
     }
 
-    /// Number of entries for a route (due or not).
+    /// Takes `id` off `route`'s schedule (held or deleted messages).
+    pub fn unschedule(&self, route: &str, id: &str) {
+        let q = self.route(route);
+        let mut e = q.heap.lock().unwrap_or_else(|p| p.into_inner());
+        e.due.remove(id);
+    }
+
+    /// Number of messages scheduled on a route (due or not).
     pub fn len(&self, route: &str) -> usize {
         self.route(route)
             .heap
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .due
             .len()
     }
 
@@ -68,14 +86,24 @@ impl Scheduler {
             // Registered before looking, so a schedule() in between is not missed.
             notified.as_mut().enable();
             let wait = {
-                let mut heap = q.heap.lock().unwrap_or_else(|p| p.into_inner());
+                let mut e = q.heap.lock().unwrap_or_else(|p| p.into_inner());
                 let now = unix_now();
-                match heap.peek() {
-                    Some(Reverse((at, _))) if *at <= now => {
-                        return heap.pop().map(|Reverse((_, id))| id);
+                loop {
+                    let (at, live) = match e.heap.peek() {
+                        Some(Reverse((at, id))) => (*at, e.due.get(id) == Some(at)),
+                        None => break None,
+                    };
+                    if !live {
+                        e.heap.pop();
+                        continue;
                     }
-                    Some(Reverse((at, _))) => Some(Duration::from_secs(at - now)),
-                    None => None,
+                    if at > now {
+                        break Some(Duration::from_secs(at - now));
+                    }
+                    if let Some(Reverse((_, id))) = e.heap.pop() {
+                        e.due.remove(&id);
+                        return Some(id);
+                    }
                 }
             };
             let wake = match (wait, give_up) {
@@ -128,5 +156,26 @@ mod tests {
         assert_eq!(got.as_deref(), Some("c"));
         assert_eq!(s.len("r"), 1);
         assert!(s.is_empty("other"));
+    }
+
+    #[tokio::test]
+    async fn rescheduling_replaces_and_unscheduling_removes() {
+        let s = Scheduler::new();
+        let now = unix_now();
+        s.schedule("r", now + 3600, "m".into());
+        // A flush: due now, the old entry becomes stale.
+        s.schedule("r", now, "m".into());
+        assert_eq!(s.len("r"), 1);
+        assert_eq!(s.next("r", None).await.as_deref(), Some("m"));
+        assert_eq!(s.next("r", Some(Duration::from_millis(20))).await, None);
+        // Scheduled twice at the same time: still handed out once.
+        s.schedule("r", now, "n".into());
+        s.schedule("r", now, "n".into());
+        assert_eq!(s.next("r", None).await.as_deref(), Some("n"));
+        assert_eq!(s.next("r", Some(Duration::from_millis(20))).await, None);
+        s.schedule("r", now, "held".into());
+        s.unschedule("r", "held");
+        assert!(s.is_empty("r"));
+        assert_eq!(s.next("r", Some(Duration::from_millis(20))).await, None);
     }
 }

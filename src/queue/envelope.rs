@@ -56,7 +56,19 @@ impl Recipient {
     }
 }
 
+/// One line of a message's attempt history, for `queue show`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix seconds.
+    pub at: u64,
+    pub text: String,
+}
+
+/// A message keeps only its most recent events: a message deferred every 15
+/// minutes for four days must not grow an unbounded envelope.
+pub const MAX_EVENTS: usize = 24;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub id: String,
     /// MAIL FROM; empty for the null sender (bounces).
@@ -77,9 +89,35 @@ pub struct Envelope {
     pub eight_bit: bool,
     /// Who handed it to us, for logs: `helo [ip]`.
     pub client: String,
+    /// Put on hold by the operator: stays queued, never tried, never expires
+    /// while held.
+    #[serde(default)]
+    pub held: bool,
+    /// The Message-ID header, for `queue find`.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// The attempt history, oldest first, at most [`MAX_EVENTS`].
+    #[serde(default)]
+    pub events: Vec<Event>,
 }
 
 impl Envelope {
+    pub fn event(&mut self, at: u64, text: impl Into<String>) {
+        if self.events.len() >= MAX_EVENTS {
+            // Keep the first event (arrival) and drop the oldest after it.
+            self.events.remove(1.min(self.events.len() - 1));
+        }
+        self.events.push(Event {
+            at,
+            text: text.into(),
+        });
+    }
+
+    /// Which recipients are not final yet.
+    pub fn unfinished(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients.iter().filter(|r| !r.state.is_final())
+    }
+
     /// Recipients still to be tried, due at `now` or earlier.
     pub fn due_recipients(&self, now: u64) -> Vec<usize> {
         self.recipients
@@ -123,6 +161,7 @@ mod tests {
             smtputf8: false,
             eight_bit: false,
             client: "test [127.0.0.1]".into(),
+            ..Default::default()
         }
     }
 
@@ -139,6 +178,25 @@ mod tests {
         e.recipients[1].state = State::Bounced;
         assert!(e.is_finished());
         assert_eq!(e.next_due(), None);
+    }
+
+    #[test]
+    fn events_are_bounded() {
+        let mut e = env();
+        for i in 0..100 {
+            e.event(i, format!("event {i}"));
+        }
+        assert_eq!(e.events.len(), MAX_EVENTS);
+        assert_eq!(e.events[0].text, "event 0");
+        assert_eq!(e.events[MAX_EVENTS - 1].text, "event 99");
+    }
+
+    #[test]
+    fn old_envelopes_still_decode() {
+        let old = r#"{"id":"X","sender":"","route_sender":"","recipients":[],"arrived":1,"size":0,"chunks":0,"smtputf8":false,"eight_bit":false,"client":"c"}"#;
+        let e: Envelope = serde_json::from_str(old).unwrap();
+        assert!(!e.held);
+        assert!(e.events.is_empty());
     }
 
     #[test]

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
 use super::session::Session;
 use crate::delivery::Relay;
+use crate::intake::Peer;
 
 /// Binds every configured listen address; fails if any cannot be bound, so a
 /// misconfiguration is seen at start, not when mail goes missing. The one
@@ -40,14 +41,22 @@ pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-/// Serves all listeners forever.
-pub async fn serve(relay: Arc<Relay>, listeners: Vec<TcpListener>) {
+/// Serves all listeners forever: the TCP ones and, if given, the local
+/// submission socket that `sendmail` uses. They share one connection limit.
+pub async fn serve(relay: Arc<Relay>, listeners: Vec<TcpListener>, local: Option<UnixListener>) {
     let limit = Arc::new(Semaphore::new(relay.config.limits.max_connections));
     let mut tasks = Vec::new();
     for l in listeners {
         let relay = relay.clone();
         let limit = limit.clone();
         tasks.push(tokio::spawn(accept_loop(relay, l, limit)));
+    }
+    if let Some(l) = local {
+        tasks.push(tokio::spawn(accept_local_loop(
+            relay.clone(),
+            l,
+            limit.clone(),
+        )));
     }
     for t in tasks {
         let _ = t.await;
@@ -77,7 +86,42 @@ async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limit: Arc<Semaph
         let relay = relay.clone();
         tokio::spawn(async move {
             let (r, w) = stream.into_split();
-            Session::new(relay, peer, r, w).run().await;
+            Session::new(relay, Peer::Tcp(peer), r, w).run().await;
+            drop(permit);
+        });
+    }
+}
+
+async fn accept_local_loop(relay: Arc<Relay>, listener: UnixListener, limit: Arc<Semaphore>) {
+    loop {
+        let (mut stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept on the submission socket failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // The kernel's word for who is on the other end, for the Received header.
+        let uid = match stream.peer_cred() {
+            Ok(c) => c.uid(),
+            Err(e) => {
+                tracing::warn!("submission socket: cannot read peer credentials: {e}");
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+                    .await;
+            });
+            continue;
+        };
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let (r, w) = stream.into_split();
+            Session::new(relay, Peer::Local { uid }, r, w).run().await;
             drop(permit);
         });
     }

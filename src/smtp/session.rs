@@ -5,18 +5,15 @@
 //! pipelined (RFC 2920), so a pipelining client gets one write per batch. The
 //! `250` after DATA is sent only once the message is fsynced in the queue.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::data::{DataError, DataReceiver, Feed, Limits};
 use super::grammar::{self, Body, Command, Reply};
-use crate::clock::{rfc5322, unix_now};
 use crate::delivery::Relay;
-use crate::queue::store::Changes;
-use crate::queue::{Envelope, Recipient, StoreError};
+use crate::intake::{self, Incoming, Peer};
+use crate::queue::StoreError;
 
 /// RFC 5321 allows 512 octets a command line; extensions (SMTPUTF8 addresses,
 /// parameters) make real lines longer, so allow some room before refusing.
@@ -33,7 +30,7 @@ struct Transaction {
 
 pub struct Session<R, W> {
     relay: Arc<Relay>,
-    peer: SocketAddr,
+    peer: Peer,
     trusted: bool,
     reader: BufReader<R>,
     writer: W,
@@ -52,8 +49,12 @@ enum Line {
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
-    pub fn new(relay: Arc<Relay>, peer: SocketAddr, reader: R, writer: W) -> Self {
-        let trusted = relay.config.is_trusted(peer.ip());
+    pub fn new(relay: Arc<Relay>, peer: Peer, reader: R, writer: W) -> Self {
+        let trusted = match &peer {
+            Peer::Tcp(addr) => relay.config.is_trusted(addr.ip()),
+            // Local users may submit, as they may through sendmail.
+            Peer::Local { .. } => true,
+        };
         Session {
             relay,
             peer,
@@ -296,60 +297,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 
     async fn enqueue(&self, tx: Transaction, body: Vec<u8>) -> Result<String, StoreError> {
-        let store = &self.relay.store;
-        let id = store.new_id()?;
-        let now = unix_now();
-        let helo = self.helo.clone().unwrap_or_default();
-        let with = match (tx.smtputf8, self.esmtp) {
+        let protocol = match (tx.smtputf8, self.esmtp) {
             (true, _) => "UTF8SMTP",
             (false, true) => "ESMTP",
             (false, false) => "SMTP",
         };
-        let for_clause = match tx.rcpts.as_slice() {
-            [one] => format!("\r\n\tfor <{one}>"),
-            _ => String::new(),
-        };
-        // Received (RFC 5321 4.4): the one header a relay adds.
-        let received = format!(
-            "Received: from {} ([{}])\r\n\tby {} (smarthost) with {} id {}{};\r\n\t{}\r\n",
-            sanitize(&helo),
-            self.peer.ip(),
-            self.relay.config.hostname,
-            with,
-            id,
-            for_clause,
-            rfc5322(SystemTime::now())
-        );
-        let mut message = Vec::with_capacity(received.len() + body.len());
-        message.extend_from_slice(received.as_bytes());
-        message.extend_from_slice(&body);
-        drop(body);
-
-        let mut env = Envelope {
-            id: id.clone(),
-            sender: tx.from.clone(),
-            route_sender: tx.from,
-            recipients: tx.rcpts.iter().map(|r| Recipient::new(r, now)).collect(),
-            arrived: now,
-            size: 0,
-            chunks: 0,
+        let incoming = Incoming {
+            peer: &self.peer,
+            helo: self.helo.as_deref(),
+            protocol,
+            sender: tx.from,
+            recipients: tx.rcpts,
             smtputf8: tx.smtputf8,
             eight_bit: tx.eight_bit,
-            client: format!("{} [{}]", sanitize(&helo), self.peer.ip()),
+            body,
         };
-        let mut changes = Changes::new();
-        changes.put_message(&mut env, &message);
-        store.write(changes).await?;
-        tracing::info!(
-            "{}: from=<{}> size={} nrcpt={} client={}",
-            id,
-            env.sender,
-            env.size,
-            env.recipients.len(),
-            env.client
-        );
-        self.relay.schedule(&env);
-        Ok(id)
+        intake::enqueue(&self.relay, incoming).await
     }
 
     async fn read_line(&mut self) -> std::io::Result<Line> {
@@ -394,20 +357,6 @@ async fn read_bounded_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::
             }
             return Ok(Line::Command(line));
         }
-    }
-}
-
-/// A HELO name goes into a header: keep it to printable ASCII without spaces.
-fn sanitize(s: &str) -> String {
-    let cleaned: String = s
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(255)
-        .collect();
-    if cleaned.is_empty() {
-        "unknown".into()
-    } else {
-        cleaned
     }
 }
 

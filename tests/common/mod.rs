@@ -81,8 +81,10 @@ impl Relay {
         let config_path = dir.path().join("smarthost.toml");
         let body = body.replace("{dir}", &dir.path().display().to_string());
         let text = format!(
-            "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{port}\"]\nqueue_path = \"{}\"\n{body}\n",
-            dir.path().join("queue").display()
+            "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{port}\"]\nqueue_path = \"{}\"\n{body}\n[local]\nsocket_dir = \"{}\"\ndrop_dir = \"{}\"\n",
+            dir.path().join("queue").display(),
+            dir.path().join("run").display(),
+            dir.path().join("drop").display(),
         );
         std::fs::write(&config_path, text).expect("write config");
         let log_path = dir.path().join("relay.log");

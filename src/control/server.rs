@@ -1,0 +1,352 @@
+//! The daemon's side of queue control: the socket, and each operation done the
+//! way every other state change is done: claim the message, change it, write it
+//! durably, then reschedule.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::{Action, Entry, Reply, Request, Selection};
+use crate::clock::unix_now;
+use crate::delivery::record::Failed;
+use crate::delivery::Relay;
+use crate::queue::store::Changes;
+use crate::queue::{Envelope, Finished, State, StoreError};
+
+/// A request line is small; anything bigger is not a client of ours.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long an operation waits for a delivery attempt in flight on the message.
+const CLAIM_WAIT: Duration = Duration::from_secs(30);
+/// `queue show` prints at most this much of the header section.
+const MAX_HEADERS: usize = 64 * 1024;
+
+/// Binds a UNIX socket with `mode`, replacing a stale socket file left by a
+/// previous run, and gives it to `group` if set.
+pub fn bind_socket(path: &Path, mode: u32, group: Option<&str>) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by another running daemon", path.display()),
+            ))
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    if let Some(g) = group {
+        let gid = nix::unistd::Group::from_name(g)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("control_group {g:?} does not exist"),
+                )
+            })?;
+        std::os::unix::fs::chown(path, None, Some(gid.gid.as_raw()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+pub async fn serve(relay: Arc<Relay>, listener: UnixListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let relay = relay.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(relay, stream).await {
+                        tracing::debug!("control connection ended: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(relay: Arc<Relay>, stream: UnixStream) -> std::io::Result<()> {
+    let (r, w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
+    let mut out = BufWriter::new(w);
+    let request: Request = match serde_json::from_str(line.trim()) {
+        Ok(r) => r,
+        Err(e) => {
+            let done = Reply::Done {
+                count: 0,
+                error: Some(format!("bad request: {e}")),
+            };
+            send(&mut out, &done).await?;
+            return out.flush().await;
+        }
+    };
+    let done = match run(&relay, request, &mut out).await {
+        Ok(count) => Reply::Done { count, error: None },
+        Err(e) => Reply::Done {
+            count: 0,
+            error: Some(e),
+        },
+    };
+    send(&mut out, &done).await?;
+    out.flush().await
+}
+
+async fn send<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, reply: &Reply) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line).await
+}
+
+type Out = BufWriter<tokio::net::unix::OwnedWriteHalf>;
+
+/// Performs one request, streaming its items; returns how many there were.
+async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usize, String> {
+    let io = |e: std::io::Error| e.to_string();
+    match request {
+        Request::List => {
+            let mut n = 0;
+            for env in relay.store.envelopes() {
+                let env = env.map_err(|e| e.to_string())?;
+                let entry = Entry {
+                    route: relay.route_name(&env),
+                    envelope: env,
+                };
+                send(out, &Reply::Queued(entry)).await.map_err(io)?;
+                n += 1;
+            }
+            Ok(n)
+        }
+        Request::Show { id } => {
+            let env = relay
+                .store
+                .envelope(&id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{id}: no such message in the queue"))?;
+            let body = relay.store.body(&env).map_err(|e| e.to_string())?;
+            let headers = header_section(&body);
+            let entry = Entry {
+                route: relay.route_name(&env),
+                envelope: env,
+            };
+            send(out, &Reply::Queued(entry)).await.map_err(io)?;
+            send(out, &Reply::Headers(headers)).await.map_err(io)?;
+            Ok(1)
+        }
+        Request::Find { query } => {
+            let mut n = 0;
+            let q = query.trim();
+            for env in relay.store.envelopes().filter_map(Result::ok) {
+                if envelope_matches(&env, q) {
+                    let entry = Entry {
+                        route: relay.route_name(&env),
+                        envelope: env,
+                    };
+                    send(out, &Reply::Queued(entry)).await.map_err(io)?;
+                    n += 1;
+                }
+            }
+            // Newest first: the most recent fate of a message is the one asked about.
+            for f in relay.store.history().rev() {
+                if f.matches(q) {
+                    send(out, &Reply::Finished(f)).await.map_err(io)?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        }
+        Request::Act { action, selection } => {
+            if selection.is_empty() {
+                return Err("no messages selected (give queue ids, --route or --all)".into());
+            }
+            let ids = select(relay, &selection)?;
+            if ids.is_empty() && !selection.ids.is_empty() {
+                return Err("no such message in the queue".into());
+            }
+            let mut n = 0;
+            for id in ids {
+                let (ok, detail) = match act(relay, &id, action).await {
+                    Ok(detail) => (true, detail),
+                    Err(e) => (false, e),
+                };
+                if ok {
+                    n += 1;
+                }
+                send(out, &Reply::Acted { id, ok, detail })
+                    .await
+                    .map_err(io)?;
+            }
+            Ok(n)
+        }
+    }
+}
+
+fn envelope_matches(env: &Envelope, q: &str) -> bool {
+    let bare = q.trim_start_matches('<').trim_end_matches('>');
+    env.id.eq_ignore_ascii_case(q)
+        || env
+            .message_id
+            .as_deref()
+            .is_some_and(|m| m.trim_start_matches('<').trim_end_matches('>') == bare)
+        || env.sender.eq_ignore_ascii_case(bare)
+        || env
+            .recipients
+            .iter()
+            .any(|r| r.address.eq_ignore_ascii_case(bare))
+}
+
+fn select(relay: &Relay, s: &Selection) -> Result<Vec<String>, String> {
+    if !s.all && s.route.is_none() {
+        // Ids named explicitly: each is reported, found or not.
+        return Ok(s.ids.clone());
+    }
+    if let Some(r) = &s.route {
+        if !relay.config.routes.contains_key(r) {
+            return Err(format!("no route named {r:?}"));
+        }
+    }
+    let mut ids = Vec::new();
+    for env in relay.store.envelopes() {
+        let env = env.map_err(|e| e.to_string())?;
+        let wanted = s.all
+            || s.route.as_deref() == Some(relay.route_name(&env).as_str())
+            || s.ids.contains(&env.id);
+        if wanted {
+            ids.push(env.id);
+        }
+    }
+    Ok(ids)
+}
+
+/// One action on one message, under its claim.
+async fn act(relay: &Arc<Relay>, id: &str, action: Action) -> Result<String, String> {
+    if !relay.claim_wait(id, CLAIM_WAIT).await {
+        return Err("a delivery attempt is still in progress; try again".into());
+    }
+    let result = act_claimed(relay, id, action).await;
+    relay.release(id);
+    result.map_err(|e| e.to_string())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ActError {
+    #[error("no such message in the queue")]
+    NotFound,
+    #[error("{0}")]
+    Refused(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+async fn act_claimed(relay: &Arc<Relay>, id: &str, action: Action) -> Result<String, ActError> {
+    let mut env = relay.store.envelope(id)?.ok_or(ActError::NotFound)?;
+    let route = relay.route_name(&env);
+    let now = unix_now();
+    let mut changes = Changes::new();
+    match action {
+        Action::Flush | Action::Release => {
+            if action == Action::Flush && env.held {
+                return Err(ActError::Refused("held; release it first"));
+            }
+            env.held = false;
+            for r in env.recipients.iter_mut().filter(|r| !r.state.is_final()) {
+                r.next_attempt = now;
+            }
+            env.event(now, format!("{} by the operator", action.past_tense()));
+            changes.put_envelope(&env);
+            relay.store.write(changes).await?;
+            relay.schedule(&env);
+        }
+        Action::Hold => {
+            env.held = true;
+            env.event(now, "held by the operator");
+            changes.put_envelope(&env);
+            relay.store.write(changes).await?;
+            relay.scheduler.unschedule(&route, id);
+        }
+        Action::Delete => {
+            env.event(now, "deleted by the operator");
+            changes.remove_message(&env);
+            changes.put_history(&Finished::from_envelope(&env, now, "deleted"));
+            relay.store.write(changes).await?;
+            relay.scheduler.unschedule(&route, id);
+        }
+        Action::Bounce => {
+            let reason = "bounced by the operator";
+            let mut failed = Vec::new();
+            for (index, r) in env.recipients.iter_mut().enumerate() {
+                if r.state.is_final() {
+                    continue;
+                }
+                r.state = State::Bounced;
+                r.last_error = Some(reason.into());
+                failed.push(Failed {
+                    index,
+                    status: "5.0.0".into(),
+                    reason: reason.into(),
+                    diagnostic: None,
+                });
+            }
+            let body = relay.store.body(&env)?;
+            let dsn = relay.bounce_for(&env, &failed, None, &body, now, &mut changes)?;
+            env.event(now, reason);
+            changes.remove_message(&env);
+            changes.put_history(&Finished::from_envelope(&env, now, "bounced"));
+            relay.store.write(changes).await?;
+            relay.scheduler.unschedule(&route, id);
+            for f in &failed {
+                if let Some(r) = env.recipients.get(f.index) {
+                    tracing::info!(
+                        "{id}: to=<{}> relay=none status=bounced ({reason})",
+                        r.address
+                    );
+                }
+            }
+            if let Some(b) = &dsn {
+                tracing::info!("{id}: sender non-delivery notification: {}", b.id);
+                relay.schedule(b);
+            }
+        }
+    }
+    tracing::info!("{id}: {} by the operator", action.past_tense());
+    Ok(action.past_tense().to_string())
+}
+
+/// The message's header section as text, for `queue show`.
+fn header_section(message: &[u8]) -> String {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 2)
+        .unwrap_or(message.len())
+        .min(MAX_HEADERS);
+    String::from_utf8_lossy(message.get(..end).unwrap_or_default()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_section_stops_at_blank_line() {
+        assert_eq!(
+            header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"),
+            "A: 1\r\nB: 2\r\n"
+        );
+        assert_eq!(header_section(b"A: 1\r\n"), "A: 1\r\n");
+    }
+}

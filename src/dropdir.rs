@@ -1,0 +1,346 @@
+//! The drop directory: where `sendmail` leaves a message while the daemon is not
+//! running, and where the daemon picks it up when it starts and while it runs.
+//!
+//! A drop file is one JSON line (the envelope) followed by the message in CRLF
+//! form. `sendmail` writes it under a dot-name, fsyncs it, renames it into place
+//! and fsyncs the directory, so a file without a dot is always complete and
+//! durable. The daemon queues it (fsynced), and only then removes the file: a
+//! crash in between delivers the message twice, never zero times.
+//!
+//! The directory belongs to the daemon (mode 1730): its group may create files
+//! but nobody else may list or read them; unprivileged users submit through the
+//! socket instead, or through a `sendmail` that is setgid to that group.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::unix_now;
+use crate::config::Limits;
+use crate::delivery::Relay;
+use crate::intake::{self, Incoming, Peer};
+use crate::smtp::address::{needs_smtputf8, validate_mailbox};
+
+/// The drop directory's mode: owner all, group write+search, sticky.
+pub const DIR_MODE: u32 = 0o1730;
+/// How often a running daemon looks for new files.
+const PICKUP_INTERVAL: Duration = Duration::from_secs(2);
+/// A dot-file older than this was abandoned by a `sendmail` that died mid-write.
+const ABANDONED: u64 = 86400;
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropEnvelope {
+    pub version: u32,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// Unix seconds when sendmail wrote it.
+    pub created: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    #[error("drop directory {dir}: {source}")]
+    Io { dir: String, source: std::io::Error },
+}
+
+/// Writes a complete, durable drop file (sendmail's side). Returns its path.
+pub fn write(
+    dir: &Path,
+    sender: &str,
+    recipients: &[String],
+    message: &[u8],
+) -> Result<PathBuf, DropError> {
+    let io = |source| DropError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let env = DropEnvelope {
+        version: FORMAT_VERSION,
+        sender: sender.to_string(),
+        recipients: recipients.to_vec(),
+        created: unix_now(),
+    };
+    let name = format!("{:x}.{}.{:016x}", env.created, std::process::id(), random());
+    let tmp = dir.join(format!(".tmp.{name}"));
+    let done = dir.join(&name);
+    let mut line = serde_json::to_vec(&env).map_err(|e| io(std::io::Error::other(e)))?;
+    line.push(b'\n');
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&tmp)?;
+        f.write_all(&line)?;
+        f.write_all(message)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &done)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    Ok(done)
+}
+
+/// 64 random bits from the kernel, for unguessable file names.
+fn random() -> u64 {
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_le_bytes(b),
+        // Uniqueness still holds through the pid and the exclusive create.
+        Err(_) => u64::from(std::process::id()) ^ unix_now(),
+    }
+}
+
+/// Creates the drop directory if it is missing (the daemon's side).
+pub fn prepare(dir: &Path) -> std::io::Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))?;
+    }
+    Ok(())
+}
+
+/// Picks up drop files forever.
+pub async fn run(relay: std::sync::Arc<Relay>) {
+    loop {
+        pickup(&relay).await;
+        tokio::time::sleep(PICKUP_INTERVAL).await;
+    }
+}
+
+/// Queues every complete drop file; returns how many were queued.
+pub async fn pickup(relay: &Relay) -> usize {
+    let dir = relay.config.local.drop_dir.clone();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            tracing::warn!("drop directory {}: {e}", dir.display());
+            return 0;
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    // Names start with the creation time: oldest first.
+    names.sort();
+    let mut n = 0;
+    for name in names {
+        let path = dir.join(&name);
+        if name.starts_with('.') {
+            remove_if_abandoned(&path);
+            continue;
+        }
+        match pickup_one(relay, &path).await {
+            Ok(id) => {
+                tracing::info!("{id}: picked up from {}", path.display());
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::error!(
+                        "{id}: queued, but cannot remove {}: {e}; it will be queued again",
+                        path.display()
+                    );
+                }
+                n += 1;
+            }
+            Err(Pickup::Bad(reason)) => set_aside(&dir, &name, &reason),
+            Err(Pickup::Later(reason)) => {
+                tracing::warn!("{}: not picked up yet: {reason}", path.display());
+                // The queue is unavailable; the rest would fail the same way.
+                break;
+            }
+        }
+    }
+    n
+}
+
+enum Pickup {
+    /// The file can never be queued.
+    Bad(String),
+    /// Try again later (queue unavailable).
+    Later(String),
+}
+
+async fn pickup_one(relay: &Relay, path: &Path) -> Result<String, Pickup> {
+    let limits = &relay.config.limits;
+    // Never follow a link someone planted: only regular files are mail.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| Pickup::Bad(format!("cannot open: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Pickup::Bad(format!("cannot stat: {e}")))?;
+    if !meta.is_file() {
+        return Err(Pickup::Bad("not a regular file".into()));
+    }
+    let uid = meta.uid();
+    // The envelope line is bounded by the recipient limit; 1 MiB is ample.
+    let max = limits.max_message_size.saturating_add(1024 * 1024);
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Pickup::Bad(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > max {
+        return Err(Pickup::Bad("larger than the message size limit".into()));
+    }
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| Pickup::Bad("no envelope line".into()))?;
+    let env: DropEnvelope = serde_json::from_slice(bytes.get(..nl).unwrap_or_default())
+        .map_err(|e| Pickup::Bad(format!("bad envelope: {e}")))?;
+    let body = bytes.split_off(nl + 1);
+    check(&env, &body, &relay.config.limits).map_err(Pickup::Bad)?;
+    let smtputf8 = needs_smtputf8(&env.sender) || env.recipients.iter().any(|r| needs_smtputf8(r));
+    let incoming = Incoming {
+        peer: &Peer::Local { uid },
+        helo: None,
+        protocol: "local",
+        eight_bit: body.iter().any(|&b| b >= 0x80),
+        sender: env.sender,
+        recipients: env.recipients,
+        smtputf8,
+        body,
+    };
+    intake::enqueue(relay, incoming)
+        .await
+        .map_err(|e| Pickup::Later(e.to_string()))
+}
+
+/// A drop file may come from any member of the drop group: check it as strictly
+/// as an SMTP client.
+fn check(env: &DropEnvelope, body: &[u8], limits: &Limits) -> Result<(), String> {
+    if env.version != FORMAT_VERSION {
+        return Err(format!("unknown drop file version {}", env.version));
+    }
+    if !env.sender.is_empty() {
+        validate_mailbox(&env.sender).map_err(|e| format!("sender <{}>: {e}", env.sender))?;
+    }
+    if env.recipients.is_empty() {
+        return Err("no recipients".into());
+    }
+    if env.recipients.len() > limits.max_recipients {
+        return Err(format!("more than {} recipients", limits.max_recipients));
+    }
+    for r in &env.recipients {
+        validate_mailbox(r).map_err(|e| format!("recipient <{r}>: {e}"))?;
+    }
+    if body.len() as u64 > limits.max_message_size {
+        return Err("larger than the message size limit".into());
+    }
+    // CRLF only, no NUL: what the SMTP path would accept.
+    let mut prev = 0u8;
+    for (i, &b) in body.iter().enumerate() {
+        let next = body.get(i + 1).copied();
+        let bad = b == 0 || (b == b'\r' && next != Some(b'\n')) || (b == b'\n' && prev != b'\r');
+        if bad {
+            return Err("bare CR, bare LF or NUL in the message".into());
+        }
+        prev = b;
+    }
+    if !body.is_empty() && !body.ends_with(b"\r\n") {
+        return Err("message does not end with CRLF".into());
+    }
+    Ok(())
+}
+
+/// Moves a file that can never be queued out of the way, keeping it for the
+/// operator instead of deleting someone's mail.
+fn set_aside(dir: &Path, name: &str, reason: &str) {
+    let bad = dir.join(".bad");
+    let _ = std::fs::create_dir(&bad);
+    let _ = std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o700));
+    let to = bad.join(name);
+    match std::fs::rename(dir.join(name), &to) {
+        Ok(()) => tracing::error!(
+            "drop file {name} refused: {reason}; moved to {}",
+            to.display()
+        ),
+        Err(e) => tracing::error!("drop file {name} refused: {reason}; cannot move it aside: {e}"),
+    }
+}
+
+fn remove_if_abandoned(path: &Path) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_file()
+        || !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".tmp."))
+    {
+        return;
+    }
+    let age = unix_now().saturating_sub(u64::try_from(meta.mtime()).unwrap_or(0));
+    if age > ABANDONED {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_is_complete_and_named_without_dot() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "a@example.com",
+            &["b@example.net".into()],
+            b"Subject: x\r\n\r\nhi\r\n",
+        )
+        .unwrap();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(!name.starts_with('.'));
+        let bytes = std::fs::read(&p).unwrap();
+        let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+        let env: DropEnvelope = serde_json::from_slice(&bytes[..nl]).unwrap();
+        assert_eq!(env.recipients, vec!["b@example.net".to_string()]);
+        assert_eq!(&bytes[nl + 1..], b"Subject: x\r\n\r\nhi\r\n");
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn checks_like_smtp() {
+        let limits = Limits {
+            max_message_size: 100,
+            max_recipients: 2,
+            max_line_length: 998,
+            max_connections: 1,
+        };
+        let env = |s: &str, r: &[&str]| DropEnvelope {
+            version: FORMAT_VERSION,
+            sender: s.into(),
+            recipients: r.iter().map(|x| x.to_string()).collect(),
+            created: 0,
+        };
+        let ok = env("a@example.com", &["b@example.net"]);
+        assert_eq!(check(&ok, b"S: x\r\n\r\nhi\r\n", &limits), Ok(()));
+        assert_eq!(check(&env("", &["b@example.net"]), b"", &limits), Ok(()));
+        assert!(check(&ok, b"S: x\n\r\n", &limits).is_err(), "bare LF");
+        assert!(check(&ok, b"S: x\r\r\n", &limits).is_err(), "bare CR");
+        assert!(check(&ok, b"S: \0\r\n", &limits).is_err(), "NUL");
+        assert!(check(&ok, b"S: x", &limits).is_err(), "no final CRLF");
+        assert!(check(&ok, &[b'a'; 101], &limits).is_err(), "too large");
+        assert!(check(&env("a@example.com", &[]), b"", &limits).is_err());
+        assert!(check(
+            &env("a@example.com", &["a@x.y", "b@x.y", "c@x.y"]),
+            b"",
+            &limits
+        )
+        .is_err());
+        assert!(check(&env("a@example.com", &["|cmd@x.y"]), b"", &limits).is_err());
+        assert!(check(&env("bad sender", &["b@x.y"]), b"", &limits).is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! How a message enters the queue. SMTP sessions (TCP or the local submission
+//! socket) and the drop-directory pickup all end here, so every message gets the
+//! same Received header, the same durable write, and the same log line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use crate::clock::{rfc5322, unix_now};
+use crate::delivery::Relay;
+use crate::queue::store::Changes;
+use crate::queue::{Envelope, Recipient, StoreError};
+
+/// Who handed us a message.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    /// An SMTP client on the network (loopback included).
+    Tcp(SocketAddr),
+    /// A local program, through the submission socket or the drop directory.
+    Local { uid: u32 },
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Local { uid } => write!(f, "local uid={uid}"),
+        }
+    }
+}
+
+/// A complete message, ready to be queued.
+pub struct Incoming<'a> {
+    pub peer: &'a Peer,
+    /// HELO/EHLO name, if the message came over SMTP.
+    pub helo: Option<&'a str>,
+    /// `ESMTP`, `SMTP`, `UTF8SMTP` or `local` for the Received header.
+    pub protocol: &'a str,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub smtputf8: bool,
+    pub eight_bit: bool,
+    pub body: Vec<u8>,
+}
+
+/// Queues a message: Received header, durable write, log line, schedule.
+/// Returns the queue id only once the message is on stable storage.
+pub async fn enqueue(relay: &Relay, m: Incoming<'_>) -> Result<String, StoreError> {
+    let store = &relay.store;
+    let id = store.new_id()?;
+    let now = unix_now();
+    let host = &relay.config.hostname;
+    let for_clause = match m.recipients.as_slice() {
+        [one] => format!("\r\n\tfor <{one}>"),
+        _ => String::new(),
+    };
+    let date = rfc5322(SystemTime::now());
+    let helo = m.helo.map(sanitize);
+    // Received (RFC 5321 4.4): the one header a relay adds.
+    let (received, client) = match m.peer {
+        Peer::Tcp(addr) => {
+            let helo = helo.unwrap_or_else(|| "unknown".into());
+            (
+                format!(
+                    "Received: from {helo} ([{}])\r\n\tby {host} (smarthost) with {} id {id}{for_clause};\r\n\t{date}\r\n",
+                    addr.ip(),
+                    m.protocol
+                ),
+                format!("{helo} [{}]", addr.ip()),
+            )
+        }
+        Peer::Local { uid } => (
+            format!(
+                "Received: by {host} (smarthost, from userid {uid})\r\n\twith {} id {id}{for_clause};\r\n\t{date}\r\n",
+                m.protocol
+            ),
+            format!("local uid={uid}"),
+        ),
+    };
+    let message_id = header_value(&m.body, "message-id");
+    let mut message = Vec::with_capacity(received.len() + m.body.len());
+    message.extend_from_slice(received.as_bytes());
+    message.extend_from_slice(&m.body);
+    drop(m.body);
+
+    let mut env = Envelope {
+        id: id.clone(),
+        route_sender: m.sender.clone(),
+        sender: m.sender,
+        recipients: m
+            .recipients
+            .iter()
+            .map(|r| Recipient::new(r, now))
+            .collect(),
+        arrived: now,
+        smtputf8: m.smtputf8,
+        eight_bit: m.eight_bit,
+        client,
+        message_id,
+        ..Default::default()
+    };
+    env.event(now, format!("received from {}", env.client));
+    let mut changes = Changes::new();
+    changes.put_message(&mut env, &message);
+    store.write(changes).await?;
+    tracing::info!(
+        "{}: from=<{}> size={} nrcpt={} client={}{}",
+        id,
+        env.sender,
+        env.size,
+        env.recipients.len(),
+        env.client,
+        env.message_id
+            .as_deref()
+            .map(|m| format!(" message-id={m}"))
+            .unwrap_or_default()
+    );
+    relay.schedule(&env);
+    Ok(id)
+}
+
+/// A HELO name goes into a header: keep it to printable ASCII without spaces.
+pub fn sanitize(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    if cleaned.is_empty() {
+        "unknown".into()
+    } else {
+        cleaned
+    }
+}
+
+/// The unfolded value of the first header field called `name` (lower case), for
+/// the Message-ID that `queue find` looks up. Only the header section is read.
+pub fn header_value(message: &[u8], name: &str) -> Option<String> {
+    let mut lines = message.split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let field = line.get(..colon).unwrap_or_default();
+        if !field.eq_ignore_ascii_case(name.as_bytes()) {
+            continue;
+        }
+        let mut value = String::from_utf8_lossy(line.get(colon + 1..).unwrap_or_default())
+            .trim()
+            .to_string();
+        while let Some(next) = lines.peek() {
+            if !next.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+                break;
+            }
+            let next = next.strip_suffix(b"\r").unwrap_or(next);
+            value.push(' ');
+            value.push_str(String::from_utf8_lossy(next).trim());
+            lines.next();
+        }
+        // Bounded: it is stored in the envelope and printed in logs.
+        let value: String = value
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(512)
+            .collect();
+        return (!value.is_empty()).then_some(value);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_folded_message_id_in_headers_only() {
+        let m = b"Subject: x\r\nMessage-ID:\r\n <abc@example.com>\r\n\r\nMessage-ID: <body@x>\r\n";
+        assert_eq!(
+            header_value(m, "message-id").as_deref(),
+            Some("<abc@example.com>")
+        );
+        assert_eq!(
+            header_value(b"A: b\r\n\r\nMessage-ID: <x>\r\n", "message-id"),
+            None
+        );
+        assert_eq!(header_value(b"", "message-id"), None);
+    }
+
+    #[test]
+    fn helo_names_are_sanitized() {
+        assert_eq!(sanitize("a b\r\nc"), "abc");
+        assert_eq!(sanitize(" "), "unknown");
+    }
+}
