@@ -34,5 +34,7 @@ pub mod outcome;
 pub mod queue;
 pub mod retry;
 pub mod routing;
+pub mod sendmail;
 pub mod smtp;
+pub mod sysexits;
 pub mod upstream;

@@ -1,5 +1,6 @@
 //! The `smarthost` command: `serve` runs the relay; `check` and `route` inspect a
-//! configuration without touching the queue.
+//! configuration without touching the queue; `queue` talks to the running daemon.
+//! Invoked as `sendmail` or `mailq` (a link or a copy), it is those commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,11 +15,11 @@ use smarthost::dropdir;
 use smarthost::queue::Store;
 use smarthost::smtp::server;
 
-/// sysexits.h: configuration error.
-const EX_CONFIG: u8 = 78;
-/// sysexits.h: cannot create (queue) files.
-const EX_CANTCREAT: u8 = 73;
-const EX_OSERR: u8 = 71;
+use smarthost::control::client::{self, ClientError, Command};
+use smarthost::control::{Action, Selection};
+use smarthost::sysexits::*;
+
+const CONFIG_HELP: &str = "/etc/smarthost/smarthost.toml";
 
 #[derive(Parser)]
 #[command(
@@ -35,26 +36,125 @@ struct Cli {
 enum Cmd {
     /// Run the relay: listen, queue, deliver.
     Serve {
-        #[arg(long, short, default_value = "/etc/smarthost/smarthost.toml")]
+        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
         config: PathBuf,
     },
     /// Validate a configuration and print its route table (never its secrets).
     Check {
-        #[arg(long, short, default_value = "/etc/smarthost/smarthost.toml")]
+        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
         config: PathBuf,
     },
     /// Show which route a sender's mail takes, and which table entry decided it.
     Route {
-        #[arg(long, short, default_value = "/etc/smarthost/smarthost.toml")]
+        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
         config: PathBuf,
         /// The envelope sender, e.g. app@example.com ("" or "<>" for the null sender).
         sender: String,
     },
+    /// Look at and steer the queue of the running daemon.
+    Queue {
+        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: QueueCmd,
+    },
+    /// The sendmail command (the same as invoking this binary as `sendmail`).
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// The mailq command: list the queue (the same as `sendmail -bp`).
+    #[command(disable_help_flag = true)]
+    Mailq {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// List queued messages: id, size, arrival, route, sender, and each
+    /// recipient still queued with its state, next attempt and last error.
+    List {
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one message: envelope, attempt history, headers.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attempt now, ignoring the retry schedule (all messages without arguments).
+    Flush(Target),
+    /// Keep messages queued without trying them until released.
+    Hold(Target),
+    /// Undo hold; the messages are tried at once.
+    Release(Target),
+    /// Remove messages without telling the sender.
+    Delete(Target),
+    /// Give up now and send the sender a non-delivery notification.
+    Bounce(Target),
+    /// Where is a message? By Message-ID, queue id, or address; searches the
+    /// queue and the recently finished messages.
+    Find {
+        query: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Queue ids.
+    ids: Vec<String>,
+    /// Every message leaving through this route.
+    #[arg(long)]
+    route: Option<String>,
+    /// Every message in the queue.
+    #[arg(long)]
+    all: bool,
+}
+
+impl Target {
+    fn selection(self) -> Selection {
+        Selection {
+            ids: self.ids,
+            route: self.route,
+            all: self.all,
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    let name = argv
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    match name.as_str() {
+        "sendmail" => return ExitCode::from(smarthost::sendmail::main(argv.collect())),
+        "mailq" => return ExitCode::from(smarthost::sendmail::mailq(argv.collect())),
+        "newaliases" => return ExitCode::SUCCESS,
+        _ => {}
+    }
+    // A setgid install exists only so sendmail can write the drop directory;
+    // every other command gives that group up before doing anything.
+    if smarthost::sendmail::running_setgid() {
+        let gid = nix::unistd::getgid();
+        if let Err(e) = nix::unistd::setresgid(gid, gid, gid) {
+            eprintln!("cannot drop the setgid group: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    }
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Sendmail { args } => ExitCode::from(smarthost::sendmail::main(args)),
+        Cmd::Mailq { args } => ExitCode::from(smarthost::sendmail::mailq(args)),
+        Cmd::Queue { config, command } => queue(&config, command),
         Cmd::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", config::describe(&c));
@@ -84,6 +184,54 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Serve { config } => serve(config),
+    }
+}
+
+fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
+    let config = match Config::load_for_client(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let act = |action, t: Target| Command::Act {
+        action,
+        selection: t.selection(),
+    };
+    let command = match command {
+        QueueCmd::List { json } => Command::List { json },
+        QueueCmd::Show { id, json } => Command::Show { id, json },
+        QueueCmd::Find { query, json } => Command::Find { query, json },
+        QueueCmd::Flush(t) if t.ids.is_empty() && t.route.is_none() => Command::Act {
+            action: Action::Flush,
+            selection: Selection {
+                all: true,
+                ..Default::default()
+            },
+        },
+        QueueCmd::Flush(t) => act(Action::Flush, t),
+        QueueCmd::Hold(t) => act(Action::Hold, t),
+        QueueCmd::Release(t) => act(Action::Release, t),
+        QueueCmd::Delete(t) => act(Action::Delete, t),
+        QueueCmd::Bounce(t) => act(Action::Bounce, t),
+    };
+    let mut out = std::io::stdout().lock();
+    match client::run(&config.local.control_socket(), command, &mut out) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        // `smarthost queue list | head` is not an error.
+        Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smarthost queue: {e}");
+            ExitCode::from(match e {
+                ClientError::Unreachable { .. } => EX_UNAVAILABLE,
+                ClientError::Denied { .. } => EX_NOPERM,
+                ClientError::Failed(_) => EX_DATAERR,
+                ClientError::Protocol(_) => EX_PROTOCOL,
+                ClientError::Io(_) => EX_IOERR,
+            })
+        }
     }
 }
 

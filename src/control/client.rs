@@ -1,15 +1,11 @@
 //! The command side of queue control: send a request to the daemon's control
 //! socket, and print the answers the way `mailq` users read them.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use super::{Entry, Reply, Request};
-use crate::clock::unix_now;
-use crate::queue::{Finished, State};
+use super::{render, Action, Reply, Request, Selection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -73,333 +69,128 @@ pub fn call(
     ))
 }
 
-/// Running totals for the summary under a listing.
-#[derive(Default)]
-pub struct Summary {
-    messages: usize,
-    bytes: u64,
-    oldest: Option<u64>,
-    held: usize,
-    states: BTreeMap<&'static str, usize>,
-    routes: BTreeMap<String, usize>,
-    errors: BTreeMap<String, usize>,
+/// What `smarthost queue ...`, `mailq` and `sendmail -bp`/`-q` ask for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    List {
+        json: bool,
+    },
+    Show {
+        id: String,
+        json: bool,
+    },
+    Act {
+        action: Action,
+        selection: Selection,
+    },
+    Find {
+        query: String,
+        json: bool,
+    },
 }
 
-impl Summary {
-    pub fn add(&mut self, e: &Entry) {
-        let env = &e.envelope;
-        self.messages += 1;
-        self.bytes += env.size;
-        self.oldest = Some(self.oldest.map_or(env.arrived, |o| o.min(env.arrived)));
-        if env.held {
-            self.held += 1;
-        }
-        *self.routes.entry(e.route.clone()).or_default() += 1;
-        for r in env.unfinished() {
-            *self.states.entry(state_word(r.state)).or_default() += 1;
-            if let Some(err) = &r.last_error {
-                *self.errors.entry(shorten(err, 60)).or_default() += 1;
+/// Runs a queue command, printing to `out`. Returns whether every part of it
+/// succeeded (an action on several messages can fail for some).
+pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool, ClientError> {
+    let now = crate::clock::unix_now();
+    match command {
+        Command::List { json } => {
+            let mut summary = render::Summary::default();
+            let mut first = true;
+            call(socket, &Request::List, |reply| {
+                if let Reply::Queued(e) = reply {
+                    if json {
+                        return json_line(out, &e);
+                    }
+                    if first {
+                        out.write_all(render::LIST_HEADER.as_bytes())?;
+                        first = false;
+                    }
+                    summary.add(&e);
+                    out.write_all(render::render_entry(&e, now).as_bytes())?;
+                }
+                Ok(())
+            })?;
+            if !json {
+                out.write_all(summary.render(now).as_bytes())?;
             }
+            Ok(true)
         }
-    }
-
-    /// The last lines of `mailq`: enough to read a queue of 10,000 at a glance.
-    pub fn render(&self, now: u64) -> String {
-        if self.messages == 0 {
-            return "Mail queue is empty\n".into();
-        }
-        let mut out = String::new();
-        let oldest = self
-            .oldest
-            .map(|o| format!(", oldest {} ago", age(now.saturating_sub(o))))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "-- {} message{} ({}){}",
-            self.messages,
-            if self.messages == 1 { "" } else { "s" },
-            size(self.bytes),
-            oldest
-        );
-        let mut states: Vec<String> = self
-            .states
-            .iter()
-            .map(|(s, n)| format!("{n} {s}"))
-            .collect();
-        if self.held > 0 {
-            states.push(format!("{} message(s) held", self.held));
-        }
-        let _ = writeln!(out, "   recipients: {}", states.join(", "));
-        if self.routes.len() > 1 || self.messages > 20 {
-            let routes: Vec<String> = self
-                .routes
-                .iter()
-                .map(|(r, n)| format!("{r} {n}"))
-                .collect();
-            let _ = writeln!(out, "   by route: {}", routes.join(", "));
-        }
-        if self.messages > 20 && !self.errors.is_empty() {
-            let mut errors: Vec<(&String, &usize)> = self.errors.iter().collect();
-            errors.sort_by(|a, b| b.1.cmp(a.1));
-            let _ = writeln!(out, "   most frequent errors:");
-            for (e, n) in errors.into_iter().take(5) {
-                let _ = writeln!(out, "   {n:>7} x {e}");
-            }
-        }
-        out
-    }
-}
-
-pub const LIST_HEADER: &str =
-    "Queue ID           Size  Arrived (UTC)    Route         Sender / Recipients\n";
-
-/// One message in `mailq` form: a line for the message, a line per recipient
-/// that is still queued.
-pub fn render_entry(e: &Entry, now: u64) -> String {
-    let env = &e.envelope;
-    let mut out = String::new();
-    let sender = if env.sender.is_empty() {
-        "<>"
-    } else {
-        env.sender.as_str()
-    };
-    let _ = writeln!(
-        out,
-        "{:<16}{} {:>5}  {}  {:<12}  {}",
-        env.id,
-        if env.held { "!" } else { " " },
-        size(env.size),
-        date(env.arrived),
-        shorten(&e.route, 12),
-        sender
-    );
-    for r in env.unfinished() {
-        let when = if env.held {
-            "held".to_string()
-        } else if r.next_attempt <= now {
-            "due now".to_string()
-        } else {
-            format!("next in {}", age(r.next_attempt - now))
-        };
-        let _ = write!(
-            out,
-            "{:>26}  {:<8}  {}  {}",
-            "",
-            state_word(r.state),
-            r.address,
-            when
-        );
-        if let Some(err) = &r.last_error {
-            let _ = write!(out, "  ({})", shorten(err, 100));
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// `queue show`: everything about one message.
-pub fn render_show(e: &Entry, headers: &str, now: u64) -> String {
-    let env = &e.envelope;
-    let mut out = String::new();
-    let _ = writeln!(out, "Queue ID:    {}", env.id);
-    if let Some(m) = &env.message_id {
-        let _ = writeln!(out, "Message-ID:  {m}");
-    }
-    let _ = writeln!(out, "Sender:      <{}>", env.sender);
-    let _ = writeln!(out, "Route:       {}", e.route);
-    let _ = writeln!(
-        out,
-        "Arrived:     {} UTC ({} ago) from {}",
-        date(env.arrived),
-        age(now.saturating_sub(env.arrived)),
-        env.client
-    );
-    let _ = writeln!(out, "Size:        {} bytes", env.size);
-    if env.held {
-        let _ = writeln!(
-            out,
-            "Held:        yes (`smarthost queue release {}`)",
-            env.id
-        );
-    }
-    let _ = writeln!(out, "Recipients:");
-    for r in &env.recipients {
-        let mut line = format!("  {:<9} {}", state_word(r.state), r.address);
-        let _ = write!(line, "  attempts={}", r.attempts);
-        if !r.state.is_final() {
-            if r.next_attempt <= now {
-                line.push_str("  due now");
+        Command::Show { id, json } => {
+            let mut entry = None;
+            let mut headers = String::new();
+            call(socket, &Request::Show { id }, |reply| {
+                match reply {
+                    Reply::Queued(e) => entry = Some(e),
+                    Reply::Headers(h) => headers = h,
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            let Some(e) = entry else {
+                return Err(ClientError::Protocol("no message in the answer".into()));
+            };
+            if json {
+                json_line(
+                    out,
+                    &serde_json::json!({ "message": e, "headers": headers }),
+                )?;
             } else {
-                let _ = write!(line, "  next in {}", age(r.next_attempt - now));
+                out.write_all(render::render_show(&e, &headers, now).as_bytes())?;
             }
+            Ok(true)
         }
-        if let Some(relay) = &r.relay {
-            let _ = write!(line, "  relay={relay}");
+        Command::Find { query, json } => {
+            let found = call(
+                socket,
+                &Request::Find {
+                    query: query.clone(),
+                },
+                |reply| {
+                    if json {
+                        return match reply {
+                            Reply::Queued(e) => json_line(out, &e),
+                            Reply::Finished(f) => json_line(out, &f),
+                            _ => Ok(()),
+                        };
+                    }
+                    match reply {
+                        Reply::Queued(e) => {
+                            out.write_all(b"queued: ")?;
+                            out.write_all(render::render_entry(&e, now).as_bytes())
+                        }
+                        Reply::Finished(f) => out.write_all(render::render_finished(&f).as_bytes()),
+                        _ => Ok(()),
+                    }
+                },
+            )?;
+            if found == 0 {
+                if !json {
+                    writeln!(out, "{query}: not in the queue nor in the recent history")?;
+                }
+                return Ok(false);
+            }
+            Ok(true)
         }
-        let _ = writeln!(out, "{line}");
-        if let Some(err) = &r.last_error {
-            let _ = writeln!(out, "            {err}");
-        }
-    }
-    if !env.events.is_empty() {
-        let _ = writeln!(out, "History:");
-        for ev in &env.events {
-            let _ = writeln!(out, "  {}  {}", date(ev.at), ev.text);
-        }
-    }
-    let _ = writeln!(out, "Headers:");
-    for l in headers.lines() {
-        let _ = writeln!(out, "  {l}");
-    }
-    out
-}
-
-/// `queue find` for a message that already left the queue.
-pub fn render_finished(f: &Finished) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{} {} at {} UTC: from=<{}>{}",
-        f.id,
-        f.outcome,
-        date(f.finished),
-        f.sender,
-        f.message_id
-            .as_deref()
-            .map(|m| format!(" message-id={m}"))
-            .unwrap_or_default()
-    );
-    for r in &f.recipients {
-        let _ = writeln!(
-            out,
-            "  {:<9} {}  relay={}  ({})",
-            state_word(r.state),
-            r.address,
-            r.relay.as_deref().unwrap_or("none"),
-            r.reply.as_deref().unwrap_or("")
-        );
-    }
-    out
-}
-
-fn state_word(s: State) -> &'static str {
-    match s {
-        State::Pending => "pending",
-        State::Deferred => "deferred",
-        State::Delivered => "sent",
-        State::Bounced => "bounced",
-    }
-}
-
-/// `Nov 23 10:04:05` in UTC, from httpdate's fixed-width RFC 7231 form
-/// (`Mon, 23 Nov 2026 10:04:05 GMT`).
-fn date(secs: u64) -> String {
-    let s = httpdate::fmt_http_date(crate::clock::from_unix(secs));
-    match (s.get(8..11), s.get(5..7), s.get(17..25)) {
-        (Some(mon), Some(day), Some(time)) => format!("{mon} {day} {time}"),
-        _ => s,
-    }
-}
-
-/// A short human duration: `45s`, `14m`, `3h12m`, `2d3h`.
-pub fn age(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        s => format!("{}d{}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
-fn size(bytes: u64) -> String {
-    match bytes {
-        b if b < 1024 => format!("{b}"),
-        b if b < 1024 * 1024 => format!("{:.1}K", b as f64 / 1024.0),
-        b => format!("{:.1}M", b as f64 / (1024.0 * 1024.0)),
-    }
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    let one_line: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if one_line.chars().count() <= max {
-        one_line
-    } else {
-        let cut: String = one_line.chars().take(max.saturating_sub(3)).collect();
-        format!("{cut}...")
-    }
-}
-
-/// The current time, for callers rendering a listing.
-pub fn now() -> u64 {
-    unix_now()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::queue::{Envelope, Recipient};
-
-    fn entry() -> Entry {
-        let mut env = Envelope {
-            id: "6574E6A0000001".into(),
-            sender: "app@example.com".into(),
-            route_sender: "app@example.com".into(),
-            recipients: vec![
-                Recipient::new("bob@example.net", 1_000),
-                Recipient::new("carol@example.net", 1_000),
-            ],
-            arrived: 1_000,
-            size: 2048,
-            ..Default::default()
-        };
-        env.recipients[0].state = State::Deferred;
-        env.recipients[0].next_attempt = 1_900;
-        env.recipients[0].last_error = Some("451 4.7.1 Try again\r\nlater".into());
-        env.recipients[1].state = State::Delivered;
-        Entry {
-            route: "mailgun".into(),
-            envelope: env,
+        Command::Act { action, selection } => {
+            let mut all_ok = true;
+            call(socket, &Request::Act { action, selection }, |reply| {
+                if let Reply::Acted { id, ok, detail } = reply {
+                    all_ok &= ok;
+                    if ok {
+                        writeln!(out, "{id}: {detail}")?;
+                    } else {
+                        writeln!(out, "{id}: not {}: {detail}", action.past_tense())?;
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(all_ok)
         }
     }
+}
 
-    #[test]
-    fn listing_shows_only_queued_recipients() {
-        let text = render_entry(&entry(), 1_000);
-        assert!(
-            text.starts_with("6574E6A0000001     2.0K  Jan 01 00:16:40  mailgun       app@"),
-            "{text}"
-        );
-        // The columns line up with the header.
-        assert_eq!(LIST_HEADER.find("Route"), text.find("mailgun"));
-        assert_eq!(LIST_HEADER.find("Sender"), text.find("app@"));
-        assert!(
-            text.contains("deferred  bob@example.net  next in 15m  (451 4.7.1 Try again  later)"),
-            "{text}"
-        );
-        assert!(!text.contains("carol"), "{text}");
-    }
-
-    #[test]
-    fn summary_counts() {
-        let mut s = Summary::default();
-        s.add(&entry());
-        let text = s.render(4_600);
-        assert!(
-            text.contains("-- 1 message (2.0K), oldest 1h00m ago"),
-            "{text}"
-        );
-        assert!(text.contains("1 deferred"), "{text}");
-        assert_eq!(Summary::default().render(0), "Mail queue is empty\n");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(age(59), "59s");
-        assert_eq!(age(61), "1m");
-        assert_eq!(age(3 * 3600 + 12 * 60), "3h12m");
-        assert_eq!(age(2 * 86400 + 3 * 3600), "2d3h");
-    }
+fn json_line<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
 }

@@ -6,6 +6,7 @@
 //! listing streaming instead of one huge document, and is easy to script.
 
 pub mod client;
+pub mod render;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,281 @@
+//! The `sendmail` command (also `mailq`): what PHP's `mail()`, cron, mutt,
+//! Django and git send-email call. [`args`] parses the command line,
+//! [`message`] reads and completes the message, [`submit`] hands it to the
+//! daemon; when the daemon is not running, [`crate::dropdir`] keeps it.
+//!
+//! Either way sendmail exits 0 only once the message is durably stored, and every
+//! failure exits with a sysexits.h code and one clear line on stderr.
+
+pub mod args;
+pub mod message;
+pub mod submit;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use args::{FlushTarget, Invocation, Mode};
+use message::{InputError, PrepareError, PrepareOptions};
+use submit::{Submission, SubmitError};
+
+use crate::config::Config;
+use crate::control::{self, client::ClientError, Action, Selection};
+use crate::smtp::address::{needs_smtputf8, validate_mailbox};
+use crate::sysexits::*;
+
+pub const DEFAULT_CONFIG: &str = "/etc/smarthost/smarthost.toml";
+
+/// A failure: the exit code and the line for stderr.
+struct Fail(u8, String);
+
+/// Runs `sendmail` with the arguments after argv[0]; returns the exit code.
+pub fn main(args: Vec<OsString>) -> u8 {
+    match run(args) {
+        Ok(()) => EX_OK,
+        Err(Fail(code, message)) => {
+            eprintln!("sendmail: {message}");
+            code
+        }
+    }
+}
+
+/// Runs `mailq` (the queue listing).
+pub fn mailq(args: Vec<OsString>) -> u8 {
+    let mut all = vec![OsString::from("-bp")];
+    all.extend(args);
+    main(all)
+}
+
+fn run(args: Vec<OsString>) -> Result<(), Fail> {
+    let inv = args::parse(args).map_err(|e| Fail(EX_USAGE, format!("{e}\n{}", args::usage())))?;
+    let config_path = config_path(&inv);
+    let config =
+        Config::load_for_client(&config_path).map_err(|e| Fail(EX_CONFIG, e.to_string()))?;
+    if inv.verbose && !inv.ignored.is_empty() {
+        eprintln!("sendmail: ignoring {}", inv.ignored.join(" "));
+    }
+    match &inv.mode {
+        Mode::NewAliases => Ok(()),
+        Mode::ListQueue => queue(&config, control::client::Command::List { json: false }),
+        Mode::Flush(target) => {
+            let selection = match target {
+                FlushTarget::All => Selection {
+                    all: true,
+                    ..Default::default()
+                },
+                FlushTarget::Site(route) => Selection {
+                    route: Some(route.clone()),
+                    ..Default::default()
+                },
+                FlushTarget::Id(id) => Selection {
+                    ids: vec![id.clone()],
+                    ..Default::default()
+                },
+                FlushTarget::Sender(_) => {
+                    return Err(Fail(
+                        EX_USAGE,
+                        "-qS is not supported; find the messages with `smarthost queue find <address>` and flush them by id".into(),
+                    ))
+                }
+            };
+            queue(
+                &config,
+                control::client::Command::Act {
+                    action: Action::Flush,
+                    selection,
+                },
+            )
+        }
+        Mode::Smtp => {
+            let socket = config.local.submit_socket();
+            submit::proxy(&socket).map_err(|e| {
+                // The client waits for a greeting: tell it, in SMTP, to come back.
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(
+                    b"421 4.3.0 The smarthost daemon is not running, try again later\r\n",
+                );
+                Fail(EX_TEMPFAIL, format!("{}: {e}", socket.display()))
+            })
+        }
+        Mode::Deliver => deliver(&config, &inv),
+    }
+}
+
+/// `-C` or `$SMARTHOST_CONFIG`, unless this process runs setgid: then a caller
+/// could point it at a drop directory of their choosing, so only the system
+/// configuration counts (as Postfix's postdrop ignores its environment).
+fn config_path(inv: &Invocation) -> PathBuf {
+    if running_setgid() {
+        return PathBuf::from(DEFAULT_CONFIG);
+    }
+    inv.config
+        .clone()
+        .or_else(|| std::env::var_os("SMARTHOST_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+pub fn running_setgid() -> bool {
+    nix::unistd::getegid() != nix::unistd::getgid()
+}
+
+fn queue(config: &Config, command: control::client::Command) -> Result<(), Fail> {
+    let mut out = std::io::stdout().lock();
+    match control::client::run(&config.local.control_socket(), command, &mut out) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Fail(1, "not every message could be handled".into())),
+        Err(e) => Err(client_failure(e)),
+    }
+}
+
+fn client_failure(e: ClientError) -> Fail {
+    let code = match &e {
+        ClientError::Unreachable { .. } => EX_UNAVAILABLE,
+        ClientError::Denied { .. } => EX_NOPERM,
+        ClientError::Io(_) => EX_IOERR,
+        ClientError::Protocol(_) => EX_PROTOCOL,
+        ClientError::Failed(_) => EX_DATAERR,
+    };
+    Fail(code, e.to_string())
+}
+
+/// The invoking user's login name, for the default sender.
+fn login_name() -> String {
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid{}", uid.as_raw()),
+    }
+}
+
+fn deliver(config: &Config, inv: &Invocation) -> Result<(), Fail> {
+    let local = &config.local;
+    let sender = match inv.sender.as_deref() {
+        Some("") => String::new(),
+        Some(s) => local.qualify(s),
+        None => local.qualify(&login_name()),
+    };
+    if !sender.is_empty() {
+        validate_mailbox(&sender)
+            .map_err(|e| Fail(EX_USAGE, format!("invalid sender address <{sender}>: {e}")))?;
+    }
+    let max = config.limits.max_message_size;
+    let raw = message::read_message(std::io::stdin().lock(), inv.ignore_dots, max).map_err(
+        |e| match e {
+            InputError::TooLarge { limit } => Fail(
+                EX_DATAERR,
+                format!("message is larger than the limit of {limit} bytes; nothing was sent"),
+            ),
+            InputError::Nul => Fail(
+                EX_DATAERR,
+                "message contains NUL bytes; nothing was sent".into(),
+            ),
+            InputError::Io(e) => Fail(EX_IOERR, format!("reading the message: {e}")),
+        },
+    )?;
+    let unique = format!(
+        "{}.{}.{:x}",
+        crate::clock::unix_now(),
+        std::process::id(),
+        nanos()
+    );
+    let qualify = |a: &str| local.qualify(a);
+    let opts = PrepareOptions {
+        extract_recipients: inv.extract_recipients,
+        cli_recipients: &inv.recipients,
+        sender: &sender,
+        full_name: inv.full_name.as_deref(),
+        hostname: &config.hostname,
+        now: SystemTime::now(),
+        unique: &unique,
+        qualify: &qualify,
+    };
+    let prepared = message::prepare(&raw, &opts).map_err(|e| match e {
+        PrepareError::NoRecipients => Fail(
+            EX_USAGE,
+            "no recipients: give them on the command line or use -t".into(),
+        ),
+        other => Fail(EX_DATAERR, other.to_string()),
+    })?;
+    drop(raw);
+    if inv.verbose {
+        for w in &prepared.warnings {
+            eprintln!("sendmail: warning: {w}");
+        }
+    }
+    if prepared.message.len() as u64 > max {
+        return Err(Fail(
+            EX_DATAERR,
+            format!("message is larger than the limit of {max} bytes; nothing was sent"),
+        ));
+    }
+    let mut recipients = Vec::with_capacity(prepared.recipients.len());
+    for r in &prepared.recipients {
+        let r = local.qualify(r);
+        validate_mailbox(&r)
+            .map_err(|e| Fail(EX_NOUSER, format!("invalid recipient <{r}>: {e}")))?;
+        recipients.push(r);
+    }
+    let smtputf8 = needs_smtputf8(&sender) || recipients.iter().any(|r| needs_smtputf8(r));
+    let eight_bit = prepared.eight_bit || matches!(inv.body, Some(args::BodyType::EightBitMime));
+    // More recipients than the daemon takes in one transaction: one copy per batch.
+    for batch in recipients.chunks(config.limits.max_recipients.max(1)) {
+        let m = Submission {
+            sender: &sender,
+            recipients: batch,
+            message: &prepared.message,
+            eight_bit,
+            smtputf8,
+        };
+        submit_or_drop(config, &m, inv.verbose)?;
+    }
+    Ok(())
+}
+
+fn submit_or_drop(config: &Config, m: &Submission<'_>, verbose: bool) -> Result<(), Fail> {
+    let socket = config.local.submit_socket();
+    match submit::submit(&socket, m, verbose) {
+        Ok(id) => {
+            if verbose {
+                eprintln!("sendmail: queued as {id}");
+            }
+            Ok(())
+        }
+        Err(SubmitError::Refused { command, reply }) => {
+            let code = match reply.code {
+                400..=499 => EX_TEMPFAIL,
+                552 => EX_DATAERR,
+                _ if command == "RCPT TO" => EX_NOUSER,
+                _ if command == "MAIL FROM" => EX_USAGE,
+                _ => EX_DATAERR,
+            };
+            Err(Fail(code, format!("refused at {command}: {reply}")))
+        }
+        Err(SubmitError::Unreachable(why)) => {
+            let dir = &config.local.drop_dir;
+            drop_message(dir, m).map_err(|e| {
+                Fail(
+                    EX_CANTCREAT,
+                    format!("the daemon is not reachable ({why}) and the drop directory is not writable: {e}"),
+                )
+            })?;
+            if verbose {
+                eprintln!(
+                    "sendmail: the daemon is not reachable ({why}); message left in {} for pickup",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn drop_message(dir: &Path, m: &Submission<'_>) -> Result<PathBuf, crate::dropdir::DropError> {
+    crate::dropdir::write(dir, m.sender, m.recipients, m.message)
+}
+
+fn nanos() -> u32 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}

@@ -1,0 +1,199 @@
+//! Handing a prepared message to the daemon: SMTP over the local submission
+//! socket, so the daemon applies exactly the checks and the durable write it
+//! applies to network clients. sendmail reports success only after the daemon's
+//! `250`, which it sends only after the fsync.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// Generous: the daemon answers DATA only after its fsync.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Nothing was acknowledged: the drop directory may take the message.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The daemon refused the message or a recipient.
+    #[error("{command}: {reply}")]
+    Refused { command: &'static str, reply: Reply },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+/// One message to submit.
+pub struct Submission<'a> {
+    pub sender: &'a str,
+    pub recipients: &'a [String],
+    pub message: &'a [u8],
+    pub eight_bit: bool,
+    pub smtputf8: bool,
+}
+
+/// Submits the message; returns the daemon's queue id. With `verbose`, the
+/// dialogue is written to stderr.
+pub fn submit(socket: &Path, m: &Submission<'_>, verbose: bool) -> Result<String, SubmitError> {
+    let lost = |e: std::io::Error| SubmitError::Unreachable(e.to_string());
+    let stream = UnixStream::connect(socket)
+        .map_err(|e| SubmitError::Unreachable(format!("{}: {e}", socket.display())))?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(lost)?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(lost)?;
+    let mut writer = stream.try_clone().map_err(lost)?;
+    let mut reader = BufReader::new(stream);
+    let mut conv = Conversation {
+        reader: &mut reader,
+        verbose,
+    };
+    conv.expect("greeting", 220)?;
+    let say = |w: &mut UnixStream, line: &str| -> Result<(), SubmitError> {
+        if verbose {
+            eprintln!(">>> {line}");
+        }
+        w.write_all(line.as_bytes())
+            .and_then(|_| w.write_all(b"\r\n"))
+            .map_err(lost)
+    };
+    say(&mut writer, "EHLO localhost")?;
+    conv.expect("EHLO", 250)?;
+    let mut mail = format!("MAIL FROM:<{}>", m.sender);
+    if m.eight_bit {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    if m.smtputf8 {
+        mail.push_str(" SMTPUTF8");
+    }
+    say(&mut writer, &mail)?;
+    conv.expect("MAIL FROM", 250)?;
+    for r in m.recipients {
+        say(&mut writer, &format!("RCPT TO:<{r}>"))?;
+        conv.expect("RCPT TO", 250)?;
+    }
+    say(&mut writer, "DATA")?;
+    conv.expect("DATA", 354)?;
+    writer.write_all(&dot_stuff(m.message)).map_err(lost)?;
+    writer.write_all(b".\r\n").map_err(lost)?;
+    let reply = conv.expect("end of data", 250)?;
+    let _ = say(&mut writer, "QUIT");
+    let id = reply
+        .text
+        .rsplit_once("queued as ")
+        .map(|(_, id)| id.trim().to_string())
+        .unwrap_or_default();
+    Ok(id)
+}
+
+struct Conversation<'a, R> {
+    reader: &'a mut BufReader<R>,
+    verbose: bool,
+}
+
+impl<R: Read> Conversation<'_, R> {
+    /// Reads a (multi-line) reply; anything but `want` is a refusal, except
+    /// that a vanished daemon means nothing was acknowledged.
+    fn expect(&mut self, command: &'static str, want: u16) -> Result<Reply, SubmitError> {
+        let mut text = Vec::new();
+        let code = loop {
+            let mut line = String::new();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .map_err(|e| SubmitError::Unreachable(format!("{command}: {e}")))?;
+            if n == 0 {
+                return Err(SubmitError::Unreachable(format!(
+                    "{command}: the daemon closed the connection"
+                )));
+            }
+            if self.verbose {
+                eprint!("<<< {line}");
+            }
+            let line = line.trim_end();
+            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).ok_or_else(|| {
+                SubmitError::Unreachable(format!("{command}: malformed reply {line:?}"))
+            })?;
+            text.push(line.get(4..).unwrap_or("").to_string());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break code;
+            }
+        };
+        let reply = Reply {
+            code,
+            text: text.join(" "),
+        };
+        if code == want {
+            Ok(reply)
+        } else if code == 421 {
+            // The daemon is shutting down: nothing was acknowledged.
+            Err(SubmitError::Unreachable(format!("{command}: {reply}")))
+        } else {
+            Err(SubmitError::Refused { command, reply })
+        }
+    }
+}
+
+/// RFC 5321 4.5.2: a line starting with "." gets another. The message is
+/// already CRLF-normalized by `message::read_message`.
+fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// `sendmail -bs`: the caller speaks SMTP on stdin/stdout; relay it to the
+/// daemon's submission socket unchanged.
+pub fn proxy(socket: &Path) -> std::io::Result<()> {
+    let stream = UnixStream::connect(socket)?;
+    let mut to_daemon = stream.try_clone()?;
+    let mut from_daemon = stream;
+    let upstream = std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let r = std::io::copy(&mut stdin, &mut to_daemon);
+        let _ = to_daemon.shutdown(std::net::Shutdown::Write);
+        r
+    });
+    let mut stdout = std::io::stdout().lock();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = from_daemon.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        stdout.write_all(buf.get(..n).unwrap_or_default())?;
+        stdout.flush()?;
+    }
+    // The daemon ended the session (QUIT); stdin may stay open, don't wait on it.
+    drop(upstream);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(dot_stuff(b".\r\n..x\r\na.b\r\n"), b"..\r\n...x\r\na.b\r\n");
+        assert_eq!(dot_stuff(b""), b"");
+    }
+}
