@@ -20,6 +20,12 @@
 //! - [`outcome`]: what a reply means: sent, deferred or bounced.
 //! - [`bounce`]: RFC 3464 delivery status notifications.
 //! - [`capture`]: the `directory` route that writes messages to files.
+//! - [`intake`]: how a message enters the queue (SMTP sessions, local pickup).
+//! - [`sendmail`]: the `sendmail`/`mailq` command: flags ([`sendmail::args`]),
+//!   message preparation ([`sendmail::message`]), submission ([`sendmail::submit`]).
+//! - [`dropdir`]: the drop directory sendmail falls back to when the daemon is down.
+//! - [`control`]: queue control over a UNIX socket (server, client, mailq output).
+//! - [`sysexits`]: exit codes callers of sendmail interpret.
 //! - [`clock`]: Unix time and RFC 5322 dates.
 
 pub mod bounce;
