@@ -10,13 +10,20 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A stored time back to a SystemTime; a value too large for the platform
+/// (a corrupt envelope) saturates instead of panicking.
 pub fn from_unix(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .unwrap_or(UNIX_EPOCH + Duration::from_secs(253_402_300_799))
 }
 
 /// An RFC 5322 date (`Mon, 23 Nov 2026 17:32:45 +0000`) for Received headers.
 /// httpdate produces the RFC 7231 form, which differs only in its obsolete `GMT`.
 pub fn rfc5322(t: SystemTime) -> String {
+    // httpdate panics outside 1970..=9999; a clock that far off is clamped.
+    let max = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    let t = t.clamp(UNIX_EPOCH, max);
     let s = httpdate::fmt_http_date(t);
     match s.strip_suffix(" GMT") {
         Some(base) => format!("{base} +0000"),
@@ -31,5 +38,9 @@ mod tests {
     #[test]
     fn date_format() {
         assert_eq!(rfc5322(from_unix(0)), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322(from_unix(u64::MAX)),
+            "Fri, 31 Dec 9999 23:59:59 +0000"
+        );
     }
 }

@@ -118,7 +118,7 @@ impl Validator<'_> {
             control_group: raw.control_group,
             drop_dir: base.join(
                 raw.drop_dir
-                    .unwrap_or_else(|| PathBuf::from("/var/spool/smarthost/drop")),
+                    .unwrap_or_else(|| PathBuf::from("/var/lib/smarthost/drop")),
             ),
             sender_domain,
             rewrite,
@@ -159,7 +159,7 @@ mod tests {
         let c = Config::parse(BASE, "t.toml", Path::new("/")).unwrap();
         assert_eq!(c.local.sender_domain, "web1.example.com");
         assert_eq!(c.local.qualify("cron"), "cron@web1.example.com");
-        assert_eq!(c.local.drop_dir, Path::new("/var/spool/smarthost/drop"));
+        assert_eq!(c.local.drop_dir, Path::new("/var/lib/smarthost/drop"));
         let bad =
             format!("{BASE}[local.rewrite]\nroot = \"not an address\"\n\"a@b\" = \"x@y.z\"\n");
         let err = Config::parse(&bad, "t.toml", Path::new("/"))

@@ -333,6 +333,22 @@ pub fn describe(config: &Config) -> String {
     }
     let _ = writeln!(out, "  (default) -> {}", config.routing.default_route());
     let _ = writeln!(out, "retry: {}", config.retry);
+    let l = &config.local;
+    let _ = writeln!(
+        out,
+        "local: submit={} control={}{} drop={} sender_domain={}",
+        l.submit_socket().display(),
+        l.control_socket().display(),
+        l.control_group
+            .as_deref()
+            .map(|g| format!(" (group {g})"))
+            .unwrap_or_default(),
+        l.drop_dir.display(),
+        l.sender_domain
+    );
+    for (user, address) in &l.rewrite {
+        let _ = writeln!(out, "  {user} -> {address}");
+    }
     out
 }
 

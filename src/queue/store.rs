@@ -405,6 +405,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn history_is_kept_in_order_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut c = Changes::new();
+        for (i, finished) in [300u64, 100, 200, 400].into_iter().enumerate() {
+            let mut env = envelope(&store);
+            env.id = format!("M{i}");
+            c.put_history(&Finished::from_envelope(&env, finished, "delivered"));
+        }
+        store.write(c).await.unwrap();
+        let order: Vec<u64> = store.history().map(|f| f.finished).collect();
+        assert_eq!(order, vec![100, 200, 300, 400]);
+        // Older than 250 goes; so does anything beyond the newest 3.
+        assert_eq!(store.prune_history(250, 3).unwrap(), 2);
+        let left: Vec<u64> = store.history().map(|f| f.finished).collect();
+        assert_eq!(left, vec![300, 400]);
+        assert_eq!(store.prune_history(0, 1).unwrap(), 1);
+        assert_eq!(store.history().count(), 1);
+    }
+
+    #[tokio::test]
     async fn ids_are_unique_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut seen = std::collections::HashSet::new();
