@@ -250,7 +250,24 @@ fn check(env: &DropEnvelope, body: &[u8], limits: &Limits) -> Result<(), String>
     if !body.is_empty() && !body.ends_with(b"\r\n") {
         return Err("message does not end with CRLF".into());
     }
+    if line_too_long(body, limits.max_line_length) {
+        return Err(format!(
+            "a line is longer than {} octets",
+            limits.max_line_length
+        ));
+    }
     Ok(())
+}
+
+/// Whether a line of the (CRLF, unstuffed) message is longer than `max`
+/// octets as the SMTP receiver counts it: without the CRLF, with the dot that
+/// transparency adds to a line starting with ".".
+pub fn line_too_long(message: &[u8], max: usize) -> bool {
+    message.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let stuffed = usize::from(line.first() == Some(&b'.'));
+        line.len() + stuffed > max
+    })
 }
 
 /// Moves a file that can never be queued out of the way, keeping it for the
@@ -342,5 +359,13 @@ mod tests {
         .is_err());
         assert!(check(&env("a@example.com", &["|cmd@x.y"]), b"", &limits).is_err());
         assert!(check(&env("bad sender", &["b@x.y"]), b"", &limits).is_err());
+        let short = Limits {
+            max_line_length: 4,
+            ..limits
+        };
+        // "..abc" is five octets on the wire, like the SMTP receiver counts.
+        assert!(check(&ok, b"abcd\r\n.abc\r\n", &short).is_err());
+        assert_eq!(check(&ok, b"abcd\r\n.ab\r\n", &short), Ok(()));
+        assert!(check(&ok, b"abcde\r\n", &short).is_err(), "long line");
     }
 }

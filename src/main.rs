@@ -135,6 +135,16 @@ fn main() -> ExitCode {
         .map(PathBuf::from)
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
+    let rest: Vec<std::ffi::OsString> = argv.collect();
+    // `smarthost sendmail ...` bypasses clap, which would swallow a `--` that
+    // ends sendmail's options.
+    let (name, rest) = match rest.first().and_then(|a| a.to_str()) {
+        Some(sub @ ("sendmail" | "mailq")) if name != "sendmail" && name != "mailq" => {
+            (sub.to_string(), rest.get(1..).unwrap_or_default().to_vec())
+        }
+        _ => (name, rest),
+    };
+    let argv = rest.into_iter();
     match name.as_str() {
         "sendmail" => return ExitCode::from(smarthost::sendmail::main(argv.collect())),
         "mailq" => return ExitCode::from(smarthost::sendmail::mailq(argv.collect())),

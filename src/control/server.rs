@@ -121,7 +121,14 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
         Request::List => {
             let mut n = 0;
             for env in relay.store.envelopes() {
-                let env = env.map_err(|e| e.to_string())?;
+                // One unreadable envelope must not hide the rest of the queue.
+                let env = match env {
+                    Ok(env) => env,
+                    Err(e) => {
+                        tracing::error!("queue list: skipping unreadable entry: {e}");
+                        continue;
+                    }
+                };
                 let entry = Entry {
                     route: relay.route_name(&env),
                     envelope: env,
@@ -177,10 +184,18 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
             if ids.is_empty() && !selection.ids.is_empty() {
                 return Err("no such message in the queue".into());
             }
+            // A bulk flush (all, a route) skips held messages and messages that
+            // left meanwhile, as Postfix does; naming them by id is an error.
+            let bulk = selection.all || selection.route.is_some();
             let mut n = 0;
             for id in ids {
                 let (ok, detail) = match act(relay, &id, action).await {
                     Ok(detail) => (true, detail),
+                    Err(e)
+                        if bulk && (e.starts_with("held") || e.starts_with("no such message")) =>
+                    {
+                        (true, format!("skipped: {e}"))
+                    }
                     Err(e) => (false, e),
                 };
                 if ok {
@@ -239,7 +254,13 @@ async fn act(relay: &Arc<Relay>, id: &str, action: Action) -> Result<String, Str
     }
     let result = act_claimed(relay, id, action).await;
     relay.release(id);
-    result.map_err(|e| e.to_string())
+    // Scheduled only now that the claim is released: a worker woken while the
+    // claim was still held would find the message busy and put it off a second.
+    let (detail, reschedule) = result.map_err(|e| e.to_string())?;
+    if let Some(env) = reschedule {
+        relay.schedule(&env);
+    }
+    Ok(detail)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,11 +273,18 @@ enum ActError {
     Store(#[from] StoreError),
 }
 
-async fn act_claimed(relay: &Arc<Relay>, id: &str, action: Action) -> Result<String, ActError> {
+/// Returns the detail for the operator, and the envelope to put back on the
+/// schedule once the claim is released.
+async fn act_claimed(
+    relay: &Arc<Relay>,
+    id: &str,
+    action: Action,
+) -> Result<(String, Option<Envelope>), ActError> {
     let mut env = relay.store.envelope(id)?.ok_or(ActError::NotFound)?;
     let route = relay.route_name(&env);
     let now = unix_now();
     let mut changes = Changes::new();
+    let mut reschedule = None;
     match action {
         Action::Flush | Action::Release => {
             if action == Action::Flush && env.held {
@@ -269,7 +297,7 @@ async fn act_claimed(relay: &Arc<Relay>, id: &str, action: Action) -> Result<Str
             env.event(now, format!("{} by the operator", action.past_tense()));
             changes.put_envelope(&env);
             relay.store.write(changes).await?;
-            relay.schedule(&env);
+            reschedule = Some(env);
         }
         Action::Hold => {
             env.held = true;
@@ -323,7 +351,7 @@ async fn act_claimed(relay: &Arc<Relay>, id: &str, action: Action) -> Result<Str
         }
     }
     tracing::info!("{id}: {} by the operator", action.past_tense());
-    Ok(action.past_tense().to_string())
+    Ok((action.past_tense().to_string(), reschedule))
 }
 
 /// The message's header section as text, for `queue show`.

@@ -30,20 +30,24 @@ struct Fail(u8, String);
 
 /// Runs `sendmail` with the arguments after argv[0]; returns the exit code.
 pub fn main(args: Vec<OsString>) -> u8 {
-    match run(args) {
-        Ok(()) => EX_OK,
-        Err(Fail(code, message)) => {
-            eprintln!("sendmail: {message}");
-            code
-        }
-    }
+    finish("sendmail", run(args))
 }
 
 /// Runs `mailq` (the queue listing).
 pub fn mailq(args: Vec<OsString>) -> u8 {
     let mut all = vec![OsString::from("-bp")];
     all.extend(args);
-    main(all)
+    finish("mailq", run(all))
+}
+
+fn finish(name: &str, result: Result<(), Fail>) -> u8 {
+    match result {
+        Ok(()) => EX_OK,
+        Err(Fail(code, message)) => {
+            eprintln!("{name}: {message}");
+            code
+        }
+    }
 }
 
 fn run(args: Vec<OsString>) -> Result<(), Fail> {
@@ -206,6 +210,15 @@ fn deliver(config: &Config, inv: &Invocation) -> Result<(), Fail> {
         return Err(Fail(
             EX_DATAERR,
             format!("message is larger than the limit of {max} bytes; nothing was sent"),
+        ));
+    }
+    // The daemon refuses such a line at the end of DATA; refuse it here too, so
+    // that the drop directory does not take it while the daemon is down.
+    let max_line = config.limits.max_line_length;
+    if crate::dropdir::line_too_long(&prepared.message, max_line) {
+        return Err(Fail(
+            EX_DATAERR,
+            format!("message has a line longer than {max_line} bytes; nothing was sent"),
         ));
     }
     let mut recipients = Vec::with_capacity(prepared.recipients.len());
