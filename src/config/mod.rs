@@ -154,26 +154,24 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::parse(&text, &file, base)
+        Self::load_with(path, true)
     }
 
     /// Loads the configuration for a client command (`sendmail`, `queue`, ...),
     /// which may run as any local user: everything is validated, but secret files
     /// are not read, so their 0600 permissions keep working.
     pub fn load_for_client(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, false)
+    }
+
+    fn load_with(path: &Path, read_secrets: bool) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::parse_with(&text, &file, base, false)
+        Self::parse_with(&text, &file, base, read_secrets)
     }
 
     /// Parse and validate; relative paths are taken relative to `base`, the

@@ -6,7 +6,9 @@
 //! Either way sendmail exits 0 only once the message is durably stored, and every
 //! failure exits with a sysexits.h code and one clear line on stderr.
 
+mod address_list;
 pub mod args;
+mod input;
 pub mod message;
 pub mod submit;
 

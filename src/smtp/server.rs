@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::session::Session;
 use crate::delivery::Relay;
@@ -65,7 +65,7 @@ pub async fn serve(relay: Arc<Relay>, listeners: Vec<TcpListener>, local: Option
 
 async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limit: Arc<Semaphore>) {
     loop {
-        let (mut stream, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -75,12 +75,7 @@ async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limit: Arc<Semaph
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-                    .await;
-            });
+        let Some((permit, stream)) = admit(&limit, stream) else {
             continue;
         };
         let relay = relay.clone();
@@ -94,7 +89,7 @@ async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limit: Arc<Semaph
 
 async fn accept_local_loop(relay: Arc<Relay>, listener: UnixListener, limit: Arc<Semaphore>) {
     loop {
-        let (mut stream, _) = match listener.accept().await {
+        let (stream, _) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("accept on the submission socket failed: {e}");
@@ -110,12 +105,7 @@ async fn accept_local_loop(relay: Arc<Relay>, listener: UnixListener, limit: Arc
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-                    .await;
-            });
+        let Some((permit, stream)) = admit(&limit, stream) else {
             continue;
         };
         let relay = relay.clone();
@@ -124,5 +114,24 @@ async fn accept_local_loop(relay: Arc<Relay>, listener: UnixListener, limit: Arc
             Session::new(relay, Peer::Local { uid }, r, w).run().await;
             drop(permit);
         });
+    }
+}
+
+/// Takes a connection slot, or tells the client to come back later (in the
+/// background, so a flood of refusals never blocks the accept loop).
+fn admit<S>(limit: &Arc<Semaphore>, mut stream: S) -> Option<(OwnedSemaphorePermit, S)>
+where
+    S: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match limit.clone().try_acquire_owned() {
+        Ok(permit) => Some((permit, stream)),
+        Err(_) => {
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+                    .await;
+            });
+            None
+        }
     }
 }
