@@ -36,6 +36,7 @@ pub mod control;
 pub mod delivery;
 pub mod dropdir;
 pub mod intake;
+pub mod oauth;
 pub mod outcome;
 pub mod queue;
 pub mod retry;
