@@ -20,12 +20,16 @@ use crate::retry::Schedule;
 mod local;
 mod route;
 mod secret;
+mod token;
 
 use crate::routing::RouteTable;
 pub use local::Local;
 use route::RawRoute;
-pub use route::{describe, AuthMechanism, Credentials, Route, SmtpRoute, TlsMode, Transport};
+pub use route::{
+    describe, AuthMechanism, AuthSecret, Credentials, Route, SmtpRoute, TlsMode, Transport,
+};
 pub use secret::{read_secret_file, Secret};
+pub use token::{Grant, OAuth2Source, OAuthSettings, Provider, TokenKind, TokenSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -77,6 +81,10 @@ struct RawConfig {
     routing: Option<Spanned<RawRouting>>,
     #[serde(default)]
     local: local::RawLocal,
+    #[serde(default, rename = "token_source")]
+    token_sources: Vec<Spanned<token::RawTokenSource>>,
+    #[serde(default)]
+    oauth: token::RawOAuth,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +158,8 @@ pub struct Config {
     pub routes: HashMap<String, Route>,
     pub routing: RouteTable,
     pub local: Local,
+    pub token_sources: BTreeMap<String, TokenSource>,
+    pub oauth: OAuthSettings,
 }
 
 impl Config {
@@ -357,11 +367,33 @@ impl Validator<'_> {
             idle: self.duration(&t.idle, Duration::from_secs(5)),
         };
 
+        let queue_path = base.join(
+            raw.queue_path
+                .unwrap_or_else(|| PathBuf::from("/var/lib/smarthost/queue")),
+        );
+        let oauth = self.oauth_settings(raw.oauth, base, &queue_path);
+        let mut token_sources = BTreeMap::new();
+        for t in raw.token_sources {
+            let span = t.span();
+            if let Some(source) =
+                self.token_source(t.into_inner(), span.clone(), base, &oauth.state_dir)
+            {
+                if token_sources.contains_key(&source.name) {
+                    self.problem(
+                        Some(span),
+                        format!("token_source {:?} defined twice", source.name),
+                    );
+                } else {
+                    token_sources.insert(source.name.clone(), source);
+                }
+            }
+        }
+
         let mut routes = HashMap::new();
         for r in raw.routes {
             let span = r.span();
             let r = r.into_inner();
-            if let Some(route) = self.route(r, span.clone(), base) {
+            if let Some(route) = self.route(r, span.clone(), base, &token_sources) {
                 if routes.contains_key(&route.name) {
                     self.problem(Some(span), format!("route {:?} defined twice", route.name));
                 } else {
@@ -413,10 +445,7 @@ impl Validator<'_> {
             hostname,
             listen,
             trusted_networks,
-            queue_path: base.join(
-                raw.queue_path
-                    .unwrap_or_else(|| PathBuf::from("/var/lib/smarthost/queue")),
-            ),
+            queue_path,
             queue_cache_size: raw.queue_cache_size.unwrap_or(16 * 1024 * 1024),
             retry,
             limits,
@@ -424,6 +453,8 @@ impl Validator<'_> {
             routes,
             routing,
             local,
+            token_sources,
+            oauth,
         })
     }
 }

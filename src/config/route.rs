@@ -1,12 +1,13 @@
 //! Routes: how each `[[route]]` table is checked and what it becomes.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use super::secret::{read_secret_file, Secret};
-use super::{Config, Validator};
+use super::{Config, TokenSource, Validator};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +24,7 @@ pub(super) struct RawRoute {
     auth: Option<String>,
     username: Option<String>,
     password_file: Option<PathBuf>,
+    token_source: Option<String>,
     max_connections: Option<usize>,
     path: Option<PathBuf>,
 }
@@ -51,6 +53,16 @@ impl fmt::Display for TlsMode {
 pub enum AuthMechanism {
     Plain,
     Login,
+    /// Google's and Microsoft's bearer-token mechanism.
+    XOAuth2,
+    /// RFC 7628.
+    OAuthBearer,
+}
+
+impl AuthMechanism {
+    pub fn uses_token(self) -> bool {
+        matches!(self, AuthMechanism::XOAuth2 | AuthMechanism::OAuthBearer)
+    }
 }
 
 impl fmt::Display for AuthMechanism {
@@ -58,6 +70,8 @@ impl fmt::Display for AuthMechanism {
         f.write_str(match self {
             AuthMechanism::Plain => "plain",
             AuthMechanism::Login => "login",
+            AuthMechanism::XOAuth2 => "xoauth2",
+            AuthMechanism::OAuthBearer => "oauthbearer",
         })
     }
 }
@@ -66,8 +80,15 @@ impl fmt::Display for AuthMechanism {
 pub struct Credentials {
     pub mechanism: AuthMechanism,
     pub username: String,
-    pub password: Secret,
-    pub password_file: PathBuf,
+    pub secret: AuthSecret,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthSecret {
+    /// PLAIN and LOGIN.
+    Password { password: Secret, file: PathBuf },
+    /// XOAUTH2 and OAUTHBEARER: the named `[[token_source]]`.
+    Token { source: String },
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +120,7 @@ impl Validator<'_> {
         r: RawRoute,
         span: std::ops::Range<usize>,
         base: &Path,
+        sources: &BTreeMap<String, TokenSource>,
     ) -> Option<Route> {
         let name = r.name.trim().to_string();
         if name.is_empty() {
@@ -123,7 +145,11 @@ impl Validator<'_> {
                     );
                     return None;
                 };
-                if r.host.is_some() || r.hosts.is_some() || r.username.is_some() {
+                if r.host.is_some()
+                    || r.hosts.is_some()
+                    || r.username.is_some()
+                    || r.token_source.is_some()
+                {
                     self.problem(
                         here,
                         format!("route {name:?}: a directory route takes only path"),
@@ -166,7 +192,7 @@ impl Validator<'_> {
                     TlsMode::Implicit => 465,
                     TlsMode::None => 25,
                 });
-                let credentials = self.credentials(&name, &r, here.clone(), base);
+                let credentials = self.credentials(&name, &r, here.clone(), base, sources);
                 if tls == TlsMode::None {
                     if credentials.is_some() || r.username.is_some() {
                         self.problem(
@@ -224,13 +250,22 @@ impl Validator<'_> {
         r: &RawRoute,
         here: Option<std::ops::Range<usize>>,
         base: &Path,
+        sources: &BTreeMap<String, TokenSource>,
     ) -> Option<Credentials> {
         let mechanism = match r.auth.as_deref() {
-            None if r.username.is_none() && r.password_file.is_none() => return None,
+            None if r.username.is_none()
+                && r.password_file.is_none()
+                && r.token_source.is_none() =>
+            {
+                return None
+            }
+            None if r.token_source.is_some() => AuthMechanism::XOAuth2,
             None | Some("plain") => AuthMechanism::Plain,
             Some("login") => AuthMechanism::Login,
+            Some("xoauth2") => AuthMechanism::XOAuth2,
+            Some("oauthbearer") => AuthMechanism::OAuthBearer,
             Some("none") => {
-                if r.username.is_some() || r.password_file.is_some() {
+                if r.username.is_some() || r.password_file.is_some() || r.token_source.is_some() {
                     self.problem(
                         here,
                         format!("route {name:?}: auth = \"none\" but username/password_file set"),
@@ -242,12 +277,49 @@ impl Validator<'_> {
                 self.problem(
                     here,
                     format!(
-                        "route {name:?}: auth = {other:?}; use \"plain\", \"login\" or \"none\""
+                        "route {name:?}: auth = {other:?}; use \"plain\", \"login\", \"xoauth2\", \"oauthbearer\" or \"none\""
                     ),
                 );
                 return None;
             }
         };
+        if mechanism.uses_token() {
+            if r.password_file.is_some() {
+                self.problem(
+                    here.clone(),
+                    format!("route {name:?}: auth = \"{mechanism}\" takes token_source, not password_file"),
+                );
+            }
+            let (Some(username), Some(source)) = (&r.username, &r.token_source) else {
+                self.problem(
+                    here,
+                    format!(
+                        "route {name:?}: auth = \"{mechanism}\" needs username and token_source"
+                    ),
+                );
+                return None;
+            };
+            if !sources.contains_key(source) {
+                self.problem(
+                    here,
+                    format!("route {name:?}: token_source {source:?} is not defined ([[token_source]] name = ...)"),
+                );
+                return None;
+            }
+            return Some(Credentials {
+                mechanism,
+                username: username.clone(),
+                secret: AuthSecret::Token {
+                    source: source.clone(),
+                },
+            });
+        }
+        if r.token_source.is_some() {
+            self.problem(
+                here.clone(),
+                format!("route {name:?}: token_source needs auth = \"xoauth2\" or \"oauthbearer\""),
+            );
+        }
         let (Some(username), Some(password_file)) = (&r.username, &r.password_file) else {
             self.problem(
                 here,
@@ -262,16 +334,20 @@ impl Validator<'_> {
             return Some(Credentials {
                 mechanism,
                 username: username.clone(),
-                password: Secret::new(""),
-                password_file: path,
+                secret: AuthSecret::Password {
+                    password: Secret::new(""),
+                    file: path,
+                },
             });
         }
         match read_secret_file(&path) {
             Ok(password) => Some(Credentials {
                 mechanism,
                 username: username.clone(),
-                password,
-                password_file: path,
+                secret: AuthSecret::Password {
+                    password,
+                    file: path,
+                },
             }),
             Err(message) => {
                 self.problem(here, format!("route {name:?}: {message}"));
@@ -305,12 +381,18 @@ pub fn describe(config: &Config) -> String {
         match &route.transport {
             Transport::Smtp(s) => {
                 let auth = match &s.credentials {
-                    Some(c) => format!(
-                        "auth={} user={} password_file={}",
-                        c.mechanism,
-                        c.username,
-                        c.password_file.display()
-                    ),
+                    Some(c) => match &c.secret {
+                        AuthSecret::Password { file, .. } => format!(
+                            "auth={} user={} password_file={}",
+                            c.mechanism,
+                            c.username,
+                            file.display()
+                        ),
+                        AuthSecret::Token { source } => format!(
+                            "auth={} user={} token_source={source}",
+                            c.mechanism, c.username
+                        ),
+                    },
                     None => "auth=none".to_string(),
                 };
                 let _ = writeln!(
@@ -325,6 +407,17 @@ pub fn describe(config: &Config) -> String {
             Transport::Directory(p) => {
                 let _ = writeln!(out, "  {name}: directory {}", p.display());
             }
+        }
+    }
+    if !config.token_sources.is_empty() {
+        let _ = writeln!(out, "token sources:");
+        for source in config.token_sources.values() {
+            let shared = if source.share_as.is_empty() {
+                String::new()
+            } else {
+                format!(" shared as {}", source.share_as.join(","))
+            };
+            let _ = writeln!(out, "  {}: {}{shared}", source.name, source.describe());
         }
     }
     let _ = writeln!(out, "senders:");
@@ -426,7 +519,10 @@ default = "up"
             panic!("smtp route expected")
         };
         let creds = s.credentials.as_ref().unwrap();
-        assert_eq!(creds.password.expose(), "s3cret-value");
+        let AuthSecret::Password { password, .. } = &creds.secret else {
+            panic!("password expected")
+        };
+        assert_eq!(password.expose(), "s3cret-value");
         assert_eq!(s.port, 587);
         assert_eq!(s.tls, TlsMode::StartTls);
         let shown = format!("{c:?}\n{}", describe(&c));

@@ -2,7 +2,12 @@
 //! (the built-in refresher or an external source), how they are cached and kept
 //! fresh, and what a failure means for the mail waiting on them.
 
+pub mod endpoint;
 pub mod external;
+pub mod state;
+pub mod tokens;
+
+pub use tokens::{Status, Tokens};
 
 use crate::config::Secret;
 

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{AuthMechanism, SmtpRoute, Timeouts, TlsMode};
+use crate::config::{AuthMechanism, AuthSecret, SmtpRoute, Timeouts, TlsMode};
 use crate::outcome::{self, Outcome};
 
 pub use resolve::Resolver;
@@ -209,6 +209,10 @@ async fn connect_one(
         let (bit, name) = match creds.mechanism {
             AuthMechanism::Plain => (AUTH_PLAIN, "PLAIN"),
             AuthMechanism::Login => (AUTH_LOGIN, "LOGIN"),
+            _ => return Err(("token auth: todo".into(), true)),
+        };
+        let AuthSecret::Password { password, .. } = &creds.secret else {
+            return Err(("token auth: todo".into(), true));
         };
         if caps.auth_mechanisms & bit == 0 {
             quit(&mut client, t).await;
@@ -219,7 +223,7 @@ async fn connect_one(
         offered.auth_mechanisms = bit;
         let credentials = MsCredentials::Plain {
             username: creds.username.clone(),
-            secret: creds.password.expose().to_string(),
+            secret: password.expose().to_string(),
         };
         let what = format!("AUTH {name}");
         match tokio::time::timeout(

@@ -23,6 +23,12 @@ pub enum TlsSetupError {
 /// Builds the connector for a route. With a CA file, only that file is trusted:
 /// an operator who names a private CA means "this relay, signed by this CA".
 pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsSetupError> {
+    Ok(TlsConnector::from(Arc::new(client_config(ca_file)?)))
+}
+
+/// The rustls settings behind [`connector`]; also used for HTTPS to token
+/// endpoints, so one set of roots and one provider serve both.
+pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -62,7 +68,7 @@ pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsSetupError> 
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -1,0 +1,401 @@
+//! The token cache: one slot per `[[token_source]]`, shared by every route and
+//! worker that names it. A slot hands out its cached access token while it has
+//! more than `refresh_before` left, and otherwise fetches one; fetches of one
+//! source are serialized, so a burst of connections costs one refresh.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::external::{self, FileStamp};
+use super::state::{self, State};
+use super::{endpoint, Bearer, TokenError};
+use crate::config::{Grant, OAuth2Source, Secret, TokenKind, TokenSource};
+
+/// After a failed fetch, the same error is returned for this long without
+/// asking again: a thousand due messages must not become a thousand requests
+/// to an endpoint that is down.
+const NEGATIVE_TTL: u64 = 30;
+
+/// Assumed lifetime when a token response has no `expires_in` (RFC 6749 leaves
+/// it optional); an hour is what Google and Microsoft issue.
+const DEFAULT_LIFETIME: u64 = 3600;
+
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+pub struct Tokens {
+    slots: BTreeMap<String, Slot>,
+    http: reqwest::Client,
+    clock: Clock,
+}
+
+struct Slot {
+    source: TokenSource,
+    cache: tokio::sync::Mutex<Cache>,
+    status: Mutex<Status>,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// The access token and the time after which it is not handed out.
+    token: Option<(Secret, u64, Option<u64>)>,
+    /// For `file` sources: the file as it was when `token` was read.
+    stamp: Option<FileStamp>,
+    failed: Option<(u64, TokenError)>,
+    /// Tokens the provider gave that could not be written to the state file:
+    /// used instead of the file until a save succeeds, so a rotated refresh
+    /// token is not forgotten.
+    unsaved: Option<State>,
+}
+
+/// What `oauth status` shows about a source.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub name: String,
+    pub describe: String,
+    /// When a token was last obtained.
+    pub ok_at: Option<u64>,
+    pub expires_at: Option<u64>,
+    /// When the refresh token was last exchanged.
+    pub refreshed_at: Option<u64>,
+    /// When `oauth login` stored the refresh token.
+    pub obtained_at: Option<u64>,
+    pub error: Option<String>,
+    pub error_at: Option<u64>,
+    /// The error needs the operator (see [`TokenError::Dead`]).
+    pub dead: bool,
+}
+
+impl Tokens {
+    pub fn new(sources: &BTreeMap<String, TokenSource>, http: reqwest::Client) -> Tokens {
+        Self::with_clock(sources, http, Arc::new(crate::clock::unix_now))
+    }
+
+    /// A cache on another clock: tests move time instead of sleeping.
+    pub fn with_clock(
+        sources: &BTreeMap<String, TokenSource>,
+        http: reqwest::Client,
+        clock: Clock,
+    ) -> Tokens {
+        let slots = sources
+            .values()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    Slot {
+                        source: s.clone(),
+                        cache: tokio::sync::Mutex::new(Cache::default()),
+                        status: Mutex::new(Status {
+                            name: s.name.clone(),
+                            describe: s.describe(),
+                            ..Status::default()
+                        }),
+                    },
+                )
+            })
+            .collect();
+        Tokens { slots, http, clock }
+    }
+
+    pub fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    pub fn source(&self, name: &str) -> Option<&TokenSource> {
+        self.slots.get(name).map(|s| &s.source)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.slots.keys().map(String::as_str)
+    }
+
+    /// A token for `user` from the named source. `force` skips every cache: the
+    /// server refused the last token, so only a newly issued one will do.
+    pub async fn bearer(&self, name: &str, user: &str, force: bool) -> Result<Bearer, TokenError> {
+        let Some(slot) = self.slots.get(name) else {
+            return Err(TokenError::Dead(format!("no token source named {name:?}")));
+        };
+        let now = self.now();
+        let mut cache = slot.cache.lock().await;
+        if !force {
+            if let Some((at, e)) = &cache.failed {
+                if now < at.saturating_add(NEGATIVE_TTL) {
+                    return Err(e.clone());
+                }
+            }
+        }
+        let result = self.fetch(slot, &mut cache, user, force, now).await;
+        let mut st = lock(&slot.status);
+        match &result {
+            Ok(b) => {
+                cache.failed = None;
+                st.ok_at = Some(now);
+                st.expires_at = b.expires_at;
+                st.error = None;
+                st.error_at = None;
+                st.dead = false;
+            }
+            Err(e) => {
+                cache.failed = Some((now, e.clone()));
+                st.error = Some(e.to_string());
+                st.error_at = Some(now);
+                st.dead = matches!(e, TokenError::Dead(_));
+            }
+        }
+        result
+    }
+
+    async fn fetch(
+        &self,
+        slot: &Slot,
+        cache: &mut Cache,
+        user: &str,
+        force: bool,
+        now: u64,
+    ) -> Result<Bearer, TokenError> {
+        let src = &slot.source;
+        let bearer = |token: Secret, expires_at: Option<u64>| Bearer {
+            user: user.to_string(),
+            token,
+            expires_at,
+        };
+        match &src.kind {
+            TokenKind::OAuth2(o) => {
+                if !force {
+                    if let Some((t, use_until, exp)) = &cache.token {
+                        if now < *use_until {
+                            return Ok(bearer(t.clone(), *exp));
+                        }
+                    }
+                }
+                let (token, use_until, expires_at) = match o.grant {
+                    Grant::RefreshToken => self.refresh(slot, o, cache, force, now).await?,
+                    Grant::ClientCredentials => {
+                        let resp = endpoint::client_credentials(&self.http, o, src.timeout)
+                            .await
+                            .map_err(|e| e.into_token_error(&src.name))?;
+                        let life = resp.expires_in.unwrap_or(DEFAULT_LIFETIME);
+                        (
+                            resp.access_token,
+                            use_until(now, life, o.refresh_before),
+                            Some(now.saturating_add(life)),
+                        )
+                    }
+                };
+                cache.token = Some((token.clone(), use_until, expires_at));
+                Ok(bearer(token, expires_at))
+            }
+            TokenKind::Command(argv) => {
+                let t = external::command(argv, src.timeout).await?;
+                Ok(bearer(t, None))
+            }
+            TokenKind::File(path) => {
+                if !force {
+                    if let (Some((t, _, _)), Some(old)) = (&cache.token, &cache.stamp) {
+                        if external::stamp(path).as_ref() == Some(old) {
+                            return Ok(bearer(t.clone(), None));
+                        }
+                    }
+                }
+                let (t, stamp) = external::file(path).await?;
+                cache.token = Some((t.clone(), u64::MAX, None));
+                cache.stamp = Some(stamp);
+                Ok(bearer(t, None))
+            }
+            TokenKind::Socket(path) => external::socket(path, user, src.timeout).await,
+            TokenKind::Http { url, account, .. } => {
+                let account = account.as_deref().unwrap_or(user);
+                external::http(&self.http, url, account, src.timeout).await
+            }
+        }
+    }
+
+    /// The refresh-token grant, under the state file's lock from read to write.
+    async fn refresh(
+        &self,
+        slot: &Slot,
+        o: &OAuth2Source,
+        cache: &mut Cache,
+        force: bool,
+        now: u64,
+    ) -> Result<(Secret, u64, Option<u64>), TokenError> {
+        let src = &slot.source;
+        let name = &src.name;
+        let _lock = state::lock_async(&o.state_file)
+            .await
+            .map_err(|e| TokenError::Temporary(format!("token source {name}: {e}")))?;
+        let mut st = match cache.unsaved.clone() {
+            Some(s) => s,
+            None => match state::load(&o.state_file) {
+                Ok(Some(s)) => s,
+                Ok(None) => return Err(not_logged_in(name, o)),
+                Err(e) => return Err(TokenError::Dead(format!("token source {name}: {e}"))),
+            },
+        };
+        if !force {
+            // Another process (`oauth token`, a restart) may have refreshed.
+            if let (Some(t), Some(exp)) = (st.access_token(), st.expires_at) {
+                if now < exp.saturating_sub(o.refresh_before.as_secs()) {
+                    return Ok((t, exp.saturating_sub(o.refresh_before.as_secs()), Some(exp)));
+                }
+            }
+        }
+        let Some(rt) = st.refresh_token() else {
+            return Err(not_logged_in(name, o));
+        };
+        let resp = endpoint::refresh(&self.http, o, &rt, src.timeout)
+            .await
+            .map_err(|e| e.into_token_error(name))?;
+        let life = resp.expires_in.unwrap_or(DEFAULT_LIFETIME);
+        let expires_at = now.saturating_add(life);
+        st.set_access_token(&resp.access_token, Some(expires_at));
+        let rotated = resp.refresh_token.is_some();
+        if let Some(new_rt) = &resp.refresh_token {
+            st.set_refresh_token(new_rt);
+        }
+        st.refreshed_at = Some(now);
+        if resp.scope.is_some() {
+            st.scope = resp.scope.clone();
+        }
+        let mut stamped = lock(&slot.status);
+        stamped.refreshed_at = Some(now);
+        stamped.obtained_at = st.obtained_at;
+        drop(stamped);
+        match state::save(&o.state_file, &st) {
+            Ok(()) => cache.unsaved = None,
+            Err(e) => {
+                tracing::error!(
+                    "token source {name}: cannot save {} tokens: {e}; keeping them in memory",
+                    if rotated { "the rotated" } else { "new" }
+                );
+                cache.unsaved = Some(st);
+            }
+        }
+        Ok((
+            resp.access_token,
+            use_until(now, life, o.refresh_before),
+            Some(expires_at),
+        ))
+    }
+
+    /// Something an operator may have changed to revive a dead source: the
+    /// state file (`oauth login`) or the token file.
+    pub fn inputs(&self, name: &str) -> Option<FileStamp> {
+        let slot = self.slots.get(name)?;
+        match &slot.source.kind {
+            TokenKind::OAuth2(o) if o.grant == Grant::RefreshToken => {
+                external::stamp(&o.state_file)
+            }
+            TokenKind::OAuth2(o) => o.client_secret_file.as_deref().and_then(external::stamp),
+            TokenKind::File(p) => external::stamp(p),
+            _ => None,
+        }
+    }
+
+    /// Forgets the negative cache of a source, so the next `bearer` asks again.
+    pub async fn forget_failure(&self, name: &str) {
+        if let Some(slot) = self.slots.get(name) {
+            slot.cache.lock().await.failed = None;
+        }
+    }
+
+    /// Current status of every source, with what the state files say.
+    pub fn statuses(&self) -> Vec<Status> {
+        self.slots
+            .values()
+            .map(|slot| {
+                let mut st = lock(&slot.status).clone();
+                if let TokenKind::OAuth2(o) = &slot.source.kind {
+                    if let Ok(Some(file)) = state::load(&o.state_file) {
+                        st.refreshed_at = st.refreshed_at.max(file.refreshed_at);
+                        st.obtained_at = file.obtained_at;
+                        if st.expires_at.is_none() {
+                            st.expires_at = file.expires_at;
+                        }
+                    }
+                }
+                st
+            })
+            .collect()
+    }
+
+    /// Refreshes refresh-token sources not used within their `keepalive`, so a
+    /// relay that sends little mail does not let its grant die of disuse.
+    pub async fn keepalive(&self) {
+        let now = self.now();
+        for slot in self.slots.values() {
+            let TokenKind::OAuth2(o) = &slot.source.kind else {
+                continue;
+            };
+            if o.grant != Grant::RefreshToken {
+                continue;
+            }
+            let Ok(Some(file)) = state::load(&o.state_file) else {
+                continue;
+            };
+            let last = file.refreshed_at.or(file.obtained_at).unwrap_or(0);
+            if now.saturating_sub(last) < o.keepalive.as_secs() {
+                continue;
+            }
+            match self.bearer(&slot.source.name, "", true).await {
+                Ok(_) => tracing::info!(
+                    "token source {}: refreshed to keep the grant alive",
+                    slot.source.name
+                ),
+                Err(e) => tracing::warn!(
+                    "token source {}: keep-alive refresh failed: {e}",
+                    slot.source.name
+                ),
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The last moment a token issued at `now` for `life` seconds is handed out:
+/// `refresh_before` ahead of expiry, or half its life for short-lived tokens.
+fn use_until(now: u64, life: u64, refresh_before: Duration) -> u64 {
+    let margin = refresh_before.as_secs().min(life / 2);
+    now.saturating_add(life - margin)
+}
+
+fn not_logged_in(name: &str, o: &OAuth2Source) -> TokenError {
+    TokenError::Dead(format!(
+        "token source {name} has no refresh token yet ({} missing): run `smarthost oauth login {name}`",
+        o.state_file.display()
+    ))
+}
+
+/// An HTTP client for token endpoints and HTTP token sources: the same TLS
+/// roots as upstream connections, no redirects (a token request that is
+/// redirected is misconfigured, and a redirect could carry the secret away).
+pub fn http_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(30))
+        .user_agent(concat!("smarthost/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_until;
+    use std::time::Duration;
+
+    #[test]
+    fn margin() {
+        assert_eq!(use_until(1000, 3600, Duration::from_secs(300)), 1000 + 3300);
+        assert_eq!(use_until(1000, 100, Duration::from_secs(300)), 1050);
+        assert_eq!(
+            use_until(u64::MAX - 1, 3600, Duration::from_secs(300)),
+            u64::MAX
+        );
+    }
+}
