@@ -58,6 +58,13 @@ enum Cmd {
         #[command(subcommand)]
         command: QueueCmd,
     },
+    /// OAuth2 token sources: sign in once, check them, print a token.
+    Oauth {
+        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: OauthCmd,
+    },
     /// The sendmail command (the same as invoking this binary as `sendmail`).
     #[command(disable_help_flag = true)]
     Sendmail {
@@ -69,6 +76,23 @@ enum Cmd {
     Mailq {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OauthCmd {
+    /// Whether each token source works now, when its tokens expire, and what
+    /// to do about any that does not (exit 75 if any does not work).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a current access token of a token source, for scripts.
+    Token {
+        source: String,
+        /// The user to ask a socket or HTTP source for (default: the route's).
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -165,6 +189,16 @@ fn main() -> ExitCode {
         Cmd::Sendmail { args } => ExitCode::from(smarthost::sendmail::main(args)),
         Cmd::Mailq { args } => ExitCode::from(smarthost::sendmail::mailq(args)),
         Cmd::Queue { config, command } => queue(&config, command),
+        Cmd::Oauth { config, command } => {
+            use smarthost::oauth::cli::{run, Command};
+            ExitCode::from(run(
+                &config,
+                match command {
+                    OauthCmd::Status { json } => Command::Status { json },
+                    OauthCmd::Token { source, user } => Command::Token { source, user },
+                },
+            ))
+        }
         Cmd::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", config::describe(&c));
@@ -290,6 +324,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 return ExitCode::from(EX_CONFIG);
             }
         };
+        relay.load_holds();
         let queued = match relay.load_queue() {
             Ok(n) => n,
             Err(e) => {
@@ -336,6 +371,8 @@ fn serve(path: PathBuf) -> ExitCode {
         tokio::spawn(dropdir::run(relay.clone()));
         tokio::spawn(control::server::serve(relay.clone(), control));
         tokio::spawn(prune_history(relay.clone()));
+        tokio::spawn(relay.clone().watch_holds());
+        tokio::spawn(keep_tokens_alive(relay.clone()));
         let addrs: Vec<String> = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
@@ -368,6 +405,15 @@ async fn prune_history(relay: Arc<Relay>) {
             Err(e) => tracing::warn!("pruning message history: {e}"),
         }
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+}
+
+/// Exchanges idle refresh tokens before the provider forgets them, hourly.
+async fn keep_tokens_alive(relay: Arc<Relay>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        relay.tokens.keepalive().await;
+        tokio::time::sleep(std::time::Duration::from_secs(3540)).await;
     }
 }
 

@@ -97,7 +97,12 @@ pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool,
         Command::List { json } => {
             let mut summary = render::Summary::default();
             let mut first = true;
+            let mut holds = Vec::new();
             call(socket, &Request::List, |reply| {
+                if let Reply::RouteHeld(h) = reply {
+                    holds.push(h);
+                    return Ok(());
+                }
                 if let Reply::Queued(e) = reply {
                     if json {
                         return json_line(out, &e);
@@ -113,6 +118,9 @@ pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool,
             })?;
             if !json {
                 out.write_all(summary.render(now).as_bytes())?;
+                for h in &holds {
+                    out.write_all(render::render_route_hold(h, now).as_bytes())?;
+                }
             }
             Ok(true)
         }

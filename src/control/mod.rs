@@ -72,6 +72,16 @@ pub enum Request {
     Find {
         query: String,
     },
+    /// Every token source, checked now, and the held routes.
+    #[serde(rename = "oauth-status")]
+    OAuthStatus,
+    /// A current access token of a source, for scripts (`oauth token`).
+    #[serde(rename = "oauth-token")]
+    OAuthToken {
+        source: String,
+        #[serde(default)]
+        user: Option<String>,
+    },
 }
 
 /// One queued message as listed: its envelope and the route it leaves through.
@@ -96,6 +106,17 @@ pub enum Reply {
         id: String,
         ok: bool,
         detail: String,
+    },
+    #[serde(rename = "token-status")]
+    TokenStatus(crate::oauth::Status),
+    #[serde(rename = "route-held")]
+    RouteHeld(crate::delivery::hold::Hold),
+    /// Only ever sent to `oauth token`, over the group-restricted socket.
+    #[serde(rename = "access-token")]
+    AccessToken {
+        user: String,
+        token: String,
+        expires_at: Option<u64>,
     },
     /// The end of the answer. `error` set means the request failed as a whole.
     Done {

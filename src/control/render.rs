@@ -236,6 +236,16 @@ fn date(secs: u64) -> String {
 }
 
 /// A short human duration: `45s`, `14m`, `3h12m`, `2d3h`.
+/// A held route under the `mailq` listing: the operator's call to act.
+pub fn render_route_hold(h: &crate::delivery::hold::Hold, now: u64) -> String {
+    format!(
+        "Route {} is HELD for {} (its mail waits; retry time is not counted): {}\n",
+        h.route,
+        age(now.saturating_sub(h.since)),
+        h.reason
+    )
+}
+
 pub fn age(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),

@@ -136,6 +136,9 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
                 send(out, &Reply::Queued(entry)).await.map_err(io)?;
                 n += 1;
             }
+            for hold in relay.holds.list() {
+                send(out, &Reply::RouteHeld(hold)).await.map_err(io)?;
+            }
             Ok(n)
         }
         Request::Show { id } => {
@@ -175,6 +178,33 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
                 }
             }
             Ok(n)
+        }
+        Request::OAuthStatus => {
+            let statuses = crate::oauth::cli::check_all(&relay.config, &relay.tokens).await;
+            let mut n = 0;
+            for st in statuses {
+                send(out, &Reply::TokenStatus(st)).await.map_err(io)?;
+                n += 1;
+            }
+            for hold in relay.holds.list() {
+                send(out, &Reply::RouteHeld(hold)).await.map_err(io)?;
+            }
+            Ok(n)
+        }
+        Request::OAuthToken { source, user } => {
+            let user = user.unwrap_or_else(|| crate::oauth::cli::user_of(&relay.config, &source));
+            let b = relay
+                .tokens
+                .bearer(&source, &user, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            let reply = Reply::AccessToken {
+                user: b.user,
+                token: b.token.expose().to_string(),
+                expires_at: b.expires_at,
+            };
+            send(out, &reply).await.map_err(io)?;
+            Ok(1)
         }
         Request::Act { action, selection } => {
             if selection.is_empty() {

@@ -6,6 +6,7 @@
 //! message (RSET in between), so `max_connections` workers per route is also the
 //! route's connection limit.
 
+pub mod hold;
 pub mod record;
 pub mod scheduler;
 
@@ -20,10 +21,11 @@ use tokio_rustls::TlsConnector;
 use crate::bounce::{self, BounceInput, FailedRecipient};
 use crate::clock::{from_unix, unix_now};
 use crate::config::{Config, Route, Transport};
+use crate::oauth::Tokens;
 use crate::outcome::Outcome;
 use crate::queue::store::Changes;
 use crate::queue::{Envelope, Finished, Recipient, State, Store, StoreError};
-use crate::upstream::{self, Connection, Resolver};
+use crate::upstream::{self, Connection, Failure, Resolver};
 
 pub use scheduler::Scheduler;
 
@@ -38,6 +40,14 @@ pub struct Relay {
     /// is the only one reading, changing or deleting that message.
     busy: Mutex<HashSet<String>>,
     released: Notify,
+    pub tokens: Arc<Tokens>,
+    pub holds: hold::Holds,
+}
+
+/// An attempt that could not be made because the route's credentials are dead.
+struct HoldRoute {
+    source: Option<String>,
+    reason: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +58,8 @@ pub enum RelayError {
     Tls { route: String, reason: String },
     #[error("DNS resolver: {0}")]
     Resolver(String),
+    #[error("{0}")]
+    Http(String),
 }
 
 impl Relay {
@@ -64,7 +76,15 @@ impl Relay {
                 tls.insert(route.name.clone(), c);
             }
         }
+        let http_tls = upstream::tls::client_config(None).map_err(|e| RelayError::Tls {
+            route: "(token endpoints)".into(),
+            reason: e.to_string(),
+        })?;
+        let http = crate::oauth::tokens::http_client(http_tls).map_err(RelayError::Http)?;
+        let tokens = Arc::new(Tokens::new(&config.token_sources, http));
         Ok(Arc::new(Relay {
+            tokens,
+            holds: hold::Holds::default(),
             config,
             store,
             scheduler: Scheduler::new(),
@@ -164,6 +184,10 @@ impl Relay {
                 }
                 continue;
             };
+            if self.holds.is_held(&route.name) {
+                // The resume puts every message of the route back on the schedule.
+                continue;
+            }
             if !self.claim(&id) {
                 // A queue command has it; look again shortly (the envelope decides).
                 self.scheduler.schedule(&route.name, unix_now() + 1, id);
@@ -226,8 +250,18 @@ impl Relay {
                 (vec![o; rcpts.len()], "directory".to_string(), None)
             }
             Transport::Smtp(smtp) => {
-                self.smtp_attempt(route, smtp, &env, &rcpts, &body, conn)
+                match self
+                    .smtp_attempt(route, smtp, &env, &rcpts, &body, conn)
                     .await
+                {
+                    Ok(r) => r,
+                    // Not an attempt: nothing is recorded against the message.
+                    Err(h) => {
+                        return self
+                            .hold_route(&route.name, h.source.as_deref(), h.reason)
+                            .await
+                    }
+                }
             }
         };
         self.finish(
@@ -252,7 +286,7 @@ impl Relay {
         rcpts: &[String],
         body: &[u8],
         conn: &mut Option<Connection>,
-    ) -> (Vec<Outcome>, String, Option<String>) {
+    ) -> Result<(Vec<Outcome>, String, Option<String>), HoldRoute> {
         let t = &self.config.timeouts;
         if let Some(c) = conn.as_mut() {
             if !c.reset(t).await {
@@ -262,18 +296,34 @@ impl Relay {
         if conn.is_none() {
             let Some(tls) = self.tls.get(&route.name) else {
                 let o = Outcome::deferred(format!("no TLS settings for route {}", route.name));
-                return (vec![o; rcpts.len()], "none".into(), None);
+                return Ok((vec![o; rcpts.len()], "none".into(), None));
             };
             let ctx = upstream::Context {
                 hostname: &self.config.hostname,
                 resolver: &self.resolver,
                 tls,
                 timeouts: t,
+                tokens: &self.tokens,
             };
             match upstream::connect(smtp, &ctx).await {
                 Ok(c) => *conn = Some(c),
                 Err(e) => {
-                    if e.auth {
+                    let source = hold::token_source(route);
+                    let dead = match e.kind {
+                        Failure::TokenDead => true,
+                        // A refused password is the operator's too, but an
+                        // unheld route bounces at the end of the schedule, which
+                        // is what Postfix users expect of a password route.
+                        Failure::AuthRejected => source.is_some(),
+                        _ => false,
+                    };
+                    if dead {
+                        return Err(HoldRoute {
+                            source: source.map(str::to_string),
+                            reason: e.reason,
+                        });
+                    }
+                    if e.kind == Failure::AuthRejected {
                         tracing::error!(
                             "route {}: configuration error: authentication failed: {} (mail stays queued)",
                             route.name,
@@ -281,12 +331,12 @@ impl Relay {
                         );
                     }
                     let relay = e.relay.unwrap_or_else(|| "none".into());
-                    return (vec![Outcome::deferred(e.reason); rcpts.len()], relay, None);
+                    return Ok((vec![Outcome::deferred(e.reason); rcpts.len()], relay, None));
                 }
             }
         }
         let Some(c) = conn.as_mut() else {
-            return (Vec::new(), "none".into(), None);
+            return Ok((Vec::new(), "none".into(), None));
         };
         let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
         let tr = c
@@ -297,7 +347,7 @@ impl Relay {
         if !tr.reusable {
             *conn = None;
         }
-        (tr.outcomes, relay, Some(host))
+        Ok((tr.outcomes, relay, Some(host)))
     }
 
     /// Adds the DSN for `failed` recipients to `changes`; returns its envelope so

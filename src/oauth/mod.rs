@@ -2,6 +2,7 @@
 //! (the built-in refresher or an external source), how they are cached and kept
 //! fresh, and what a failure means for the mail waiting on them.
 
+pub mod cli;
 pub mod endpoint;
 pub mod external;
 pub mod state;

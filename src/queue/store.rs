@@ -113,6 +113,17 @@ impl Changes {
         self
     }
 
+    /// A route held for its credentials (see `delivery::hold`).
+    pub fn put_route_hold(&mut self, route: &str, record: &[u8]) -> &mut Self {
+        self.batch.insert(route_hold_key(route), record);
+        self
+    }
+
+    pub fn remove_route_hold(&mut self, route: &str) -> &mut Self {
+        self.batch.remove(route_hold_key(route));
+        self
+    }
+
     pub fn remove_message(&mut self, env: &Envelope) -> &mut Self {
         for i in 0..env.chunks {
             self.batch.remove(chunk_key(&env.id, i));
@@ -126,6 +137,13 @@ fn envelope_key(id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(id.len() + 1);
     k.push(b'e');
     k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn route_hold_key(route: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(route.len() + 1);
+    k.push(b'r');
+    k.extend_from_slice(route.as_bytes());
     k
 }
 
@@ -287,6 +305,21 @@ impl Store {
             self.inner.db.apply_batch(batch)?;
         }
         Ok(n)
+    }
+
+    /// The stored route holds, as (route, record).
+    pub fn route_holds(&self) -> Vec<(String, Vec<u8>)> {
+        self.inner
+            .db
+            .scan_prefix(b"r")
+            .filter_map(|item| item.ok())
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned(),
+                    v.to_vec(),
+                )
+            })
+            .collect()
     }
 
     pub fn disk_size(&self) -> u64 {

@@ -7,19 +7,21 @@
 //! mail-send adds a blank line to a message that already ends in CRLF.
 
 pub mod resolve;
+pub mod sasl;
 pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use mail_send::{Credentials as MsCredentials, SmtpClient};
-use smtp_proto::{EhloResponse, Response, AUTH_LOGIN, AUTH_PLAIN};
+use smtp_proto::{EhloResponse, Response, AUTH_LOGIN, AUTH_OAUTHBEARER, AUTH_PLAIN, AUTH_XOAUTH2};
 use smtp_proto::{EXT_8BIT_MIME, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{AuthMechanism, AuthSecret, SmtpRoute, Timeouts, TlsMode};
+use crate::config::{AuthMechanism, AuthSecret, Credentials, Secret, SmtpRoute, Timeouts, TlsMode};
+use crate::oauth::{Bearer, TokenError, Tokens};
 use crate::outcome::{self, Outcome};
 
 pub use resolve::Resolver;
@@ -27,14 +29,38 @@ pub use resolve::Resolver;
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Why no session could be set up. Always a temporary failure for the
-/// recipients: the smarthost's trouble is not theirs.
+/// Why no session could be set up. Never the recipients' fault: their mail
+/// is deferred, or waits while the route is held.
 #[derive(Debug, Clone)]
 pub struct ConnectError {
     pub reason: String,
     pub relay: Option<String>,
-    /// Authentication was refused: a configuration problem the operator must fix.
-    pub auth: bool,
+    pub kind: Failure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Network, TLS or protocol trouble: the next address may do better.
+    Other,
+    /// The server refused the credentials. For a token route this is after a
+    /// freshly issued token was refused too.
+    AuthRejected,
+    /// No token for now (endpoint down or slow): defer.
+    TokenUnavailable,
+    /// The token source needs the operator (`invalid_grant`, never logged in).
+    TokenDead,
+}
+
+impl Failure {
+    fn stops_route(self) -> bool {
+        self != Failure::Other
+    }
+}
+
+/// What AUTH sends: a password, or a token fetched for this connection.
+enum Secretish {
+    Password(Secret),
+    Token(Bearer),
 }
 
 pub struct Connection {
@@ -59,6 +85,7 @@ pub struct Context<'a> {
     pub resolver: &'a Resolver,
     pub tls: &'a TlsConnector,
     pub timeouts: &'a Timeouts,
+    pub tokens: &'a Tokens,
 }
 
 fn ms_err(e: mail_send::Error) -> String {
@@ -85,12 +112,67 @@ async fn within<T>(
 }
 
 /// Connects to the route: every address of every host in order, until one gives
-/// a ready (secured, authenticated) session.
+/// a ready (secured, authenticated) session. On a token route whose token is
+/// refused, a new token is fetched and the connection tried once more: the
+/// cached token may have been revoked before its time.
 pub async fn connect(route: &SmtpRoute, ctx: &Context<'_>) -> Result<Connection, ConnectError> {
+    let token_route = route
+        .credentials
+        .as_ref()
+        .is_some_and(|c| c.mechanism.uses_token());
+    match connect_with(route, ctx, false).await {
+        Err(e) if token_route && e.kind == Failure::AuthRejected => {
+            tracing::warn!(
+                "{}: token refused ({}); fetching a new token and trying once more",
+                e.relay.as_deref().unwrap_or("smarthost"),
+                e.reason
+            );
+            connect_with(route, ctx, true).await
+        }
+        other => other,
+    }
+}
+
+async fn secret_for(
+    creds: &Credentials,
+    ctx: &Context<'_>,
+    fresh: bool,
+) -> Result<Secretish, ConnectError> {
+    match &creds.secret {
+        AuthSecret::Password { password, .. } => Ok(Secretish::Password(password.clone())),
+        AuthSecret::Token { source } => ctx
+            .tokens
+            .bearer(source, &creds.username, fresh)
+            .await
+            .map(Secretish::Token)
+            .map_err(|e| {
+                let (kind, what) = match e {
+                    TokenError::Temporary(m) => (Failure::TokenUnavailable, m),
+                    TokenError::Dead(m) => (Failure::TokenDead, m),
+                };
+                ConnectError {
+                    reason: format!("no OAuth2 token: {what}"),
+                    relay: None,
+                    kind,
+                }
+            }),
+    }
+}
+
+async fn connect_with(
+    route: &SmtpRoute,
+    ctx: &Context<'_>,
+    fresh: bool,
+) -> Result<Connection, ConnectError> {
+    // The token comes first: without one there is no point in connecting.
+    let secret = match &route.credentials {
+        Some(c) => Some(secret_for(c, ctx, fresh).await?),
+        None => None,
+    };
     let mut last = ConnectError {
         reason: "no hosts".into(),
         relay: None,
-        auth: false,
+        kind: Failure::Other,
     };
     for host in &route.hosts {
         let addrs = match ctx.resolver.addresses(host, route.port).await {
@@ -99,14 +181,14 @@ pub async fn connect(route: &SmtpRoute, ctx: &Context<'_>) -> Result<Connection,
                 last = ConnectError {
                     reason,
                     relay: Some(format!("{host}:{}", route.port)),
-                    auth: false,
+                    kind: Failure::Other,
                 };
                 continue;
             }
         };
         for addr in addrs {
             let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
-            match connect_one(route, host, addr, ctx).await {
+            match connect_one(route, host, addr, ctx, secret.as_ref()).await {
                 Ok((client, caps)) => {
                     return Ok(Connection {
                         client,
@@ -116,14 +198,14 @@ pub async fn connect(route: &SmtpRoute, ctx: &Context<'_>) -> Result<Connection,
                         messages: 0,
                     })
                 }
-                Err((reason, auth)) => {
+                Err((reason, kind)) => {
                     last = ConnectError {
                         reason,
                         relay: Some(relay),
-                        auth,
+                        kind,
                     };
                     // The same credentials will be refused by every address.
-                    if auth {
+                    if kind.stops_route() {
                         return Err(last);
                     }
                 }
@@ -140,17 +222,18 @@ async fn connect_one(
     host: &str,
     addr: SocketAddr,
     ctx: &Context<'_>,
-) -> Result<Ready, (String, bool)> {
+    secret: Option<&Secretish>,
+) -> Result<Ready, (String, Failure)> {
     let t = ctx.timeouts;
     let tcp = match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err((format!("connect: {e}"), false)),
-        Err(_) => return Err(("connect: timed out".into(), false)),
+        Ok(Err(e)) => return Err((format!("connect: {e}"), Failure::Other)),
+        Err(_) => return Err(("connect: timed out".into(), Failure::Other)),
     };
     // Without it every command waits for the delayed ACK: 40 ms a round trip.
     let _ = tcp.set_nodelay(true);
     let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|_| (format!("invalid TLS server name {host:?}"), false))?;
+        .map_err(|_| (format!("invalid TLS server name {host:?}"), Failure::Other))?;
 
     let mut client: SmtpClient<Box<dyn Io>> = match route.tls {
         TlsMode::Implicit => {
@@ -168,23 +251,23 @@ async fn connect_one(
             greeting(&mut plain, t).await?;
             let caps = within(t.upstream_command, "EHLO", plain.ehlo(ctx.hostname))
                 .await
-                .map_err(|e| (e, false))?;
+                .map_err(|e| (e, Failure::Other))?;
             if !caps.has_capability(EXT_START_TLS) {
                 // Never fall back to clear text: the route asked for TLS.
                 quit(&mut plain, t).await;
                 return Err((
                     "STARTTLS required but not offered by the server".into(),
-                    false,
+                    Failure::Other,
                 ));
             }
             let reply = within(t.upstream_command, "STARTTLS", plain.cmd(b"STARTTLS\r\n"))
                 .await
-                .map_err(|e| (e, false))?;
+                .map_err(|e| (e, Failure::Other))?;
             if reply.code != 220 {
                 quit(&mut plain, t).await;
                 return Err((
                     format!("STARTTLS refused: {}", outcome::reply_text(&reply)),
-                    false,
+                    Failure::Other,
                 ));
             }
             let tls = tls_handshake(ctx.tls, server_name, plain.stream, t.connect).await?;
@@ -203,59 +286,108 @@ async fn connect_one(
     }
     let mut caps = within(t.upstream_command, "EHLO", client.ehlo(ctx.hostname))
         .await
-        .map_err(|e| (e, false))?;
+        .map_err(|e| (e, Failure::Other))?;
 
-    if let Some(creds) = &route.credentials {
-        let (bit, name) = match creds.mechanism {
-            AuthMechanism::Plain => (AUTH_PLAIN, "PLAIN"),
-            AuthMechanism::Login => (AUTH_LOGIN, "LOGIN"),
-            _ => return Err(("token auth: todo".into(), true)),
-        };
-        let AuthSecret::Password { password, .. } = &creds.secret else {
-            return Err(("token auth: todo".into(), true));
-        };
-        if caps.auth_mechanisms & bit == 0 {
-            quit(&mut client, t).await;
-            return Err((format!("server does not offer AUTH {name}"), true));
-        }
-        // Only the configured mechanism: mail-send would otherwise try others.
-        let mut offered = caps.clone();
-        offered.auth_mechanisms = bit;
-        let credentials = MsCredentials::Plain {
-            username: creds.username.clone(),
-            secret: password.expose().to_string(),
-        };
-        let what = format!("AUTH {name}");
-        match tokio::time::timeout(
-            t.upstream_command,
-            client.authenticate(&credentials, &offered),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                // A refusal leaves the session in step: end it properly.
-                let answered = matches!(
-                    e,
-                    mail_send::Error::AuthenticationFailed(_)
-                        | mail_send::Error::UnexpectedReply(_)
-                );
-                let reason = format!("{what}: {}", ms_err(e));
-                if answered {
-                    quit(&mut client, t).await;
-                }
-                return Err((reason, true));
-            }
-            Err(_) => {
-                return Err((
-                    format!("{what}: timed out after {}s", t.upstream_command.as_secs()),
-                    true,
-                ))
-            }
-        }
+    if let (Some(creds), Some(secret)) = (&route.credentials, secret) {
+        authenticate(&mut client, &caps, creds, secret, host, route.port, t).await?;
         caps.auth_mechanisms = 0;
     }
     Ok((client, caps))
+}
+
+/// AUTH with the route's mechanism and nothing else: offering a weaker one
+/// than configured would be a silent downgrade.
+async fn authenticate(
+    client: &mut SmtpClient<Box<dyn Io>>,
+    caps: &EhloResponse<String>,
+    creds: &Credentials,
+    secret: &Secretish,
+    host: &str,
+    port: u16,
+    t: &Timeouts,
+) -> Result<(), (String, Failure)> {
+    let (bit, name) = match creds.mechanism {
+        AuthMechanism::Plain => (AUTH_PLAIN, "PLAIN"),
+        AuthMechanism::Login => (AUTH_LOGIN, "LOGIN"),
+        AuthMechanism::XOAuth2 => (AUTH_XOAUTH2, "XOAUTH2"),
+        AuthMechanism::OAuthBearer => (AUTH_OAUTHBEARER, "OAUTHBEARER"),
+    };
+    if caps.auth_mechanisms & bit == 0 {
+        quit(client, t).await;
+        return Err((
+            format!("server does not offer AUTH {name}"),
+            Failure::AuthRejected,
+        ));
+    }
+    match secret {
+        Secretish::Token(bearer) => {
+            let mech = match creds.mechanism {
+                AuthMechanism::OAuthBearer => sasl::Mechanism::OAuthBearer,
+                _ => sasl::Mechanism::XOAuth2,
+            };
+            match sasl::authenticate(
+                client,
+                mech,
+                &bearer.user,
+                bearer.token.expose(),
+                host,
+                port,
+                t.upstream_command,
+            )
+            .await
+            {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    if e.in_step {
+                        quit(client, t).await;
+                    }
+                    // A 4xx (454 "temporary authentication failure") is the
+                    // server's trouble, not a refusal of the token.
+                    let kind = if e.rejected {
+                        Failure::AuthRejected
+                    } else {
+                        Failure::Other
+                    };
+                    Err((e.reason, kind))
+                }
+            }
+        }
+        Secretish::Password(password) => {
+            // Only the configured mechanism: mail-send would otherwise try others.
+            let mut offered = caps.clone();
+            offered.auth_mechanisms = bit;
+            let credentials = MsCredentials::Plain {
+                username: creds.username.clone(),
+                secret: password.expose().to_string(),
+            };
+            let what = format!("AUTH {name}");
+            match tokio::time::timeout(
+                t.upstream_command,
+                client.authenticate(&credentials, &offered),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => {
+                    // A refusal leaves the session in step: end it properly.
+                    let answered = matches!(
+                        e,
+                        mail_send::Error::AuthenticationFailed(_)
+                            | mail_send::Error::UnexpectedReply(_)
+                    );
+                    let reason = format!("{what}: {}", ms_err(e));
+                    if answered {
+                        quit(client, t).await;
+                    }
+                    Err((reason, Failure::AuthRejected))
+                }
+                Err(_) => Err((
+                    format!("{what}: timed out after {}s", t.upstream_command.as_secs()),
+                    Failure::Other,
+                )),
+            }
+        }
+    }
 }
 
 /// Ends a session being given up while it is still in step with the server:
@@ -269,14 +401,17 @@ async fn quit<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<T>, t: 
 async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
     t: &Timeouts,
-) -> Result<(), (String, bool)> {
+) -> Result<(), (String, Failure)> {
     let reply = within(t.greeting, "greeting", client.read())
         .await
-        .map_err(|e| (e, false))?;
+        .map_err(|e| (e, Failure::Other))?;
     if reply.code != 220 {
         // RFC 5321 3.1: after a 554 greeting the client sends QUIT.
         quit(client, t).await;
-        return Err((format!("greeting: {}", outcome::reply_text(&reply)), false));
+        return Err((
+            format!("greeting: {}", outcome::reply_text(&reply)),
+            Failure::Other,
+        ));
     }
     Ok(())
 }
@@ -286,11 +421,11 @@ async fn tls_handshake(
     name: rustls::pki_types::ServerName<'static>,
     tcp: TcpStream,
     limit: Duration,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, (String, bool)> {
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, (String, Failure)> {
     match tokio::time::timeout(limit, connector.connect(name, tcp)).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err((format!("TLS handshake failed: {e}"), false)),
-        Err(_) => Err(("TLS handshake timed out".into(), false)),
+        Ok(Err(e)) => Err((format!("TLS handshake failed: {e}"), Failure::Other)),
+        Err(_) => Err(("TLS handshake timed out".into(), Failure::Other)),
     }
 }
 
