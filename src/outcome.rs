@@ -11,6 +11,9 @@ pub enum Outcome {
     Sent { reply: String },
     /// Try again later: a 4xx, a timeout, a dropped connection, a local problem.
     Deferred { reason: String },
+    /// Try again later, and do not count it against the message: the trouble is
+    /// ours (no OAuth2 token to be had), so it must never end in a bounce.
+    Waiting { reason: String },
     /// Permanent failure: the recipient is bounced back to the sender.
     Bounced {
         /// RFC 3463 status for the DSN, e.g. `5.1.1`.
@@ -40,7 +43,7 @@ impl Outcome {
     pub fn status_word(&self) -> &'static str {
         match self {
             Outcome::Sent { .. } => "sent",
-            Outcome::Deferred { .. } => "deferred",
+            Outcome::Deferred { .. } | Outcome::Waiting { .. } => "deferred",
             Outcome::Bounced { .. } => "bounced",
         }
     }
@@ -48,7 +51,7 @@ impl Outcome {
     pub fn detail(&self) -> &str {
         match self {
             Outcome::Sent { reply } => reply,
-            Outcome::Deferred { reason } => reason,
+            Outcome::Deferred { reason } | Outcome::Waiting { reason } => reason,
             Outcome::Bounced { reason, .. } => reason,
         }
     }

@@ -194,15 +194,19 @@ impl Validator<'_> {
                 });
                 let credentials = self.credentials(&name, &r, here.clone(), base, sources);
                 if tls == TlsMode::None {
-                    if credentials.is_some() || r.username.is_some() {
+                    let all_loopback = hosts.iter().all(|h| is_loopback_host(h));
+                    // Over loopback nobody but root can listen in; a local
+                    // stunnel or a test peer may take credentials in clear, but
+                    // only when the operator says so.
+                    let local_ok = all_loopback && r.allow_plaintext == Some(true);
+                    if (credentials.is_some() || r.username.is_some()) && !local_ok {
                         self.problem(
                             here.clone(),
                             format!(
-                                "route {name:?}: tls = \"none\" with credentials would send the password in clear text"
+                                "route {name:?}: tls = \"none\" with credentials would send them in clear text (allowed only to loopback hosts with allow_plaintext = true)"
                             ),
                         );
                     }
-                    let all_loopback = hosts.iter().all(|h| is_loopback_host(h));
                     if !all_loopback && r.allow_plaintext != Some(true) {
                         self.problem(
                             here.clone(),

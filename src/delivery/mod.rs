@@ -331,7 +331,12 @@ impl Relay {
                         );
                     }
                     let relay = e.relay.unwrap_or_else(|| "none".into());
-                    return Ok((vec![Outcome::deferred(e.reason); rcpts.len()], relay, None));
+                    let o = if e.kind == Failure::TokenUnavailable {
+                        Outcome::Waiting { reason: e.reason }
+                    } else {
+                        Outcome::deferred(e.reason)
+                    };
+                    return Ok((vec![o; rcpts.len()], relay, None));
                 }
             }
         }

@@ -5,6 +5,10 @@ use crate::outcome::Outcome;
 use crate::queue::{Envelope, State};
 use crate::retry::{Retry, Schedule};
 
+/// Retry interval for a [`Outcome::Waiting`] recipient whose schedule has run
+/// out: exim's final interval.
+const WAITING_RETRY: u64 = 6 * 3600;
+
 /// A recipient that has just failed for good, for the bounce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed {
@@ -49,6 +53,19 @@ pub fn apply(
                     reason: reason.clone(),
                     diagnostic: diagnostic.clone(),
                 });
+            }
+            Outcome::Waiting { reason } => {
+                // The schedule as if the message had failed first now, without
+                // recording a first failure: this wait is not on its clock.
+                let previous = r.last_interval.map(std::time::Duration::from_secs);
+                let first = r.first_failure.unwrap_or(now);
+                let interval = match schedule.next(first, now, previous) {
+                    Retry::At { interval, .. } => interval.as_secs(),
+                    Retry::GiveUp => r.last_interval.unwrap_or(WAITING_RETRY),
+                };
+                r.state = State::Deferred;
+                r.next_attempt = now.saturating_add(interval.max(1));
+                r.last_error = Some(reason.clone());
             }
             Outcome::Deferred { reason } => {
                 let first = *r.first_failure.get_or_insert(now);
@@ -159,5 +176,39 @@ mod tests {
         assert!(failed[0].reason.contains("451 b"));
         assert_eq!(e.recipients[0].attempts, 2);
         assert!(e.is_finished());
+    }
+
+    #[test]
+    fn waiting_never_bounces_and_keeps_the_clock() {
+        let schedule: Schedule = "F,10s,5s".parse().unwrap();
+        let mut e = env(1);
+        // Long past the cutoff, a wait for a token still does not bounce.
+        for now in [0, 100, 10_000] {
+            let failed = apply(
+                &mut e,
+                &[0],
+                &[Outcome::Waiting {
+                    reason: "no OAuth2 token".into(),
+                }],
+                None,
+                &schedule,
+                now,
+            );
+            assert!(failed.is_empty());
+            assert_eq!(e.recipients[0].state, State::Deferred);
+            assert!(e.recipients[0].next_attempt > now);
+            assert_eq!(e.recipients[0].first_failure, None);
+        }
+        // A real failure afterwards starts the clock then, not at the first wait.
+        apply(
+            &mut e,
+            &[0],
+            &[Outcome::deferred("451 later")],
+            None,
+            &schedule,
+            20_000,
+        );
+        assert_eq!(e.recipients[0].first_failure, Some(20_000));
+        assert_eq!(e.recipients[0].state, State::Deferred);
     }
 }

@@ -1,29 +1,1065 @@
-//! (placeholder with the API of the external token sources; being written)
+//! Access tokens that something outside smarthost keeps fresh.
+//!
+//! Many sites already run a program that owns the OAuth2 refresh token (a
+//! mail client's helper, a password manager, a sync daemon). Rather than make
+//! the operator hand that refresh token to smarthost too, which would give two
+//! programs racing to rotate the same grant, smarthost can ask the existing
+//! owner for a current access token. Four ways of asking are supported, each
+//! matching a convention that existing tools already speak:
+//!
+//! * **command** – msmtp's `passwordeval`: run a program (directly, no shell,
+//!   so no quoting surprises) and take its standard output as the token.
+//! * **file** – a helper writes the token to a file. A cheap [`stamp`] of the
+//!   file lets the caller notice a rewrite without reading the token again.
+//! * **socket** – cloud_mdir_sync's credential server: connect to its UNIX
+//!   socket, send `SMTP <user>`, half-close (the server reads the request up
+//!   to end of file), and read back the ready XOAUTH2 string
+//!   `user=<u>\x01auth=Bearer <token>\x01\x01`, possibly base64-encoded.
+//! * **http** – EmailEngine's authentication server: `GET <url>` with
+//!   `account=<id>&proto=smtp` appended, answered by JSON
+//!   `{"user": ..., "accessToken": ...}`. Credentials for that server travel in
+//!   the URL's userinfo and are sent as HTTP Basic authentication, which makes
+//!   the configured URL itself a secret; [`redact_url`] gives the printable form.
+//!
+//! Failures are split the way the queue needs them: [`TokenError::Temporary`]
+//! when asking again later may work (a daemon restarting, a timeout, a server
+//! error), [`TokenError::Dead`] when the operator has to change something (a
+//! missing program or file, refused credentials, a reply that is not a
+//! token). Error texts name the source and what went wrong, and never carry
+//! anything that may hold a token: a command's standard output, a socket
+//! reply, an HTTP body or URL credentials. A failing command's standard error
+//! is shown, shortened to one line, because that is where it explains itself.
+
+use std::fmt::Display;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
+
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use url::Url;
 
 use super::{Bearer, TokenError};
 use crate::config::Secret;
 
+/// Largest command output, file, socket reply or HTTP body accepted. Real
+/// tokens are a few KiB at most (Microsoft's run to ~2.5 KiB); the cap only
+/// stops a misconfigured source from filling memory.
+const MAX_REPLY: usize = 64 * 1024;
+
+/// How much of a failing command's stderr is kept, and how much is shown.
+const STDERR_KEPT: usize = 4096;
+const STDERR_SHOWN: usize = 200;
+
+/// A fingerprint of a token file: when it differs from the last one, the file
+/// was rewritten and the token should be read again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileStamp(u64);
-pub async fn command(_argv: &[String], _timeout: Duration) -> Result<Secret, TokenError> {
-    Err(TokenError::Dead("todo".into()))
+pub struct FileStamp {
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ino: u64,
+    dev: u64,
 }
-pub async fn file(_path: &Path) -> Result<(Secret, FileStamp), TokenError> {
-    Err(TokenError::Dead("todo".into()))
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
 }
-pub fn stamp(_path: &Path) -> Option<FileStamp> {
-    None
+
+/// Runs `argv` (no shell) and returns its standard output, trimmed, as the token.
+pub async fn command(argv: &[String], timeout: Duration) -> Result<Secret, TokenError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(TokenError::Dead("command: no program given".into()));
+    };
+    let source = format!("command {program}");
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Dropping the child on timeout (or when our caller gives up) must not
+        // leave a stuck helper behind.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| spawn_error(&source, e))?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let run = async {
+        // Each pipe is moved into its reader so it is closed as soon as that
+        // reader stops: a command printing more than the cap then gets EPIPE
+        // instead of blocking until the timeout.
+        let out = async move {
+            match stdout {
+                Some(pipe) => read_capped(pipe, MAX_REPLY).await,
+                None => Ok((Vec::new(), false)),
+            }
+        };
+        let err = async move {
+            match stderr {
+                Some(pipe) => read_stderr(pipe).await,
+                None => Vec::new(),
+            }
+        };
+        let (out, err) = tokio::join!(out, err);
+        (out, err, child.wait().await)
+    };
+    let (out, err, status) = match tokio::time::timeout(timeout, run).await {
+        Ok(done) => done,
+        Err(_) => {
+            return Err(temporary(
+                &source,
+                format!(
+                    "no answer within {}, killed",
+                    humantime::format_duration(timeout)
+                ),
+            ))
+        }
+    };
+    let (out, too_long) =
+        out.map_err(|e| temporary(&source, format!("reading its output: {e}")))?;
+    if too_long {
+        return Err(dead(&source, "printed more than 64 KiB, not a token"));
+    }
+    let status = status.map_err(|e| temporary(&source, format!("waiting for it: {e}")))?;
+    if !status.success() {
+        let how = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "failed".to_string(),
+        };
+        let stderr = one_line(&err, STDERR_SHOWN);
+        return Err(if stderr.is_empty() {
+            temporary(&source, how)
+        } else {
+            temporary(&source, format!("{how}: {stderr}"))
+        });
+    }
+    token_from(&source, &out).map(Secret::new)
 }
-pub async fn socket(_path: &Path, _user: &str, _timeout: Duration) -> Result<Bearer, TokenError> {
-    Err(TokenError::Dead("todo".into()))
+
+/// Reads the token from `path`, with the stamp of the file it was read from.
+pub async fn file(path: &Path) -> Result<(Secret, FileStamp), TokenError> {
+    let source = format!("file {}", path.display());
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| file_error(&source, e))?;
+    // Stamp the open file rather than the path, so the stamp belongs to the
+    // contents we read even if the file is replaced meanwhile.
+    let meta = file.metadata().await.map_err(|e| file_error(&source, e))?;
+    if !meta.is_file() {
+        // A FIFO or device would block or never end.
+        return Err(dead(&source, "is not a regular file"));
+    }
+    let stamp = FileStamp::of(&meta);
+    let (bytes, too_long) = read_capped(file, MAX_REPLY)
+        .await
+        .map_err(|e| file_error(&source, e))?;
+    if too_long {
+        return Err(dead(&source, "is larger than 64 KiB, not a token"));
+    }
+    let token = token_from(&source, &bytes)?;
+    Ok((Secret::new(token), stamp))
 }
+
+/// The current stamp of `path`, or `None` if it cannot be examined. Only the
+/// metadata is read, so this is cheap enough to call before every use.
+pub fn stamp(path: &Path) -> Option<FileStamp> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|meta| FileStamp::of(&meta))
+}
+
+/// Asks a cloud_mdir_sync credential server listening on `path` for `user`'s token.
+pub async fn socket(path: &Path, user: &str, timeout: Duration) -> Result<Bearer, TokenError> {
+    let source = format!("socket {}", path.display());
+    if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // The request is one line of space-separated words.
+        return Err(dead(
+            &source,
+            format!("user {user:?} cannot be asked for: it must be one word"),
+        ));
+    }
+    let ask = async {
+        let mut stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| connect_error(&source, e))?;
+        stream
+            .write_all(format!("SMTP {user}\n").as_bytes())
+            .await
+            .map_err(|e| temporary(&source, format!("sending the request: {e}")))?;
+        // The server reads the request until end of file before it answers.
+        stream
+            .shutdown()
+            .await
+            .map_err(|e| temporary(&source, format!("sending the request: {e}")))?;
+        read_reply_line(&mut stream)
+            .await
+            .map_err(|e| temporary(&source, format!("reading the reply: {e}")))
+    };
+    let (reply, too_long) = match tokio::time::timeout(timeout, ask).await {
+        Ok(done) => done?,
+        Err(_) => {
+            return Err(temporary(
+                &source,
+                format!("no reply within {}", humantime::format_duration(timeout)),
+            ))
+        }
+    };
+    if too_long {
+        return Err(dead(&source, "reply is longer than 64 KiB"));
+    }
+    let reply = reply.trim_ascii();
+    if reply.is_empty() {
+        // cloud_mdir_sync closes without a word for an account it does not
+        // manage; for one it manages it waits until it has a token.
+        return Err(dead(
+            &source,
+            format!("no token for {user} (is the account configured in its CredentialServer?)"),
+        ));
+    }
+    let (reply_user, token) = parse_xoauth2(reply)
+        .or_else(|| {
+            let decoded = BASE64_LENIENT.decode(reply).ok()?;
+            parse_xoauth2(decoded.trim_ascii())
+        })
+        .ok_or_else(|| {
+            dead(
+                &source,
+                "reply is not an XOAUTH2 string (user=...\\x01auth=Bearer ...\\x01\\x01)",
+            )
+        })?;
+    let token = token_from(&source, &token)?;
+    Ok(Bearer {
+        user: reply_user,
+        token: Secret::new(token),
+        expires_at: None,
+    })
+}
+
+/// Asks an EmailEngine-style authentication server at `url` for `account`'s token.
 pub async fn http(
-    _client: &reqwest::Client,
-    _url: &Secret,
-    _account: &str,
-    _timeout: Duration,
+    client: &reqwest::Client,
+    url: &Secret,
+    account: &str,
+    timeout: Duration,
 ) -> Result<Bearer, TokenError> {
-    Err(TokenError::Dead("todo".into()))
+    let source = format!("http {}", redact_url(url.expose()));
+    // url's parse errors describe the problem without quoting the input.
+    let mut target =
+        Url::parse(url.expose()).map_err(|e| dead(&source, format!("not a valid URL: {e}")))?;
+    if !matches!(target.scheme(), "http" | "https") {
+        return Err(dead(&source, "only http and https URLs are supported"));
+    }
+    // Taken out of the URL by hand (reqwest would do it too) so that the
+    // credentials can never reach an error's URL, and go in a header that
+    // reqwest marks as sensitive.
+    let login = percent_decode(target.username());
+    let password = target.password().map(percent_decode);
+    let has_credentials = !login.is_empty() || password.is_some();
+    // Cannot fail: http(s) URLs always have a host.
+    let _ = target.set_username("");
+    let _ = target.set_password(None);
+    target
+        .query_pairs_mut()
+        .append_pair("account", account)
+        .append_pair("proto", "smtp");
+    let mut request = client
+        .get(target)
+        .header(reqwest::header::ACCEPT, "application/json");
+    if has_credentials {
+        request = request.basic_auth(login, password);
+    }
+    let ask = async {
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| request_error(&source, e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(status_error(&source, status));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| request_error(&source, e))?
+        {
+            if body.len() + chunk.len() > MAX_REPLY {
+                return Err(dead(&source, "reply is longer than 64 KiB"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    let body = match tokio::time::timeout(timeout, ask).await {
+        Ok(done) => done?,
+        Err(_) => {
+            return Err(temporary(
+                &source,
+                format!("no reply within {}", humantime::format_duration(timeout)),
+            ))
+        }
+    };
+    // serde_json's messages can quote the offending value, which may be the
+    // token, so only the fact of the failure is reported.
+    let reply: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|_| dead(&source, "reply is not JSON"))?;
+    let token = reply
+        .get("accessToken")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| dead(&source, "reply has no accessToken"))?;
+    let token = token_from(&source, token.as_bytes())?;
+    let user = reply
+        .get("user")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| dead(&source, "reply has no user"))?;
+    if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // It goes into the XOAUTH2 string, where \x01 is a separator.
+        return Err(dead(&source, "reply has a user that is not one word"));
+    }
+    Ok(Bearer {
+        user: user.to_string(),
+        token: Secret::new(token),
+        expires_at: None,
+    })
+}
+
+/// `url` without its userinfo, fit for logs and `check` output.
+pub fn redact_url(url: &str) -> String {
+    if let Ok(mut parsed) = Url::parse(url) {
+        // Both fail only for URLs that cannot carry userinfo anyway.
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        return parsed.to_string();
+    }
+    // Unparseable: still cut anything before an '@' in the authority, which
+    // is where credentials would be.
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..start], &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+fn temporary(source: &str, what: impl Display) -> TokenError {
+    TokenError::Temporary(format!("{source}: {what}"))
+}
+
+fn dead(source: &str, what: impl Display) -> TokenError {
+    TokenError::Dead(format!("{source}: {what}"))
+}
+
+/// Checks that `raw`, trimmed, is one line of visible ASCII: anything else in
+/// an AUTH command would be rejected at best and smuggle protocol at worst.
+fn token_from(source: &str, raw: &[u8]) -> Result<String, TokenError> {
+    let token = raw.trim_ascii();
+    if token.is_empty() {
+        return Err(dead(source, "returned an empty token"));
+    }
+    if !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(dead(source, "returned something that is not a token"));
+    }
+    String::from_utf8(token.to_vec())
+        .map_err(|_| dead(source, "returned something that is not a token"))
+}
+
+/// Splits `user=<u>\x01auth=Bearer <token>\x01\x01` into user and token.
+fn parse_xoauth2(raw: &[u8]) -> Option<(String, Vec<u8>)> {
+    let rest = raw.strip_prefix(b"user=")?.strip_suffix(b"\x01\x01")?;
+    let split = rest.iter().position(|&b| b == 0x01)?;
+    let (user, auth) = (&rest[..split], &rest[split + 1..]);
+    let auth = auth.strip_prefix(b"auth=")?;
+    let space = auth.iter().position(|&b| b == b' ')?;
+    let (scheme, token) = (&auth[..space], &auth[space + 1..]);
+    // cloud_mdir_sync copies the provider's token_type, whose case varies.
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let user = std::str::from_utf8(user).ok()?;
+    if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    Some((user.to_string(), token.to_vec()))
+}
+
+/// Some helpers hand out the XOAUTH2 string already base64-encoded for the
+/// AUTH command, with or without padding.
+const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Reads at most `cap` bytes; the flag says whether there was more.
+async fn read_capped<R: AsyncRead + Unpin>(
+    reader: R,
+    cap: usize,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut buf = Vec::new();
+    reader.take(cap as u64 + 1).read_to_end(&mut buf).await?;
+    let too_long = buf.len() > cap;
+    buf.truncate(cap);
+    Ok((buf, too_long))
+}
+
+/// Reads up to end of file or the first newline, at most [`MAX_REPLY`] bytes.
+async fn read_reply_line<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok((reply, false));
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        if let Some(newline) = reply.iter().position(|&b| b == b'\n') {
+            reply.truncate(newline);
+            return Ok((reply, false));
+        }
+        if reply.len() > MAX_REPLY {
+            return Ok((reply, true));
+        }
+    }
+}
+
+/// Keeps the start of stderr and drains the rest, so that a chatty command
+/// does not block on a full pipe.
+async fn read_stderr<R: AsyncRead + Unpin>(mut reader: R) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = reader.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        let room = STDERR_KEPT.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..n.min(room)]);
+    }
+    kept
+}
+
+/// Diagnostic text folded onto one line and cut to `max` characters.
+fn one_line(raw: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(raw).replace(|c: char| c.is_control(), " ");
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut cut: String = text.chars().take(max).collect();
+    cut.push('…');
+    cut
+}
+
+fn spawn_error(source: &str, e: std::io::Error) -> TokenError {
+    const ENOEXEC: i32 = 8;
+    match e.kind() {
+        ErrorKind::NotFound => dead(source, "not found"),
+        ErrorKind::PermissionDenied => dead(source, "not executable (permission denied)"),
+        _ if e.raw_os_error() == Some(ENOEXEC) => dead(source, format!("cannot be run: {e}")),
+        // Out of processes or memory: may well pass.
+        _ => temporary(source, format!("cannot be started: {e}")),
+    }
+}
+
+fn file_error(source: &str, e: std::io::Error) -> TokenError {
+    match e.kind() {
+        ErrorKind::NotFound => dead(source, "does not exist"),
+        ErrorKind::PermissionDenied => dead(source, "cannot be read (permission denied)"),
+        ErrorKind::NotADirectory | ErrorKind::IsADirectory => dead(source, e),
+        // I/O errors, a stale NFS handle: worth another try.
+        _ => temporary(source, e),
+    }
+}
+
+fn connect_error(source: &str, e: std::io::Error) -> TokenError {
+    match e.kind() {
+        // The daemon may be restarting: its socket is gone or not yet listening.
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => temporary(
+            source,
+            format!("nobody is listening ({e}); is the credential server running?"),
+        ),
+        ErrorKind::PermissionDenied => dead(
+            source,
+            "permission denied; smarthost's user needs write access to the socket",
+        ),
+        _ => temporary(source, e),
+    }
+}
+
+fn status_error(source: &str, status: reqwest::StatusCode) -> TokenError {
+    match status.as_u16() {
+        401 | 403 => dead(source, format!("credentials refused ({status})")),
+        404 => dead(source, format!("unknown account or wrong URL ({status})")),
+        408 | 429 | 500..=599 => temporary(source, format!("server answered {status}")),
+        _ => dead(source, format!("unexpected answer {status}")),
+    }
+}
+
+fn request_error(source: &str, e: reqwest::Error) -> TokenError {
+    // The URL carries no credentials any more, but may have been redirected
+    // somewhere we never redacted.
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    if e.is_builder() || e.is_redirect() {
+        dead(source, text)
+    } else {
+        temporary(source, text)
+    }
+}
+
+/// Decodes `%XX` escapes in URL userinfo; invalid escapes are kept as written.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |j: usize| bytes.get(j).and_then(|&b| (b as char).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose;
+    use std::time::Instant;
+    use tokio::net::{TcpListener, UnixListener};
+
+    const TOKEN: &str = "ya29.a0AfH6SMC-secret_token~xyz";
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn is_dead(r: &TokenError) -> bool {
+        matches!(r, TokenError::Dead(_))
+    }
+
+    // ---- command ----
+
+    #[tokio::test]
+    async fn command_returns_trimmed_stdout() {
+        let got = command(
+            &argv(&["sh", "-c", &format!("echo '  {TOKEN}  '; echo noise >&2")]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.expose(), TOKEN);
+    }
+
+    #[tokio::test]
+    async fn command_nonzero_exit_is_temporary_with_stderr_not_stdout() {
+        let err = command(
+            &argv(&[
+                "sh",
+                "-c",
+                &format!("echo {TOKEN}; printf 'vault is\\nlocked\\n' >&2; exit 3"),
+            ]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+        let TokenError::Temporary(text) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            text.starts_with("command sh: exited with status 3"),
+            "{text}"
+        );
+        assert!(text.ends_with("vault is locked"), "{text}");
+        assert!(!text.contains(TOKEN), "{text}");
+    }
+
+    #[tokio::test]
+    async fn command_stderr_is_cut_to_one_short_line() {
+        let err = command(
+            &argv(&[
+                "sh",
+                "-c",
+                "head -c 5000 /dev/zero | tr '\\0' x >&2; exit 1",
+            ]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.chars().count() < 260, "{}", text.len());
+        assert!(!text.contains('\n'));
+    }
+
+    #[tokio::test]
+    async fn command_timeout_is_temporary_and_fast() {
+        let started = Instant::now();
+        let err = command(&argv(&["sleep", "5"]), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TokenError::Temporary(_)), "{err:?}");
+        assert!(err.to_string().contains("200ms"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn command_not_found_is_dead() {
+        let err = command(
+            &argv(&["/nonexistent/token-helper", "x"]),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err,
+            TokenError::Dead("command /nonexistent/token-helper: not found".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn command_not_executable_is_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("helper");
+        std::fs::write(&path, "#!/bin/sh\necho tok\n").unwrap();
+        let err = command(&[path.display().to_string()], Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(is_dead(&err), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn command_empty_argv_is_dead() {
+        assert!(is_dead(
+            &command(&[], Duration::from_secs(1)).await.unwrap_err()
+        ));
+    }
+
+    #[tokio::test]
+    async fn command_output_that_is_not_a_token_is_dead() {
+        for script in ["true", "printf 'two\\nlines\\n'", "echo 'has space'"] {
+            let err = command(&argv(&["sh", "-c", script]), Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(is_dead(&err), "{script}: {err:?}");
+            assert!(!err.to_string().contains("lines"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn command_huge_output_is_dead() {
+        let err = command(
+            &argv(&["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x"]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+        assert!(is_dead(&err), "{err:?}");
+    }
+
+    // ---- file ----
+
+    #[tokio::test]
+    async fn file_reads_token_and_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+        let (token, stamp_read) = file(&path).await.unwrap();
+        assert_eq!(token.expose(), TOKEN);
+        assert_eq!(stamp(&path), Some(stamp_read));
+    }
+
+    #[tokio::test]
+    async fn file_missing_is_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent");
+        let err = file(&path).await.unwrap_err();
+        assert_eq!(
+            err,
+            TokenError::Dead(format!("file {}: does not exist", path.display()))
+        );
+        assert_eq!(stamp(&path), None);
+    }
+
+    #[tokio::test]
+    async fn file_empty_or_directory_is_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(is_dead(&file(&path).await.unwrap_err()));
+        assert!(is_dead(&file(dir.path()).await.unwrap_err()));
+    }
+
+    #[tokio::test]
+    async fn stamp_changes_when_file_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let first = stamp(&path).unwrap();
+        assert_eq!(stamp(&path), Some(first.clone()));
+
+        // In place, different length.
+        std::fs::write(&path, "second-token\n").unwrap();
+        let second = stamp(&path).unwrap();
+        assert_ne!(first, second);
+
+        // Replaced by rename with the same length: a new inode.
+        let tmp = dir.path().join("token.tmp");
+        std::fs::write(&tmp, "second-tokeX\n").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let third = stamp(&path).unwrap();
+        assert_ne!(second, third);
+        let (token, read_stamp) = file(&path).await.unwrap();
+        assert_eq!(token.expose(), "second-tokeX");
+        assert_eq!(read_stamp, third);
+    }
+
+    // ---- socket ----
+
+    /// One-shot credential server: reads the request to end of file like
+    /// cloud_mdir_sync, answers `reply`, and hands back what it received.
+    fn credential_server(
+        dir: &Path,
+        reply: Vec<u8>,
+    ) -> (std::path::PathBuf, tokio::task::JoinHandle<Vec<u8>>) {
+        let path = dir.join("cms.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            conn.read_to_end(&mut request).await.unwrap();
+            conn.write_all(&reply).await.unwrap();
+            request
+        });
+        (path, server)
+    }
+
+    fn xoauth2(user: &str, token: &str) -> String {
+        format!("user={user}\x01auth=Bearer {token}\x01\x01")
+    }
+
+    #[tokio::test]
+    async fn socket_returns_bearer() {
+        let dir = tempfile::tempdir().unwrap();
+        let reply = format!("{}\n", xoauth2("user@example.com", TOKEN));
+        let (path, server) = credential_server(dir.path(), reply.into_bytes());
+        let bearer = socket(&path, "user@example.com", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap(), b"SMTP user@example.com\n");
+        assert_eq!(bearer.user, "user@example.com");
+        assert_eq!(bearer.token.expose(), TOKEN);
+        assert_eq!(bearer.expires_at, None);
+    }
+
+    #[tokio::test]
+    async fn socket_accepts_base64_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let encoded = general_purpose::STANDARD.encode(xoauth2("user@example.com", TOKEN));
+        let (path, server) = credential_server(dir.path(), encoded.into_bytes());
+        let bearer = socket(&path, "user@example.com", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap(), b"SMTP user@example.com\n");
+        assert_eq!(bearer.user, "user@example.com");
+        assert_eq!(bearer.token.expose(), TOKEN);
+    }
+
+    #[tokio::test]
+    async fn socket_malformed_reply_is_dead_without_echo() {
+        for reply in [
+            format!("auth=Bearer {TOKEN}\x01\x01"),
+            format!("user=user@example.com\x01auth=Basic {TOKEN}\x01\x01"),
+            format!("user=user@example.com\x01auth=Bearer {TOKEN} x\x01\x01"),
+            format!("{TOKEN}\n"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, _server) = credential_server(dir.path(), reply.clone().into_bytes());
+            let err = socket(&path, "user@example.com", Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(is_dead(&err), "{reply:?}: {err:?}");
+            assert!(!err.to_string().contains(TOKEN), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn socket_empty_reply_is_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _server) = credential_server(dir.path(), Vec::new());
+        let err = socket(&path, "other@example.com", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(is_dead(&err), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn socket_without_listener_is_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        // No socket file at all.
+        let err = socket(
+            &dir.path().join("absent.sock"),
+            "user@example.com",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, TokenError::Temporary(_)), "{err:?}");
+        // A socket file left behind by a daemon that has exited.
+        let path = dir.path().join("stale.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        let err = socket(&path, "user@example.com", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TokenError::Temporary(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn socket_silent_server_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slow.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let _server = tokio::spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(conn);
+        });
+        let err = socket(&path, "user@example.com", Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TokenError::Temporary(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn socket_refuses_user_with_whitespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = socket(
+            &dir.path().join("cms.sock"),
+            "a@b\nSMTP c@d",
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(is_dead(&err), "{err:?}");
+    }
+
+    // ---- http ----
+
+    /// One-shot HTTP server: hands back the request head it received and
+    /// answers with `status` and `body`.
+    async fn http_server(
+        status: &'static str,
+        body: String,
+    ) -> (u16, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&chunk[..n]);
+            }
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(response.as_bytes()).await.unwrap();
+            let _ = conn.shutdown().await;
+            String::from_utf8(head).unwrap()
+        });
+        (port, server)
+    }
+
+    fn client() -> reqwest::Client {
+        // Plain http needs no roots; no_proxy keeps a proxy from the
+        // environment out of loopback tests.
+        reqwest::Client::builder().no_proxy().build().unwrap()
+    }
+
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    #[tokio::test]
+    async fn http_returns_bearer_and_sends_basic_auth() {
+        let body = format!(r#"{{"user":"user@example.com","accessToken":"{TOKEN}","x":1}}"#);
+        let (port, server) = http_server("200 OK", body).await;
+        let url = Secret::new(format!(
+            "http://admin:pa%40ss@127.0.0.1:{port}/auth/token?region=eu"
+        ));
+        let bearer = http(&client(), &url, "acct-1", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(bearer.user, "user@example.com");
+        assert_eq!(bearer.token.expose(), TOKEN);
+        assert_eq!(bearer.expires_at, None);
+
+        let head = server.await.unwrap();
+        let request_line = head.lines().next().unwrap();
+        assert_eq!(
+            request_line,
+            "GET /auth/token?region=eu&account=acct-1&proto=smtp HTTP/1.1"
+        );
+        let expected = format!("Basic {}", general_purpose::STANDARD.encode("admin:pa@ss"));
+        assert_eq!(header(&head, "authorization"), Some(expected.as_str()));
+    }
+
+    #[tokio::test]
+    async fn http_without_credentials_sends_no_authorization() {
+        let body = format!(r#"{{"user":"u@example.com","accessToken":"{TOKEN}"}}"#);
+        let (port, server) = http_server("200 OK", body).await;
+        let url = Secret::new(format!("http://127.0.0.1:{port}/"));
+        http(&client(), &url, "a b&c", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let head = server.await.unwrap();
+        assert!(
+            head.starts_with("GET /?account=a+b%26c&proto=smtp HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert_eq!(header(&head, "authorization"), None);
+    }
+
+    #[tokio::test]
+    async fn http_401_is_dead_and_leaks_nothing() {
+        let body = format!(r#"{{"error":"bad","accessToken":"{TOKEN}"}}"#);
+        let (port, _server) = http_server("401 Unauthorized", body).await;
+        let url = Secret::new(format!("http://admin:hunter2@127.0.0.1:{port}/auth"));
+        let err = http(&client(), &url, "acct", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        let TokenError::Dead(text) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            text.starts_with(&format!("http http://127.0.0.1:{port}/auth: ")),
+            "{text}"
+        );
+        assert!(text.contains("401"), "{text}");
+        assert!(!text.contains(TOKEN) && !text.contains("hunter2") && !text.contains("admin"));
+    }
+
+    #[tokio::test]
+    async fn http_503_is_temporary() {
+        let (port, _server) = http_server("503 Service Unavailable", "{}".into()).await;
+        let url = Secret::new(format!("http://admin:hunter2@127.0.0.1:{port}/auth"));
+        let err = http(&client(), &url, "acct", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TokenError::Temporary(_)), "{err:?}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn http_bad_replies_are_dead_and_leak_nothing() {
+        for body in [
+            format!(r#"{{"user":"u@example.com","token":"{TOKEN}"}}"#),
+            format!(r#"{{"user":"u@example.com","accessToken":["{TOKEN}"]}}"#),
+            format!(r#"{{"accessToken":"{TOKEN}"}}"#),
+            format!(r#"{{"user":"u@example.com","accessToken":"{TOKEN} x"}}"#),
+            format!("not json {TOKEN}"),
+        ] {
+            let (port, _server) = http_server("200 OK", body.clone()).await;
+            let url = Secret::new(format!("http://admin:hunter2@127.0.0.1:{port}/"));
+            let err = http(&client(), &url, "acct", Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(is_dead(&err), "{body}: {err:?}");
+            let text = err.to_string();
+            assert!(!text.contains(TOKEN) && !text.contains("hunter2"), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn http_unreachable_or_silent_is_temporary() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = Secret::new(format!("http://admin:hunter2@127.0.0.1:{port}/"));
+        let err = http(&client(), &url, "acct", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TokenError::Temporary(_)), "{err:?}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let _server = tokio::spawn(async move {
+            let (conn, _) = silent.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(conn);
+        });
+        let url = Secret::new(format!("http://127.0.0.1:{port}/"));
+        let started = Instant::now();
+        let err = http(&client(), &url, "acct", Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TokenError::Temporary(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn http_bad_url_is_dead_and_leaks_nothing() {
+        for url in ["ftp://admin:hunter2@host/x", "http://admin:hunter2@[::1/x"] {
+            let err = http(&client(), &Secret::new(url), "acct", Duration::from_secs(1))
+                .await
+                .unwrap_err();
+            assert!(is_dead(&err), "{url}: {err:?}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn redact_url_drops_userinfo_only() {
+        assert_eq!(
+            redact_url("http://u:p@host:8080/a/b?c=d"),
+            "http://host:8080/a/b?c=d"
+        );
+        assert_eq!(redact_url("https://user@host/"), "https://host/");
+        assert_eq!(redact_url("http://host/x"), "http://host/x");
+        // Unparseable, still redacted.
+        assert_eq!(redact_url("http://u:p@[::1/x"), "http://[::1/x");
+    }
+
+    #[test]
+    fn percent_decode_handles_escapes() {
+        assert_eq!(percent_decode("pa%40ss%2"), "pa@ss%2");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+    }
 }

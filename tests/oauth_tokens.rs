@@ -1,0 +1,409 @@
+//! XOAUTH2 delivery with tokens from every kind of source, against an in-process
+//! token endpoint and an upstream that accepts only tokens the endpoint issued:
+//! refresh and rotation across a restart, one forced refresh after a refused
+//! token, a dead grant holding the route without using up the retry time, an
+//! endpoint that is down deferring without bouncing. Every test checks that no
+//! token or secret reached the log.
+
+mod common;
+#[path = "common/oauth_peers.rs"]
+mod oauth_peers;
+#[path = "common/scripted.rs"]
+mod scripted;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{wait_for, Relay};
+use oauth_peers::{assert_no_secrets, write_state, Endpoint, Mode};
+use scripted::{reply, Cmd, ScriptedServer};
+
+const USER: &str = "app@contoso.test";
+
+fn message(tag: &str) -> Vec<u8> {
+    format!("From: <{USER}>\r\nTo: <rcpt@dst.test>\r\nSubject: {tag}\r\nMessage-ID: <{tag}@contoso.test>\r\n\r\nbody {tag}\r\n").into_bytes()
+}
+
+/// A relay whose default route authenticates with XOAUTH2 from an `oauth2`
+/// source at `ep`, with its state file in `state`.
+fn config(ep: &Endpoint, up: &ScriptedServer, state: &Path, retry: &str) -> String {
+    format!(
+        r#"retry = "{retry}"
+[timeouts]
+upstream_command = "3s"
+connect = "3s"
+idle = "1s"
+[[token_source]]
+name = "o365"
+type = "oauth2"
+provider = "generic"
+client_id = "client-1"
+token_url = "{token_url}"
+scopes = ["https://outlook.office.com/SMTP.Send", "offline_access"]
+state_file = "{state}"
+[[route]]
+name = "up"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+allow_plaintext = true
+auth = "xoauth2"
+username = "{USER}"
+token_source = "o365"
+[routing]
+default = "up"
+"#,
+        token_url = ep.url("/token"),
+        state = state.display(),
+        port = up.port(),
+    )
+}
+
+fn cli(relay: &Relay, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_smarthost"))
+        .arg(args[0])
+        .arg("--config")
+        .arg(&relay.config_path)
+        .args(&args[1..])
+        .output()
+        .expect("run smarthost");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn rotated_refresh_token_survives_restart_and_refused_token_is_refreshed_once() {
+    let ep = Endpoint::start();
+    ep.rotate.store(true, Ordering::SeqCst);
+    ep.add_refresh_token("rt-initial-7f3a9c");
+    let up = ScriptedServer::start(ep.smtp_script());
+    let sd = tempfile::tempdir().unwrap();
+    let state = sd.path().join("o365.json");
+    write_state(&state, "rt-initial-7f3a9c");
+    let mut relay = Relay::start(&config(&ep, &up, &state, "F,1m,1s"));
+
+    relay
+        .send(USER, &["rcpt@dst.test"], &message("one"))
+        .unwrap();
+    assert!(
+        relay.wait_log("status=sent", 1, Duration::from_secs(15)),
+        "{}",
+        relay.log()
+    );
+    let requests = ep.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].1.as_deref(), Some("rt-initial-7f3a9c"));
+
+    // The rotated refresh token replaced the old one on disk, privately.
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(!saved.contains("rt-initial-7f3a9c"), "{saved}");
+    let rotated = ep
+        .issued
+        .lock()
+        .unwrap()
+        .refresh_tokens
+        .iter()
+        .next()
+        .cloned()
+        .unwrap();
+    assert!(saved.contains(&rotated), "{saved}");
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The provider revokes the access token early; the relay restarts and
+    // first tries the one in the state file, is refused, refreshes once with
+    // the rotated refresh token and delivers.
+    ep.revoke_access_tokens();
+    relay.restart();
+    relay
+        .send(USER, &["rcpt@dst.test"], &message("two"))
+        .unwrap();
+    assert!(
+        relay.wait_log("status=sent", 2, Duration::from_secs(15)),
+        "{}",
+        relay.log()
+    );
+    let requests = ep.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[1].1.as_deref(), Some(rotated.as_str()));
+    let auths = ep.auths();
+    let refused = auths.iter().filter(|a| !a.2).count();
+    assert_eq!(refused, 1, "{auths:?}");
+    assert!(auths.iter().all(|a| a.0 == USER), "{auths:?}");
+    assert!(relay.log().contains("token refused"), "{}", relay.log());
+    assert_eq!(up.delivered().len(), 2);
+    assert_no_secrets(&relay.log(), &ep.secrets(), "relay log");
+}
+
+#[test]
+fn dead_grant_holds_route_without_spending_retry_time_then_resumes() {
+    let ep = Endpoint::start();
+    ep.add_refresh_token("rt-A-51c0de");
+    let rcpt_calls = Arc::new(AtomicUsize::new(0));
+    let script = ep.smtp_script();
+    let calls = rcpt_calls.clone();
+    // RCPT: 451 on the 1st and 2nd try, then accepted.
+    let up = ScriptedServer::start(move |ctx, cmd| match cmd {
+        Cmd::Rcpt { .. } if calls.fetch_add(1, Ordering::SeqCst) < 2 => {
+            reply("451 4.3.0 try again later")
+        }
+        other => script(ctx, other),
+    });
+    let sd = tempfile::tempdir().unwrap();
+    let state = sd.path().join("o365.json");
+    write_state(&state, "rt-A-51c0de");
+    // The retry time runs out 4 s after the first failure.
+    let relay = Relay::start(&config(&ep, &up, &state, "F,4s,1s"));
+
+    let id = relay
+        .send(USER, &["rcpt@dst.test"], &message("held"))
+        .unwrap();
+    assert!(
+        relay.wait_log("status=deferred", 1, Duration::from_secs(10)),
+        "{}",
+        relay.log()
+    );
+    // The grant dies: the cached token is refused, and so is the refresh.
+    ep.set_mode(Mode::InvalidGrant);
+    ep.revoke_access_tokens();
+    assert!(
+        relay.wait_log("HELD", 1, Duration::from_secs(10)),
+        "{}",
+        relay.log()
+    );
+    let log = relay.log();
+    assert!(log.contains("invalid_grant"), "{log}");
+    assert!(log.contains("smarthost oauth login o365"), "{log}");
+
+    // While held: queued, shown as held, status says what to do.
+    let (code, out, _) = cli(&relay, &["queue", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&id) && out.contains("Route up is HELD"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&relay, &["oauth", "status"]);
+    assert_eq!(code, 75, "{out}{err}");
+    assert!(out.contains("works: NO (needs you)"), "{out}");
+    assert!(out.contains("do: smarthost oauth login o365"), "{out}");
+    assert!(out.contains("route up HELD"), "{out}");
+
+    // Longer than the whole retry time passes on hold.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(!relay.log().contains("status=bounced"), "{}", relay.log());
+
+    // The operator logs in again: a new state file appears.
+    ep.set_mode(Mode::Normal);
+    ep.add_refresh_token("rt-B-9e2b7d");
+    write_state(&state, "rt-B-9e2b7d");
+    assert!(
+        relay.wait_log("resumed after", 1, Duration::from_secs(15)),
+        "{}",
+        relay.log()
+    );
+    // One more 451 after the resume still defers (the held time was given
+    // back), and the next try delivers.
+    assert!(
+        relay.wait_log("status=sent", 1, Duration::from_secs(15)),
+        "{}",
+        relay.log()
+    );
+    let log = relay.log();
+    assert!(!log.contains("status=bounced"), "{log}");
+    assert_eq!(
+        log.matches(&format!("{id}: to=<rcpt@dst.test>")).count(),
+        3,
+        "{log}"
+    );
+    assert_eq!(up.delivered().len(), 1);
+    assert_no_secrets(&log, &ep.secrets(), "relay log");
+}
+
+#[test]
+fn token_endpoint_down_defers_and_never_bounces() {
+    let ep = Endpoint::start();
+    ep.add_refresh_token("rt-down-44aa");
+    ep.set_mode(Mode::Down);
+    let up = ScriptedServer::start(ep.smtp_script());
+    let sd = tempfile::tempdir().unwrap();
+    let state = sd.path().join("o365.json");
+    write_state(&state, "rt-down-44aa");
+    let relay = Relay::start(&config(&ep, &up, &state, "F,2s,1s"));
+    relay
+        .send(USER, &["rcpt@dst.test"], &message("down"))
+        .unwrap();
+    // Deferred again and again, past the 2 s retry time, without a bounce.
+    assert!(
+        relay.wait_log("status=deferred", 3, Duration::from_secs(20)),
+        "{}",
+        relay.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let log = relay.log();
+    assert!(
+        log.contains("no OAuth2 token") && log.contains("HTTP 503"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("status=bounced") && !log.contains("HELD"),
+        "{log}"
+    );
+    ep.set_mode(Mode::Normal);
+    assert!(
+        relay.wait_log("status=sent", 1, Duration::from_secs(90)),
+        "{}",
+        relay.log()
+    );
+    assert_no_secrets(&relay.log(), &ep.secrets(), "relay log");
+}
+
+/// A credential-server on a UNIX socket: reads `SMTP <user>\n` to EOF and
+/// answers the XOAUTH2 string with `token`.
+fn credential_server(path: &Path, token: String) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut req = String::new();
+            let _ = s.read_to_string(&mut req);
+            if req == "STOP\n" {
+                return;
+            }
+            let user = req
+                .trim_end()
+                .strip_prefix("SMTP ")
+                .unwrap_or("")
+                .to_string();
+            let _ = writeln!(s, "user={user}\x01auth=Bearer {token}\x01\x01");
+        }
+    })
+}
+
+#[test]
+fn every_token_source_delivers() {
+    let ep = Endpoint::start();
+    let up = ScriptedServer::start(ep.smtp_script());
+    let sd = tempfile::tempdir().unwrap();
+    let d = sd.path();
+    // command: prints a token; file: holds one; socket: a credential server.
+    std::fs::write(d.join("cmd-token"), "cmd-tok-0b1c2d\n").unwrap();
+    ep.accept_token("cmd-tok-0b1c2d");
+    std::fs::write(d.join("file-token"), "file-tok-1a2b3c\n").unwrap();
+    ep.accept_token("file-tok-1a2b3c");
+    let sock = d.join("cred.sock");
+    let server = credential_server(&sock, "sock-tok-5e6f70".into());
+    ep.accept_token("sock-tok-5e6f70");
+    let secret_file = d.join("client.secret");
+    std::fs::write(&secret_file, format!("{}\n", ep.client.1)).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let http_url = ep.url("/auth").replace(
+        "http://",
+        &format!("http://{}:{}@", ep.client.0, ep.client.1),
+    );
+
+    let mut body = String::from(
+        "retry = \"F,1m,1s\"\n[timeouts]\nupstream_command = \"3s\"\nconnect = \"3s\"\nidle = \"1s\"\n",
+    );
+    let sources = [
+        ("cmd", format!("type = \"command\"\ncommand = [\"/bin/cat\", \"{}\"]", d.join("cmd-token").display())),
+        ("file", format!("type = \"file\"\npath = \"{}\"", d.join("file-token").display())),
+        ("sock", format!("type = \"socket\"\npath = \"{}\"", sock.display())),
+        ("http", format!("type = \"http\"\nurl = \"{http_url}\"")),
+        (
+            "app",
+            format!(
+                "type = \"oauth2\"\ngrant = \"client_credentials\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\ntoken_url = \"{}\"\nscopes = [\"https://outlook.office365.com/.default\"]",
+                ep.client.0,
+                secret_file.display(),
+                ep.url("/token")
+            ),
+        ),
+    ];
+    let mut senders = String::new();
+    for (name, spec) in &sources {
+        body.push_str(&format!(
+            "[[token_source]]\nname = \"{name}\"\n{spec}\n[[route]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nallow_plaintext = true\nauth = \"xoauth2\"\nusername = \"{name}@contoso.test\"\ntoken_source = \"{name}\"\n",
+            up.port()
+        ));
+        senders.push_str(&format!("\"{name}.test\" = \"{name}\"\n"));
+    }
+    body.push_str(&format!(
+        "[routing]\ndefault = \"cmd\"\n[routing.senders]\n{senders}"
+    ));
+    let relay = Relay::start(&body);
+
+    for (name, _) in &sources {
+        let from = format!("someone@{name}.test");
+        relay
+            .send(&from, &["rcpt@dst.test"], &message(name))
+            .unwrap();
+    }
+    assert!(
+        relay.wait_log("status=sent", sources.len(), Duration::from_secs(20)),
+        "{}",
+        relay.log()
+    );
+    let auths = ep.auths();
+    for (name, _) in &sources {
+        let user = format!("{name}@contoso.test");
+        assert!(
+            auths.iter().any(|a| a.0 == user && a.2),
+            "{name}: {auths:?}"
+        );
+    }
+    assert!(auths.iter().all(|a| a.2), "{auths:?}");
+
+    // A rewritten token file is read again.
+    std::fs::write(d.join("file-token.new"), "file-tok-2d3e4f\n").unwrap();
+    std::fs::rename(d.join("file-token.new"), d.join("file-token")).unwrap();
+    ep.accept_token("file-tok-2d3e4f");
+    relay
+        .send("x@file.test", &["rcpt@dst.test"], &message("file2"))
+        .unwrap();
+    assert!(
+        relay.wait_log("status=sent", sources.len() + 1, Duration::from_secs(20)),
+        "{}",
+        relay.log()
+    );
+    assert!(ep.auths().iter().any(|a| a.1 == "file-tok-2d3e4f"));
+
+    // `oauth token` hands a script the current token; `oauth status` says all work.
+    let (code, out, err) = cli(&relay, &["oauth", "token", "file"]);
+    assert_eq!((code, out.trim()), (0, "file-tok-2d3e4f"), "{err}");
+    let (code, status, err) = cli(&relay, &["oauth", "status"]);
+    assert_eq!(code, 0, "{status}{err}");
+    assert_eq!(
+        status.matches("works: yes").count(),
+        sources.len(),
+        "{status}"
+    );
+
+    let mut secrets = ep.secrets();
+    secrets.extend(["cmd-tok-0b1c2d", "file-tok-1a2b3c", "sock-tok-5e6f70"].map(String::from));
+    assert_no_secrets(&relay.log(), &secrets, "relay log");
+    assert_no_secrets(&status, &secrets, "oauth status");
+    let (_, check, _) = cli(&relay, &["check"]);
+    assert!(
+        check.contains("token_source=http") || check.contains("http http://127.0.0.1"),
+        "{check}"
+    );
+    assert_no_secrets(&check, &secrets, "check");
+
+    // Stop the credential server.
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    use std::io::Write;
+    let _ = s.write_all(b"STOP\n");
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = server.join();
+    assert!(wait_for(Duration::from_secs(1), || true));
+}
