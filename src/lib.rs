@@ -15,8 +15,14 @@
 //!   with group commit ([`queue::store`]).
 //! - [`retry`]: the exim retry schedule, a pure function of time.
 //! - [`delivery`]: the scheduler and the per-route workers; [`delivery::record`]
-//!   applies attempt outcomes to recipients.
-//! - [`upstream`]: the SMTP client towards smarthosts (DNS, TLS, AUTH, transaction).
+//!   applies attempt outcomes to recipients; [`delivery::hold`] holds a route
+//!   whose credentials are dead.
+//! - [`upstream`]: the SMTP client towards smarthosts (DNS, TLS, AUTH, transaction);
+//!   [`upstream::sasl`] does XOAUTH2 and OAUTHBEARER.
+//! - [`oauth`]: OAuth2 access tokens: the cache ([`oauth::tokens`]), the token
+//!   endpoint ([`oauth::endpoint`]), the refresh-token state file
+//!   ([`oauth::state`]), external sources ([`oauth::external`]) and the `oauth`
+//!   commands ([`oauth::cli`]).
 //! - [`outcome`]: what a reply means: sent, deferred or bounced.
 //! - [`bounce`]: RFC 3464 delivery status notifications.
 //! - [`capture`]: the `directory` route that writes messages to files.

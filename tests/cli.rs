@@ -23,7 +23,7 @@ fn sample_configs_validate() {
     for sample in ["mailgun", "office365", "gmail", "dev"] {
         let text = std::fs::read_to_string(format!("{root}/conf/{sample}.toml")).unwrap();
         let text = text.replace("/etc/smarthost/", &format!("{}/", dir.path().display()));
-        for secret in ["mailgun", "office365", "gmail"] {
+        for secret in ["mailgun", "office365", "gmail", "gmail-client"] {
             let p = dir.path().join(format!("{secret}.secret"));
             std::fs::write(&p, "sample-secret-value\n").unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
