@@ -358,6 +358,9 @@ fn serve(path: PathBuf) -> ExitCode {
                 return ExitCode::from(EX_OSERR);
             }
         };
+        if let Err(code) = start_sharing(&relay).await {
+            return ExitCode::from(code);
+        }
         if let Err(e) = dropdir::prepare(&local.drop_dir) {
             // sendmail still works through the socket; only the fallback is lost.
             tracing::warn!("drop directory {}: {e}", local.drop_dir.display());
@@ -406,6 +409,39 @@ async fn prune_history(relay: Arc<Relay>) {
         }
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
     }
+}
+
+/// The optional servers that hand this daemon's tokens to other local programs.
+async fn start_sharing(relay: &Arc<Relay>) -> Result<(), u8> {
+    use smarthost::oauth::share;
+    let o = &relay.config.oauth;
+    let sources = relay.config.token_sources.clone();
+    if let Some(path) = &o.share_socket {
+        let listener = bind_socket(path, 0o660, o.share_group.as_deref()).map_err(|e| {
+            tracing::error!("oauth.share_socket {}: {e}", path.display());
+            EX_OSERR
+        })?;
+        tracing::info!("sharing tokens on {}", path.display());
+        tokio::spawn(share::serve_socket(
+            listener,
+            relay.tokens.clone(),
+            sources.clone(),
+        ));
+    }
+    if let (Some(addr), Some(password)) = (o.share_http, &o.share_http_password) {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            tracing::error!("oauth.share_http {addr}: {e}");
+            EX_OSERR
+        })?;
+        tracing::info!("sharing tokens over HTTP on {addr}");
+        tokio::spawn(share::serve_http(
+            listener,
+            relay.tokens.clone(),
+            sources,
+            password.clone(),
+        ));
+    }
+    Ok(())
 }
 
 /// Exchanges idle refresh tokens before the provider forgets them, hourly.

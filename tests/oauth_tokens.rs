@@ -407,3 +407,78 @@ fn every_token_source_delivers() {
     let _ = server.join();
     assert!(wait_for(Duration::from_secs(1), || true));
 }
+
+#[test]
+fn daemon_shares_tokens_over_socket_and_http() {
+    use base64::Engine;
+    use std::io::{Read, Write};
+    let sd = tempfile::tempdir().unwrap();
+    let d = sd.path();
+    std::fs::write(d.join("tok"), "shared-tok-77aa\n").unwrap();
+    let pw = d.join("share.pw");
+    std::fs::write(&pw, "share-pass-31x\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = common::free_port();
+    let relay = Relay::start(&format!(
+        r#"[oauth]
+share_socket = "{{dir}}/share.sock"
+share_http = "127.0.0.1:{port}"
+share_http_password_file = "{}"
+[[token_source]]
+name = "f"
+type = "file"
+path = "{}"
+share_as = ["{USER}"]
+[[route]]
+name = "d"
+type = "directory"
+path = "{{dir}}/out"
+[routing]
+default = "d"
+"#,
+        pw.display(),
+        d.join("tok").display()
+    ));
+    let sock = relay.path("share.sock");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(format!("SMTP {USER}\n").as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(
+        answer,
+        format!("user={USER}\x01auth=Bearer shared-tok-77aa\x01\x01\n")
+    );
+
+    let get = |auth: &str| {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            c,
+            "GET /token?account={USER}&proto=smtp HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+            base64::engine::general_purpose::STANDARD.encode(auth)
+        )
+        .unwrap();
+        let mut r = String::new();
+        c.read_to_string(&mut r).unwrap();
+        r
+    };
+    let ok = get("any:share-pass-31x");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains(r#""accessToken":"shared-tok-77aa""#), "{ok}");
+    let refused = get("any:wrong");
+    assert!(
+        refused.starts_with("HTTP/1.1 401") && !refused.contains("shared-tok"),
+        "{refused}"
+    );
+    let log = relay.log();
+    assert!(log.contains("sharing tokens on"), "{log}");
+    assert_no_secrets(
+        &log,
+        &["shared-tok-77aa".into(), "share-pass-31x".into()],
+        "relay log",
+    );
+}
