@@ -113,10 +113,40 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
         })
 }
 
+/// Creates the state directory (mode 0700) if it is missing.
+fn prepare_dir(dir: &Path) -> Result<(), StateError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    if let Some(parent) = dir.parent() {
+        adopt_owner(dir, parent);
+    }
+    Ok(())
+}
+
+/// `oauth login` runs as root, the daemon as its own user: a file root creates
+/// in the daemon's directory is given to that directory's owner, or the daemon
+/// could not read its own refresh token.
+fn adopt_owner(path: &Path, like: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    if let Ok(meta) = std::fs::metadata(like) {
+        let _ = nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(meta.uid())),
+            Some(nix::unistd::Gid::from_raw(meta.gid())),
+        );
+    }
+}
+
 /// Replaces the state atomically and durably, mode 0600.
 pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    prepare_dir(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -134,6 +164,7 @@ pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
     f.write_all(b"\n").map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     drop(f);
+    adopt_owner(&tmp, dir);
     std::fs::rename(&tmp, path).map_err(io(path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -155,9 +186,8 @@ pub fn lock_path(state: &Path) -> PathBuf {
 /// Takes the exclusive lock, blocking: call from a blocking context.
 pub fn lock(state: &Path) -> Result<Lock, StateError> {
     let path = lock_path(state);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    prepare_dir(dir)?;
     let f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -166,6 +196,7 @@ pub fn lock(state: &Path) -> Result<Lock, StateError> {
         .mode(0o600)
         .open(&path)
         .map_err(io(&path))?;
+    adopt_owner(&path, dir);
     let flock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| io(&path)(std::io::Error::from(e)))?;
     Ok(Lock { _flock: flock })
@@ -206,6 +237,11 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
 
         std::fs::write(&path, "{ not json rt-1").unwrap();
         let err = load(&path).unwrap_err().to_string();
@@ -229,5 +265,41 @@ mod tests {
         drop(held);
         assert!(rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok());
         t.join().unwrap();
+    }
+
+    #[test]
+    fn root_writes_files_the_daemon_can_read() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let owner = dir.path().join("lib");
+        std::fs::create_dir(&owner).unwrap();
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            // As `oauth login` under sudo: the daemon's directory belongs to it.
+            nix::unistd::chown(
+                &owner,
+                Some(nix::unistd::Uid::from_raw(65534)),
+                Some(nix::unistd::Gid::from_raw(65534)),
+            )
+            .unwrap();
+        }
+        let path = owner.join("oauth").join("s.json");
+        let mut st = State::default();
+        st.set_refresh_token(&Secret::new("rt"));
+        save(&path, &st).unwrap();
+        drop(lock(&path).unwrap());
+        let expected = std::fs::metadata(&owner).unwrap().uid();
+        for p in [
+            path.clone(),
+            path.parent().unwrap().to_path_buf(),
+            lock_path(&path),
+        ] {
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().uid(),
+                expected,
+                "{}",
+                p.display()
+            );
+        }
     }
 }
