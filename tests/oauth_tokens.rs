@@ -482,3 +482,57 @@ default = "d"
         "relay log",
     );
 }
+
+#[test]
+fn route_hold_survives_a_kill_and_never_logged_in_source_holds() {
+    let ep = Endpoint::start();
+    let up = ScriptedServer::start(ep.smtp_script());
+    let sd = tempfile::tempdir().unwrap();
+    // No state file at all: nobody has run `oauth login` yet.
+    let state = sd.path().join("o365.json");
+    let mut relay = Relay::start(&config(&ep, &up, &state, "F,1m,1s"));
+    let id = relay
+        .send(USER, &["rcpt@dst.test"], &message("kill"))
+        .unwrap();
+    assert!(
+        relay.wait_log("HELD", 1, Duration::from_secs(10)),
+        "{}",
+        relay.log()
+    );
+    assert!(
+        relay.log().contains("no refresh token yet"),
+        "{}",
+        relay.log()
+    );
+
+    // SIGKILL: the hold was on disk before it took effect.
+    relay.restart();
+    assert!(
+        relay.wait_log("route up: held since", 1, Duration::from_secs(10)),
+        "{}",
+        relay.log()
+    );
+    let (_, out, _) = cli(&relay, &["queue", "list"]);
+    assert!(
+        out.contains(&id) && out.contains("Route up is HELD"),
+        "{out}"
+    );
+    // No attempt was ever counted against the message.
+    assert_eq!(
+        relay.log().matches(&format!("{id}: to=<")).count(),
+        0,
+        "{}",
+        relay.log()
+    );
+
+    ep.add_refresh_token("rt-late-0c0c");
+    write_state(&state, "rt-late-0c0c");
+    assert!(
+        relay.wait_log("status=sent", 1, Duration::from_secs(15)),
+        "{}",
+        relay.log()
+    );
+    let (_, out, _) = cli(&relay, &["queue", "list"]);
+    assert!(!out.contains("HELD"), "{out}");
+    assert_no_secrets(&relay.log(), &ep.secrets(), "relay log");
+}
