@@ -5,11 +5,20 @@ With --cert/--key it offers STARTTLS and refuses every command but EHLO, NOOP,
 STARTTLS and QUIT before TLS (require_starttls). With --user/--password it
 requires AUTH (PLAIN or LOGIN, only over TLS) for one account.
 
+With --xoauth2-user/--xoauth2-token-file it requires AUTH and also offers
+XOAUTH2 (only over TLS; alone unless --user is given too): the initial response
+user=<user>\\x01auth=Bearer <token>\\x01\\x01 is accepted if the user matches and
+the token is one of the lines of the token file, read again on every AUTH. A
+refused token gets Google's JSON error challenge (334 base64 of
+{"status":"401",...}); the client must answer with an empty line, and then gets
+535 5.7.8. AUTH lines may be up to 12288 octets (RFC 4954 4), for real
+(several KB) tokens; other commands and message lines keep aiosmtpd's limits.
+
 It writes to --out:
   events.log       one line per event: the verb of every command line received
                    (never its arguments), TLS-OK after a STARTTLS handshake,
                    AUTH-OK/AUTH-FAIL <mechanism> <login> from the authenticator
-                   (never the password);
+                   (never the password or token);
   msgNNNN.eml      the message content exactly as received (dot-unstuffed);
   msgNNNN.json     its envelope: mail_from, rcpt_tos, mail_options, login, tls.
 Files are written under a temporary name and renamed, so a reader never sees
@@ -22,11 +31,27 @@ import argparse
 import asyncio
 import json
 import logging
+import base64
+import binascii
+import collections
 import os
 import ssl
 import sys
+import types
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
+
+# RFC 4954 4: a client may send AUTH lines (with the initial response) of up to
+# 12288 octets. aiosmtpd 1.4 reads every line with a StreamReader limited to
+# line_length_limit (1001, a longer line is "500 Command line too long" before
+# any AUTH code runs) and then checks command_size_limits[verb] (512).
+AUTH_LINE_LIMIT = 12288
+
+# Google's XOAUTH2 error challenge for a refused token.
+XOAUTH2_ERROR = json.dumps(
+    {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"},
+    separators=(",", ":"),
+)
 
 
 class Events:
@@ -96,6 +121,88 @@ class Saver:
         return "250 2.0.0 Ok: saved as msg%04d" % self.count
 
 
+class XOAuth2Saver(Saver):
+    """Saver plus an XOAUTH2 mechanism (aiosmtpd 1.4 picks up auth_* methods of
+    the handler; smtp_AUTH calls it as auth_XOAUTH2(server, args) with args =
+    [mechanism, initial response?], only over TLS since auth_require_tls)."""
+
+    def __init__(self, out, events, user, token_file):
+        super().__init__(out, events)
+        self.user = user
+        self.token_file = token_file
+
+    def valid_tokens(self):
+        try:
+            with open(self.token_file, encoding="utf-8") as f:
+                return {line.strip() for line in f if line.strip()}
+        except FileNotFoundError:
+            return set()
+
+    async def auth_XOAUTH2(self, server, args):
+        if len(args) == 1:
+            # No initial response: ask for it with an empty challenge.
+            raw = await server.challenge_auth("")
+            if raw is MISSING:
+                # challenge_auth already replied (501).
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                raw = base64.b64decode(args[1].encode(), validate=True)
+            except binascii.Error:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        # user=<user>\x01auth=Bearer <token>\x01\x01
+        fields = raw.split(b"\x01")
+        user = token = None
+        if len(fields) == 4 and fields[2:] == [b"", b""]:
+            if fields[0].startswith(b"user=") and fields[1].startswith(b"auth=Bearer "):
+                user = fields[0][len(b"user="):].decode("utf-8", errors="replace")
+                token = fields[1][len(b"auth=Bearer "):].decode("utf-8", errors="replace")
+        if user is None:
+            await server.push("501 5.5.2 Malformed XOAUTH2 initial response")
+            return AuthResult(success=False, handled=True)
+        ok = user == self.user and token in self.valid_tokens()
+        self.events.add("AUTH-%s XOAUTH2 %s" % ("OK" if ok else "FAIL", user))
+        if ok:
+            return AuthResult(
+                success=True, auth_data=types.SimpleNamespace(login=user.encode())
+            )
+        # Refused: the JSON error challenge, to which the client must send an
+        # empty line; only then the final reply.
+        answer = await server.challenge_auth(XOAUTH2_ERROR)
+        if answer is MISSING:
+            # "*" or bad base64: challenge_auth already replied (501).
+            return AuthResult(success=False, handled=True)
+        if answer != b"":
+            await server.push("501 5.5.2 Expected an empty response to the error challenge")
+            return AuthResult(success=False, handled=True)
+        # aiosmtpd 1.4: handled=False makes smtp_AUTH send this reply; with the
+        # default (handled=True) the client would get no reply at all.
+        return AuthResult(
+            success=False,
+            handled=False,
+            message="535 5.7.8 Username and Password not accepted",
+        )
+
+
+class LongAuthSMTP(SMTP):
+    """SMTP taking AUTH lines of up to AUTH_LINE_LIMIT octets."""
+
+    # Read in SMTP.__init__ for the StreamReader's limit.
+    line_length_limit = AUTH_LINE_LIMIT
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Message lines keep RFC 5321's limit (smtp_DATA checks this one).
+        self.line_length_limit = SMTP.line_length_limit
+        # command_size_limits is a class-level dict in aiosmtpd (shared, and
+        # cleared by every __init__): give this session its own.
+        self.command_size_limits = collections.defaultdict(
+            lambda: SMTP.command_size_limit
+        )
+        self.command_size_limits["AUTH"] = AUTH_LINE_LIMIT
+
+
 def make_authenticator(user, password, events):
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = (
@@ -132,16 +239,29 @@ async def serve(args):
     authenticator = None
     if args.user is not None:
         authenticator = make_authenticator(args.user, args.password, events)
-    handler = Saver(args.out, events)
+    smtp_class = SMTP
+    exclude = []
+    if args.xoauth2_user is not None:
+        handler = XOAuth2Saver(
+            args.out, events, args.xoauth2_user, args.xoauth2_token_file
+        )
+        smtp_class = LongAuthSMTP
+        if authenticator is None:
+            # XOAUTH2 only: PLAIN/LOGIN would always fail anyway.
+            exclude = ["PLAIN", "LOGIN"]
+    else:
+        handler = Saver(args.out, events)
+    auth_required = authenticator is not None or args.xoauth2_user is not None
 
     def factory():
-        return SMTP(
+        return smtp_class(
             handler,
             hostname="peer.test",
             tls_context=tls,
             require_starttls=tls is not None,
-            auth_required=authenticator is not None,
+            auth_required=auth_required,
             auth_require_tls=True,
+            auth_exclude_mechanism=exclude,
             authenticator=authenticator,
             loop=loop,
         )
@@ -161,11 +281,15 @@ def main():
     p.add_argument("--key")
     p.add_argument("--user")
     p.add_argument("--password")
+    p.add_argument("--xoauth2-user")
+    p.add_argument("--xoauth2-token-file")
     args = p.parse_args()
     if (args.cert is None) != (args.key is None):
         p.error("--cert and --key go together")
     if (args.user is None) != (args.password is None):
         p.error("--user and --password go together")
+    if (args.xoauth2_user is None) != (args.xoauth2_token_file is None):
+        p.error("--xoauth2-user and --xoauth2-token-file go together")
     try:
         asyncio.run(serve(args))
     except KeyboardInterrupt:

@@ -1,0 +1,623 @@
+//! aiosmtpd (tests/peers/aiosmtpd_server.py, Debian's python3-aiosmtpd) as the
+//! real upstream smarthost, requiring STARTTLS (certificate from a test CA) and
+//! AUTH XOAUTH2, with access tokens from the relay's built-in refresher
+//! (`type = "oauth2"` token source) at the in-process token `Endpoint`.
+//!
+//! aiosmtpd accepts the tokens listed in its token file. The relay reaches the
+//! endpoint through a small HTTP tap that, when publishing, writes every access
+//! token it hands over into that file before the relay sees it: no race with
+//! the relay's AUTH. The tap can also lengthen tokens to the size real
+//! providers issue (several KB), which the endpoint's `at-<n>-<hex>` are not.
+
+mod common;
+#[path = "common/oauth_peers.rs"]
+mod oauth_peers;
+// Only for oauth_peers' in-process SMTP script, which these tests do not use.
+#[path = "common/scripted.rs"]
+mod scripted;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use common::{wait_for, Relay};
+use oauth_peers::{assert_no_secrets, write_state, Endpoint};
+
+const PYTHON: &str = "/usr/bin/python3";
+const USER: &str = "app@contoso.test";
+const REFRESH_TOKEN: &str = "rt-aiosmtpd-3c9e71";
+
+/// Test PKI, token file and state file, in a directory that exists before the
+/// relay starts (the relay reads ca_file when it loads its config).
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Files {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, cert, key) = test_pki();
+        std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        std::fs::write(dir.path().join("tokens"), "").unwrap();
+        Files { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// (CA certificate, `localhost` certificate signed by it, its key), all PEM.
+fn test_pki() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "smarthost test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .expect("leaf cert");
+    (ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem())
+}
+
+/// Same policy as tests/aiosmtpd_tls_auth.rs: a missing aiosmtpd fails the
+/// test (with how to install it) rather than skipping it.
+fn require_aiosmtpd() {
+    assert!(
+        Path::new(PYTHON).exists(),
+        "{PYTHON} not found; install it: apt-get install python3 python3-aiosmtpd"
+    );
+    let ok = Command::new(PYTHON)
+        .args(["-c", "import aiosmtpd.smtp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{PYTHON} cannot import aiosmtpd; install it: apt-get install python3-aiosmtpd"
+    );
+}
+
+/// The aiosmtpd server process (STARTTLS required, XOAUTH2 for `USER` with the
+/// tokens in `files.path("tokens")`), killed on drop.
+struct Peer {
+    child: Option<Child>,
+    port: u16,
+    out: tempfile::TempDir,
+}
+
+impl Peer {
+    fn start(files: &Files) -> Peer {
+        require_aiosmtpd();
+        let out = tempfile::tempdir().expect("tempdir");
+        let port = common::free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiosmtpd_server.py");
+        let stderr = std::fs::File::create(out.path().join("stderr.log")).unwrap();
+        let mut child = Command::new(PYTHON)
+            .arg(&script)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--out")
+            .arg(out.path())
+            .arg("--cert")
+            .arg(files.path("cert.pem"))
+            .arg("--key")
+            .arg(files.path("key.pem"))
+            .args(["--xoauth2-user", USER])
+            .arg("--xoauth2-token-file")
+            .arg(files.path("tokens"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn aiosmtpd peer");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut peer = Peer {
+            child: Some(child),
+            port,
+            out,
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(line) if line.trim() == "READY" => {}
+            other => {
+                peer.kill();
+                panic!(
+                    "aiosmtpd peer did not become ready ({other:?}); stderr:\n{}",
+                    peer.stderr()
+                );
+            }
+        }
+        peer
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn events_text(&self) -> String {
+        std::fs::read_to_string(self.out.path().join("events.log")).unwrap_or_default()
+    }
+
+    /// Every event the server recorded: command verbs, TLS-OK, AUTH-OK/FAIL.
+    fn events(&self) -> Vec<String> {
+        self.events_text().lines().map(str::to_string).collect()
+    }
+
+    /// Saved messages as (envelope json, content bytes).
+    fn messages(&self) -> Vec<(serde_json::Value, Vec<u8>)> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.out.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|j| {
+                let meta = serde_json::from_slice(&std::fs::read(j).unwrap()).unwrap();
+                (meta, std::fs::read(j.with_extension("eml")).unwrap())
+            })
+            .collect()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP tap between the relay and the token endpoint. Every access token
+/// the endpoint issues is (if `lengthen_to` is set) padded to that length, and
+/// (if `publish`) appended to aiosmtpd's token file, before the response goes
+/// on to the relay. Stops when dropped.
+struct TokenTap {
+    addr: std::net::SocketAddr,
+    /// The access tokens handed to the relay, in order.
+    handed: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TokenTap {
+    fn start(ep: &Endpoint, token_file: PathBuf, publish: bool, lengthen_to: usize) -> TokenTap {
+        let upstream = ep
+            .url("")
+            .strip_prefix("http://")
+            .expect("endpoint url")
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind tap");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let tap = TokenTap {
+            addr: listener.local_addr().expect("addr"),
+            handed: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (handed, stop) = (tap.handed.clone(), tap.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    // One request at a time: the file is appended in order.
+                    Ok((s, _)) => {
+                        let r = relay_one(s, &upstream, &token_file, publish, lengthen_to);
+                        match r {
+                            Ok(Some(token)) => handed.lock().unwrap().push(token),
+                            Ok(None) => {}
+                            Err(e) => eprintln!("token tap: {e}"),
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        tap
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn handed(&self) -> Vec<String> {
+        self.handed.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TokenTap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Forwards one HTTP/1.1 request (Content-Length body) to `upstream`, which
+/// answers and closes; returns the access token handed on, if any.
+fn relay_one(
+    client: TcpStream,
+    upstream: &str,
+    token_file: &Path,
+    publish: bool,
+    lengthen_to: usize,
+) -> std::io::Result<Option<String>> {
+    client.set_nonblocking(false)?;
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut r = BufReader::new(client.try_clone()?);
+    let mut request = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        request.extend_from_slice(line.as_bytes());
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        if line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; length];
+    r.read_exact(&mut body)?;
+    request.extend_from_slice(&body);
+
+    let mut up = TcpStream::connect(upstream)?;
+    up.set_read_timeout(Some(Duration::from_secs(10)))?;
+    up.write_all(&request)?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, json) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status_line = head.lines().next().unwrap_or("HTTP/1.1 502 X");
+
+    let mut handed = None;
+    let mut out_body = json.to_string();
+    if let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str(json) {
+        if let Some(serde_json::Value::String(at)) = map.get("access_token").cloned() {
+            let token = lengthen(&at, lengthen_to);
+            if publish {
+                let mut all = std::fs::read_to_string(token_file).unwrap_or_default();
+                all.push_str(&token);
+                all.push('\n');
+                let tmp = token_file.with_extension("tmp");
+                std::fs::write(&tmp, all)?;
+                std::fs::rename(&tmp, token_file)?;
+            }
+            map.insert("access_token".into(), token.clone().into());
+            out_body = serde_json::Value::Object(map).to_string();
+            handed = Some(token);
+        }
+    }
+    let mut client = client;
+    write!(
+        client,
+        "{status_line}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out_body}",
+        out_body.len()
+    )?;
+    client.flush()?;
+    Ok(handed)
+}
+
+/// `token` padded with pseudo-random base64url characters to `len` characters
+/// (JWT-like, as Microsoft's are); unchanged if `len` is not longer.
+fn lengthen(token: &str, len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    if len <= token.len() + 1 {
+        return token.to_string();
+    }
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let mut t = format!("{token}.");
+    while t.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        t.push(ALPHABET[(x % 64) as usize] as char);
+    }
+    t
+}
+
+/// The relay config: one STARTTLS route to the peer, verified against the test
+/// CA, authenticating with XOAUTH2 from an `oauth2` source behind `tap`.
+fn config(peer: &Peer, files: &Files, tap: &TokenTap) -> String {
+    format!(
+        r#"retry = "F,1m,1s"
+[timeouts]
+connect = "3s"
+greeting = "5s"
+upstream_command = "5s"
+upstream_data = "5s"
+[[token_source]]
+name = "o365"
+type = "oauth2"
+provider = "generic"
+client_id = "client-1"
+token_url = "{token_url}"
+scopes = ["https://outlook.office.com/SMTP.Send", "offline_access"]
+state_file = "{state}"
+[[route]]
+name = "up"
+host = "localhost"
+port = {port}
+tls = "starttls"
+ca_file = "{ca}"
+auth = "xoauth2"
+username = "{USER}"
+token_source = "o365"
+[routing]
+default = "up"
+"#,
+        token_url = tap.url("/token"),
+        state = files.path("o365.json").display(),
+        port = peer.port,
+        ca = files.path("ca.pem").display(),
+    )
+}
+
+/// The endpoint's secrets, the tokens written anywhere, and the base64 forms
+/// of the XOAUTH2 initial responses with them.
+fn secrets(ep: &Endpoint, tap: &TokenTap, extra: &[&str]) -> Vec<String> {
+    let mut v = ep.secrets();
+    v.extend(tap.handed());
+    v.extend(extra.iter().map(|s| s.to_string()));
+    let encoded: Vec<String> = v
+        .iter()
+        .map(|t| {
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("user={USER}\x01auth=Bearer {t}\x01\x01"))
+        })
+        .collect();
+    v.extend(encoded);
+    v
+}
+
+fn assert_no_leaks(relay: &Relay, peer: &Peer, secrets: &[String]) {
+    assert_no_secrets(&relay.log(), secrets, "relay log");
+    assert_no_secrets(&peer.stderr(), secrets, "aiosmtpd stderr");
+    assert_no_secrets(&peer.events_text(), secrets, "aiosmtpd events");
+}
+
+fn message(tag: &str) -> Vec<u8> {
+    format!(
+        "From: <{USER}>\r\nTo: <rcpt@dst.test>\r\nSubject: {tag}\r\nMessage-ID: <{tag}@contoso.test>\r\n\r\nbody {tag}\r\n"
+    )
+    .into_bytes()
+}
+
+fn cli(relay: &Relay, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_smarthost"))
+        .arg(args[0])
+        .arg("--config")
+        .arg(&relay.config_path)
+        .args(&args[1..])
+        .output()
+        .expect("run smarthost");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One message delivered with a token of `lengthen_to` characters (0: as the
+/// endpoint issued it); returns the token the relay used.
+fn delivered_with_refreshed_token(lengthen_to: usize) -> String {
+    let files = Files::new();
+    let ep = Endpoint::start();
+    ep.add_refresh_token(REFRESH_TOKEN);
+    write_state(&files.path("o365.json"), REFRESH_TOKEN);
+    let tap = TokenTap::start(&ep, files.path("tokens"), true, lengthen_to);
+    let peer = Peer::start(&files);
+    let relay = Relay::start(&config(&peer, &files, &tap));
+
+    let msg = message("xoauth2");
+    let id = relay.send(USER, &["rcpt@dst.test"], &msg).expect("queued");
+    assert!(
+        relay.wait_log("status=sent", 1, Duration::from_secs(20)),
+        "{}\naiosmtpd stderr:\n{}",
+        relay.log(),
+        peer.stderr()
+    );
+    let log = relay.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("{id}: to=<rcpt@dst.test> ")))
+        .unwrap_or_else(|| panic!("no delivery line for {id}:\n{log}"));
+    assert!(
+        line.contains(&format!("relay=localhost[127.0.0.1]:{} ", peer.port))
+            && line.contains("attempts=1 status=sent (250 2.0.0 Ok: saved as msg0001)"),
+        "{line}"
+    );
+
+    // The built-in refresher fetched exactly one token, with the refresh token.
+    let requests = ep.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0],
+        ("refresh_token".to_string(), Some(REFRESH_TOKEN.to_string()))
+    );
+    let handed = tap.handed();
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    let token = handed[0].clone();
+    let issued = ep.issued.lock().unwrap().access_tokens.clone();
+    assert!(
+        issued
+            .iter()
+            .any(|at| token == *at || token.starts_with(&format!("{at}."))),
+        "{issued:?}"
+    );
+
+    let messages = peer.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let (meta, content) = &messages[0];
+    assert_eq!(meta["login"], USER);
+    assert_eq!(meta["tls"], true);
+    assert_eq!(meta["mail_from"], USER);
+    assert_eq!(meta["rcpt_tos"], serde_json::json!(["rcpt@dst.test"]));
+    assert_eq!(common::strip_received(content), msg.as_slice());
+
+    // STARTTLS, the handshake, then (only then) AUTH, accepted at once.
+    let events = peer.events();
+    let pos = |e: &str| {
+        events
+            .iter()
+            .position(|x| x == e)
+            .unwrap_or_else(|| panic!("no {e}: {events:?}"))
+    };
+    let ok = format!("AUTH-OK XOAUTH2 {USER}");
+    assert!(
+        pos("STARTTLS") < pos("TLS-OK")
+            && pos("TLS-OK") < pos("AUTH")
+            && pos("AUTH") < pos(&ok)
+            && pos(&ok) < pos("MAIL"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.starts_with("AUTH-"))
+            .collect::<Vec<_>>(),
+        vec![&ok],
+        "{events:?}"
+    );
+    assert_no_leaks(&relay, &peer, &secrets(&ep, &tap, &[]));
+    token
+}
+
+#[test]
+fn refreshed_token_authenticates_over_verified_starttls() {
+    let token = delivered_with_refreshed_token(0);
+    assert!(token.starts_with("at-1-"), "{token}");
+}
+
+#[test]
+fn four_kb_refreshed_token_is_accepted() {
+    let token = delivered_with_refreshed_token(4096);
+    assert_eq!(token.len(), 4096);
+    // The AUTH line was about 5.5 KB: beyond aiosmtpd's default 512-octet
+    // command limit, within RFC 4954's 12288.
+    let line = "AUTH XOAUTH2 ".len()
+        + base64::engine::general_purpose::STANDARD
+            .encode(format!("user={USER}\x01auth=Bearer {token}\x01\x01"))
+            .len();
+    assert!(line > 5400, "{line}");
+}
+
+#[test]
+fn refused_token_is_refreshed_once_then_route_held() {
+    let files = Files::new();
+    // aiosmtpd accepts only a token the endpoint never issued.
+    let other = "other-token-5a1f0e-not-issued";
+    std::fs::write(files.path("tokens"), format!("{other}\n")).unwrap();
+    let ep = Endpoint::start();
+    ep.add_refresh_token(REFRESH_TOKEN);
+    write_state(&files.path("o365.json"), REFRESH_TOKEN);
+    let tap = TokenTap::start(&ep, files.path("tokens"), false, 0);
+    let peer = Peer::start(&files);
+    let relay = Relay::start(&config(&peer, &files, &tap));
+
+    let id = relay
+        .send(USER, &["rcpt@dst.test"], &message("refused"))
+        .expect("queued");
+    assert!(
+        relay.wait_log("HELD", 1, Duration::from_secs(20)),
+        "{}\naiosmtpd stderr:\n{}",
+        relay.log(),
+        peer.stderr()
+    );
+    let log = relay.log();
+    // Refused, refreshed once, refused again: the JSON challenge was read
+    // and answered (aiosmtpd then sent 535; any other answer gets a 501).
+    assert_eq!(log.matches("token refused").count(), 1, "{log}");
+    assert!(log.contains("535 5.7.8"), "{log}");
+    assert!(log.contains("status=401"), "{log}");
+    assert!(
+        !log.contains("status=sent") && !log.contains("status=bounced"),
+        "{log}"
+    );
+    let requests = ep.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.1.as_deref() == Some(REFRESH_TOKEN)),
+        "{requests:?}"
+    );
+    assert_eq!(tap.handed().len(), 2);
+
+    // Both sessions: TLS, AUTH refused, QUIT (the exchange ended in step).
+    let fail = format!("AUTH-FAIL XOAUTH2 {USER}");
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let ev = peer.events();
+            ev.windows(2)
+                .filter(|w| w[0] == fail && w[1] == "QUIT")
+                .count()
+                == 2
+        }),
+        "{:?}",
+        peer.events()
+    );
+    let events = peer.events();
+    assert_eq!(events.iter().filter(|e| *e == "TLS-OK").count(), 2);
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.starts_with("AUTH-OK") || e == "MAIL"),
+        "{events:?}"
+    );
+
+    // Held, not retried: no further token requests, nothing delivered, the
+    // message still queued and shown as held.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(ep.requests().len(), 2, "{:?}", ep.requests());
+    assert!(peer.messages().is_empty());
+    let (code, out, err) = cli(&relay, &["queue", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&id) && out.contains("Route up is HELD"),
+        "{out}"
+    );
+    assert_no_leaks(&relay, &peer, &secrets(&ep, &tap, &[other]));
+    assert_no_secrets(&out, &secrets(&ep, &tap, &[other]), "queue list");
+}
