@@ -79,8 +79,26 @@ enum Cmd {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FlowArg {
+    /// RFC 8628: a code to type on any device's browser.
+    Device,
+    /// RFC 7636: a browser on this machine (or through `ssh -L`).
+    Browser,
+}
+
 #[derive(Subcommand)]
 enum OauthCmd {
+    /// Sign in once and store the refresh token of an `oauth2` token source:
+    /// the device-code flow where the provider has one, else a browser with PKCE.
+    Login {
+        source: String,
+        #[arg(long, value_enum)]
+        flow: Option<FlowArg>,
+        /// Loopback port for the browser flow's redirect (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
     /// Whether each token source works now, when its tokens expire, and what
     /// to do about any that does not (exit 75 if any does not work).
     Status {
@@ -194,6 +212,14 @@ fn main() -> ExitCode {
             ExitCode::from(run(
                 &config,
                 match command {
+                    OauthCmd::Login { source, flow, port } => Command::Login {
+                        source,
+                        flow: flow.map(|f| match f {
+                            FlowArg::Device => smarthost::oauth::login::Flow::Device,
+                            FlowArg::Browser => smarthost::oauth::login::Flow::Browser,
+                        }),
+                        port,
+                    },
                     OauthCmd::Status { json } => Command::Status { json },
                     OauthCmd::Token { source, user } => Command::Token { source, user },
                 },

@@ -536,3 +536,50 @@ fn route_hold_survives_a_kill_and_never_logged_in_source_holds() {
     assert!(!out.contains("HELD"), "{out}");
     assert_no_secrets(&relay.log(), &ep.secrets(), "relay log");
 }
+
+#[test]
+fn oauth_login_with_a_device_code_then_mail_flows() {
+    let ep = Endpoint::start();
+    let up = ScriptedServer::start(ep.smtp_script());
+    let sd = tempfile::tempdir().unwrap();
+    let state = sd.path().join("o365.json");
+    let body = config(&ep, &up, &state, "F,1m,1s").replace(
+        "scopes = [",
+        &format!("device_url = \"{}\"\nscopes = [", ep.url("/device")),
+    );
+    let relay = Relay::start(&body);
+    let (code, out, err) = cli(&relay, &["oauth", "login", "o365"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // What the user must open and type.
+    assert!(
+        out.contains("https://login.example/device") && out.contains("WDJB-MJHT"),
+        "{out}"
+    );
+    assert!(out.contains("signed in"), "{out}");
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("rt-dev-"), "{saved}");
+
+    relay
+        .send(USER, &["rcpt@dst.test"], &message("after-login"))
+        .unwrap();
+    assert!(
+        relay.wait_log("status=sent", 1, Duration::from_secs(15)),
+        "{}",
+        relay.log()
+    );
+    let (code, status, _) = cli(&relay, &["oauth", "status"]);
+    assert_eq!(code, 0, "{status}");
+    assert!(
+        status.contains("works: yes") && status.contains("refresh token stored"),
+        "{status}"
+    );
+    let mut secrets = ep.secrets();
+    secrets.push("dc-secret-5150".into());
+    for text in [&out, &err, &status, &relay.log()] {
+        assert_no_secrets(text, &secrets, "login output or log");
+    }
+}

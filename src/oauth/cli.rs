@@ -224,6 +224,11 @@ pub fn token(
 /// What `smarthost oauth ...` was asked to do.
 #[derive(Debug, Clone)]
 pub enum Command {
+    Login {
+        source: String,
+        flow: Option<super::login::Flow>,
+        port: u16,
+    },
     Status {
         json: bool,
     },
@@ -257,8 +262,12 @@ pub fn run(path: &Path, command: Command) -> u8 {
             .build()
             .map_err(|e| e.to_string())
     };
+    if let Command::Login { source, flow, port } = command {
+        return login(path, &source, flow, port);
+    }
     let mut out = std::io::stdout().lock();
     let result = match command {
+        Command::Login { .. } => Ok(EX_OK),
         Command::Status { json } => status(&config, json, &mut out, || {
             let (full, tokens) = local_tokens()?;
             let statuses = runtime()?.block_on(check_all(&full, &tokens));
@@ -281,6 +290,71 @@ pub fn run(path: &Path, command: Command) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("smarthost oauth: {e}");
+            EX_TEMPFAIL
+        }
+    }
+}
+
+/// `oauth login`: sign in once and store the refresh token where the daemon
+/// finds it. A running daemon notices the new state file by itself (a held
+/// route is probed within seconds).
+fn login(path: &Path, source: &str, flow: Option<super::login::Flow>, port: u16) -> u8 {
+    use crate::sysexits::*;
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return EX_CONFIG;
+        }
+    };
+    let Some(src) = config.token_sources.get(source) else {
+        eprintln!(
+            "smarthost oauth login: no token source named {source:?} in {}",
+            config.file
+        );
+        return EX_USAGE;
+    };
+    let http = match crate::upstream::tls::client_config(None)
+        .map_err(|e| e.to_string())
+        .and_then(super::tokens::http_client)
+    {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("smarthost oauth login: {e}");
+            return EX_SOFTWARE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("smarthost oauth login: {e}");
+            return EX_OSERR;
+        }
+    };
+    let opts = super::login::Options {
+        flow,
+        port,
+        wait: None,
+    };
+    let mut out = std::io::stdout();
+    match runtime.block_on(super::login::login(&http, src, &opts, &mut out)) {
+        Ok(account) => {
+            let state = match &src.kind {
+                TokenKind::OAuth2(o) => o.state_file.display().to_string(),
+                _ => String::new(),
+            };
+            println!(
+                "signed in{}; refresh token stored in {state}",
+                account.map(|a| format!(" as {a}")).unwrap_or_default()
+            );
+            println!("check it with: smarthost oauth status");
+            EX_OK
+        }
+        Err(e) => {
+            eprintln!("smarthost oauth login: {e}");
             EX_TEMPFAIL
         }
     }

@@ -112,8 +112,7 @@ impl EndpointError {
 /// The most any token endpoint answer may be; real ones are a few KB.
 const MAX_BODY: usize = 256 * 1024;
 
-/// POSTs a form to `url` and reads the token response. `client_auth` adds the
-/// client's credentials the way the provider expects them.
+/// POSTs a form to `url` and reads the token response.
 pub async fn post(
     http: &reqwest::Client,
     url: &str,
@@ -121,6 +120,21 @@ pub async fn post(
     form: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<TokenResponse, EndpointError> {
+    let (status, bytes) = post_raw(http, url, src, form, timeout).await?;
+    parse(status, &bytes)
+}
+
+/// POSTs a form with the client's credentials added the way the provider
+/// expects them, and returns the status and the (size-capped) answer. The
+/// device authorization request (RFC 8628 3.1) uses this too: it takes the
+/// token endpoint's client authentication but answers something else.
+pub async fn post_raw(
+    http: &reqwest::Client,
+    url: &str,
+    src: &OAuth2Source,
+    form: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), EndpointError> {
     let mut fields: Vec<(&str, &str)> = form.to_vec();
     let mut req = http
         .post(url)
@@ -154,7 +168,7 @@ pub async fn post(
         .map_err(|e| EndpointError::Transport(transport_text(&e)))?;
     let status = resp.status();
     let bytes = read_capped(resp).await?;
-    parse(status.as_u16(), &bytes)
+    Ok((status.as_u16(), bytes))
 }
 
 async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, EndpointError> {

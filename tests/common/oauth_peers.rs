@@ -242,7 +242,13 @@ fn serve(
     let mut parts = head.split_whitespace();
     let method = parts.next().unwrap_or("");
     let target = parts.next().unwrap_or("");
-    let (status, json) = if method == "GET" {
+    let (status, json) = if method == "POST" && target.starts_with("/device") {
+        // RFC 8628 3.2: the device authorization response.
+        (
+            200,
+            r#"{"device_code":"dc-secret-5150","user_code":"WDJB-MJHT","verification_uri":"https://login.example/device","expires_in":60,"interval":1}"#.to_string(),
+        )
+    } else if method == "GET" {
         authentication_server(target, &auth, issued, client)
     } else {
         token(
@@ -329,6 +335,27 @@ fn token(
                 200,
                 format!(
                     r#"{{"access_token":"{at}","token_type":"Bearer","expires_in":{expires_in}}}"#
+                ),
+            )
+        }
+        "urn:ietf:params:oauth:grant-type:device_code" => {
+            if form.get("device_code").map(String::as_str) != Some("dc-secret-5150") {
+                return (400, r#"{"error":"invalid_grant"}"#.into());
+            }
+            // The user signs in between the first and the second poll.
+            let polls = i.requests.iter().filter(|r| r.0 == grant).count();
+            if polls < 2 {
+                return (400, r#"{"error":"authorization_pending"}"#.into());
+            }
+            i.serial += 1;
+            let at = format!("at-{}-{:08x}", i.serial, rand_ish(i.serial));
+            let rt = format!("rt-dev-{:08x}", rand_ish(i.serial + 7));
+            i.access_tokens.insert(at.clone());
+            i.refresh_tokens.insert(rt.clone());
+            (
+                200,
+                format!(
+                    r#"{{"access_token":"{at}","token_type":"Bearer","expires_in":{expires_in},"refresh_token":"{rt}","scope":"SMTP.Send offline_access"}}"#
                 ),
             )
         }
