@@ -5,6 +5,8 @@
 //! against the route's `ca_file`, authenticate, and never give its password to a
 //! server it could not verify or that does not offer TLS.
 
+#[path = "common/aiosmtpd.rs"]
+mod aiosmtpd;
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -14,10 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use aiosmtpd::{require_aiosmtpd, test_pki, PYTHON};
 use base64::Engine;
 use common::Relay;
 
-const PYTHON: &str = "/usr/bin/python3";
 const USER: &str = "relay-user@example.com";
 const PASSWORD: &str = "c0rrect-H0rse-Battery-7731";
 const WRONG_PASSWORD: &str = "wr0ng-Passw0rd-Zebra-4402";
@@ -46,54 +48,6 @@ impl Files {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-}
-
-/// (CA certificate, `localhost` certificate signed by it, its key), all PEM.
-fn test_pki() -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "smarthost test CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
-
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let leaf_cert = leaf
-        .signed_by(&leaf_key, &ca_cert, &ca_key)
-        .expect("leaf cert");
-    (ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem())
-}
-
-fn require_aiosmtpd() {
-    assert!(
-        Path::new(PYTHON).exists(),
-        "{PYTHON} not found; install it: apt-get install python3 python3-aiosmtpd"
-    );
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import aiosmtpd.smtp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "{PYTHON} cannot import aiosmtpd; install it: apt-get install python3-aiosmtpd"
-    );
 }
 
 /// The aiosmtpd server process, killed on drop.

@@ -9,6 +9,8 @@
 //! the relay's AUTH. The tap can also lengthen tokens to the size real
 //! providers issue (several KB), which the endpoint's `at-<n>-<hex>` are not.
 
+#[path = "common/aiosmtpd.rs"]
+mod aiosmtpd;
 mod common;
 #[path = "common/oauth_peers.rs"]
 mod oauth_peers;
@@ -24,11 +26,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use aiosmtpd::{require_aiosmtpd, test_pki, PYTHON};
 use base64::Engine;
 use common::{wait_for, Relay};
 use oauth_peers::{assert_no_secrets, write_state, Endpoint};
 
-const PYTHON: &str = "/usr/bin/python3";
 const USER: &str = "app@contoso.test";
 const REFRESH_TOKEN: &str = "rt-aiosmtpd-3c9e71";
 
@@ -52,56 +54,6 @@ impl Files {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-}
-
-/// (CA certificate, `localhost` certificate signed by it, its key), all PEM.
-fn test_pki() -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "smarthost test CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
-
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let leaf_cert = leaf
-        .signed_by(&leaf_key, &ca_cert, &ca_key)
-        .expect("leaf cert");
-    (ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem())
-}
-
-/// Same policy as tests/aiosmtpd_tls_auth.rs: a missing aiosmtpd fails the
-/// test (with how to install it) rather than skipping it.
-fn require_aiosmtpd() {
-    assert!(
-        Path::new(PYTHON).exists(),
-        "{PYTHON} not found; install it: apt-get install python3 python3-aiosmtpd"
-    );
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import aiosmtpd.smtp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "{PYTHON} cannot import aiosmtpd; install it: apt-get install python3-aiosmtpd"
-    );
 }
 
 /// The aiosmtpd server process (STARTTLS required, XOAUTH2 for `USER` with the

@@ -74,7 +74,9 @@ impl std::fmt::Display for EndpointError {
     }
 }
 
-fn one_line(s: &str, max: usize) -> String {
+/// One line without control characters, at most `max` characters: for text
+/// from the network that ends up on a terminal, in a log or in an error.
+pub(crate) fn one_line(s: &str, max: usize) -> String {
     let s: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

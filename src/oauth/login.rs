@@ -44,7 +44,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::endpoint::{self, EndpointError, TokenResponse};
+use super::endpoint::{self, one_line, EndpointError, TokenResponse};
 use super::state::{self, State, StateError};
 use crate::config::{Grant, OAuth2Source, Provider, Secret, TokenKind, TokenSource};
 
@@ -297,11 +297,11 @@ fn parse_device(status: u16, body: &[u8]) -> Result<DeviceAuthorization, Endpoin
         if status >= 500 {
             return Err(EndpointError::Transport(format!(
                 "HTTP {status} ({})",
-                clean(error, 64)
+                one_line(error, 64)
             )));
         }
         return Err(EndpointError::OAuth {
-            error: clean(error, 64),
+            error: one_line(error, 64),
             description: error_description.clone(),
         });
     }
@@ -321,18 +321,18 @@ fn parse_device(status: u16, body: &[u8]) -> Result<DeviceAuthorization, Endpoin
     // Printed for the user to read: no terminal control sequences from the net.
     let user_code = raw
         .user_code
-        .map(|c| clean(&c, 64))
+        .map(|c| one_line(&c, 64))
         .filter(|c| !c.is_empty())
         .ok_or_else(|| missing("user_code"))?;
     let verification_uri = raw
         .verification_uri
         .or(raw.verification_url)
-        .map(|u| clean(&u, 500))
+        .map(|u| one_line(&u, 500))
         .filter(|u| !u.is_empty())
         .ok_or_else(|| missing("verification_uri"))?;
     let verification_uri_complete = raw
         .verification_uri_complete
-        .map(|u| clean(&u, 1000))
+        .map(|u| one_line(&u, 1000))
         .filter(|u| !u.is_empty());
     let expires_in = number(raw.expires_in).unwrap_or(DEFAULT_DEVICE_LIFETIME);
     // 0 would mean hammering the endpoint; an absurd value would outlive the code.
@@ -632,7 +632,7 @@ impl Redirect {
         }
         let outcome = match (code, error) {
             (_, Some(error)) => Err(EndpointError::OAuth {
-                error: clean(&error, 64),
+                error: one_line(&error, 64),
                 description,
             }),
             (Some(code), None) if !code.is_empty() => Ok(Secret::new(code)),
@@ -755,20 +755,6 @@ fn account_from_id_token(jwt: &str) -> Option<String> {
     ["email", "preferred_username"]
         .iter()
         .filter_map(|k| claims.get(k).and_then(|v| v.as_str()))
-        .map(|s| clean(s, 200))
+        .map(|s| one_line(s, 200))
         .find(|s| !s.is_empty())
-}
-
-/// One line without control characters, at most `max` characters: for text
-/// from the network that ends up on a terminal or in an error.
-fn clean(s: &str, max: usize) -> String {
-    let s: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s,
-    }
 }
