@@ -30,6 +30,7 @@
 //! - [`sendmail`]: the `sendmail`/`mailq` command: flags ([`sendmail::args`]),
 //!   message preparation ([`sendmail::message`]), submission ([`sendmail::submit`]).
 //! - [`dropdir`]: the drop directory sendmail falls back to when the daemon is down.
+//! - [`daemon`]: `smarthost serve`: start-up, systemd integration, reload, stop.
 //! - [`control`]: queue control over a UNIX socket (server, client, mailq output).
 //! - [`sysexits`]: exit codes callers of sendmail interpret.
 //! - [`clock`]: Unix time and RFC 5322 dates.
@@ -39,6 +40,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod delivery;
 pub mod dropdir;
 pub mod intake;
