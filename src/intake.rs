@@ -104,17 +104,14 @@ pub async fn enqueue(relay: &Relay, m: Incoming<'_>) -> Result<String, StoreErro
     changes.put_message(&mut env, &message);
     store.write(changes).await?;
     tracing::info!(
-        "{}: from=<{}> size={} nrcpt={} client={}{}",
-        id,
-        env.sender,
-        env.size,
-        env.recipients.len(),
-        env.client,
-        env.message_id
-            .as_deref()
-            .map(|m| format!(" message-id={m}"))
-            .unwrap_or_default()
+        id = %id,
+        from = %env.sender,
+        size = env.size,
+        nrcpt = env.recipients.len(),
+        client = %env.client,
+        "message-id" = env.message_id.as_deref(),
     );
+    relay.metrics.accepted(&relay.route_name(&env), &env);
     relay.schedule(&env);
     Ok(id)
 }

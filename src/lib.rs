@@ -30,7 +30,10 @@
 //! - [`sendmail`]: the `sendmail`/`mailq` command: flags ([`sendmail::args`]),
 //!   message preparation ([`sendmail::message`]), submission ([`sendmail::submit`]).
 //! - [`dropdir`]: the drop directory sendmail falls back to when the daemon is down.
-//! - [`daemon`]: `smarthost serve`: start-up, systemd integration, reload, stop.
+//! - [`daemon`]: `smarthost serve`: start-up, systemd integration, reload, stop;
+//!   [`daemon::logging`] formats the log as Postfix-style text or JSON.
+//! - [`metrics`]: counters and gauges, `/metrics` (Prometheus) and `/healthz`.
+//! - [`local_http`]: the bounded accept loop of the daemon's HTTP servers.
 //! - [`control`]: queue control over a UNIX socket (server, client, mailq output).
 //! - [`sysexits`]: exit codes callers of sendmail interpret.
 //! - [`clock`]: Unix time and RFC 5322 dates.
@@ -44,6 +47,8 @@ pub mod daemon;
 pub mod delivery;
 pub mod dropdir;
 pub mod intake;
+pub mod local_http;
+pub mod metrics;
 pub mod oauth;
 pub mod outcome;
 pub mod queue;

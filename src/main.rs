@@ -32,6 +32,9 @@ enum Cmd {
     Serve {
         #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
         config: PathBuf,
+        /// Log lines as Postfix-style `key=value` text or as JSON objects.
+        #[arg(long, env = "SMARTHOST_LOG_FORMAT", value_enum, default_value_t)]
+        log_format: smarthost::daemon::LogFormat,
     },
     /// Validate a configuration and print its route table (never its secrets).
     Check {
@@ -247,7 +250,9 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_CONFIG)
             }
         },
-        Cmd::Serve { config } => ExitCode::from(smarthost::daemon::run(&config)),
+        Cmd::Serve { config, log_format } => {
+            ExitCode::from(smarthost::daemon::run(&config, log_format))
+        }
     }
 }
 

@@ -18,12 +18,14 @@ use toml::Spanned;
 use crate::retry::Schedule;
 
 mod local;
+mod metrics;
 mod route;
 mod secret;
 mod token;
 
 use crate::routing::RouteTable;
 pub use local::Local;
+pub use metrics::MetricsSettings;
 use route::RawRoute;
 pub use route::{
     describe, AuthMechanism, AuthSecret, Credentials, Route, SmtpRoute, TlsMode, Transport,
@@ -85,6 +87,7 @@ struct RawConfig {
     token_sources: Vec<Spanned<token::RawTokenSource>>,
     #[serde(default)]
     oauth: token::RawOAuth,
+    metrics: Option<Spanned<metrics::RawMetrics>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +163,8 @@ pub struct Config {
     pub local: Local,
     pub token_sources: BTreeMap<String, TokenSource>,
     pub oauth: OAuthSettings,
+    /// The `/metrics` and `/healthz` listener, if configured.
+    pub metrics: Option<MetricsSettings>,
 }
 
 impl Config {
@@ -439,6 +444,7 @@ impl Validator<'_> {
         };
 
         let local = self.local(raw.local, base, &hostname);
+        let metrics = self.metrics(raw.metrics);
 
         Some(Config {
             file: self.file.to_string(),
@@ -455,6 +461,7 @@ impl Validator<'_> {
             local,
             token_sources,
             oauth,
+            metrics,
         })
     }
 }
@@ -523,6 +530,29 @@ default = "capture"
             err.contains("test.toml:10:") && err.contains("unknown route \"nope\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn metrics_listener_is_optional_and_loopback_unless_allowed() {
+        assert_eq!(parse(MINIMAL).expect("valid").metrics, None);
+        let c = parse(&format!(
+            "{MINIMAL}[metrics]\nlisten = \"127.0.0.1:9325\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.metrics.map(|m| m.listen),
+            Some("127.0.0.1:9325".parse().unwrap())
+        );
+        let remote = format!("{MINIMAL}[metrics]\nlisten = \"0.0.0.0:9325\"\n");
+        let err = parse(&remote).unwrap_err().to_string();
+        assert!(
+            err.contains("test.toml:10:") && err.contains("not a loopback address"),
+            "{err}"
+        );
+        let allowed = format!("{remote}allow_remote = true\n");
+        assert!(parse(&allowed).expect("valid").metrics.is_some());
+        let bad = format!("{MINIMAL}[metrics]\nlisten = \"localhost:9325\"\n");
+        assert!(parse(&bad).unwrap_err().to_string().contains("not IP:port"));
     }
 
     #[test]

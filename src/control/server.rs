@@ -13,6 +13,7 @@ use super::{Action, Entry, Reply, Request, Selection};
 use crate::clock::unix_now;
 use crate::delivery::record::Failed;
 use crate::delivery::Relay;
+use crate::metrics::Finish;
 use crate::queue::store::Changes;
 use crate::queue::{Envelope, Finished, State, StoreError};
 
@@ -341,6 +342,7 @@ async fn act_claimed(
             changes.remove_message(&env);
             changes.put_history(&Finished::from_envelope(&env, now, "deleted"));
             relay.store.write(changes).await?;
+            relay.metrics.finished(&route, &env, Finish::Deleted);
             relay.scheduler.unschedule(&route, id);
         }
         Action::Bounce => {
@@ -365,22 +367,27 @@ async fn act_claimed(
             changes.remove_message(&env);
             changes.put_history(&Finished::from_envelope(&env, now, "bounced"));
             relay.store.write(changes).await?;
+            relay.metrics.operator_bounced(&route, &env, failed.len());
             relay.scheduler.unschedule(&route, id);
             for f in &failed {
                 if let Some(r) = env.recipients.get(f.index) {
                     tracing::info!(
-                        "{id}: to=<{}> relay=none status=bounced ({reason})",
-                        r.address
+                        id,
+                        to = %r.address,
+                        relay = "none",
+                        status = "bounced",
+                        detail = reason,
                     );
                 }
             }
             if let Some(b) = &dsn {
-                tracing::info!("{id}: sender non-delivery notification: {}", b.id);
+                tracing::info!(id, "sender non-delivery notification: {}", b.id);
+                relay.metrics.notification(b);
                 relay.schedule(b);
             }
         }
     }
-    tracing::info!("{id}: {} by the operator", action.past_tense());
+    tracing::info!(id, "{} by the operator", action.past_tense());
     Ok((action.past_tense().to_string(), reschedule))
 }
 

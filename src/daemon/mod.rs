@@ -1,6 +1,8 @@
 //! The daemon (`smarthost serve`): opens the queue, binds or takes over the
 //! listeners, starts the workers and the local servers, and runs until stopped.
 
+pub mod logging;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,20 +10,14 @@ use crate::config::Config;
 use crate::control::{self, server::bind_socket};
 use crate::delivery::Relay;
 use crate::dropdir;
+use crate::metrics::Phase;
 use crate::queue::Store;
 use crate::smtp::server;
 use crate::sysexits::*;
+pub use logging::LogFormat;
 
-pub fn run(path: &Path) -> u8 {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+pub fn run(path: &Path, log_format: LogFormat) -> u8 {
+    logging::init(log_format);
     // One provider for every rustls user in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -94,6 +90,10 @@ pub fn run(path: &Path) -> u8 {
         if let Err(code) = start_sharing(&relay).await {
             return code;
         }
+        if let Err(e) = crate::metrics::http::start(&relay, config.metrics.as_ref()).await {
+            tracing::error!("{e}");
+            return EX_OSERR;
+        }
         if let Err(e) = dropdir::prepare(&local.drop_dir) {
             // sendmail still works through the socket; only the fallback is lost.
             tracing::warn!("drop directory {}: {e}", local.drop_dir.display());
@@ -120,9 +120,11 @@ pub fn run(path: &Path) -> u8 {
             local.submit_socket().display(),
             queued + picked
         );
+        relay.metrics.set_phase(Phase::Running);
         tokio::select! {
             _ = server::serve(relay.clone(), listeners, Some(submit)) => {}
             _ = shutdown_signal() => {
+                relay.metrics.set_phase(Phase::Stopping);
                 tracing::info!("shutting down; queued mail stays queued");
             }
         }

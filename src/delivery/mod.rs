@@ -42,6 +42,7 @@ pub struct Relay {
     released: Notify,
     pub tokens: Arc<Tokens>,
     pub holds: hold::Holds,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// An attempt that could not be made because the route's credentials are dead.
@@ -85,6 +86,7 @@ impl Relay {
         Ok(Arc::new(Relay {
             tokens,
             holds: hold::Holds::default(),
+            metrics: crate::metrics::Metrics::new(config.routes.keys()),
             config,
             store,
             scheduler: Scheduler::new(),
@@ -153,6 +155,7 @@ impl Relay {
         for env in self.store.envelopes() {
             match env {
                 Ok(env) => {
+                    self.metrics.loaded(&env);
                     self.schedule(&env);
                     n += 1;
                 }
@@ -459,30 +462,30 @@ impl Relay {
             changes.put_envelope(env);
         }
         self.store.write(changes).await?;
+        self.metrics.attempted(&route.name, env, due);
 
         for (&i, o) in due.iter().zip(&outcomes) {
             let Some(r) = env.recipients.get(i) else {
                 continue;
             };
-            let word = status_word(r.state);
-            let detail = r.last_error.as_deref().unwrap_or(o.detail());
             tracing::info!(
-                "{}: to=<{}> relay={} delay={} attempts={} status={} ({})",
-                env.id,
-                r.address,
+                id = %env.id,
+                to = %r.address,
                 relay,
                 delay,
-                r.attempts,
-                word,
-                detail
+                route = %route.name,
+                attempts = r.attempts,
+                status = status_word(r.state),
+                detail = r.last_error.as_deref().unwrap_or(o.detail()),
             );
         }
         if let Some(b) = dsn {
-            tracing::info!("{}: sender non-delivery notification: {}", env.id, b.id);
+            tracing::info!(id = %env.id, "sender non-delivery notification: {}", b.id);
+            self.metrics.notification(&b);
             self.schedule(&b);
         }
         if env.is_finished() {
-            tracing::info!("{}: removed", env.id);
+            tracing::info!(id = %env.id, "removed");
         } else if let Some(at) = env.next_due() {
             self.scheduler.schedule(&route.name, at, env.id.clone());
         }
@@ -499,7 +502,7 @@ fn status_word(state: State) -> &'static str {
 }
 
 /// How a finished message ended, for its history record.
-fn finished_word(env: &Envelope) -> &'static str {
+pub(crate) fn finished_word(env: &Envelope) -> &'static str {
     let delivered = env
         .recipients
         .iter()

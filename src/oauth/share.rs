@@ -15,7 +15,6 @@
 //! per source.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,6 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use ring::hmac;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
@@ -221,37 +219,11 @@ pub async fn serve_http(
         key,
         tag,
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    // One request per connection and a bound on reading it: every local user
-    // can connect, authenticated or not, and must not be able to park tasks.
-    builder
-        .keep_alive(false)
-        .timer(TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT)
-        .max_buf_size(16 * 1024);
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("token share over http: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    crate::local_http::serve(listener, "token share over http", move |req| {
         let shared = shared.clone();
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(http_answer(req, &shared).await) }
-            }),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("token share over http: connection ended: {e}");
-            }
-        });
-    }
+        async move { http_answer(req, &shared).await }
+    })
+    .await;
 }
 
 async fn http_answer(req: Request<Incoming>, shared: &HttpShared) -> Response<Full<Bytes>> {

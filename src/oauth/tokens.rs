@@ -4,6 +4,7 @@
 //! source are serialized, so a burst of connections costs one refresh.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ struct Slot {
     source: TokenSource,
     cache: tokio::sync::Mutex<Cache>,
     status: Mutex<Status>,
+    /// Fetches that failed, for `smarthost_token_refresh_failures_total`.
+    failures: AtomicU64,
 }
 
 #[derive(Default)]
@@ -92,6 +95,7 @@ impl Tokens {
                             describe: s.describe(),
                             ..Status::default()
                         }),
+                        failures: AtomicU64::new(0),
                     },
                 )
             })
@@ -138,6 +142,7 @@ impl Tokens {
                 st.dead = false;
             }
             Err(e) => {
+                slot.failures.fetch_add(1, Ordering::Relaxed);
                 cache.failed = Some((now, e.clone()));
                 st.error = Some(e.to_string());
                 st.error_at = Some(now);
@@ -292,6 +297,14 @@ impl Tokens {
             TokenKind::File(p) => external::stamp(p),
             _ => None,
         }
+    }
+
+    /// How many fetches of each source have failed since start.
+    pub fn failures(&self) -> Vec<(String, u64)> {
+        self.slots
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.failures.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Forgets the negative cache of a source, so the next `bearer` asks again.

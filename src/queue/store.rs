@@ -322,6 +322,21 @@ impl Store {
             .collect()
     }
 
+    /// A cheap read and a look at the committer, for the health check: an
+    /// error here means nothing could be acknowledged now.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        if self
+            .inner
+            .committer
+            .as_ref()
+            .is_none_or(std::thread::JoinHandle::is_finished)
+        {
+            return Err(StoreError::Closed);
+        }
+        self.inner.db.get(b"p")?;
+        Ok(())
+    }
+
     pub fn disk_size(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
     }

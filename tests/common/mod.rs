@@ -69,6 +69,8 @@ pub struct Relay {
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     starts: u32,
+    /// Extra arguments for `smarthost serve`.
+    args: Vec<String>,
 }
 
 impl Relay {
@@ -76,6 +78,11 @@ impl Relay {
     /// queue path). `body` holds routes, routing, retry and limits; the token
     /// `{dir}` in it is replaced by the temporary directory.
     pub fn start(body: &str) -> Relay {
+        Self::start_with_args(body, &[])
+    }
+
+    /// [`Relay::start`] with extra `serve` arguments (e.g. `--log-format json`).
+    pub fn start_with_args(body: &str, args: &[&str]) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let config_path = dir.path().join("smarthost.toml");
@@ -95,6 +102,7 @@ impl Relay {
             config_path,
             log_path,
             starts: 0,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         r.spawn();
         r
@@ -120,6 +128,7 @@ impl Relay {
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
+            .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

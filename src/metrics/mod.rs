@@ -1,0 +1,394 @@
+//! Observability: the counters, histogram and gauges behind `/metrics`, and
+//! the hooks the relay calls when a message is accepted, attempted or removed.
+//!
+//! - [`exposition`]: the Prometheus text format (pure).
+//! - [`histogram`]: fixed-bucket histograms on atomics.
+//! - [`queue_index`]: queued messages by arrival, for the queue gauges.
+//! - [`http`]: the optional loopback listener for `/metrics` and `/healthz`.
+//!
+//! Delivery outcomes are per recipient in this relay, so the delivery counters
+//! count recipients (`smarthost_recipients_*`); messages are counted where a
+//! message is the unit: acceptance and leaving the queue. Hot paths touch only
+//! atomics and one short lock on the queue index; a scrape reads, never scans
+//! the store.
+
+pub mod exposition;
+pub mod histogram;
+pub mod http;
+pub mod queue_index;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+use exposition::{Exposition, Kind};
+use histogram::{Histogram, DELIVERY_BUCKETS};
+use queue_index::QueueIndex;
+
+use crate::queue::{Envelope, State};
+
+/// How a message left the queue, for `smarthost_messages_finished_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Delivered,
+    Bounced,
+    PartlyBounced,
+    Deleted,
+}
+
+impl Finish {
+    const ALL: [Finish; 4] = [
+        Finish::Delivered,
+        Finish::Bounced,
+        Finish::PartlyBounced,
+        Finish::Deleted,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Finish::Delivered => "delivered",
+            Finish::Bounced => "bounced",
+            Finish::PartlyBounced => "partly_bounced",
+            Finish::Deleted => "deleted",
+        }
+    }
+
+    /// How a message whose every recipient is final ended (the word its
+    /// history record gets).
+    pub fn of(env: &Envelope) -> Finish {
+        match crate::delivery::finished_word(env) {
+            "delivered" => Finish::Delivered,
+            "bounced" => Finish::Bounced,
+            _ => Finish::PartlyBounced,
+        }
+    }
+}
+
+/// Where the daemon is in its life, for `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Starting = 0,
+    Running = 1,
+    Stopping = 2,
+}
+
+struct RouteCounters {
+    messages_accepted: AtomicU64,
+    recipients_accepted: AtomicU64,
+    delivered: AtomicU64,
+    deferred: AtomicU64,
+    bounced: AtomicU64,
+    /// Indexed by [`Finish`].
+    finished: [AtomicU64; 4],
+    latency: Histogram,
+}
+
+impl RouteCounters {
+    fn new() -> RouteCounters {
+        RouteCounters {
+            messages_accepted: AtomicU64::new(0),
+            recipients_accepted: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
+            bounced: AtomicU64::new(0),
+            finished: Default::default(),
+            latency: Histogram::new(&DELIVERY_BUCKETS),
+        }
+    }
+}
+
+pub struct Metrics {
+    /// Unix time this process started, in seconds.
+    started: f64,
+    phase: AtomicU8,
+    /// One entry per route name ever used. Route names come from the config,
+    /// never from a client, so the map (and the label set) stays small; entries
+    /// for the configured routes are made at start so every series exists from
+    /// the first scrape, with zeros.
+    routes: RwLock<BTreeMap<String, Arc<RouteCounters>>>,
+    notifications: AtomicU64,
+    pub queue: QueueIndex,
+}
+
+impl Metrics {
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a String>) -> Metrics {
+        let routes = routes
+            .into_iter()
+            .map(|r| (r.clone(), Arc::new(RouteCounters::new())))
+            .collect();
+        Metrics {
+            started: now(),
+            phase: AtomicU8::new(Phase::Starting as u8),
+            routes: RwLock::new(routes),
+            notifications: AtomicU64::new(0),
+            queue: QueueIndex::default(),
+        }
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Relaxed);
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Relaxed) {
+            0 => Phase::Starting,
+            1 => Phase::Running,
+            _ => Phase::Stopping,
+        }
+    }
+
+    fn route(&self, name: &str) -> Arc<RouteCounters> {
+        if let Some(c) = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return c.clone();
+        }
+        // A route added by a reload: made on first use.
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(RouteCounters::new()))
+            .clone()
+    }
+
+    /// A message was accepted into the queue (durably) and leaves by `route`.
+    pub fn accepted(&self, route: &str, env: &Envelope) {
+        let c = self.route(route);
+        c.messages_accepted.fetch_add(1, Relaxed);
+        c.recipients_accepted
+            .fetch_add(env.recipients.len() as u64, Relaxed);
+        self.queue.track(env, Some(now()));
+    }
+
+    /// A message found in the queue at start.
+    pub fn loaded(&self, env: &Envelope) {
+        self.queue.track(env, None);
+    }
+
+    /// A non-delivery notification was queued.
+    pub fn notification(&self, dsn: &Envelope) {
+        self.notifications.fetch_add(1, Relaxed);
+        self.queue.track(dsn, Some(now()));
+    }
+
+    /// The outcomes of one attempt are durable: `env` holds the recipients'
+    /// new states, `due` which of them were tried.
+    pub fn attempted(&self, route: &str, env: &Envelope, due: &[usize]) {
+        let c = self.route(route);
+        let accepted = self.queue.accepted(env);
+        let now = now();
+        for r in due.iter().filter_map(|&i| env.recipients.get(i)) {
+            match r.state {
+                State::Delivered => {
+                    c.delivered.fetch_add(1, Relaxed);
+                    c.latency.observe(now - accepted);
+                }
+                State::Bounced => {
+                    c.bounced.fetch_add(1, Relaxed);
+                }
+                _ => {
+                    c.deferred.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        if env.is_finished() {
+            self.finished(route, env, Finish::of(env));
+        } else {
+            self.queue.track(env, None);
+        }
+    }
+
+    /// The operator bounced `bounced` recipients of a message, which is gone.
+    pub fn operator_bounced(&self, route: &str, env: &Envelope, bounced: usize) {
+        self.route(route).bounced.fetch_add(bounced as u64, Relaxed);
+        self.finished(route, env, Finish::of(env));
+    }
+
+    /// A message left the queue.
+    pub fn finished(&self, route: &str, env: &Envelope, how: Finish) {
+        if let Some(slot) = self.route(route).finished.get(how as usize) {
+            slot.fetch_add(1, Relaxed);
+        }
+        self.queue.forget(env);
+    }
+
+    /// The exposition. `held` lists the held routes; `token_failures` the
+    /// failure count of every token source.
+    pub fn render(&self, held: &[String], token_failures: &[(String, u64)]) -> String {
+        let routes: Vec<(String, Arc<RouteCounters>)> = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut e = Exposition::new();
+        self.render_process(&mut e);
+        render_routes(&mut e, &routes);
+        e.family(
+            "smarthost_notifications_created_total",
+            Kind::Counter,
+            "Non-delivery notifications (DSNs) queued to senders; their own recipients are counted by the recipient counters.",
+        );
+        e.sample(
+            "smarthost_notifications_created_total",
+            &[],
+            self.notifications.load(Relaxed),
+        );
+        self.render_queue(&mut e);
+        e.family(
+            "smarthost_route_held",
+            Kind::Gauge,
+            "1 while a route is held because its credentials are dead, else 0.",
+        );
+        let mut names: Vec<&str> = routes.iter().map(|(n, _)| n.as_str()).collect();
+        names.extend(held.iter().map(String::as_str));
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let on = u64::from(held.iter().any(|h| h == name));
+            e.sample("smarthost_route_held", &[("route", name)], on);
+        }
+        e.family(
+            "smarthost_token_refresh_failures_total",
+            Kind::Counter,
+            "Failed attempts to obtain an access token from a token source (answers from the 30s negative cache are not counted).",
+        );
+        for (source, n) in token_failures {
+            e.sample(
+                "smarthost_token_refresh_failures_total",
+                &[("source", source)],
+                *n,
+            );
+        }
+        e.finish()
+    }
+
+    fn render_process(&self, e: &mut Exposition) {
+        e.family(
+            "smarthost_up",
+            Kind::Gauge,
+            "1 while the daemon runs and answers scrapes.",
+        );
+        e.sample("smarthost_up", &[], 1u64);
+        e.family(
+            "smarthost_build_info",
+            Kind::Gauge,
+            "The running version, as a label; always 1.",
+        );
+        e.sample(
+            "smarthost_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1u64,
+        );
+        e.family(
+            "smarthost_start_time_seconds",
+            Kind::Gauge,
+            "When the daemon started, in seconds since the Unix epoch.",
+        );
+        e.sample("smarthost_start_time_seconds", &[], self.started);
+    }
+
+    fn render_queue(&self, e: &mut Exposition) {
+        let q = self.queue.snapshot();
+        e.family(
+            "smarthost_queue_messages",
+            Kind::Gauge,
+            "Messages in the queue (held ones included).",
+        );
+        e.sample("smarthost_queue_messages", &[], q.messages);
+        e.family(
+            "smarthost_queue_recipients",
+            Kind::Gauge,
+            "Recipients in the queue still to be delivered.",
+        );
+        e.sample("smarthost_queue_recipients", &[], q.recipients);
+        e.family(
+            "smarthost_queue_oldest_message_age_seconds",
+            Kind::Gauge,
+            "Age of the oldest queued message; 0 when the queue is empty.",
+        );
+        let age = q
+            .oldest
+            .map(|at| (now() - at as f64).max(0.0))
+            .unwrap_or(0.0);
+        e.sample("smarthost_queue_oldest_message_age_seconds", &[], age);
+    }
+}
+
+fn render_routes(e: &mut Exposition, routes: &[(String, Arc<RouteCounters>)]) {
+    type Read = fn(&RouteCounters) -> u64;
+    let counters: [(&str, &str, Read); 5] = [
+        (
+            "smarthost_messages_accepted_total",
+            "Messages accepted into the queue (SMTP, sendmail, drop directory), by the route they leave through.",
+            |c| c.messages_accepted.load(Relaxed),
+        ),
+        (
+            "smarthost_recipients_accepted_total",
+            "Recipients of the messages accepted into the queue.",
+            |c| c.recipients_accepted.load(Relaxed),
+        ),
+        (
+            "smarthost_recipients_delivered_total",
+            "Recipients delivered (status=sent).",
+            |c| c.delivered.load(Relaxed),
+        ),
+        (
+            "smarthost_recipients_deferred_total",
+            "Delivery attempts that left a recipient deferred (status=deferred); a recipient tried three times counts up to three.",
+            |c| c.deferred.load(Relaxed),
+        ),
+        (
+            "smarthost_recipients_bounced_total",
+            "Recipients that failed for good (status=bounced): refused, retry timeout, or bounced by the operator.",
+            |c| c.bounced.load(Relaxed),
+        ),
+    ];
+    for (name, help, read) in counters {
+        e.family(name, Kind::Counter, help);
+        for (route, c) in routes {
+            e.sample(name, &[("route", route)], read(c));
+        }
+    }
+    let name = "smarthost_messages_finished_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Messages that left the queue, by route and result (delivered, bounced, partly_bounced, deleted).",
+    );
+    for (route, c) in routes {
+        for how in Finish::ALL {
+            let n = c
+                .finished
+                .get(how as usize)
+                .map(|a| a.load(Relaxed))
+                .unwrap_or(0);
+            e.sample(name, &[("route", route), ("result", how.label())], n);
+        }
+    }
+    let name = "smarthost_delivery_latency_seconds";
+    e.family(
+        name,
+        Kind::Histogram,
+        "Time from acceptance to delivery of each delivered recipient.",
+    );
+    for (route, c) in routes {
+        e.histogram(name, &[("route", route)], &c.latency.snapshot());
+    }
+}
+
+/// Unix time with sub-second precision.
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests;
