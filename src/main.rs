@@ -45,6 +45,12 @@ enum Cmd {
         /// The envelope sender, e.g. app@example.com ("" or "<>" for the null sender).
         sender: String,
     },
+    /// Make the running daemon re-read its configuration (as SIGHUP does); a
+    /// configuration that fails validation is refused and the old one stays.
+    Reload {
+        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
+        config: PathBuf,
+    },
     /// Look at and steer the queue of the running daemon.
     Queue {
         #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
@@ -201,6 +207,7 @@ fn main() -> ExitCode {
         Cmd::Sendmail { args } => ExitCode::from(smarthost::sendmail::main(args)),
         Cmd::Mailq { args } => ExitCode::from(smarthost::sendmail::mailq(args)),
         Cmd::Queue { config, command } => queue(&config, command),
+        Cmd::Reload { config } => control_command(&config, Command::Reload),
         Cmd::Oauth { config, command } => {
             use smarthost::oauth::cli::{run, Command};
             ExitCode::from(run(
@@ -252,13 +259,6 @@ fn main() -> ExitCode {
 }
 
 fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
-    let config = match Config::load_for_client(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
     let act = |action, t: Target| Command::Act {
         action,
         selection: t.selection(),
@@ -280,6 +280,18 @@ fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
         QueueCmd::Delete(t) => act(Action::Delete, t),
         QueueCmd::Bounce(t) => act(Action::Bounce, t),
     };
+    control_command(path, command)
+}
+
+/// Sends a command to the running daemon over its control socket.
+fn control_command(path: &std::path::Path, command: Command) -> ExitCode {
+    let config = match Config::load_for_client(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     let mut out = std::io::stdout().lock();
     match client::run(&config.local.control_socket(), command, &mut out) {
         Ok(true) => ExitCode::SUCCESS,
@@ -287,7 +299,7 @@ fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
         // `smarthost queue list | head` is not an error.
         Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("smarthost queue: {e}");
+            eprintln!("smarthost: {e}");
             ExitCode::from(match e {
                 ClientError::Unreachable { .. } => EX_UNAVAILABLE,
                 ClientError::Denied { .. } => EX_NOPERM,

@@ -331,7 +331,7 @@ impl Validator<'_> {
             );
             return None;
         };
-        let path = base.join(password_file);
+        let path = super::secret::secret_path(base, password_file);
         if !self.read_secrets {
             // Client commands (sendmail, queue) run as any user and never need the
             // upstream password: leave it unread rather than fail on its permissions.
