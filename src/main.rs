@@ -207,7 +207,7 @@ fn main() -> ExitCode {
         Cmd::Sendmail { args } => ExitCode::from(smarthost::sendmail::main(args)),
         Cmd::Mailq { args } => ExitCode::from(smarthost::sendmail::mailq(args)),
         Cmd::Queue { config, command } => queue(&config, command),
-        Cmd::Reload { config } => control_command(&config, Command::Reload),
+        Cmd::Reload { config } => control_command(&config, Command::Reload, EX_CONFIG),
         Cmd::Oauth { config, command } => {
             use smarthost::oauth::cli::{run, Command};
             ExitCode::from(run(
@@ -280,11 +280,12 @@ fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
         QueueCmd::Delete(t) => act(Action::Delete, t),
         QueueCmd::Bounce(t) => act(Action::Bounce, t),
     };
-    control_command(path, command)
+    control_command(path, command, EX_DATAERR)
 }
 
-/// Sends a command to the running daemon over its control socket.
-fn control_command(path: &std::path::Path, command: Command) -> ExitCode {
+/// Sends a command to the running daemon over its control socket; `refused` is
+/// the exit code when the daemon says no.
+fn control_command(path: &std::path::Path, command: Command, refused: u8) -> ExitCode {
     let config = match Config::load_for_client(path) {
         Ok(c) => c,
         Err(e) => {
@@ -303,7 +304,7 @@ fn control_command(path: &std::path::Path, command: Command) -> ExitCode {
             ExitCode::from(match e {
                 ClientError::Unreachable { .. } => EX_UNAVAILABLE,
                 ClientError::Denied { .. } => EX_NOPERM,
-                ClientError::Failed(_) => EX_DATAERR,
+                ClientError::Failed(_) => refused,
                 ClientError::Protocol(_) => EX_PROTOCOL,
                 ClientError::Io(_) => EX_IOERR,
             })
