@@ -43,6 +43,7 @@ pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod dropdir;
+pub mod import;
 pub mod intake;
 pub mod oauth;
 pub mod outcome;
