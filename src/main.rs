@@ -65,6 +65,11 @@ enum Cmd {
         #[command(subcommand)]
         command: OauthCmd,
     },
+    /// Translate a Postfix or exim smarthost setup into a smarthost config.
+    Import {
+        #[command(subcommand)]
+        command: smarthost::import::cli::Command,
+    },
     /// The sendmail command (the same as invoking this binary as `sendmail`).
     #[command(disable_help_flag = true)]
     Sendmail {
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
         Cmd::Mailq { args } => ExitCode::from(smarthost::sendmail::mailq(args)),
         Cmd::Queue { config, command } => queue(&config, command),
         Cmd::Reload { config } => control_command(&config, Command::Reload, EX_CONFIG),
+        Cmd::Import { command } => ExitCode::from(smarthost::import::cli::run(command)),
         Cmd::Oauth { config, command } => {
             use smarthost::oauth::cli::{run, Command};
             ExitCode::from(run(

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{AuthMechanism, Secret, TlsMode};
 use crate::routing::{RouteTable, RouteTableError};
 
+pub mod cli;
 pub mod exim;
 pub mod postfix;
 mod render;
