@@ -73,8 +73,6 @@ const UNTRANSLATED: &[(&str, &str)] = &[
     ("smtp_tls_policy_maps", "per-destination TLS policy is not read; each route's tls comes from smtp_tls_security_level"),
     ("smtp_tls_cert_file", "smarthost presents no client certificate"),
     ("smtp_tls_chain_files", "smarthost presents no client certificate"),
-    ("smtp_tls_protocols", "smarthost uses TLS 1.2 and 1.3 only"),
-    ("smtp_tls_mandatory_protocols", "smarthost uses TLS 1.2 and 1.3 only"),
     ("smtp_tls_ciphers", "smarthost uses rustls's cipher suites"),
     ("smtp_tls_mandatory_ciphers", "smarthost uses rustls's cipher suites"),
     ("smtp_tls_exclude_ciphers", "smarthost uses rustls's cipher suites"),
@@ -684,6 +682,13 @@ impl Postfix {
             }
         }
         self.listening();
+        for name in ["smtp_tls_protocols", "smtp_tls_mandatory_protocols"] {
+            if let Some(v) = self.get(name) {
+                if !allows_tls12_and_13(&v) {
+                    self.report(name, &v, "smarthost speaks TLS 1.2 and 1.3, nothing else");
+                }
+            }
+        }
         for (name, why) in UNTRANSLATED {
             self.unless_default(name, &[], why);
         }
@@ -1086,7 +1091,11 @@ impl Postfix {
             let is_default = matches!(raw.as_deref(), Some("$myhostname" | "${myhostname}"))
                 || own.as_deref() == Some(h.as_str());
             if !h.is_empty() && !is_default {
-                self.helo = Some(h);
+                if h.bytes().all(|b| b.is_ascii_graphic()) {
+                    self.helo = Some(h);
+                } else {
+                    self.report("smtp_helo_name", &h, "not a host name; routes use hostname");
+                }
             }
         }
         let relay_map = self.table("sender_dependent_relayhost_maps");
@@ -1243,6 +1252,34 @@ impl Postfix {
             self.plan.sender(&pattern, r, &key.origin, &key.key);
         }
     }
+}
+
+/// Whether a Postfix protocol list (`!SSLv2, !TLSv1`, `>=TLSv1.2`,
+/// `TLSv1.2 TLSv1.3`) allows both TLS 1.2 and 1.3, smarthost's only two: then
+/// smarthost is at least as strict and nothing needs saying.
+fn allows_tls12_and_13(list: &str) -> bool {
+    const ORDER: [&str; 6] = ["sslv2", "sslv3", "tlsv1", "tlsv1.1", "tlsv1.2", "tlsv1.3"];
+    let rank = |v: &str| ORDER.iter().position(|o| o.eq_ignore_ascii_case(v));
+    let mut listed = Vec::new();
+    let mut excluded = Vec::new();
+    let (mut min, mut max) = (0, ORDER.len() - 1);
+    for token in split_list(list) {
+        if let Some(v) = token.strip_prefix(">=") {
+            min = rank(v).unwrap_or(min);
+        } else if let Some(v) = token.strip_prefix("<=") {
+            max = rank(v).unwrap_or(max);
+        } else if let Some(v) = token.strip_prefix('!') {
+            excluded.extend(rank(v));
+        } else {
+            listed.extend(rank(token));
+        }
+    }
+    let allowed = |r: usize| {
+        (listed.is_empty() || listed.contains(&r))
+            && !excluded.contains(&r)
+            && (min..=max).contains(&r)
+    };
+    allowed(4) && allowed(5)
 }
 
 /// A setting's value for a report line: long values are cut.

@@ -389,3 +389,15 @@ fn nothing_to_import() {
     let dir = postfix_dir(&[]);
     assert!(matches!(import(dir.path()), Err(ImportError::Read { .. })));
 }
+
+#[test]
+fn tls_protocol_lists() {
+    assert!(allows_tls12_and_13("!SSLv2, !SSLv3, !TLSv1, !TLSv1.1"));
+    assert!(allows_tls12_and_13(">=TLSv1.2"));
+    assert!(allows_tls12_and_13("TLSv1.2 TLSv1.3"));
+    assert!(allows_tls12_and_13("!SSLv2 !SSLv3"));
+    assert!(!allows_tls12_and_13(">=TLSv1.3"));
+    assert!(!allows_tls12_and_13("!TLSv1.2"));
+    assert!(!allows_tls12_and_13("TLSv1.2"));
+    assert!(!allows_tls12_and_13("<=TLSv1.2"));
+}
