@@ -31,6 +31,8 @@
 //!   message preparation ([`sendmail::message`]), submission ([`sendmail::submit`]).
 //! - [`dropdir`]: the drop directory sendmail falls back to when the daemon is down.
 //! - [`daemon`]: `smarthost serve`: start-up, systemd integration, reload, stop.
+//! - [`import`]: `smarthost import`, translating a Postfix ([`import::postfix`])
+//!   or exim ([`import::exim`]) smarthost setup into a configuration.
 //! - [`control`]: queue control over a UNIX socket (server, client, mailq output).
 //! - [`sysexits`]: exit codes callers of sendmail interpret.
 //! - [`clock`]: Unix time and RFC 5322 dates.
