@@ -295,7 +295,20 @@ fn port(p: &str, item: &str) -> Result<u16, String> {
 fn entry(plan: &mut Plan, file: &str, e: &LsearchEntry) {
     let origin = format!("{file}:{}", e.line);
     let key = e.key.to_lowercase();
-    let opts = fields(&e.data);
+    let data = match e.data.strip_prefix('=') {
+        // lsearch ends a key at a colon or white space only, so exim reads
+        // `key = host=...` as data starting with "=" and finds no fields; the
+        // intent is plain, so it is taken, and said.
+        Some(rest) => {
+            plan.note(format!(
+                "{origin}: `{} = ...` read as `{}: ...` (exim's lsearch wants a colon or white space after the key)",
+                e.key, e.key
+            ));
+            rest
+        }
+        None => e.data.as_str(),
+    };
+    let opts = fields(data);
     let get = |name: &str| {
         opts.iter()
             .find(|(n, _)| n == name)

@@ -899,10 +899,12 @@ impl Postfix {
             return table;
         };
         let origin = self.origin(param);
+        // The table itself is in the value: never show it, it may hold a
+        // password.
         if value.contains('{') {
             self.plan.untranslated(
                 origin,
-                format!("{param} = {}", short(&value)),
+                format!("{param} = inline:{{...}}"),
                 "inline: tables are not read; put the entries in a postmap file",
             );
             return table;
@@ -921,9 +923,11 @@ impl Postfix {
                 continue;
             };
             if !TABLE_TYPES.contains(&kind) {
+                // static: holds its result, which may be user:password.
+                let shown_spec = if kind == "static" { "static:..." } else { spec };
                 self.plan.untranslated(
                     origin.clone(),
-                    format!("{param} = {spec}"),
+                    format!("{param} = {shown_spec}"),
                     format!(
                         "{kind}: tables are not read, only postmap files ({})",
                         TABLE_TYPES.join(":, ") + ":"

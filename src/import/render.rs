@@ -49,7 +49,7 @@ impl Plan {
         for (path, name) in &sources {
             let _ = writeln!(
                 out,
-                "# The credential-server socket that handed exim its tokens."
+                "# A credential-server socket (cloud_mdir_sync): XOAUTH2 strings for the user asked."
             );
             let _ = writeln!(out, "[[token_source]]");
             let _ = writeln!(out, "name = {}", quote(name));

@@ -114,6 +114,7 @@ fn entries_become_routes_and_senders() {
          boss@shop.example: host=smtp.gmail.com::587 user=boss@shop.example password=app-pw tls=yes\n\
          nohost.example: user=x password=y\n\
          SHOP.example: host=other.example\n\
+         equals.example = host=eq.example::587\n\
          *: host=smtp.mailgun.org::587 user=pm@mg.example.net password=default-pw\n",
         None,
     );
@@ -170,6 +171,11 @@ fn entries_become_routes_and_senders() {
         .notes
         .iter()
         .any(|n| n.contains("password is not used")));
+    assert_eq!(route("equals.example").hosts, ["eq.example"]);
+    assert!(plan
+        .notes
+        .iter()
+        .any(|n| n.contains("equals.example = ...")));
 }
 
 #[test]

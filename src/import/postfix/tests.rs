@@ -401,3 +401,23 @@ fn tls_protocol_lists() {
     assert!(!allows_tls12_and_13("TLSv1.2"));
     assert!(!allows_tls12_and_13("<=TLSv1.2"));
 }
+
+#[test]
+fn passwords_in_main_cf_tables_are_never_shown() {
+    for maps in [
+        "static:relay-user:Hunter2-in-main",
+        "inline:{ [smtp.example.com]:587=relay-user:Hunter2-in-main }",
+    ] {
+        let dir = postfix_dir(&[(
+            "main.cf",
+            &format!(
+                "relayhost = [smtp.example.com]:587\nsmtp_sasl_auth_enable = yes\n\
+                 smtp_sasl_password_maps = {maps}\nsmtp_tls_security_level = secure\n"
+            ),
+        )]);
+        let plan = import(dir.path()).unwrap();
+        let why = plan.report_text();
+        assert!(why.contains("main.cf:3: smtp_sasl_password_maps"), "{why}");
+        assert!(!why.contains("Hunter2"), "{why}");
+    }
+}
