@@ -340,7 +340,7 @@ fn entry(plan: &mut Plan, file: &str, e: &LsearchEntry) {
         }
     };
     // exim's smtp transport connects to port 25 unless a host says otherwise.
-    let port = hosts[0].1.unwrap_or(25);
+    let port = hosts.first().and_then(|h| h.1).unwrap_or(25);
     let mut kept = Vec::new();
     for (host, p, mx) in &hosts {
         if p.unwrap_or(25) != port {
