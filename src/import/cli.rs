@@ -118,6 +118,9 @@ fn finish(plan: &Plan, out: &Output) -> Result<(), ImportError> {
     if let Some(o) = &out.output {
         let _ = writeln!(err, "wrote {}", o.display());
     }
+    if let Some(hint) = readable_hint(&rendered, &secrets_dir) {
+        let _ = writeln!(err, "{hint}");
+    }
     for n in &rendered.notes {
         let _ = writeln!(err, "note: {n}");
     }
@@ -139,6 +142,22 @@ fn finish(plan: &Plan, out: &Output) -> Result<(), ImportError> {
         "next: review it, then smarthost check --config {shown}"
     );
     Ok(())
+}
+
+/// The packaged service runs as `smarthost` and reads its secrets itself: a
+/// root-owned secret would stop it at start-up, so say so now.
+fn readable_hint(rendered: &super::Rendered, dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let first = rendered.secrets.first()?;
+    let root_owned = std::fs::metadata(&first.path).ok()?.uid() == 0;
+    let daemon = nix::unistd::User::from_name("smarthost").ok()??;
+    root_owned.then(|| {
+        format!(
+            "note: the secrets belong to root; the service runs as {0}: chown -R {0}: {1} (or load them with LoadCredential=, see README)",
+            daemon.name,
+            dir.display()
+        )
+    })
 }
 
 /// ", owner NAME": the daemon's user must be able to read its secrets.
