@@ -117,7 +117,7 @@ pub async fn run(relay: std::sync::Arc<Relay>) {
 
 /// Queues every complete drop file; returns how many were queued.
 pub async fn pickup(relay: &Relay) -> usize {
-    let dir = relay.config.local.drop_dir.clone();
+    let dir = relay.config().local.drop_dir.clone();
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
@@ -169,7 +169,7 @@ enum Pickup {
 }
 
 async fn pickup_one(relay: &Relay, path: &Path) -> Result<String, Pickup> {
-    let limits = &relay.config.limits;
+    let limits = &relay.config().limits;
     // Never follow a link someone planted: only regular files are mail.
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -199,7 +199,7 @@ async fn pickup_one(relay: &Relay, path: &Path) -> Result<String, Pickup> {
     let env: DropEnvelope = serde_json::from_slice(bytes.get(..nl).unwrap_or_default())
         .map_err(|e| Pickup::Bad(format!("bad envelope: {e}")))?;
     let body = bytes.split_off(nl + 1);
-    check(&env, &body, &relay.config.limits).map_err(Pickup::Bad)?;
+    check(&env, &body, &relay.config().limits).map_err(Pickup::Bad)?;
     let smtputf8 = needs_smtputf8(&env.sender) || env.recipients.iter().any(|r| needs_smtputf8(r));
     let incoming = Incoming {
         peer: &Peer::Local { uid },

@@ -49,7 +49,7 @@ pub async fn enqueue(relay: &Relay, m: Incoming<'_>) -> Result<String, StoreErro
     let store = &relay.store;
     let id = store.new_id()?;
     let now = unix_now();
-    let host = &relay.config.hostname;
+    let host = &relay.config().hostname;
     let for_clause = match m.recipients.as_slice() {
         [one] => format!("\r\n\tfor <{one}>"),
         _ => String::new(),

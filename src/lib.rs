@@ -34,6 +34,8 @@
 //!   [`daemon::logging`] formats the log as Postfix-style text or JSON.
 //! - [`metrics`]: counters and gauges, `/metrics` (Prometheus) and `/healthz`.
 //! - [`local_http`]: the bounded accept loop of the daemon's HTTP servers.
+//! - [`import`]: `smarthost import`, translating a Postfix ([`import::postfix`])
+//!   or exim ([`import::exim`]) smarthost setup into a configuration.
 //! - [`control`]: queue control over a UNIX socket (server, client, mailq output).
 //! - [`sysexits`]: exit codes callers of sendmail interpret.
 //! - [`clock`]: Unix time and RFC 5322 dates.
@@ -46,6 +48,7 @@ pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod dropdir;
+pub mod import;
 pub mod intake;
 pub mod local_http;
 pub mod metrics;

@@ -48,6 +48,12 @@ enum Cmd {
         /// The envelope sender, e.g. app@example.com ("" or "<>" for the null sender).
         sender: String,
     },
+    /// Make the running daemon re-read its configuration (as SIGHUP does); a
+    /// configuration that fails validation is refused and the old one stays.
+    Reload {
+        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
+        config: PathBuf,
+    },
     /// Look at and steer the queue of the running daemon.
     Queue {
         #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
@@ -61,6 +67,11 @@ enum Cmd {
         config: PathBuf,
         #[command(subcommand)]
         command: OauthCmd,
+    },
+    /// Translate a Postfix or exim smarthost setup into a smarthost config.
+    Import {
+        #[command(subcommand)]
+        command: smarthost::import::cli::Command,
     },
     /// The sendmail command (the same as invoking this binary as `sendmail`).
     #[command(disable_help_flag = true)]
@@ -204,6 +215,8 @@ fn main() -> ExitCode {
         Cmd::Sendmail { args } => ExitCode::from(smarthost::sendmail::main(args)),
         Cmd::Mailq { args } => ExitCode::from(smarthost::sendmail::mailq(args)),
         Cmd::Queue { config, command } => queue(&config, command),
+        Cmd::Reload { config } => control_command(&config, Command::Reload, EX_CONFIG),
+        Cmd::Import { command } => ExitCode::from(smarthost::import::cli::run(command)),
         Cmd::Oauth { config, command } => {
             use smarthost::oauth::cli::{run, Command};
             ExitCode::from(run(
@@ -257,13 +270,6 @@ fn main() -> ExitCode {
 }
 
 fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
-    let config = match Config::load_for_client(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
     let act = |action, t: Target| Command::Act {
         action,
         selection: t.selection(),
@@ -285,6 +291,19 @@ fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
         QueueCmd::Delete(t) => act(Action::Delete, t),
         QueueCmd::Bounce(t) => act(Action::Bounce, t),
     };
+    control_command(path, command, EX_DATAERR)
+}
+
+/// Sends a command to the running daemon over its control socket; `refused` is
+/// the exit code when the daemon says no.
+fn control_command(path: &std::path::Path, command: Command, refused: u8) -> ExitCode {
+    let config = match Config::load_for_client(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     let mut out = std::io::stdout().lock();
     match client::run(&config.local.control_socket(), command, &mut out) {
         Ok(true) => ExitCode::SUCCESS,
@@ -292,11 +311,11 @@ fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
         // `smarthost queue list | head` is not an error.
         Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("smarthost queue: {e}");
+            eprintln!("smarthost: {e}");
             ExitCode::from(match e {
                 ClientError::Unreachable { .. } => EX_UNAVAILABLE,
                 ClientError::Denied { .. } => EX_NOPERM,
-                ClientError::Failed(_) => EX_DATAERR,
+                ClientError::Failed(_) => refused,
                 ClientError::Protocol(_) => EX_PROTOCOL,
                 ClientError::Io(_) => EX_IOERR,
             })

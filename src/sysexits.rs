@@ -3,6 +3,7 @@
 pub const EX_OK: u8 = 0;
 pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
+pub const EX_NOINPUT: u8 = 66;
 pub const EX_NOUSER: u8 = 67;
 pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_SOFTWARE: u8 = 70;

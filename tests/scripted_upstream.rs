@@ -771,3 +771,26 @@ fn stale_reused_connection_is_replaced_transparently() {
     assert_eq!(txs.len(), 2);
     assert_eq!((txs[0].conn, txs[1].conn), (0, 1));
 }
+
+/// A route's `helo` replaces `hostname` in the EHLO it sends; other routes keep
+/// `hostname` (the base config's `relay.test`, seen in the tests above).
+#[test]
+fn route_helo_is_sent_in_ehlo() {
+    let server = ScriptedServer::start(|_, cmd| standard(cmd));
+    let relay = Relay::start(&config(server.port(), "helo = \"cms.example.org\""));
+    let id = relay
+        .send(SENDER, &["erin@dst.test"], &message("helo"))
+        .expect("accepted");
+    let lines = wait_status(&relay, &id, "erin@dst.test", 1, Duration::from_secs(10));
+    assert!(
+        lines.len() == 1 && lines[0].contains("status=sent"),
+        "{lines:?}"
+    );
+    let conns = server.connections();
+    assert_eq!(
+        conns[0].commands.first().map(String::as_str),
+        Some("EHLO cms.example.org"),
+        "{}",
+        server.dump()
+    );
+}

@@ -26,6 +26,7 @@ pub(super) struct RawRoute {
     password_file: Option<PathBuf>,
     token_source: Option<String>,
     max_connections: Option<usize>,
+    helo: Option<String>,
     path: Option<PathBuf>,
 }
 
@@ -98,6 +99,10 @@ pub struct SmtpRoute {
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
     pub credentials: Option<Credentials>,
+    /// The EHLO name for this upstream instead of `hostname`: some providers
+    /// key policy on it, and an exim or Postfix setup being replaced may have
+    /// set one per smarthost.
+    pub helo: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +154,7 @@ impl Validator<'_> {
                     || r.hosts.is_some()
                     || r.username.is_some()
                     || r.token_source.is_some()
+                    || r.helo.is_some()
                 {
                     self.problem(
                         here,
@@ -225,12 +231,26 @@ impl Validator<'_> {
                         );
                     }
                 }
+                let helo = match r.helo.as_deref().map(str::trim) {
+                    None => None,
+                    Some(h) if is_helo_name(h) => Some(h.to_string()),
+                    Some(h) => {
+                        self.problem(
+                            here.clone(),
+                            format!(
+                                "route {name:?}: helo = {h:?} is not a host name or address literal"
+                            ),
+                        );
+                        None
+                    }
+                };
                 Transport::Smtp(SmtpRoute {
                     hosts,
                     port,
                     tls,
                     ca_file: r.ca_file.map(|p| base.join(p)),
                     credentials,
+                    helo,
                 })
             }
             other => {
@@ -331,7 +351,7 @@ impl Validator<'_> {
             );
             return None;
         };
-        let path = base.join(password_file);
+        let path = super::secret::secret_path(base, password_file);
         if !self.read_secrets {
             // Client commands (sendmail, queue) run as any user and never need the
             // upstream password: leave it unread rather than fail on its permissions.
@@ -359,6 +379,13 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// What RFC 5321 allows after EHLO: a domain or an address literal. Checked
+/// loosely (no spaces or controls, printable ASCII) because the upstream is the
+/// judge; this only stops a typo from breaking the command line.
+fn is_helo_name(h: &str) -> bool {
+    !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -399,9 +426,14 @@ pub fn describe(config: &Config) -> String {
                     },
                     None => "auth=none".to_string(),
                 };
+                let helo = s
+                    .helo
+                    .as_deref()
+                    .map(|h| format!(" helo={h}"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "  {name}: smtp {}:{} tls={} {auth} max_connections={}",
+                    "  {name}: smtp {}:{} tls={} {auth} max_connections={}{helo}",
                     s.hosts.join(","),
                     s.port,
                     s.tls,
@@ -492,6 +524,37 @@ default = "up"
         let err = parse(&creds).unwrap_err().to_string();
         assert!(err.contains("clear text"), "{err}");
         assert!(!err.contains("hunter2"));
+    }
+
+    #[test]
+    fn helo_per_route() {
+        let text = r#"
+[[route]]
+name = "up"
+host = "smtp.example.com"
+helo = "cms.example.org"
+[[route]]
+name = "plain"
+host = "smtp.example.net"
+[routing]
+default = "up"
+"#;
+        let c = parse(text).expect("valid");
+        let helo = |name: &str| match &c.routes[name].transport {
+            Transport::Smtp(s) => s.helo.clone(),
+            Transport::Directory(_) => panic!("smtp route expected"),
+        };
+        assert_eq!(helo("up").as_deref(), Some("cms.example.org"));
+        assert_eq!(helo("plain"), None);
+        assert!(describe(&c).contains("helo=cms.example.org"));
+
+        let err = parse(&text.replace("cms.example.org", "two words"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a host name"), "{err}");
+        let dir = "[[route]]\nname = \"d\"\ntype = \"directory\"\npath = \"x\"\nhelo = \"h\"\n[routing]\ndefault = \"d\"\n";
+        let err = parse(dir).unwrap_err().to_string();
+        assert!(err.contains("takes only path"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A secret read from a file. Its Debug and Display never show the value, so it can
 /// sit inside structures that get logged.
@@ -24,9 +24,42 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// How a secret path names systemd's credentials directory (`LoadCredential=`),
+/// which is only known when the service starts.
+const CREDENTIALS: [&str; 2] = ["${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/"];
+
+/// The file a secret setting names: relative to the config's directory, or in
+/// systemd's credentials directory when it starts with `$CREDENTIALS_DIRECTORY/`
+/// (so the unit's `LoadCredential=` can hand the daemon secrets that stay
+/// root-owned on disk). Without that variable the path is kept as written, and
+/// reading it explains what is missing.
+pub fn secret_path(base: &Path, written: &Path) -> PathBuf {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY");
+    secret_path_in(base, written, dir.as_deref().map(Path::new))
+}
+
+fn secret_path_in(base: &Path, written: &Path, credentials: Option<&Path>) -> PathBuf {
+    let text = written.to_string_lossy();
+    for prefix in CREDENTIALS {
+        if let (Some(name), Some(dir)) = (text.strip_prefix(prefix), credentials) {
+            return dir.join(name);
+        }
+    }
+    base.join(written)
+}
+
 /// Reads a secret file, refusing one that group or others can read: a password
 /// that every local user can read is already leaked.
 pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    let text = path.to_string_lossy();
+    if CREDENTIALS.iter().any(|p| text.contains(p)) {
+        return Err(format!(
+            "{} names $CREDENTIALS_DIRECTORY, which is not set: it exists only in a \
+             service started by systemd with LoadCredential= (to check by hand: \
+             CREDENTIALS_DIRECTORY=/path/to/credentials smarthost check)",
+            path.display()
+        ));
+    }
     let meta =
         std::fs::metadata(path).map_err(|e| format!("password_file {}: {e}", path.display()))?;
     let mode = meta.permissions().mode();
@@ -45,4 +78,32 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
         return Err(format!("password_file {} is empty", path.display()));
     }
     Ok(Secret::new(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_directory() {
+        let base = Path::new("/etc/smarthost");
+        let creds = Some(Path::new("/run/credentials/smarthost.service"));
+        assert_eq!(
+            secret_path_in(base, Path::new("secrets/pw"), creds),
+            PathBuf::from("/etc/smarthost/secrets/pw")
+        );
+        assert_eq!(
+            secret_path_in(base, Path::new("/abs/pw"), creds),
+            PathBuf::from("/abs/pw")
+        );
+        for written in ["$CREDENTIALS_DIRECTORY/pw", "${CREDENTIALS_DIRECTORY}/pw"] {
+            assert_eq!(
+                secret_path_in(base, Path::new(written), creds),
+                PathBuf::from("/run/credentials/smarthost.service/pw")
+            );
+            let unset = secret_path_in(base, Path::new(written), None);
+            let err = read_secret_file(&unset).unwrap_err();
+            assert!(err.contains("LoadCredential="), "{err}");
+        }
+    }
 }

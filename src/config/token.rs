@@ -94,7 +94,7 @@ pub enum Grant {
     ClientCredentials,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OAuth2Source {
     pub provider: Provider,
     pub client_id: String,
@@ -114,7 +114,7 @@ pub struct OAuth2Source {
     pub keepalive: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TokenKind {
     OAuth2(OAuth2Source),
     /// argv, run without a shell; the token is its stdout.
@@ -133,7 +133,7 @@ pub enum TokenKind {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenSource {
     pub name: String,
     pub kind: TokenKind,
@@ -232,7 +232,9 @@ impl Validator<'_> {
                 }
             },
         };
-        let password_file = r.share_http_password_file.map(|p| base.join(p));
+        let password_file = r
+            .share_http_password_file
+            .map(|p| super::secret::secret_path(base, &p));
         let mut share_http_password = None;
         match (&share_http, &password_file) {
             (Some(_), None) => self.problem(
@@ -519,7 +521,10 @@ impl Validator<'_> {
             );
             return None;
         };
-        let secret_path = r.client_secret_file.as_ref().map(|p| base.join(p));
+        let secret_path = r
+            .client_secret_file
+            .as_ref()
+            .map(|p| super::secret::secret_path(base, p));
         if grant == Grant::ClientCredentials && secret_path.is_none() {
             self.problem(
                 here.clone(),

@@ -87,6 +87,8 @@ pub enum Command {
         query: String,
         json: bool,
     },
+    /// `smarthost reload`: the daemon re-reads its configuration.
+    Reload,
 }
 
 /// Runs a queue command, printing to `out`. Returns whether every part of it
@@ -178,6 +180,26 @@ pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool,
                 }
                 return Ok(false);
             }
+            Ok(true)
+        }
+        Command::Reload => {
+            call(socket, &Request::Reload, |reply| {
+                if let Reply::Reloaded(r) = reply {
+                    writeln!(
+                        out,
+                        "reloaded: {} route(s); {} queued message(s) rescheduled, {} on a new route",
+                        r.routes, r.queued, r.rerouted
+                    )?;
+                    if !r.needs_restart.is_empty() {
+                        writeln!(
+                            out,
+                            "not applied until a restart: {}",
+                            r.needs_restart.join(", ")
+                        )?;
+                    }
+                }
+                Ok(())
+            })?;
             Ok(true)
         }
         Command::Act { action, selection } => {

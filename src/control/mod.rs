@@ -82,6 +82,8 @@ pub enum Request {
         #[serde(default)]
         user: Option<String>,
     },
+    /// Re-read the configuration file and put it in force (SIGHUP does the same).
+    Reload,
 }
 
 /// One queued message as listed: its envelope and the route it leaves through.
@@ -111,6 +113,8 @@ pub enum Reply {
     TokenStatus(crate::oauth::Status),
     #[serde(rename = "route-held")]
     RouteHeld(crate::delivery::hold::Hold),
+    /// What a reload changed.
+    Reloaded(crate::delivery::Reloaded),
     /// Only ever sent to `oauth token`, over the group-restricted socket.
     #[serde(rename = "access-token")]
     AccessToken {

@@ -180,8 +180,13 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
             }
             Ok(n)
         }
+        Request::Reload => {
+            let r = crate::daemon::reload::run(relay).await?;
+            send(out, &Reply::Reloaded(r)).await.map_err(io)?;
+            Ok(1)
+        }
         Request::OAuthStatus => {
-            let statuses = crate::oauth::cli::check_all(&relay.config, &relay.tokens).await;
+            let statuses = crate::oauth::cli::check_all(&relay.config(), &relay.tokens).await;
             let mut n = 0;
             for st in statuses {
                 send(out, &Reply::TokenStatus(st)).await.map_err(io)?;
@@ -193,7 +198,7 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
             Ok(n)
         }
         Request::OAuthToken { source, user } => {
-            let user = user.unwrap_or_else(|| crate::oauth::cli::user_of(&relay.config, &source));
+            let user = user.unwrap_or_else(|| crate::oauth::cli::user_of(&relay.config(), &source));
             let b = relay
                 .tokens
                 .bearer(&source, &user, false)
@@ -261,7 +266,7 @@ fn select(relay: &Relay, s: &Selection) -> Result<Vec<String>, String> {
         return Ok(s.ids.clone());
     }
     if let Some(r) = &s.route {
-        if !relay.config.routes.contains_key(r) {
+        if !relay.config().routes.contains_key(r) {
             return Err(format!("no route named {r:?}"));
         }
     }

@@ -1,16 +1,19 @@
 //! The daemon (`smarthost serve`): opens the queue, binds or takes over the
 //! listeners, starts the workers and the local servers, and runs until stopped.
 
-pub mod logging;
-
 use std::path::Path;
 use std::sync::Arc;
+
+pub mod logging;
+pub mod reload;
+pub mod systemd;
+
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::control::{self, server::bind_socket};
 use crate::delivery::Relay;
 use crate::dropdir;
-use crate::metrics::Phase;
 use crate::queue::Store;
 use crate::smtp::server;
 use crate::sysexits::*;
@@ -21,11 +24,22 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
     // One provider for every rustls user in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let config = match Config::load(path) {
+    // SIGHUP re-reads this file: made absolute, so the answer does not depend
+    // on the working directory at the time.
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let config = match Config::load(&path) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("{e}");
             return EX_CONFIG;
+        }
+    };
+    // Taken before any thread exists: nothing else may own these descriptors.
+    let activated = match systemd::activated_listeners() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return EX_OSERR;
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -61,12 +75,28 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
                 return EX_CANTCREAT;
             }
         };
-        let listeners = match server::bind(&config.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("{e}");
-                return EX_OSERR;
+        let listeners = match activated {
+            Some(sockets) => {
+                let mut out = Vec::new();
+                for s in sockets {
+                    match tokio::net::TcpListener::from_std(s) {
+                        Ok(l) => out.push(l),
+                        Err(e) => {
+                            tracing::error!("socket activation: {e}");
+                            return EX_OSERR;
+                        }
+                    }
+                }
+                tracing::info!("socket-activated: the listen setting is not used");
+                out
             }
+            None => match server::bind(&config.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return EX_OSERR;
+                }
+            },
         };
         let local = &config.local;
         let submit = match bind_socket(&local.submit_socket(), 0o666, None) {
@@ -114,28 +144,175 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
             .filter_map(|l| l.local_addr().ok())
             .map(|a| a.to_string())
             .collect();
+        let mut sessions = tokio::spawn(server::serve(relay.clone(), listeners, Some(submit)));
         tracing::info!(
             "smarthost ready: listening on {} and {} with {} queued message(s)",
             addrs.join(", "),
             local.submit_socket().display(),
             queued + picked
         );
-        relay.metrics.set_phase(Phase::Running);
-        tokio::select! {
-            _ = server::serve(relay.clone(), listeners, Some(submit)) => {}
-            _ = shutdown_signal() => {
-                relay.metrics.set_phase(Phase::Stopping);
-                tracing::info!("shutting down; queued mail stays queued");
+        systemd::ready(&status_line(&relay));
+        relay.metrics.set_ready();
+        tokio::spawn(report_status(relay.clone()));
+        if let Some(every) = systemd::watchdog_interval() {
+            tokio::spawn(watchdog(relay.clone(), every));
+        }
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot handle signals: {e}");
+                return EX_OSERR;
+            }
+        };
+        loop {
+            tokio::select! {
+                signal = signals.next() => match signal {
+                    Signal::Reload => {
+                        // The outcome is logged by reload::run; a refused config
+                        // leaves the old one serving.
+                        let _ = reload::run(&relay).await;
+                    }
+                    Signal::Stop => break,
+                },
+                _ = &mut sessions => {
+                    tracing::error!("the listeners stopped unexpectedly");
+                    break;
+                }
             }
         }
+        stop(&relay, sessions).await;
         EX_OK
     })
+}
+
+/// How long a stop waits for open transactions and attempts in flight; below
+/// the unit's `TimeoutStopSec=30`, so systemd never has to SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// SIGTERM: stop accepting, let sessions finish the transaction they have open
+/// and workers the attempt they are in, within [`STOP_GRACE`]. Whatever is
+/// still running then is cut off; nothing it had not acknowledged was promised,
+/// and everything queued stays queued for the next start.
+async fn stop(relay: &Arc<Relay>, sessions: tokio::task::JoinHandle<()>) {
+    systemd::stopping("stopping: finishing open transactions and attempts");
+    tracing::info!(
+        "stopping: no new connections; finishing open transactions and attempts (at most {}s)",
+        STOP_GRACE.as_secs()
+    );
+    relay.stop_workers();
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    let sessions_done = tokio::time::timeout_at(deadline, sessions).await.is_ok();
+    let attempts_done = relay
+        .idle_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
+    if let Err(e) = relay.store.commit().await {
+        tracing::error!("final queue flush: {e}");
+    }
+    match (sessions_done, attempts_done) {
+        (true, true) => tracing::info!("stopped; queued mail stays queued"),
+        _ => tracing::warn!(
+            "stopped after {}s with {}{} still running; their messages stay queued",
+            STOP_GRACE.as_secs(),
+            if sessions_done { "" } else { "sessions" },
+            match (sessions_done, attempts_done) {
+                (false, false) => " and attempts",
+                (true, false) => "attempts",
+                _ => "",
+            }
+        ),
+    }
+}
+
+/// One line for `systemctl status`: what is queued and what needs the operator.
+fn status_line(relay: &Relay) -> String {
+    let queued = relay.scheduler.total();
+    let held: Vec<String> = relay.holds.list().into_iter().map(|h| h.route).collect();
+    if held.is_empty() {
+        format!("relaying; {queued} message(s) queued for delivery")
+    } else {
+        format!(
+            "relaying; {queued} message(s) queued for delivery; route(s) HELD: {} (see `smarthost oauth status`)",
+            held.join(", ")
+        )
+    }
+}
+
+async fn report_status(relay: Arc<Relay>) {
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if relay.is_stopping() {
+            return;
+        }
+        let now = status_line(&relay);
+        if now != last {
+            systemd::status(&now);
+            last = now;
+        }
+    }
+}
+
+/// Pings systemd's watchdog only while the relay works: the runtime runs timers,
+/// the queue's committer fsyncs a commit, and the scheduler's locks can be taken.
+/// If any of them hangs, the pings stop and systemd restarts the daemon
+/// (`WatchdogSec=`); a restart loses nothing that was acknowledged.
+async fn watchdog(relay: Arc<Relay>, every: Duration) {
+    let period = every / 2;
+    loop {
+        let healthy = tokio::time::timeout(period, async {
+            relay.store.commit().await.is_ok() && {
+                let _ = relay.scheduler.total();
+                true
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if healthy {
+            systemd::watchdog();
+        } else {
+            tracing::error!(
+                "watchdog: the queue did not answer within {}s; not telling systemd we are alive",
+                period.as_secs()
+            );
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+enum Signal {
+    Reload,
+    Stop,
+}
+
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.hup.recv() => Signal::Reload,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+        }
+    }
 }
 
 /// Forgets finished messages past their retention, hourly.
 async fn prune_history(relay: Arc<Relay>) {
     loop {
-        let local = &relay.config.local;
+        let local = &relay.config().local;
         let cutoff = crate::clock::unix_now().saturating_sub(local.history.as_secs());
         match relay.store.prune_history(cutoff, local.history_max) {
             Ok(0) => {}
@@ -149,8 +326,8 @@ async fn prune_history(relay: Arc<Relay>) {
 /// The optional servers that hand this daemon's tokens to other local programs.
 async fn start_sharing(relay: &Arc<Relay>) -> Result<(), u8> {
     use crate::oauth::share;
-    let o = &relay.config.oauth;
-    let sources = relay.config.token_sources.clone();
+    let o = &relay.config().oauth;
+    let sources = relay.config().token_sources.clone();
     if let Some(path) = &o.share_socket {
         let listener = bind_socket(path, 0o660, o.share_group.as_deref()).map_err(|e| {
             tracing::error!("oauth.share_socket {}: {e}", path.display());
@@ -185,21 +362,5 @@ async fn keep_tokens_alive(relay: Arc<Relay>) {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         relay.tokens.keepalive().await;
         tokio::time::sleep(std::time::Duration::from_secs(3540)).await;
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
     }
 }

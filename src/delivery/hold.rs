@@ -230,7 +230,8 @@ impl Relay {
         if let Some(s) = source {
             self.tokens.forget_failure(s).await;
         }
-        let Some(route) = self.config.routes.get(route_name) else {
+        let config = self.config();
+        let Some(route) = config.routes.get(route_name) else {
             // The route is gone from the config: nothing to wait for.
             let _ = self.resume_route(route_name).await;
             return;
@@ -239,20 +240,20 @@ impl Relay {
             let _ = self.resume_route(route_name).await;
             return;
         };
-        let Some(tls) = self.tls.get(route_name) else {
+        let Some(tls) = self.tls_for(route_name) else {
             return;
         };
         let ctx = upstream::Context {
-            hostname: &self.config.hostname,
+            hostname: &config.hostname,
             resolver: &self.resolver,
-            tls,
-            timeouts: &self.config.timeouts,
+            tls: &tls,
+            timeouts: &config.timeouts,
             tokens: &self.tokens,
         };
         let result = upstream::connect(smtp, &ctx).await;
         let outcome = match result {
             Ok(conn) => {
-                conn.quit(&self.config.timeouts).await;
+                conn.quit(&config.timeouts).await;
                 None
             }
             Err(e) if matches!(e.kind, Failure::AuthRejected | Failure::TokenDead) => {

@@ -11,10 +11,10 @@ pub mod record;
 pub mod scheduler;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use tokio_rustls::TlsConnector;
 
@@ -31,11 +31,14 @@ pub use scheduler::Scheduler;
 
 /// Everything the listener and the workers share.
 pub struct Relay {
-    pub config: Arc<Config>,
+    /// The configuration and what is built from it; a reload replaces it whole.
+    current: RwLock<Arc<Generation>>,
+    /// The generation the workers should belong to; [`STOPPING`] once the
+    /// daemon stops. Workers of an older one finish their attempt and exit.
+    generation: watch::Sender<u64>,
     pub store: Store,
     pub scheduler: Scheduler,
     resolver: Resolver,
-    tls: HashMap<String, TlsConnector>,
     /// Messages a worker or a queue command is working on. Whoever holds an id
     /// is the only one reading, changing or deleting that message.
     busy: Mutex<HashSet<String>>,
@@ -43,6 +46,27 @@ pub struct Relay {
     pub tokens: Arc<Tokens>,
     pub holds: hold::Holds,
     pub metrics: crate::metrics::Metrics,
+}
+
+/// The configuration in force and the TLS client settings of its routes.
+struct Generation {
+    number: u64,
+    config: Arc<Config>,
+    tls: HashMap<String, TlsConnector>,
+}
+
+/// The worker generation that means "stop taking messages".
+const STOPPING: u64 = u64::MAX;
+
+/// What a reload changed, for the log and `smarthost reload`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reloaded {
+    pub routes: usize,
+    pub queued: usize,
+    /// Queued messages whose route is not the one it was before the reload.
+    pub rerouted: usize,
+    /// Settings that only a restart applies (listeners, queue, sockets).
+    pub needs_restart: Vec<String>,
 }
 
 /// An attempt that could not be made because the route's credentials are dead.
@@ -61,22 +85,13 @@ pub enum RelayError {
     Resolver(String),
     #[error("{0}")]
     Http(String),
+    #[error("the daemon is stopping")]
+    Stopping,
 }
 
 impl Relay {
     pub fn new(config: Arc<Config>, store: Store) -> Result<Arc<Relay>, RelayError> {
-        let mut tls = HashMap::new();
-        for route in config.routes.values() {
-            if let Transport::Smtp(s) = &route.transport {
-                let c = upstream::tls::connector(s.ca_file.as_deref()).map_err(|e| {
-                    RelayError::Tls {
-                        route: route.name.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                tls.insert(route.name.clone(), c);
-            }
-        }
+        let tls = route_tls(&config)?;
         let http_tls = upstream::tls::client_config(None).map_err(|e| RelayError::Tls {
             route: "(token endpoints)".into(),
             reason: e.to_string(),
@@ -87,14 +102,153 @@ impl Relay {
             tokens,
             holds: hold::Holds::default(),
             metrics: crate::metrics::Metrics::new(config.routes.keys()),
-            config,
+            current: RwLock::new(Arc::new(Generation {
+                number: 0,
+                config,
+                tls,
+            })),
+            generation: watch::Sender::new(0),
             store,
             scheduler: Scheduler::new(),
             resolver: Resolver::from_system().map_err(RelayError::Resolver)?,
-            tls,
             busy: Mutex::new(HashSet::new()),
             released: Notify::new(),
         }))
+    }
+
+    fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The configuration in force. Holders of the `Arc` (an open SMTP session,
+    /// an attempt) keep the settings they started with across a reload.
+    pub fn config(&self) -> Arc<Config> {
+        self.current().config.clone()
+    }
+
+    fn tls_for(&self, route: &str) -> Option<TlsConnector> {
+        self.current().tls.get(route).cloned()
+    }
+
+    /// Puts a new, already validated configuration in force without dropping
+    /// anything: open sessions and attempts in flight finish on the settings
+    /// they started with; the workers of changed routes are replaced once their
+    /// attempt ends; every queued message is scheduled again on the route the new
+    /// table gives it. Fails, changing nothing, if the routes' TLS settings cannot
+    /// be built.
+    pub async fn reload(self: &Arc<Self>, config: Config) -> Result<Reloaded, RelayError> {
+        let tls = route_tls(&config)?;
+        let config = Arc::new(config);
+        let old = self.current();
+        if self.is_stopping() {
+            return Err(RelayError::Stopping);
+        }
+        let mut report = Reloaded {
+            routes: config.routes.len(),
+            needs_restart: restart_only_changes(&old.config, &config),
+            ..Reloaded::default()
+        };
+        self.tokens.reconfigure(&config.token_sources);
+        self.metrics.know_routes(config.routes.keys());
+        let number = old.number + 1;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Generation {
+            number,
+            config: config.clone(),
+            tls,
+        });
+        // Old workers leave after their attempt; the schedule is rebuilt from
+        // the store, so no message stays queued under a route that is gone.
+        self.generation.send_replace(number);
+        self.scheduler.clear();
+        let now = unix_now();
+        let mut moved = Changes::new();
+        let mut claimed = Vec::new();
+        let mut envelopes = Vec::new();
+        for env in self.store.envelopes() {
+            let mut env = match env {
+                Ok(env) => env,
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping unreadable queue entry");
+                    continue;
+                }
+            };
+            report.queued += 1;
+            let before = old.config.routing.lookup(&env.route_sender).route;
+            let after = config.routing.lookup(&env.route_sender).route;
+            // A message on a new route is tried there at once: the operator
+            // changed the route because the old one was not getting it out.
+            // One in an attempt right now keeps its schedule; the attempt's
+            // end puts it on the new route.
+            if after != before && !env.held && self.claim(&env.id) {
+                report.rerouted += 1;
+                for r in env.recipients.iter_mut().filter(|r| !r.state.is_final()) {
+                    r.next_attempt = now;
+                }
+                env.event(now, format!("route {before} -> {after} by a reload"));
+                moved.put_envelope(&env);
+                claimed.push(env.id.clone());
+            }
+            envelopes.push(env);
+        }
+        let written = if claimed.is_empty() {
+            Ok(())
+        } else {
+            self.store.write(moved).await
+        };
+        for id in &claimed {
+            self.release(id);
+        }
+        if let Err(e) = written {
+            // The old due times stand; the messages still go out on the new route.
+            tracing::error!("reload: cannot record the new routes' due times: {e}");
+        }
+        for env in &envelopes {
+            if let Ok(Some(stored)) = self.store.envelope(&env.id) {
+                self.schedule(&stored);
+            }
+        }
+        self.spawn_workers();
+        Ok(report)
+    }
+
+    /// Resolves once the daemon has begun to stop.
+    pub async fn stopped(&self) {
+        let mut rx = self.generation.subscribe();
+        let _ = rx.wait_for(|g| *g == STOPPING).await;
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.generation.borrow() == STOPPING
+    }
+
+    /// Stops the workers taking new messages (attempts in flight go on).
+    pub fn stop_workers(&self) {
+        self.generation.send_replace(STOPPING);
+    }
+
+    /// Waits until no message is being worked on, or `limit` passes; false if
+    /// some attempt was still running then.
+    pub async fn idle_within(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self
+                .busy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// Takes a message for exclusive work; false if someone else has it.
@@ -131,7 +285,7 @@ impl Relay {
 
     /// The route a message leaves through: decided now, from the current table.
     pub fn route_name(&self, env: &Envelope) -> String {
-        self.config
+        self.config()
             .routing
             .lookup(&env.route_sender)
             .route
@@ -168,25 +322,49 @@ impl Relay {
 
     /// Starts the workers of every route.
     pub fn spawn_workers(self: &Arc<Self>) {
-        for route in self.config.routes.values() {
+        let current = self.current();
+        for route in current.config.routes.values() {
             for _ in 0..route.max_connections {
                 let relay = self.clone();
                 let route = route.clone();
-                tokio::spawn(async move { relay.worker(route).await });
+                let number = current.number;
+                tokio::spawn(async move { relay.worker(route, number).await });
             }
         }
     }
 
-    async fn worker(self: Arc<Self>, route: Route) {
+    async fn worker(self: Arc<Self>, route: Route, generation: u64) {
         let mut conn: Option<Connection> = None;
+        let mut changes = self.generation.subscribe();
+        let timeouts = self.config().timeouts.clone();
         loop {
-            let idle = conn.as_ref().map(|_| self.config.timeouts.idle);
-            let Some(id) = self.scheduler.next(&route.name, idle).await else {
+            if *changes.borrow_and_update() != generation {
                 if let Some(c) = conn.take() {
-                    c.quit(&self.config.timeouts).await;
+                    c.quit(&timeouts).await;
+                }
+                return;
+            }
+            let idle = conn.as_ref().map(|_| timeouts.idle);
+            let next = tokio::select! {
+                next = self.scheduler.next(&route.name, idle) => next,
+                _ = changes.changed() => continue,
+            };
+            let Some(id) = next else {
+                if let Some(c) = conn.take() {
+                    c.quit(&timeouts).await;
                 }
                 continue;
             };
+            if *self.generation.borrow() != generation {
+                // Taken off a schedule that a reload has just rebuilt: hand it
+                // back to whichever route the message has now, unless stopping.
+                if let Ok(Some(env)) = self.store.envelope(&id) {
+                    if *self.generation.borrow() != STOPPING {
+                        self.schedule(&env);
+                    }
+                }
+                continue;
+            }
             if self.holds.is_held(&route.name) {
                 // The resume puts every message of the route back on the schedule.
                 continue;
@@ -201,8 +379,11 @@ impl Relay {
             if let Err(e) = result {
                 // The queue itself failed: keep the message, look again later.
                 tracing::error!("{id}: delivery bookkeeping failed: {e}; retrying in 60s");
-                self.scheduler
-                    .schedule(&route.name, unix_now() + 60, id.clone());
+                let on = match self.store.envelope(&id) {
+                    Ok(Some(env)) => self.route_name(&env),
+                    _ => route.name.clone(),
+                };
+                self.scheduler.schedule(&on, unix_now() + 60, id.clone());
             }
         }
     }
@@ -268,7 +449,6 @@ impl Relay {
             }
         };
         self.finish(
-            route,
             &mut env,
             &due,
             outcomes,
@@ -290,21 +470,22 @@ impl Relay {
         body: &[u8],
         conn: &mut Option<Connection>,
     ) -> Result<(Vec<Outcome>, String, Option<String>), HoldRoute> {
-        let t = &self.config.timeouts;
+        let config = self.config();
+        let t = &config.timeouts;
         if let Some(c) = conn.as_mut() {
             if !c.reset(t).await {
                 *conn = None;
             }
         }
         if conn.is_none() {
-            let Some(tls) = self.tls.get(&route.name) else {
+            let Some(tls) = self.tls_for(&route.name) else {
                 let o = Outcome::deferred(format!("no TLS settings for route {}", route.name));
                 return Ok((vec![o; rcpts.len()], "none".into(), None));
             };
             let ctx = upstream::Context {
-                hostname: &self.config.hostname,
+                hostname: &config.hostname,
                 resolver: &self.resolver,
-                tls,
+                tls: &tls,
                 timeouts: t,
                 tokens: &self.tokens,
             };
@@ -388,8 +569,9 @@ impl Relay {
                 })
             })
             .collect();
+        let config = self.config();
         let input = BounceInput {
-            reporting_host: &self.config.hostname,
+            reporting_host: &config.hostname,
             queue_id: &env.id,
             original_sender: &env.sender,
             arrival: from_unix(env.arrived),
@@ -423,10 +605,8 @@ impl Relay {
 
     /// Records the outcomes durably (with the bounce, atomically), then logs them
     /// and reschedules what is left.
-    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
-        route: &Route,
         env: &mut Envelope,
         due: &[usize],
         outcomes: Vec<Outcome>,
@@ -435,7 +615,8 @@ impl Relay {
         body: &[u8],
     ) -> Result<(), StoreError> {
         let now = unix_now();
-        let failed = record::apply(env, due, &outcomes, Some(relay), &self.config.retry, now);
+        let retry = self.config().retry.clone();
+        let failed = record::apply(env, due, &outcomes, Some(relay), &retry, now);
         let mut changes = Changes::new();
         let dsn = self.bounce_for(env, &failed, remote_host, body, now, &mut changes)?;
         let delay = now.saturating_sub(env.arrived);
@@ -462,7 +643,9 @@ impl Relay {
             changes.put_envelope(env);
         }
         self.store.write(changes).await?;
-        self.metrics.attempted(&route.name, env, due);
+        // The current table's route: the attempt's, except across a reload.
+        let route = self.route_name(env);
+        self.metrics.attempted(&route, env, due);
 
         for (&i, o) in due.iter().zip(&outcomes) {
             let Some(r) = env.recipients.get(i) else {
@@ -473,7 +656,7 @@ impl Relay {
                 to = %r.address,
                 relay,
                 delay,
-                route = %route.name,
+                route,
                 attempts = r.attempts,
                 status = status_word(r.state),
                 detail = r.last_error.as_deref().unwrap_or(o.detail()),
@@ -486,11 +669,79 @@ impl Relay {
         }
         if env.is_finished() {
             tracing::info!(id = %env.id, "removed");
-        } else if let Some(at) = env.next_due() {
-            self.scheduler.schedule(&route.name, at, env.id.clone());
+        } else {
+            // On the route the current table gives: a reload during the attempt
+            // may have moved the message.
+            self.schedule(env);
         }
         Ok(())
     }
+}
+
+/// The TLS client settings of every SMTP route (its own CA file, or the system's).
+fn route_tls(config: &Config) -> Result<HashMap<String, TlsConnector>, RelayError> {
+    let mut tls = HashMap::new();
+    for route in config.routes.values() {
+        if let Transport::Smtp(s) = &route.transport {
+            let c =
+                upstream::tls::connector(s.ca_file.as_deref()).map_err(|e| RelayError::Tls {
+                    route: route.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            tls.insert(route.name.clone(), c);
+        }
+    }
+    Ok(tls)
+}
+
+/// Settings a running daemon cannot change: they are bound or opened at start.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    let mut check = |name: &str, same: bool| {
+        if !same {
+            changed.push(name.to_string());
+        }
+    };
+    check("listen", old.listen == new.listen);
+    check("queue_path", old.queue_path == new.queue_path);
+    check(
+        "queue_cache_size",
+        old.queue_cache_size == new.queue_cache_size,
+    );
+    check(
+        "limits.max_connections",
+        old.limits.max_connections == new.limits.max_connections,
+    );
+    check(
+        "local.socket_dir",
+        old.local.socket_dir == new.local.socket_dir,
+    );
+    check(
+        "local.control_group",
+        old.local.control_group == new.local.control_group,
+    );
+    check("local.drop_dir", old.local.drop_dir == new.local.drop_dir);
+    check(
+        "oauth.share_socket",
+        old.oauth.share_socket == new.oauth.share_socket,
+    );
+    check(
+        "oauth.share_group",
+        old.oauth.share_group == new.oauth.share_group,
+    );
+    check(
+        "oauth.share_http",
+        old.oauth.share_http == new.oauth.share_http,
+    );
+    check("metrics.listen", old.metrics == new.metrics);
+    let shared = |c: &Config| -> Vec<(String, Vec<String>)> {
+        c.token_sources
+            .values()
+            .map(|s| (s.name.clone(), s.share_as.clone()))
+            .collect()
+    };
+    check("token_source share_as", shared(old) == shared(new));
+    changed
 }
 
 fn status_word(state: State) -> &'static str {

@@ -54,6 +54,26 @@ impl Scheduler {
         q.notify.notify_waiters();
     }
 
+    /// Forgets every entry of every route (a reload schedules the queue anew)
+    /// and wakes the waiting workers.
+    pub fn clear(&self) {
+        let routes: Vec<Arc<RouteQueue>> = self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for q in routes {
+            {
+                let mut e = q.heap.lock().unwrap_or_else(|p| p.into_inner());
+                e.heap.clear();
+                e.due.clear();
+            }
+            q.notify.notify_waiters();
+        }
+    }
+
     /// Takes `id` off `route`'s schedule (held or deleted messages).
     pub fn unschedule(&self, route: &str, id: &str) {
         let q = self.route(route);
@@ -69,6 +89,21 @@ impl Scheduler {
             .unwrap_or_else(|p| p.into_inner())
             .due
             .len()
+    }
+
+    /// Number of messages scheduled on all routes.
+    pub fn total(&self) -> usize {
+        let routes: Vec<Arc<RouteQueue>> = self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        routes
+            .iter()
+            .map(|q| q.heap.lock().unwrap_or_else(|p| p.into_inner()).due.len())
+            .sum()
     }
 
     pub fn is_empty(&self, route: &str) -> bool {

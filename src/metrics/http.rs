@@ -19,7 +19,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use super::exposition::CONTENT_TYPE;
-use super::Phase;
 use crate::config::MetricsSettings;
 use crate::delivery::Relay;
 
@@ -98,10 +97,11 @@ async fn answer(req: &Request<Incoming>, relay: &Arc<Relay>) -> Response<Full<By
 
 /// Why the daemon is not healthy, if it is not.
 async fn health(relay: &Arc<Relay>) -> Result<(), String> {
-    match relay.metrics.phase() {
-        Phase::Starting => return Err("starting".into()),
-        Phase::Stopping => return Err("stopping".into()),
-        Phase::Running => {}
+    if relay.is_stopping() {
+        return Err("stopping".into());
+    }
+    if !relay.metrics.is_ready() {
+        return Err("starting".into());
     }
     let store = relay.store.clone();
     match tokio::time::timeout(

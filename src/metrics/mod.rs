@@ -18,7 +18,7 @@ pub mod http;
 pub mod queue_index;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 use exposition::{Exposition, Kind};
@@ -64,14 +64,6 @@ impl Finish {
     }
 }
 
-/// Where the daemon is in its life, for `/healthz`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Starting = 0,
-    Running = 1,
-    Stopping = 2,
-}
-
 struct RouteCounters {
     messages_accepted: AtomicU64,
     recipients_accepted: AtomicU64,
@@ -100,7 +92,8 @@ impl RouteCounters {
 pub struct Metrics {
     /// Unix time this process started, in seconds.
     started: f64,
-    phase: AtomicU8,
+    /// The daemon finished starting (`/healthz` says "starting" before).
+    ready: AtomicBool,
     /// One entry per route name ever used. Route names come from the config,
     /// never from a client, so the map (and the label set) stays small; entries
     /// for the configured routes are made at start so every series exists from
@@ -118,22 +111,25 @@ impl Metrics {
             .collect();
         Metrics {
             started: now(),
-            phase: AtomicU8::new(Phase::Starting as u8),
+            ready: AtomicBool::new(false),
             routes: RwLock::new(routes),
             notifications: AtomicU64::new(0),
             queue: QueueIndex::default(),
         }
     }
 
-    pub fn set_phase(&self, phase: Phase) {
-        self.phase.store(phase as u8, Relaxed);
+    pub fn set_ready(&self) {
+        self.ready.store(true, Relaxed);
     }
 
-    pub fn phase(&self) -> Phase {
-        match self.phase.load(Relaxed) {
-            0 => Phase::Starting,
-            1 => Phase::Running,
-            _ => Phase::Stopping,
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+
+    /// Makes the series of routes a reload added exist from now on, with zeros.
+    pub fn know_routes<'a>(&self, routes: impl IntoIterator<Item = &'a String>) {
+        for r in routes {
+            self.route(r);
         }
     }
 

@@ -41,7 +41,7 @@ pub fn user_of(config: &Config, source: &str) -> String {
 /// Asks every source for a token now (the cache answers when it can), so the
 /// status says whether each works, not whether it worked.
 pub async fn check_all(config: &Config, tokens: &Tokens) -> Vec<Status> {
-    let names: Vec<String> = tokens.names().map(str::to_string).collect();
+    let names: Vec<String> = tokens.names();
     for name in &names {
         let _ = tokens.bearer(name, &user_of(config, name), false).await;
     }

@@ -129,7 +129,7 @@ fn prepare_dir(dir: &Path) -> Result<(), StateError> {
 /// `oauth login` runs as root, the daemon as its own user: a file root creates
 /// in the daemon's directory is given to that directory's owner, or the daemon
 /// could not read its own refresh token.
-fn adopt_owner(path: &Path, like: &Path) {
+pub(crate) fn adopt_owner(path: &Path, like: &Path) {
     use std::os::unix::fs::MetadataExt;
     if !nix::unistd::geteuid().is_root() {
         return;

@@ -27,7 +27,8 @@ const DEFAULT_LIFETIME: u64 = 3600;
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 pub struct Tokens {
-    slots: BTreeMap<String, Slot>,
+    /// Replaced as a whole by a reload; a fetch in flight keeps its slot.
+    slots: std::sync::RwLock<BTreeMap<String, Arc<Slot>>>,
     http: reqwest::Client,
     clock: Clock,
 }
@@ -84,43 +85,66 @@ impl Tokens {
     ) -> Tokens {
         let slots = sources
             .values()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    Slot {
-                        source: s.clone(),
-                        cache: tokio::sync::Mutex::new(Cache::default()),
-                        status: Mutex::new(Status {
-                            name: s.name.clone(),
-                            describe: s.describe(),
-                            ..Status::default()
-                        }),
-                        failures: AtomicU64::new(0),
-                    },
-                )
-            })
+            .map(|s| (s.name.clone(), Arc::new(Slot::new(s))))
             .collect();
-        Tokens { slots, http, clock }
+        Tokens {
+            slots: std::sync::RwLock::new(slots),
+            http,
+            clock,
+        }
+    }
+
+    /// Takes a reloaded configuration's sources. A source defined exactly as
+    /// before keeps its slot, so its cached token and any rotated refresh token
+    /// not yet saved survive the reload; a changed one starts afresh.
+    pub fn reconfigure(&self, sources: &BTreeMap<String, TokenSource>) {
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        let old = std::mem::take(&mut *slots);
+        for s in sources.values() {
+            let slot = match old.get(&s.name) {
+                Some(kept) if kept.source == *s => kept.clone(),
+                _ => Arc::new(Slot::new(s)),
+            };
+            slots.insert(s.name.clone(), slot);
+        }
+    }
+
+    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn now(&self) -> u64 {
         (self.clock)()
     }
 
-    pub fn source(&self, name: &str) -> Option<&TokenSource> {
-        self.slots.get(name).map(|s| &s.source)
+    pub fn source(&self, name: &str) -> Option<TokenSource> {
+        self.slot(name).map(|s| s.source.clone())
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.slots.keys().map(String::as_str)
+    pub fn names(&self) -> Vec<String> {
+        self.all().iter().map(|s| s.source.name.clone()).collect()
     }
 
     /// A token for `user` from the named source. `force` skips every cache: the
     /// server refused the last token, so only a newly issued one will do.
     pub async fn bearer(&self, name: &str, user: &str, force: bool) -> Result<Bearer, TokenError> {
-        let Some(slot) = self.slots.get(name) else {
+        let Some(slot) = self.slot(name) else {
             return Err(TokenError::Dead(format!("no token source named {name:?}")));
         };
+        let slot = &*slot;
         let now = self.now();
         let mut cache = slot.cache.lock().await;
         if !force {
@@ -288,7 +312,7 @@ impl Tokens {
     /// Something an operator may have changed to revive a dead source: the
     /// state file (`oauth login`) or the token file.
     pub fn inputs(&self, name: &str) -> Option<FileStamp> {
-        let slot = self.slots.get(name)?;
+        let slot = self.slot(name)?;
         match &slot.source.kind {
             TokenKind::OAuth2(o) if o.grant == Grant::RefreshToken => {
                 external::stamp(&o.state_file)
@@ -301,23 +325,26 @@ impl Tokens {
 
     /// How many fetches of each source have failed since start.
     pub fn failures(&self) -> Vec<(String, u64)> {
-        self.slots
+        self.all()
             .iter()
-            .map(|(name, slot)| (name.clone(), slot.failures.load(Ordering::Relaxed)))
+            .map(|slot| {
+                let n = slot.failures.load(Ordering::Relaxed);
+                (slot.source.name.clone(), n)
+            })
             .collect()
     }
 
     /// Forgets the negative cache of a source, so the next `bearer` asks again.
     pub async fn forget_failure(&self, name: &str) {
-        if let Some(slot) = self.slots.get(name) {
+        if let Some(slot) = self.slot(name) {
             slot.cache.lock().await.failed = None;
         }
     }
 
     /// Current status of every source, with what the state files say.
     pub fn statuses(&self) -> Vec<Status> {
-        self.slots
-            .values()
+        self.all()
+            .iter()
             .map(|slot| {
                 let mut st = lock(&slot.status).clone();
                 if let TokenKind::OAuth2(o) = &slot.source.kind {
@@ -338,7 +365,7 @@ impl Tokens {
     /// relay that sends little mail does not let its grant die of disuse.
     pub async fn keepalive(&self) {
         let now = self.now();
-        for slot in self.slots.values() {
+        for slot in self.all() {
             let TokenKind::OAuth2(o) = &slot.source.kind else {
                 continue;
             };
@@ -362,6 +389,21 @@ impl Tokens {
                     slot.source.name
                 ),
             }
+        }
+    }
+}
+
+impl Slot {
+    fn new(s: &TokenSource) -> Slot {
+        Slot {
+            source: s.clone(),
+            cache: tokio::sync::Mutex::new(Cache::default()),
+            status: Mutex::new(Status {
+                name: s.name.clone(),
+                describe: s.describe(),
+                ..Status::default()
+            }),
+            failures: AtomicU64::new(0),
         }
     }
 }

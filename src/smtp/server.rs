@@ -41,10 +41,13 @@ pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-/// Serves all listeners forever: the TCP ones and, if given, the local
-/// submission socket that `sendmail` uses. They share one connection limit.
+/// Serves all listeners until the daemon stops: the TCP ones and, if given,
+/// the local submission socket that `sendmail` uses. They share one connection
+/// limit. Once stopping, the listeners close at once and this returns when the
+/// last session has ended (each finishes the transaction it has open).
 pub async fn serve(relay: Arc<Relay>, listeners: Vec<TcpListener>, local: Option<UnixListener>) {
-    let limit = Arc::new(Semaphore::new(relay.config.limits.max_connections));
+    let max = relay.config().limits.max_connections;
+    let limit = Arc::new(Semaphore::new(max));
     let mut tasks = Vec::new();
     for l in listeners {
         let relay = relay.clone();
@@ -61,11 +64,20 @@ pub async fn serve(relay: Arc<Relay>, listeners: Vec<TcpListener>, local: Option
     for t in tasks {
         let _ = t.await;
     }
+    // Every session holds a permit: all of them back means all sessions ended.
+    let _ = limit
+        .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
+        .await;
 }
 
 async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limit: Arc<Semaphore>) {
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = relay.stopped() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -89,7 +101,12 @@ async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limit: Arc<Semaph
 
 async fn accept_local_loop(relay: Arc<Relay>, listener: UnixListener, limit: Arc<Semaphore>) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = relay.stopped() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, _) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("accept on the submission socket failed: {e}");

@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 
 use super::data::{DataError, DataReceiver, Feed, Limits};
 use super::grammar::{self, Body, Command, Reply};
+use crate::config::Config;
 use crate::delivery::Relay;
 use crate::intake::{self, Incoming, Peer};
 use crate::queue::StoreError;
@@ -30,6 +31,8 @@ struct Transaction {
 
 pub struct Session<R, W> {
     relay: Arc<Relay>,
+    /// The settings the session started with: a reload applies to new sessions.
+    config: Arc<Config>,
     peer: Peer,
     trusted: bool,
     reader: BufReader<R>,
@@ -46,17 +49,20 @@ enum Line {
     TooLong,
     Eof,
     Timeout,
+    Stopping,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     pub fn new(relay: Arc<Relay>, peer: Peer, reader: R, writer: W) -> Self {
+        let config = relay.config();
         let trusted = match &peer {
-            Peer::Tcp(addr) => relay.config.is_trusted(addr.ip()),
+            Peer::Tcp(addr) => config.is_trusted(addr.ip()),
             // Local users may submit, as they may through sendmail.
             Peer::Local { .. } => true,
         };
         Session {
             relay,
+            config,
             peer,
             trusted,
             reader: BufReader::with_capacity(16 * 1024, reader),
@@ -89,7 +95,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Runs the session to its end. I/O errors just end it: nothing half-received
     /// was ever acknowledged.
     pub async fn run(mut self) {
-        let host = self.relay.config.hostname.clone();
+        let host = self.config.hostname.clone();
         // The greeting has no enhanced code (RFC 2034 applies after EHLO).
         self.out = format!("220 {host} ESMTP smarthost\r\n").into_bytes();
         if let Err(e) = self.serve().await {
@@ -106,8 +112,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 Line::Command(l) => l,
                 Line::Eof => return Ok(()),
                 Line::Timeout => {
-                    let host = self.relay.config.hostname.clone();
+                    let host = self.config.hostname.clone();
                     self.send(421, "4.4.2", format!("{host} Error: timeout exceeded"));
+                    return self.flush().await;
+                }
+                Line::Stopping => {
+                    let host = self.config.hostname.clone();
+                    self.send(
+                        421,
+                        "4.3.2",
+                        format!("{host} Service shutting down, try again later"),
+                    );
                     return self.flush().await;
                 }
                 Line::TooLong => {
@@ -133,10 +148,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     self.esmtp = true;
                     self.helo = Some(name);
                     self.tx = None;
-                    let l = &self.relay.config.limits;
+                    let l = &self.config.limits;
                     let text = format!(
                         "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n",
-                        self.relay.config.hostname, l.max_message_size
+                        self.config.hostname, l.max_message_size
                     );
                     self.out.extend_from_slice(text.as_bytes());
                 }
@@ -144,7 +159,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     self.esmtp = false;
                     self.helo = Some(name);
                     self.tx = None;
-                    let text = format!("250 {}\r\n", self.relay.config.hostname);
+                    let text = format!("250 {}\r\n", self.config.hostname);
                     self.out.extend_from_slice(text.as_bytes());
                 }
                 Command::Mail { from, params } => self.mail(from, params),
@@ -182,7 +197,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if self.tx.is_some() {
             return self.send(503, "5.5.1", "Error: nested MAIL command");
         }
-        let max = self.relay.config.limits.max_message_size;
+        let max = self.config.limits.max_message_size;
         if params.size.is_some_and(|s| s > max) {
             return self.send(
                 552,
@@ -201,7 +216,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 
     fn rcpt(&mut self, to: String) {
-        let max = self.relay.config.limits.max_recipients;
+        let max = self.config.limits.max_recipients;
         let trusted = self.trusted;
         let Some(tx) = self.tx.as_mut() else {
             return self.send(503, "5.5.1", "Error: need MAIL command");
@@ -235,18 +250,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         self.send(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
         self.flush().await?;
-        let limits = &self.relay.config.limits;
+        let limits = &self.config.limits;
         let mut rx = DataReceiver::new(Limits {
             max_size: usize::try_from(limits.max_message_size).unwrap_or(usize::MAX),
             max_line: limits.max_line_length,
         });
-        let timeout = self.relay.config.timeouts.data;
+        let timeout = self.config.timeouts.data;
         loop {
             let chunk = match tokio::time::timeout(timeout, self.reader.fill_buf()).await {
                 Ok(r) => r?,
                 Err(_) => {
                     self.tx = None;
-                    let host = self.relay.config.hostname.clone();
+                    let host = self.config.hostname.clone();
                     self.send(421, "4.4.2", format!("{host} Error: timeout exceeded"));
                     self.flush().await?;
                     return Ok(false);
@@ -315,11 +330,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         intake::enqueue(&self.relay, incoming).await
     }
 
+    /// The next command line. When the daemon stops, a session between
+    /// transactions is told so at once; one with a transaction open (MAIL given)
+    /// may finish it first, within the daemon's stop bound.
     async fn read_line(&mut self) -> std::io::Result<Line> {
-        let timeout = self.relay.config.timeouts.command;
-        match tokio::time::timeout(timeout, read_bounded_line(&mut self.reader)).await {
-            Ok(r) => r,
-            Err(_) => Ok(Line::Timeout),
+        let timeout = self.config.timeouts.command;
+        let relay = self.relay.clone();
+        let stop = async {
+            if self.tx.is_some() {
+                std::future::pending::<()>().await;
+            }
+            relay.stopped().await
+        };
+        tokio::select! {
+            biased;
+            _ = stop => Ok(Line::Stopping),
+            r = tokio::time::timeout(timeout, read_bounded_line(&mut self.reader)) => match r {
+                Ok(r) => r,
+                Err(_) => Ok(Line::Timeout),
+            },
         }
     }
 }

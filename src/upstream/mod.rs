@@ -225,6 +225,7 @@ async fn connect_one(
     secret: Option<&Secretish>,
 ) -> Result<Ready, (String, Failure)> {
     let t = ctx.timeouts;
+    let helo = route.helo.as_deref().unwrap_or(ctx.hostname);
     let tcp = match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err((format!("connect: {e}"), Failure::Other)),
@@ -249,7 +250,7 @@ async fn connect_one(
                 timeout: t.upstream_command,
             };
             greeting(&mut plain, t).await?;
-            let caps = within(t.upstream_command, "EHLO", plain.ehlo(ctx.hostname))
+            let caps = within(t.upstream_command, "EHLO", plain.ehlo(helo))
                 .await
                 .map_err(|e| (e, Failure::Other))?;
             if !caps.has_capability(EXT_START_TLS) {
@@ -284,7 +285,7 @@ async fn connect_one(
     if route.tls != TlsMode::StartTls {
         greeting(&mut client, t).await?;
     }
-    let mut caps = within(t.upstream_command, "EHLO", client.ehlo(ctx.hostname))
+    let mut caps = within(t.upstream_command, "EHLO", client.ehlo(helo))
         .await
         .map_err(|e| (e, Failure::Other))?;
 

@@ -151,6 +151,33 @@ impl Relay {
         }
     }
 
+    /// Sends a signal by name (`TERM`, `HUP`) to the running daemon.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("relay running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{name} {pid} failed");
+    }
+
+    /// Waits for the daemon to exit by itself; its status, or None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return Some(status);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        None
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();

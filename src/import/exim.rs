@@ -1,0 +1,550 @@
+//! `smarthost import exim FILE`: a smart-hosts lookup file as the
+//! cloud_mdir_sync exim setup uses it, and optionally exim's retry rule.
+//!
+//! The file is an `lsearch` table keyed by the sender's domain; the router takes
+//! `host` from each entry as its route list, the transport `helo`, and the
+//! authenticators `user` with `password` (PLAIN) or `oauth`, a credential-server
+//! socket (XOAUTH2):
+//!
+//! ```text
+//! contoso.com: host=smtp.office365.com::587 helo=cms user=app@contoso.com oauth=/run/cms.sock
+//! shop.example: host=smtp.mailgun.org::587 user=postmaster@mg.shop.example password=...
+//! ```
+//!
+//! Keys follow lsearch: the first entry for a key wins, case does not matter, a
+//! key may be quoted, and a line starting with white space continues the entry
+//! before. Besides domains, the wildcard keys of `lsearch*`, `lsearch*@` and
+//! `partial-lsearch` are taken: `*` (the default route), `*@domain` and
+//! `*.domain`, as are full addresses (a lookup by `$sender_address`).
+//!
+//! That transport must require TLS (`hosts_require_tls = *`, as in the example
+//! configuration), so routes use STARTTLS, or implicit TLS on port 465.
+
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+
+use super::{read, Auth, ImportError, Plan, Setting, Upstream};
+use crate::config::{AuthMechanism, Secret, TlsMode};
+use crate::retry::Schedule;
+
+#[cfg(test)]
+mod tests;
+
+/// Where the retry schedule comes from.
+#[derive(Debug, Clone)]
+pub enum RetryFrom {
+    /// Rules as written in exim: `F,2h,15m; G,16h,1h,1.5; F,4d,6h`.
+    Rules(String),
+    /// The `* *` rule of an exim configuration's `begin retry` section.
+    Config(PathBuf),
+}
+
+/// Translates the smart-hosts file `file`.
+pub fn import(file: &Path, retry: Option<&RetryFrom>) -> Result<Plan, ImportError> {
+    let text = read(file)?;
+    let shown = file.display().to_string();
+    let mut command = format!("smarthost import exim {shown}");
+    match retry {
+        Some(RetryFrom::Rules(r)) => command.push_str(&format!(" --retry {r:?}")),
+        Some(RetryFrom::Config(p)) => command.push_str(&format!(" --retry-file {}", p.display())),
+        None => {}
+    }
+    let mut plan = Plan::new(format!("the exim smart-hosts file {shown}"), command);
+    plan.note("routes use STARTTLS (implicit TLS on port 465), as an exim transport with hosts_require_tls = * did");
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or(shown);
+    let (entries, orphans) = lsearch_entries(&text);
+    for line in orphans {
+        plan.untranslated(
+            format!("{name}:{line}"),
+            "continuation line",
+            "nothing to continue; exim ignores it",
+        );
+    }
+    for e in entries {
+        entry(&mut plan, &name, &e);
+    }
+    if plan.routes.is_empty() {
+        return Err(ImportError::Nothing(file.display().to_string()));
+    }
+    if !plan.has_default() {
+        if let Some(r) = plan.busiest_route() {
+            plan.untranslated(
+                name,
+                "no * entry",
+                "exim could not route mail from senders of other domains; smarthost needs a default, so routing.default is the route most senders use",
+            );
+            plan.set_default(r, "no * entry: the route most senders use");
+        }
+    }
+    match retry {
+        None => {}
+        Some(RetryFrom::Rules(r)) => {
+            let schedule: Schedule = r.parse()?;
+            plan.retry = Some(Setting {
+                value: schedule.to_string(),
+                comment: "--retry".into(),
+            });
+        }
+        Some(RetryFrom::Config(path)) => retry_from_config(&mut plan, path)?,
+    }
+    Ok(plan)
+}
+
+// ---- the lookup file ---------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LsearchEntry {
+    line: usize,
+    key: String,
+    data: String,
+}
+
+/// lsearch's format: `key: data` or `key data`, the key optionally in double
+/// quotes; `#` at the start of a line comments it out; a line starting with
+/// white space continues the entry before. Returns the entries and the
+/// continuation lines that had nothing to continue.
+fn lsearch_entries(text: &str) -> (Vec<LsearchEntry>, Vec<usize>) {
+    let mut entries: Vec<LsearchEntry> = Vec::new();
+    let mut orphans = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        if raw.trim().is_empty() || raw.starts_with('#') {
+            continue;
+        }
+        if raw.starts_with(char::is_whitespace) {
+            match entries.last_mut() {
+                Some(e) => {
+                    e.data.push(' ');
+                    e.data.push_str(raw.trim());
+                }
+                None => orphans.push(i + 1),
+            }
+            continue;
+        }
+        let (key, rest) = match raw.strip_prefix('"') {
+            Some(quoted) => unquote(quoted),
+            None => {
+                let end = raw
+                    .find(|c: char| c == ':' || c.is_whitespace())
+                    .unwrap_or(raw.len());
+                (raw[..end].to_string(), &raw[end..])
+            }
+        };
+        let rest = rest.trim_start();
+        let data = rest.strip_prefix(':').unwrap_or(rest).trim();
+        entries.push(LsearchEntry {
+            line: i + 1,
+            key,
+            data: data.to_string(),
+        });
+    }
+    (entries, orphans)
+}
+
+/// The text after an opening `"` up to the closing one, with `\"` and `\\`
+/// escapes (and exim's `\n`, `\t`); the rest after it.
+fn unquote(s: &str) -> (String, &str) {
+    let mut out = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return (out, &s[i + 1..]),
+            '\\' => match chars.next() {
+                Some((_, 'n')) => out.push('\n'),
+                Some((_, 't')) => out.push('\t'),
+                Some((_, other)) => out.push(other),
+                None => {}
+            },
+            c => out.push(c),
+        }
+    }
+    (out, "")
+}
+
+/// `name=value` fields as `${extract{name}{...}}` reads them: separated by
+/// white space, white space allowed around `=`, values optionally in double
+/// quotes. Names are case-insensitive; the first of a name counts.
+fn fields(data: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut rest = data.trim_start();
+    while !rest.is_empty() {
+        let name_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let name = rest[..name_end].to_ascii_lowercase();
+        rest = rest[name_end..].trim_start();
+        let value;
+        if let Some(after) = rest.strip_prefix('=') {
+            let after = after.trim_start();
+            if let Some(quoted) = after.strip_prefix('"') {
+                let (v, r) = unquote(quoted);
+                value = v;
+                rest = r;
+            } else {
+                let end = after.find(char::is_whitespace).unwrap_or(after.len());
+                value = after[..end].to_string();
+                rest = &after[end..];
+            }
+        } else {
+            value = String::new();
+        }
+        if !name.is_empty() && !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, value));
+        }
+        rest = rest.trim_start();
+    }
+    out
+}
+
+// ---- host lists --------------------------------------------------------------
+
+/// An exim host list as `route_data` takes it: items separated by `:` (or
+/// the character after a leading `<`), a doubled separator standing for
+/// itself, so `host::587` is `host:587`. Colons inside `[...]` are taken as
+/// part of an IPv6 address, which exim would want doubled; nobody writes them
+/// so. Each item is `host`, `host:port`, `[address]` or `[address]:port`,
+/// optionally with `/MX`. Returns (host, port, MX lookup) triples.
+fn parse_hosts(list: &str) -> Result<Vec<(String, Option<u16>, bool)>, String> {
+    let (sep, body) = match list.strip_prefix('<') {
+        Some(r) => match r.chars().next() {
+            Some(c) if c.is_ascii_punctuation() => (c, &r[c.len_utf8()..]),
+            _ => (':', list),
+        },
+        None => (':', list),
+    };
+    let mut items = Vec::new();
+    let mut current = String::new();
+    let mut chars = body.chars().peekable();
+    let mut in_brackets = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '[' => {
+                in_brackets = true;
+                current.push(c);
+            }
+            ']' => {
+                in_brackets = false;
+                current.push(c);
+            }
+            c if c == sep && !in_brackets => {
+                if chars.peek() == Some(&sep) {
+                    chars.next();
+                    current.push(sep);
+                } else {
+                    items.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    items.push(current);
+    let mut hosts = Vec::new();
+    for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
+        let (item, mx) = match item
+            .strip_suffix("/MX")
+            .or_else(|| item.strip_suffix("/mx"))
+        {
+            Some(i) => (i, true),
+            None => (item, false),
+        };
+        let (host, port) = if let Some(inner) = item.strip_prefix('[') {
+            let (inside, after) = inner
+                .split_once(']')
+                .ok_or_else(|| format!("{item:?}: missing `]`"))?;
+            let port = match after {
+                "" => None,
+                p => Some(port(p.strip_prefix(':').unwrap_or(p), item)?),
+            };
+            (inside.to_string(), port)
+        } else if item.parse::<Ipv6Addr>().is_ok() {
+            (item.to_string(), None)
+        } else {
+            match item.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(port(p, item)?)),
+                None => (item.to_string(), None),
+            }
+        };
+        let valid = host.parse::<std::net::IpAddr>().is_ok()
+            || (!host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_')));
+        if !valid {
+            return Err(format!("{item:?} is not a host name or address"));
+        }
+        hosts.push((host, port, mx));
+    }
+    if hosts.is_empty() {
+        return Err("no host".into());
+    }
+    Ok(hosts)
+}
+
+fn port(p: &str, item: &str) -> Result<u16, String> {
+    p.parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("{item:?}: bad port {p:?}"))
+}
+
+// ---- entries -----------------------------------------------------------------
+
+fn entry(plan: &mut Plan, file: &str, e: &LsearchEntry) {
+    let origin = format!("{file}:{}", e.line);
+    let key = e.key.to_lowercase();
+    let data = match e.data.strip_prefix('=') {
+        // lsearch ends a key at a colon or white space only, so exim reads
+        // `key = host=...` as data starting with "=" and finds no fields; the
+        // intent is plain, so it is taken, and said.
+        Some(rest) => {
+            plan.note(format!(
+                "{origin}: `{} = ...` read as `{}: ...` (exim's lsearch wants a colon or white space after the key)",
+                e.key, e.key
+            ));
+            rest
+        }
+        None => e.data.as_str(),
+    };
+    let opts = fields(data);
+    let get = |name: &str| {
+        opts.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    for (name, _) in &opts {
+        if !matches!(
+            name.as_str(),
+            "host" | "helo" | "user" | "password" | "oauth"
+        ) {
+            // The name only: an unknown field may still hold a secret.
+            plan.untranslated(
+                origin.clone(),
+                format!("{key}: {name}="),
+                "not a field of the smart-hosts file (host, helo, user, password, oauth)",
+            );
+        }
+    }
+    let Some(host_list) = get("host") else {
+        plan.untranslated(origin, key, "no host=: exim could not route these senders");
+        return;
+    };
+    let hosts = match parse_hosts(host_list) {
+        Ok(h) => h,
+        Err(why) => {
+            plan.untranslated(origin, format!("{key}: host="), why);
+            return;
+        }
+    };
+    // exim's smtp transport connects to port 25 unless a host says otherwise.
+    let port = hosts.first().and_then(|h| h.1).unwrap_or(25);
+    let mut kept = Vec::new();
+    for (host, p, mx) in &hosts {
+        if p.unwrap_or(25) != port {
+            plan.untranslated(
+                origin.clone(),
+                format!("{key}: host {host}"),
+                "a route has one port: only the hosts with the first one's port are kept",
+            );
+            continue;
+        }
+        if *mx {
+            plan.note(format!(
+                "{origin}: {host}/MX: smarthost connects to {host} itself, not to its MX hosts"
+            ));
+        }
+        kept.push(host.clone());
+    }
+    let helo = match get("helo") {
+        Some(h) if h.bytes().all(|b| b.is_ascii_graphic()) => Some(h.to_string()),
+        Some(_) => {
+            plan.untranslated(
+                origin.clone(),
+                format!("{key}: helo="),
+                "not a host name; the route uses hostname",
+            );
+            None
+        }
+        None => None,
+    };
+    let user = get("user");
+    let auth = match (user, get("oauth"), get("password")) {
+        (Some(user), Some(socket), password) => {
+            if password.is_some() {
+                plan.note(format!(
+                    "{origin}: {key} has oauth= and password=: exim tried XOAUTH2 first, so does the route; the password is not used"
+                ));
+            }
+            Auth::Socket {
+                username: user.to_string(),
+                path: PathBuf::from(socket),
+            }
+        }
+        (Some(user), None, Some(password)) => Auth::Password {
+            mechanism: AuthMechanism::Plain,
+            username: user.to_string(),
+            password: Secret::new(password),
+        },
+        (Some(_), None, None) => {
+            plan.untranslated(
+                origin.clone(),
+                format!("{key}: user="),
+                "neither password= nor oauth=: exim required authentication and had nothing to send; the route has no credentials",
+            );
+            Auth::None
+        }
+        (None, oauth, password) => {
+            if oauth.is_some() || password.is_some() {
+                plan.untranslated(
+                    origin.clone(),
+                    format!("{key}: password=/oauth="),
+                    "no user=: exim sent no credentials, nor does the route",
+                );
+            }
+            Auth::None
+        }
+    };
+    let tls = if port == 465 {
+        plan.note("port 465 speaks only implicit TLS: routes to it use tls = \"tls\" (exim needs protocol = smtps for it)");
+        TlsMode::Implicit
+    } else {
+        TlsMode::StartTls
+    };
+    let upstream = Upstream {
+        hosts: kept,
+        port,
+        tls,
+        ca_file: None,
+        helo,
+        auth,
+    };
+    let route = plan.route(upstream, "");
+    if key == "*" {
+        if plan.has_default() {
+            plan.untranslated(
+                origin,
+                "*",
+                "repeats an earlier * entry; the first one is used, as before",
+            );
+        } else {
+            plan.set_default(route, format!("{origin} *"));
+        }
+    } else if let Some(domain) = key.strip_prefix("*@") {
+        plan.sender(domain, route, &origin, &e.key);
+    } else if let Some(parent) = key.strip_prefix("*.") {
+        // partial-lsearch: *.example.com matches example.com and below.
+        plan.sender(parent, route, &origin, &e.key);
+        plan.sender(&format!(".{parent}"), route, &origin, &e.key);
+    } else {
+        plan.sender(&key, route, &origin, &e.key);
+    }
+}
+
+// ---- retry -------------------------------------------------------------------
+
+/// exim configuration lines: `#` comments, a trailing `\` joining the next
+/// line (its leading white space dropped). Returns (first line, text).
+fn exim_config_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let trimmed = raw.trim();
+        let (start, mut line) = match pending.take() {
+            Some((n, mut acc)) => {
+                acc.push_str(trimmed);
+                (n, acc)
+            }
+            None => {
+                if trimmed.is_empty() || trimmed.starts_with('#') {
+                    continue;
+                }
+                (i + 1, trimmed.to_string())
+            }
+        };
+        if let Some(joined) = line.strip_suffix('\\') {
+            line = joined.to_string();
+            pending = Some((start, line));
+        } else {
+            out.push((start, line));
+        }
+    }
+    out.extend(pending);
+    out
+}
+
+/// The first white-space separated word and the rest.
+fn token(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    let end = s.find(char::is_whitespace).unwrap_or(s.len());
+    s.split_at(end)
+}
+
+fn retry_from_config(plan: &mut Plan, path: &Path) -> Result<(), ImportError> {
+    let text = read(path)?;
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut in_retry = false;
+    let mut found = false;
+    for (line, l) in exim_config_lines(&text) {
+        if let Some(section) = l.strip_prefix("begin ") {
+            in_retry = section.trim() == "retry";
+            continue;
+        }
+        if !in_retry {
+            continue;
+        }
+        let origin = format!("{file}:{line}");
+        let (pattern, rest) = token(&l);
+        let (error, rules) = token(rest);
+        let rules = rules.trim();
+        if found || pattern != "*" || error != "*" {
+            let why = if found {
+                "after the * * rule, which matches everything first"
+            } else {
+                "smarthost has one schedule for all mail: only the * * rule is used"
+            };
+            plan.untranslated(origin, format!("retry rule {pattern} {error}"), why);
+            continue;
+        }
+        found = true;
+        if rules.starts_with("senders=") {
+            plan.untranslated(
+                origin,
+                "retry rule * * senders=",
+                "schedules per sender are not supported",
+            );
+            continue;
+        }
+        if rules.is_empty() {
+            plan.untranslated(
+                origin,
+                "retry rule * * without times",
+                "no retries at all is not possible; the default schedule is kept",
+            );
+            continue;
+        }
+        match rules.parse::<Schedule>() {
+            Ok(s) => {
+                plan.retry = Some(Setting {
+                    value: s.to_string(),
+                    comment: format!("the * * retry rule of {origin}"),
+                })
+            }
+            Err(e) => plan.untranslated(origin, "retry rule * *", e.to_string()),
+        }
+    }
+    if !found {
+        plan.untranslated(
+            file,
+            "begin retry",
+            "no * * rule found; the default schedule is kept",
+        );
+    }
+    Ok(())
+}
