@@ -3,7 +3,7 @@
 //! upstream (delivered, deferred by 451, bounced by 550). `/metrics` is parsed
 //! with Prometheus's own Python parser and its values checked; `/healthz`
 //! answers; every log line is one JSON object, the delivery lines carrying
-//! the queue id as a field.
+//! the queue id as a field; `/healthz` turns 503 while the daemon stops.
 
 mod common;
 #[path = "common/scripted.rs"]
@@ -304,4 +304,33 @@ fn non_loopback_metrics_listener_is_refused_by_check() {
         err.contains(":8: metrics.listen 0.0.0.0:9325 is not a loopback address"),
         "{err}"
     );
+}
+
+/// While the daemon finishes open transactions after SIGTERM, `/healthz`
+/// says it is stopping (a load balancer or monitor stops sending it work).
+#[test]
+fn healthz_says_stopping_during_a_graceful_stop() {
+    let mut relay = Relay::start(
+        "[[route]]\nname = \"c\"\ntype = \"directory\"\npath = \"{dir}/out\"\n[routing]\ndefault = \"c\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let addr = metrics_addr(&relay);
+    assert_eq!(http(addr, "GET", "/healthz").0, 200);
+
+    // A transaction in DATA keeps the daemon stopping rather than stopped.
+    let mut busy = common::Client::connect(relay.addr());
+    busy.expect(220);
+    busy.expect_cmd("EHLO busy.test", 250);
+    busy.expect_cmd("MAIL FROM:<app@example.com>", 250);
+    busy.expect_cmd("RCPT TO:<to@example.net>", 250);
+    busy.expect_cmd("DATA", 354);
+    busy.write(b"Subject: in flight\r\n\r\n");
+    relay.signal("TERM");
+    assert!(relay.wait_log("stopping", 1, Duration::from_secs(10)));
+    let (status, _, body) = http(addr, "GET", "/healthz");
+    assert_eq!((status, body.as_str()), (503, "unavailable: stopping\n"));
+
+    busy.write(b"done\r\n.\r\n");
+    assert!(busy.read_reply().starts_with("250 "));
+    let exit = relay.wait_exit(Duration::from_secs(25)).expect("exited");
+    assert!(exit.success(), "{exit:?}");
 }
