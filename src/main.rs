@@ -70,9 +70,10 @@ enum Cmd {
         #[command(subcommand)]
         command: smarthost::import::cli::Command,
     },
-    /// Send a short test message through a route now, printing the SMTP
-    /// conversation (AUTH data redacted) and a verdict. Never queues anything.
-    /// Exit 0 delivered, 75 temporary failure, 77 credentials refused,
+    /// Send a test message through a route now, showing the SMTP conversation.
+    ///
+    /// AUTH data is redacted and nothing is queued. Exit 0 delivered, 75
+    /// temporary failure, 77 credentials refused (or `oauth login` needed),
     /// 69 message refused, 64 usage, 78 configuration.
     TestSend {
         #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]

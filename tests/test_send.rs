@@ -2,9 +2,9 @@
 //! aiosmtpd with verified STARTTLS and AUTH PLAIN or LOGIN (the message
 //! arrives, the transcript shows each step with AUTH redacted); an XOAUTH2
 //! route with tokens from an `oauth2` source (which token, whether fresh, a
-//! refused token replaced once); a refused password and a refused connection
-//! (exit codes and the FAILED line); an unknown route (usage, the routes
-//! listed). No password, token or refresh token may appear in any output, and
+//! refused token replaced once); a refused password, a refused connection,
+//! an unverifiable certificate and a refused recipient (exit codes and the
+//! FAILED line); an unknown route (usage, the routes listed). No password, token or refresh token may appear in any output, and
 //! the queue is never created.
 
 #[path = "common/aiosmtpd.rs"]
@@ -276,6 +276,61 @@ fn refused_connection_fails_with_75() {
         ],
     );
     assert!(out.stdout.contains("refused"), "{}", out.stdout);
+}
+
+#[test]
+fn unverifiable_certificate_fails_with_75_before_auth() {
+    let files = Files::with_passwords();
+    let peer = password_peer(Some(&files));
+    // No ca_file: the system roots do not know the test CA.
+    let route = password_route(&files, "up", peer.port, "plain", "pw").replace(
+        &format!("ca_file = \"{}\"\n", files.path("ca.pem").display()),
+        "",
+    );
+    let config = write_config(&files, &route, "up");
+    let out = test_send(&config, &["--route", "up", "--to", RCPT]);
+    assert_eq!(out.code, 75, "{}{}", out.stdout, out.stderr);
+    assert_in_order(&out.stdout, &["C: STARTTLS", "S: 220 "]);
+    let last = out.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "test-send: FAILED: localhost[127.0.0.1]:{}: TLS handshake failed: invalid peer certificate",
+            peer.port
+        )),
+        "{last}"
+    );
+    assert!(!out.stdout.contains("[TLS handshake: "), "{}", out.stdout);
+    assert!(!out.stdout.contains("AUTH"), "{}", out.stdout);
+    assert_no_password(&out.stdout);
+}
+
+#[test]
+fn refused_recipient_fails_with_69() {
+    let up = ScriptedServer::start(|_, cmd| match cmd {
+        scripted::Cmd::Rcpt { .. } => scripted::reply("550 5.7.1 Relaying denied"),
+        other => scripted::standard(other),
+    });
+    let files = Files::new();
+    let route = format!(
+        "[[route]]\nname = \"local\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+        up.port()
+    );
+    let config = write_config(&files, &route, "local");
+    let out = test_send(&config, &["--route", "local", "--to", RCPT]);
+    assert_eq!(out.code, 69, "{}{}", out.stdout, out.stderr);
+    assert_in_order(
+        &out.stdout,
+        &[
+            "C: RCPT TO:<user@example.net>",
+            "S: 550 5.7.1 Relaying denied",
+            &format!(
+                "test-send: FAILED: 127.0.0.1[127.0.0.1]:{} refused the message: 550 5.7.1 Relaying denied",
+                up.port()
+            ),
+        ],
+    );
+    assert!(!out.stdout.contains("C: DATA"), "{}", out.stdout);
+    assert!(up.delivered().is_empty());
 }
 
 #[test]
