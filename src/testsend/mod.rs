@@ -21,14 +21,14 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::clock::unix_now;
-use crate::config::{Config, ConfigError, Route, SmtpRoute, Transport};
+use crate::config::{AuthSecret, Config, ConfigError, Route, SmtpRoute, Transport};
 use crate::oauth::Tokens;
 use crate::outcome::Outcome;
 use crate::routing::Pattern;
 use crate::smtp::address::{needs_smtputf8, validate_mailbox};
 use crate::sysexits::*;
 use crate::upstream::transcript::Event;
-use crate::upstream::{self, Failure, Resolver, Transcript};
+use crate::upstream::{self, ConnectError, Failure, Resolver, Transcript};
 
 /// What to send, from the command line.
 #[derive(Debug, Clone, Default)]
@@ -135,13 +135,64 @@ pub async fn attempt(
     opts: &Options,
     transcript: &Transcript,
 ) -> Result<Verdict, TestSendError> {
+    let test = prepare(config, opts)?;
+    let tls =
+        upstream::tls::connector(test.smtp.ca_file.as_deref()).map_err(|e| TestSendError::Tls {
+            route: test.route.name.clone(),
+            reason: e.to_string(),
+        })?;
+    let resolver = Resolver::from_system().map_err(TestSendError::Internal)?;
+    let tokens =
+        Tokens::with_system_roots(&config.token_sources).map_err(TestSendError::Internal)?;
+    let ctx = upstream::Context {
+        hostname: &config.hostname,
+        resolver: &resolver,
+        tls: &tls,
+        timeouts: &config.timeouts,
+        tokens: &tokens,
+        transcript: Some(transcript),
+    };
+    test.introduce(&tokens, transcript);
+
+    let mut conn = match upstream::connect(test.smtp, &ctx).await {
+        Ok(c) => c,
+        Err(e) => return Ok(not_connected(&e, transcript)),
+    };
+    let smtputf8 = needs_smtputf8(&test.from) || needs_smtputf8(&test.to);
+    let t = &config.timeouts;
+    let tr = conn
+        .send(&test.from, &[&test.to], &test.body, smtputf8, false, t)
+        .await;
+    let relay = conn.relay.clone();
+    if tr.reusable {
+        conn.quit(t).await;
+    }
+    let outcome = tr.outcomes.into_iter().next();
+    Ok(judge(
+        outcome.unwrap_or_else(|| Outcome::deferred("no outcome")),
+        &relay,
+        transcript,
+    ))
+}
+
+/// A checked request: the route, both addresses and the message.
+struct Prepared<'a> {
+    route: &'a Route,
+    smtp: &'a SmtpRoute,
+    from: String,
+    to: String,
+    body: Vec<u8>,
+}
+
+fn prepare<'a>(config: &'a Config, opts: &Options) -> Result<Prepared<'a>, TestSendError> {
     let (route, smtp) = smtp_route(config, &opts.route)?;
+    let bare = |a: &str| a.trim_start_matches('<').trim_end_matches('>').to_string();
     let from = match &opts.from {
-        Some(f) => f.trim_start_matches('<').trim_end_matches('>').to_string(),
+        Some(f) => bare(f),
         None => default_sender(config, route),
     };
-    let to = opts.to.trim_start_matches('<').trim_end_matches('>');
-    for (what, address) in [("sender", from.as_str()), ("recipient", to)] {
+    let to = bare(&opts.to);
+    for (what, address) in [("sender", &from), ("recipient", &to)] {
         validate_mailbox(address)
             .map_err(|e| TestSendError::Usage(format!("{what} address {address:?}: {e}")))?;
     }
@@ -158,73 +209,64 @@ pub async fn attempt(
         hostname: &config.hostname,
         route: &route.name,
         from: &from,
-        to,
+        to: &to,
         subject: &subject,
         now: SystemTime::now(),
     })
     .map_err(|e| TestSendError::Usage(format!("cannot build the test message: {e}")))?;
+    Ok(Prepared {
+        route,
+        smtp,
+        from,
+        to,
+        body,
+    })
+}
 
-    let tls =
-        upstream::tls::connector(smtp.ca_file.as_deref()).map_err(|e| TestSendError::Tls {
-            route: route.name.clone(),
-            reason: e.to_string(),
-        })?;
-    let resolver = Resolver::from_system().map_err(TestSendError::Internal)?;
-    let tokens =
-        Tokens::with_system_roots(&config.token_sources).map_err(TestSendError::Internal)?;
-    let ctx = upstream::Context {
-        hostname: &config.hostname,
-        resolver: &resolver,
-        tls: &tls,
-        timeouts: &config.timeouts,
-        tokens: &tokens,
-        transcript: Some(transcript),
-    };
-
-    transcript.note(&format!("route {}: {}", route.name, route.describe()));
-    if let Some(crate::config::AuthSecret::Token { source }) =
-        smtp.credentials.as_ref().map(|c| &c.secret)
-    {
-        if let Some(s) = tokens.source(source) {
-            transcript.note(&format!("token source {source}: {}", s.describe()));
+impl Prepared<'_> {
+    /// The transcript's first lines: the route, its token source, the message.
+    fn introduce(&self, tokens: &Tokens, transcript: &Transcript) {
+        let route = self.route;
+        transcript.note(&format!("route {}: {}", route.name, route.describe()));
+        if let Some(AuthSecret::Token { source }) =
+            self.smtp.credentials.as_ref().map(|c| &c.secret)
+        {
+            if let Some(s) = tokens.source(source) {
+                transcript.note(&format!("token source {source}: {}", s.describe()));
+            }
         }
+        transcript.note(&format!(
+            "message from <{}> to <{}>: {} bytes",
+            self.from,
+            self.to,
+            self.body.len()
+        ));
     }
-    transcript.note(&format!(
-        "message from <{from}> to <{to}>: {} bytes",
-        body.len()
-    ));
+}
 
-    let mut conn = match upstream::connect(smtp, &ctx).await {
-        Ok(c) => c,
-        Err(e) => {
-            let exit_code = match e.kind {
-                Failure::AuthRejected | Failure::TokenDead => EX_NOPERM,
-                Failure::TokenUnavailable | Failure::Other => EX_TEMPFAIL,
-            };
-            let reason = match &e.relay {
-                Some(relay) => format!("{relay}: {}", e.reason),
-                None => e.reason.clone(),
-            };
-            return Ok(Verdict::Failed {
-                reason: transcript.scrub(&reason),
-                exit_code,
-            });
-        }
+/// No session: refused credentials and dead token sources need the operator.
+fn not_connected(e: &ConnectError, transcript: &Transcript) -> Verdict {
+    let exit_code = match e.kind {
+        Failure::AuthRejected | Failure::TokenDead => EX_NOPERM,
+        Failure::TokenUnavailable | Failure::Other => EX_TEMPFAIL,
     };
-    let smtputf8 = needs_smtputf8(&from) || needs_smtputf8(to);
-    let t = &config.timeouts;
-    let tr = conn.send(&from, &[to], &body, smtputf8, false, t).await;
-    let relay = conn.relay.clone();
-    if tr.reusable {
-        conn.quit(t).await;
+    let reason = match &e.relay {
+        Some(relay) => format!("{relay}: {}", e.reason),
+        None => e.reason.clone(),
+    };
+    Verdict::Failed {
+        reason: transcript.scrub(&reason),
+        exit_code,
     }
-    let outcome = tr
-        .outcomes
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| Outcome::deferred("no outcome"));
-    Ok(match outcome {
-        Outcome::Sent { reply } => Verdict::Delivered { relay, reply },
+}
+
+/// What the transaction's outcome for the one recipient means.
+fn judge(outcome: Outcome, relay: &str, transcript: &Transcript) -> Verdict {
+    match outcome {
+        Outcome::Sent { reply } => Verdict::Delivered {
+            relay: relay.to_string(),
+            reply,
+        },
         Outcome::Bounced { reason, .. } => Verdict::Failed {
             reason: transcript.scrub(&format!("{relay} refused the message: {reason}")),
             exit_code: EX_UNAVAILABLE,
@@ -233,7 +275,7 @@ pub async fn attempt(
             reason: transcript.scrub(&format!("{relay}: {reason} (temporary)")),
             exit_code: EX_TEMPFAIL,
         },
-    })
+    }
 }
 
 /// The named route, which must go to a smarthost.
