@@ -354,7 +354,16 @@ fn every_token_source_delivers() {
     }
     assert!(auths.iter().all(|a| a.2), "{auths:?}");
 
-    // A rewritten token file is read again.
+    // A rewritten token file is read again, by the next connection: wait for
+    // the idle ones (idle = 1s) to be closed, or the next message reuses one
+    // already authenticated with the old token.
+    assert!(
+        wait_for(Duration::from_secs(10), || up
+            .connections()
+            .iter()
+            .all(|c| c.closed)),
+        "idle upstream connections were not closed"
+    );
     std::fs::write(d.join("file-token.new"), "file-tok-2d3e4f\n").unwrap();
     std::fs::rename(d.join("file-token.new"), d.join("file-token")).unwrap();
     ep.accept_token("file-tok-2d3e4f");
