@@ -299,7 +299,7 @@ fn wrap(first: &str, indent: &str, text: &str, width: usize) -> String {
 }
 
 /// Keeps Message-ID parts within dot-atom-text whatever the input holds.
-fn msgid_part(s: &str) -> String {
+pub(crate) fn msgid_part(s: &str) -> String {
     let kept: String = s
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))

@@ -18,13 +18,17 @@ pub fn from_unix(secs: u64) -> SystemTime {
         .unwrap_or(UNIX_EPOCH + Duration::from_secs(253_402_300_799))
 }
 
+/// `t` within 1970..=9999: httpdate (and so lettre's `Date`) panics outside
+/// it, and a clock that far off is better clamped than fatal.
+pub fn clamp(t: SystemTime) -> SystemTime {
+    let max = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    t.clamp(UNIX_EPOCH, max)
+}
+
 /// An RFC 5322 date (`Mon, 23 Nov 2026 17:32:45 +0000`) for Received headers.
 /// httpdate produces the RFC 7231 form, which differs only in its obsolete `GMT`.
 pub fn rfc5322(t: SystemTime) -> String {
-    // httpdate panics outside 1970..=9999; a clock that far off is clamped.
-    let max = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
-    let t = t.clamp(UNIX_EPOCH, max);
-    let s = httpdate::fmt_http_date(t);
+    let s = httpdate::fmt_http_date(clamp(t));
     match s.strip_suffix(" GMT") {
         Some(base) => format!("{base} +0000"),
         None => s,

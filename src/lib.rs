@@ -37,6 +37,8 @@
 //! - [`import`]: `smarthost import`, translating a Postfix ([`import::postfix`])
 //!   or exim ([`import::exim`]) smarthost setup into a configuration.
 //! - [`control`]: queue control over a UNIX socket (server, client, mailq output).
+//! - [`testsend`]: `smarthost test-send`: one message through a route now, the
+//!   SMTP conversation printed ([`upstream::transcript`] records it).
 //! - [`sysexits`]: exit codes callers of sendmail interpret.
 //! - [`clock`]: Unix time and RFC 5322 dates.
 
@@ -60,4 +62,5 @@ pub mod routing;
 pub mod sendmail;
 pub mod smtp;
 pub mod sysexits;
+pub mod testsend;
 pub mod upstream;

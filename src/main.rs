@@ -73,6 +73,29 @@ enum Cmd {
         #[command(subcommand)]
         command: smarthost::import::cli::Command,
     },
+    /// Send a test message through a route now, showing the SMTP conversation.
+    ///
+    /// AUTH data is redacted and nothing is queued. Exit 0 delivered, 75
+    /// temporary failure, 77 credentials refused (or `oauth login` needed),
+    /// 69 message refused, 64 usage, 78 configuration.
+    TestSend {
+        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
+        config: PathBuf,
+        /// The route to test (a name from `smarthost check`).
+        #[arg(long)]
+        route: String,
+        /// Where the test message goes.
+        #[arg(long)]
+        to: String,
+        /// Envelope and From: sender. Default: the route's user name if it is
+        /// an address, else an address or domain the route table sends through
+        /// the route, else postmaster@<hostname>.
+        #[arg(long)]
+        from: Option<String>,
+        /// Default: "smarthost test-send via route R".
+        #[arg(long)]
+        subject: Option<String>,
+    },
     /// The sendmail command (the same as invoking this binary as `sendmail`).
     #[command(disable_help_flag = true)]
     Sendmail {
@@ -266,6 +289,21 @@ fn main() -> ExitCode {
         Cmd::Serve { config, log_format } => {
             ExitCode::from(smarthost::daemon::run(&config, log_format))
         }
+        Cmd::TestSend {
+            config,
+            route,
+            to,
+            from,
+            subject,
+        } => ExitCode::from(smarthost::testsend::run(
+            &config,
+            &smarthost::testsend::Options {
+                route,
+                to,
+                from,
+                subject,
+            },
+        )),
     }
 }
 

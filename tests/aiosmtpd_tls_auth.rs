@@ -9,154 +9,11 @@
 mod aiosmtpd;
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::Duration;
 
-use aiosmtpd::{require_aiosmtpd, test_pki, PYTHON};
-use base64::Engine;
+use aiosmtpd::{assert_no_password, password_peer, Files, USER};
 use common::Relay;
-
-const USER: &str = "relay-user@example.com";
-const PASSWORD: &str = "c0rrect-H0rse-Battery-7731";
-const WRONG_PASSWORD: &str = "wr0ng-Passw0rd-Zebra-4402";
-
-/// Test PKI and secrets, in a directory that exists before the relay starts
-/// (the relay reads ca_file and password_file when it loads its config).
-struct Files {
-    dir: tempfile::TempDir,
-}
-
-impl Files {
-    fn new() -> Files {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, cert, key) = test_pki();
-        std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key).unwrap();
-        for (name, secret) in [("pw", PASSWORD), ("wrong-pw", WRONG_PASSWORD)] {
-            let p = dir.path().join(name);
-            std::fs::write(&p, format!("{secret}\n")).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
-        Files { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-/// The aiosmtpd server process, killed on drop.
-struct Peer {
-    child: Option<Child>,
-    port: u16,
-    out: tempfile::TempDir,
-}
-
-enum Tls<'a> {
-    /// STARTTLS offered and required, with this certificate.
-    Required(&'a Files),
-    /// No STARTTLS at all.
-    Absent,
-}
-
-impl Peer {
-    fn start(tls: Tls<'_>) -> Peer {
-        require_aiosmtpd();
-        let out = tempfile::tempdir().expect("tempdir");
-        let port = common::free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiosmtpd_server.py");
-        let stderr = std::fs::File::create(out.path().join("stderr.log")).unwrap();
-        let mut cmd = Command::new(PYTHON);
-        cmd.arg(&script)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--out")
-            .arg(out.path())
-            .args(["--user", USER, "--password", PASSWORD]);
-        if let Tls::Required(files) = tls {
-            cmd.arg("--cert")
-                .arg(files.path("cert.pem"))
-                .arg("--key")
-                .arg(files.path("key.pem"));
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn aiosmtpd peer");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut peer = Peer {
-            child: Some(child),
-            port,
-            out,
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(line) if line.trim() == "READY" => {}
-            other => {
-                peer.kill();
-                panic!(
-                    "aiosmtpd peer did not become ready ({other:?}); stderr:\n{}",
-                    peer.stderr()
-                );
-            }
-        }
-        peer
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.out.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// Every event the server recorded: command verbs, TLS-OK, AUTH-OK/FAIL.
-    fn events(&self) -> Vec<String> {
-        std::fs::read_to_string(self.out.path().join("events.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Saved messages as (envelope json, content bytes).
-    fn messages(&self) -> Vec<(serde_json::Value, Vec<u8>)> {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(self.out.path())
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|j| {
-                let meta = serde_json::from_slice(&std::fs::read(j).unwrap()).unwrap();
-                (meta, std::fs::read(j.with_extension("eml")).unwrap())
-            })
-            .collect()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// The relay config for one route to the peer. `ca_file`: None means system roots.
 fn config(port: u16, auth: &str, password_file: &Path, ca_file: Option<&Path>) -> String {
@@ -184,20 +41,6 @@ default = "up"
 "#,
         password_file.display()
     )
-}
-
-/// Neither password, nor its base64 forms, may appear in the relay's log.
-fn assert_no_secret(log: &str) {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    for secret in [PASSWORD, WRONG_PASSWORD] {
-        for form in [
-            secret.to_string(),
-            b64(secret),
-            b64(&format!("\0{USER}\0{secret}")),
-        ] {
-            assert!(!log.contains(&form), "secret {form:?} in the log:\n{log}");
-        }
-    }
 }
 
 /// The first `attempts` occurrences of `event` (one per finished attempt) are
@@ -254,8 +97,8 @@ fn delivery_line(relay: &Relay, id: &str, status: &str) -> String {
 }
 
 fn delivered_with(auth: &str, mechanism: &str) {
-    let files = Files::new();
-    let peer = Peer::start(Tls::Required(&files));
+    let files = Files::with_passwords();
+    let peer = password_peer(Some(&files));
     let relay = Relay::start(&config(
         peer.port,
         auth,
@@ -314,7 +157,7 @@ fn delivered_with(auth: &str, mechanism: &str) {
         vec![&format!("AUTH-OK {mechanism} {USER}")],
         "{events:?}"
     );
-    assert_no_secret(&relay.log());
+    assert_no_password(&relay.log());
 }
 
 #[test]
@@ -329,8 +172,8 @@ fn auth_login_over_verified_starttls() {
 
 #[test]
 fn wrong_password_defers_and_never_leaks() {
-    let files = Files::new();
-    let peer = Peer::start(Tls::Required(&files));
+    let files = Files::with_passwords();
+    let peer = password_peer(Some(&files));
     let relay = Relay::start(&config(
         peer.port,
         "plain",
@@ -361,7 +204,7 @@ fn wrong_password_defers_and_never_leaks() {
     assert!(log.contains("configuration error"), "{log}");
     assert!(!log.contains("status=bounced"), "{log}");
     assert!(!log.contains("status=sent"), "{log}");
-    assert_no_secret(&log);
+    assert_no_password(&log);
 
     assert!(peer.messages().is_empty());
     let events = peer.events();
@@ -383,8 +226,8 @@ fn wrong_password_defers_and_never_leaks() {
 
 #[test]
 fn unverifiable_certificate_defers_before_auth() {
-    let files = Files::new();
-    let peer = Peer::start(Tls::Required(&files));
+    let files = Files::with_passwords();
+    let peer = password_peer(Some(&files));
     // No ca_file: the system roots do not know the test CA.
     let relay = Relay::start(&config(peer.port, "plain", &files.path("pw"), None));
     let id = relay
@@ -406,7 +249,7 @@ fn unverifiable_certificate_defers_before_auth() {
         !log.contains("status=bounced") && !log.contains("status=sent"),
         "{log}"
     );
-    assert_no_secret(&log);
+    assert_no_password(&log);
 
     assert!(peer.messages().is_empty());
     let events = peer.events();
@@ -420,8 +263,8 @@ fn unverifiable_certificate_defers_before_auth() {
 
 #[test]
 fn missing_starttls_defers_without_auth() {
-    let files = Files::new();
-    let peer = Peer::start(Tls::Absent);
+    let files = Files::with_passwords();
+    let peer = password_peer(None);
     let relay = Relay::start(&config(
         peer.port,
         "plain",
@@ -452,7 +295,7 @@ fn missing_starttls_defers_without_auth() {
         !log.contains("status=bounced") && !log.contains("status=sent"),
         "{log}"
     );
-    assert_no_secret(&log);
+    assert_no_password(&log);
 
     assert!(peer.messages().is_empty());
     let events = peer.events();

@@ -21,140 +21,38 @@ mod scripted;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aiosmtpd::{require_aiosmtpd, test_pki, PYTHON};
+use aiosmtpd::{Files, Peer};
 use base64::Engine;
 use common::{wait_for, Relay};
-use oauth_peers::{assert_no_secrets, write_state, Endpoint};
+use oauth_peers::{assert_no_secrets, oauth2_source, write_state, Endpoint};
 
 const USER: &str = "app@contoso.test";
 const REFRESH_TOKEN: &str = "rt-aiosmtpd-3c9e71";
 
-/// Test PKI, token file and state file, in a directory that exists before the
-/// relay starts (the relay reads ca_file when it loads its config).
-struct Files {
-    dir: tempfile::TempDir,
+/// Test PKI and aiosmtpd's token file (empty: no token is accepted yet); the
+/// state file goes there too.
+fn files() -> Files {
+    let files = Files::new();
+    std::fs::write(files.path("tokens"), "").unwrap();
+    files
 }
 
-impl Files {
-    fn new() -> Files {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, cert, key) = test_pki();
-        std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key).unwrap();
-        std::fs::write(dir.path().join("tokens"), "").unwrap();
-        Files { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-/// The aiosmtpd server process (STARTTLS required, XOAUTH2 for `USER` with the
-/// tokens in `files.path("tokens")`), killed on drop.
-struct Peer {
-    child: Option<Child>,
-    port: u16,
-    out: tempfile::TempDir,
-}
-
-impl Peer {
-    fn start(files: &Files) -> Peer {
-        require_aiosmtpd();
-        let out = tempfile::tempdir().expect("tempdir");
-        let port = common::free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aiosmtpd_server.py");
-        let stderr = std::fs::File::create(out.path().join("stderr.log")).unwrap();
-        let mut child = Command::new(PYTHON)
-            .arg(&script)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--out")
-            .arg(out.path())
-            .arg("--cert")
-            .arg(files.path("cert.pem"))
-            .arg("--key")
-            .arg(files.path("key.pem"))
-            .args(["--xoauth2-user", USER])
-            .arg("--xoauth2-token-file")
-            .arg(files.path("tokens"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn aiosmtpd peer");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut peer = Peer {
-            child: Some(child),
-            port,
-            out,
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(line) if line.trim() == "READY" => {}
-            other => {
-                peer.kill();
-                panic!(
-                    "aiosmtpd peer did not become ready ({other:?}); stderr:\n{}",
-                    peer.stderr()
-                );
-            }
-        }
-        peer
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.out.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    fn events_text(&self) -> String {
-        std::fs::read_to_string(self.out.path().join("events.log")).unwrap_or_default()
-    }
-
-    /// Every event the server recorded: command verbs, TLS-OK, AUTH-OK/FAIL.
-    fn events(&self) -> Vec<String> {
-        self.events_text().lines().map(str::to_string).collect()
-    }
-
-    /// Saved messages as (envelope json, content bytes).
-    fn messages(&self) -> Vec<(serde_json::Value, Vec<u8>)> {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(self.out.path())
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|j| {
-                let meta = serde_json::from_slice(&std::fs::read(j).unwrap()).unwrap();
-                (meta, std::fs::read(j.with_extension("eml")).unwrap())
-            })
-            .collect()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The aiosmtpd peer: STARTTLS required, XOAUTH2 for `USER` with the tokens
+/// in `files.path("tokens")`.
+fn start_peer(files: &Files) -> Peer {
+    let mut args = files.tls_args();
+    args.extend([
+        "--xoauth2-user".into(),
+        USER.into(),
+        "--xoauth2-token-file".into(),
+        files.path("tokens").into_os_string(),
+    ]);
+    Peer::start(args)
 }
 
 /// An HTTP tap between the relay and the token endpoint. Every access token
@@ -319,15 +217,7 @@ connect = "3s"
 greeting = "5s"
 upstream_command = "5s"
 upstream_data = "5s"
-[[token_source]]
-name = "o365"
-type = "oauth2"
-provider = "generic"
-client_id = "client-1"
-token_url = "{token_url}"
-scopes = ["https://outlook.office.com/SMTP.Send", "offline_access"]
-state_file = "{state}"
-[[route]]
+{source}[[route]]
 name = "up"
 host = "localhost"
 port = {port}
@@ -339,8 +229,7 @@ token_source = "o365"
 [routing]
 default = "up"
 "#,
-        token_url = tap.url("/token"),
-        state = files.path("o365.json").display(),
+        source = oauth2_source(&tap.url("/token"), &files.path("o365.json")),
         port = peer.port,
         ca = files.path("ca.pem").display(),
     )
@@ -394,12 +283,12 @@ fn cli(relay: &Relay, args: &[&str]) -> (i32, String, String) {
 /// One message delivered with a token of `lengthen_to` characters (0: as the
 /// endpoint issued it); returns the token the relay used.
 fn delivered_with_refreshed_token(lengthen_to: usize) -> String {
-    let files = Files::new();
+    let files = files();
     let ep = Endpoint::start();
     ep.add_refresh_token(REFRESH_TOKEN);
     write_state(&files.path("o365.json"), REFRESH_TOKEN);
     let tap = TokenTap::start(&ep, files.path("tokens"), true, lengthen_to);
-    let peer = Peer::start(&files);
+    let peer = start_peer(&files);
     let relay = Relay::start(&config(&peer, &files, &tap));
 
     let msg = message("xoauth2");
@@ -497,7 +386,7 @@ fn four_kb_refreshed_token_is_accepted() {
 
 #[test]
 fn refused_token_is_refreshed_once_then_route_held() {
-    let files = Files::new();
+    let files = files();
     // aiosmtpd accepts only a token the endpoint never issued.
     let other = "other-token-5a1f0e-not-issued";
     std::fs::write(files.path("tokens"), format!("{other}\n")).unwrap();
@@ -505,7 +394,7 @@ fn refused_token_is_refreshed_once_then_route_held() {
     ep.add_refresh_token(REFRESH_TOKEN);
     write_state(&files.path("o365.json"), REFRESH_TOKEN);
     let tap = TokenTap::start(&ep, files.path("tokens"), false, 0);
-    let peer = Peer::start(&files);
+    let peer = start_peer(&files);
     let relay = Relay::start(&config(&peer, &files, &tap));
 
     let id = relay

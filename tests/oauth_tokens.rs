@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{wait_for, Relay};
-use oauth_peers::{assert_no_secrets, write_state, Endpoint, Mode};
+use oauth_peers::{assert_no_secrets, oauth2_source, write_state, Endpoint, Mode};
 use scripted::{reply, Cmd, ScriptedServer};
 
 const USER: &str = "app@contoso.test";
@@ -37,15 +37,7 @@ fn config(ep: &Endpoint, up: &ScriptedServer, state: &Path, retry: &str) -> Stri
 upstream_command = "3s"
 connect = "3s"
 idle = "1s"
-[[token_source]]
-name = "o365"
-type = "oauth2"
-provider = "generic"
-client_id = "client-1"
-token_url = "{token_url}"
-scopes = ["https://outlook.office.com/SMTP.Send", "offline_access"]
-state_file = "{state}"
-[[route]]
+{source}[[route]]
 name = "up"
 host = "127.0.0.1"
 port = {port}
@@ -57,8 +49,7 @@ token_source = "o365"
 [routing]
 default = "up"
 "#,
-        token_url = ep.url("/token"),
-        state = state.display(),
+        source = oauth2_source(&ep.url("/token"), state),
         port = up.port(),
     )
 }
@@ -363,7 +354,16 @@ fn every_token_source_delivers() {
     }
     assert!(auths.iter().all(|a| a.2), "{auths:?}");
 
-    // A rewritten token file is read again.
+    // A rewritten token file is read again, by the next connection: wait for
+    // the idle ones (idle = 1s) to be closed, or the next message reuses one
+    // already authenticated with the old token.
+    assert!(
+        wait_for(Duration::from_secs(10), || up
+            .connections()
+            .iter()
+            .all(|c| c.closed)),
+        "idle upstream connections were not closed"
+    );
     std::fs::write(d.join("file-token.new"), "file-tok-2d3e4f\n").unwrap();
     std::fs::rename(d.join("file-token.new"), d.join("file-token")).unwrap();
     ep.accept_token("file-tok-2d3e4f");

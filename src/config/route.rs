@@ -398,18 +398,10 @@ fn is_loopback_host(host: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The route table as `check` and `route` print it, without secrets.
-pub fn describe(config: &Config) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let mut names: Vec<&String> = config.routes.keys().collect();
-    names.sort();
-    let _ = writeln!(out, "routes:");
-    for name in names {
-        let Some(route) = config.routes.get(name) else {
-            continue;
-        };
-        match &route.transport {
+impl Route {
+    /// The route in one line, without secrets: `smtp host:port tls=... auth=...`.
+    pub fn describe(&self) -> String {
+        match &self.transport {
             Transport::Smtp(s) => {
                 let auth = match &s.credentials {
                     Some(c) => match &c.secret {
@@ -431,19 +423,31 @@ pub fn describe(config: &Config) -> String {
                     .as_deref()
                     .map(|h| format!(" helo={h}"))
                     .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "  {name}: smtp {}:{} tls={} {auth} max_connections={}{helo}",
+                format!(
+                    "smtp {}:{} tls={} {auth} max_connections={}{helo}",
                     s.hosts.join(","),
                     s.port,
                     s.tls,
-                    route.max_connections
-                );
+                    self.max_connections
+                )
             }
-            Transport::Directory(p) => {
-                let _ = writeln!(out, "  {name}: directory {}", p.display());
-            }
+            Transport::Directory(p) => format!("directory {}", p.display()),
         }
+    }
+}
+
+/// The route table as `check` and `route` print it, without secrets.
+pub fn describe(config: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut names: Vec<&String> = config.routes.keys().collect();
+    names.sort();
+    let _ = writeln!(out, "routes:");
+    for name in names {
+        let Some(route) = config.routes.get(name) else {
+            continue;
+        };
+        let _ = writeln!(out, "  {name}: {}", route.describe());
     }
     if !config.token_sources.is_empty() {
         let _ = writeln!(out, "token sources:");

@@ -249,6 +249,7 @@ impl Relay {
             tls: &tls,
             timeouts: &config.timeouts,
             tokens: &self.tokens,
+            transcript: None,
         };
         let result = upstream::connect(smtp, &ctx).await;
         let outcome = match result {

@@ -488,6 +488,7 @@ impl Relay {
                 tls: &tls,
                 timeouts: t,
                 tokens: &self.tokens,
+                transcript: None,
             };
             match upstream::connect(smtp, &ctx).await {
                 Ok(c) => *conn = Some(c),

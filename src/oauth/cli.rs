@@ -251,9 +251,7 @@ pub fn run(path: &Path, command: Command) -> u8 {
     };
     let local_tokens = || -> Result<(Config, Tokens), String> {
         let full = Config::load(path).map_err(|e| e.to_string())?;
-        let tls = crate::upstream::tls::client_config(None).map_err(|e| e.to_string())?;
-        let http = super::tokens::http_client(tls)?;
-        let tokens = Tokens::new(&full.token_sources, http);
+        let tokens = Tokens::with_system_roots(&full.token_sources)?;
         Ok((full, tokens))
     };
     let runtime = || {

@@ -245,6 +245,7 @@ pub async fn socket(path: &Path, user: &str, timeout: Duration) -> Result<Bearer
         user: reply_user,
         token: Secret::new(token),
         expires_at: None,
+        fresh: true,
     })
 }
 
@@ -333,6 +334,7 @@ pub async fn http(
         user: user.to_string(),
         token: Secret::new(token),
         expires_at: None,
+        fresh: true,
     })
 }
 

@@ -22,6 +22,9 @@ pub struct Bearer {
     pub token: Secret,
     /// Unix seconds; `None` when the source does not say.
     pub expires_at: Option<u64>,
+    /// Fetched from the source for this request, rather than a cached token
+    /// (in memory, or one another process stored in the state file).
+    pub fresh: bool,
 }
 
 /// Why no token could be had. The text never contains a token or secret.

@@ -77,6 +77,13 @@ impl Tokens {
         Self::with_clock(sources, http, Arc::new(crate::clock::unix_now))
     }
 
+    /// The cache the daemon and the commands use: token endpoints over HTTPS
+    /// with the system roots, like upstream connections without a CA file.
+    pub fn with_system_roots(sources: &BTreeMap<String, TokenSource>) -> Result<Tokens, String> {
+        let tls = crate::upstream::tls::client_config(None).map_err(|e| e.to_string())?;
+        Ok(Tokens::new(sources, http_client(tls)?))
+    }
+
     /// A cache on another clock: tests move time instead of sleeping.
     pub fn with_clock(
         sources: &BTreeMap<String, TokenSource>,
@@ -185,21 +192,22 @@ impl Tokens {
         now: u64,
     ) -> Result<Bearer, TokenError> {
         let src = &slot.source;
-        let bearer = |token: Secret, expires_at: Option<u64>| Bearer {
+        let bearer = |token: Secret, expires_at: Option<u64>, fresh: bool| Bearer {
             user: user.to_string(),
             token,
             expires_at,
+            fresh,
         };
         match &src.kind {
             TokenKind::OAuth2(o) => {
                 if !force {
                     if let Some((t, use_until, exp)) = &cache.token {
                         if now < *use_until {
-                            return Ok(bearer(t.clone(), *exp));
+                            return Ok(bearer(t.clone(), *exp, false));
                         }
                     }
                 }
-                let (token, use_until, expires_at) = match o.grant {
+                let (token, use_until, expires_at, fresh) = match o.grant {
                     Grant::RefreshToken => self.refresh(slot, o, cache, force, now).await?,
                     Grant::ClientCredentials => {
                         let resp = endpoint::client_credentials(&self.http, o, src.timeout)
@@ -210,28 +218,29 @@ impl Tokens {
                             resp.access_token,
                             use_until(now, life, o.refresh_before),
                             Some(now.saturating_add(life)),
+                            true,
                         )
                     }
                 };
                 cache.token = Some((token.clone(), use_until, expires_at));
-                Ok(bearer(token, expires_at))
+                Ok(bearer(token, expires_at, fresh))
             }
             TokenKind::Command(argv) => {
                 let t = external::command(argv, src.timeout).await?;
-                Ok(bearer(t, None))
+                Ok(bearer(t, None, true))
             }
             TokenKind::File(path) => {
                 if !force {
                     if let (Some((t, _, _)), Some(old)) = (&cache.token, &cache.stamp) {
                         if external::stamp(path).as_ref() == Some(old) {
-                            return Ok(bearer(t.clone(), None));
+                            return Ok(bearer(t.clone(), None, false));
                         }
                     }
                 }
                 let (t, stamp) = external::file(path).await?;
                 cache.token = Some((t.clone(), u64::MAX, None));
                 cache.stamp = Some(stamp);
-                Ok(bearer(t, None))
+                Ok(bearer(t, None, true))
             }
             TokenKind::Socket(path) => external::socket(path, user, src.timeout).await,
             TokenKind::Http { url, account, .. } => {
@@ -241,7 +250,9 @@ impl Tokens {
         }
     }
 
-    /// The refresh-token grant, under the state file's lock from read to write.
+    /// The refresh-token grant, under the state file's lock from read to write:
+    /// the token, when to stop handing it out, its expiry, and whether it was
+    /// issued now (not taken from the state file).
     async fn refresh(
         &self,
         slot: &Slot,
@@ -249,7 +260,7 @@ impl Tokens {
         cache: &mut Cache,
         force: bool,
         now: u64,
-    ) -> Result<(Secret, u64, Option<u64>), TokenError> {
+    ) -> Result<(Secret, u64, Option<u64>, bool), TokenError> {
         let src = &slot.source;
         let name = &src.name;
         let _lock = state::lock_async(&o.state_file)
@@ -267,7 +278,8 @@ impl Tokens {
             // Another process (`oauth token`, a restart) may have refreshed.
             if let (Some(t), Some(exp)) = (st.access_token(), st.expires_at) {
                 if now < exp.saturating_sub(o.refresh_before.as_secs()) {
-                    return Ok((t, exp.saturating_sub(o.refresh_before.as_secs()), Some(exp)));
+                    let until = exp.saturating_sub(o.refresh_before.as_secs());
+                    return Ok((t, until, Some(exp), false));
                 }
             }
         }
@@ -306,6 +318,7 @@ impl Tokens {
             resp.access_token,
             use_until(now, life, o.refresh_before),
             Some(expires_at),
+            true,
         ))
     }
 

@@ -9,6 +9,7 @@
 pub mod resolve;
 pub mod sasl;
 pub mod tls;
+pub mod transcript;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +26,9 @@ use crate::oauth::{Bearer, TokenError, Tokens};
 use crate::outcome::{self, Outcome};
 
 pub use resolve::Resolver;
+pub use transcript::Transcript;
+
+use transcript::{Recorder, Tap};
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -63,6 +67,15 @@ enum Secretish {
     Token(Bearer),
 }
 
+impl Secretish {
+    fn expose(&self) -> &str {
+        match self {
+            Secretish::Password(p) => p.expose(),
+            Secretish::Token(b) => b.token.expose(),
+        }
+    }
+}
+
 pub struct Connection {
     client: SmtpClient<Box<dyn Io>>,
     caps: EhloResponse<String>,
@@ -86,6 +99,18 @@ pub struct Context<'a> {
     pub tls: &'a TlsConnector,
     pub timeouts: &'a Timeouts,
     pub tokens: &'a Tokens,
+    /// Records the conversation (`smarthost test-send`); None for delivery.
+    pub transcript: Option<&'a Transcript>,
+}
+
+impl Context<'_> {
+    /// Adds a note to the transcript, if there is one; `what` is formatted
+    /// only then.
+    fn note(&self, what: impl FnOnce() -> String) {
+        if let Some(t) = self.transcript {
+            t.note(&what());
+        }
+    }
 }
 
 fn ms_err(e: mail_send::Error) -> String {
@@ -127,6 +152,7 @@ pub async fn connect(route: &SmtpRoute, ctx: &Context<'_>) -> Result<Connection,
                 e.relay.as_deref().unwrap_or("smarthost"),
                 e.reason
             );
+            ctx.note(|| "token refused; fetching a new token and trying once more".into());
             connect_with(route, ctx, true).await
         }
         other => other,
@@ -169,6 +195,14 @@ async fn connect_with(
         Some(c) => Some(secret_for(c, ctx, fresh).await?),
         None => None,
     };
+    if let (Some(t), Some(s)) = (ctx.transcript, &secret) {
+        t.add_secret(s.expose());
+        if let (Secretish::Token(b), Some(c)) = (s, &route.credentials) {
+            if let AuthSecret::Token { source } = &c.secret {
+                t.note(&token_note(source, b, ctx.tokens.now()));
+            }
+        }
+    }
     let mut last = ConnectError {
         reason: "no hosts".into(),
         relay: None,
@@ -188,6 +222,7 @@ async fn connect_with(
         };
         for addr in addrs {
             let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
+            ctx.note(|| format!("connecting to {relay}"));
             match connect_one(route, host, addr, ctx, secret.as_ref()).await {
                 Ok((client, caps)) => {
                     return Ok(Connection {
@@ -199,6 +234,7 @@ async fn connect_with(
                     })
                 }
                 Err((reason, kind)) => {
+                    ctx.note(|| format!("{relay}: {reason}"));
                     last = ConnectError {
                         reason,
                         relay: Some(relay),
@@ -236,17 +272,18 @@ async fn connect_one(
     let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|_| (format!("invalid TLS server name {host:?}"), Failure::Other))?;
 
+    let recorder = || ctx.transcript.map(Recorder::new);
     let mut client: SmtpClient<Box<dyn Io>> = match route.tls {
         TlsMode::Implicit => {
-            let tls = tls_handshake(ctx.tls, server_name, tcp, t.connect).await?;
+            let tls = tls_handshake(ctx, server_name, tcp).await?;
             SmtpClient {
-                stream: Box::new(tls),
+                stream: tapped(tls, recorder()),
                 timeout: t.upstream_command,
             }
         }
         TlsMode::StartTls => {
             let mut plain = SmtpClient {
-                stream: tcp,
+                stream: Tap::new(tcp, recorder()),
                 timeout: t.upstream_command,
             };
             greeting(&mut plain, t).await?;
@@ -271,14 +308,15 @@ async fn connect_one(
                     Failure::Other,
                 ));
             }
-            let tls = tls_handshake(ctx.tls, server_name, plain.stream, t.connect).await?;
+            let (tcp, recorder) = plain.stream.into_parts();
+            let tls = tls_handshake(ctx, server_name, tcp).await?;
             SmtpClient {
-                stream: Box::new(tls),
+                stream: tapped(tls, recorder),
                 timeout: t.upstream_command,
             }
         }
         TlsMode::None => SmtpClient {
-            stream: Box::new(tcp),
+            stream: tapped(tcp, recorder()),
             timeout: t.upstream_command,
         },
     };
@@ -418,16 +456,47 @@ async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
 }
 
 async fn tls_handshake(
-    connector: &TlsConnector,
+    ctx: &Context<'_>,
     name: rustls::pki_types::ServerName<'static>,
     tcp: TcpStream,
-    limit: Duration,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, (String, Failure)> {
-    match tokio::time::timeout(limit, connector.connect(name, tcp)).await {
-        Ok(Ok(s)) => Ok(s),
+    match tokio::time::timeout(ctx.timeouts.connect, ctx.tls.connect(name, tcp)).await {
+        Ok(Ok(s)) => {
+            if let Some(t) = ctx.transcript {
+                t.tls(&Transcript::tls_info(s.get_ref().1));
+            }
+            Ok(s)
+        }
         Ok(Err(e)) => Err((format!("TLS handshake failed: {e}"), Failure::Other)),
         Err(_) => Err(("TLS handshake timed out".into(), Failure::Other)),
     }
+}
+
+/// The session's stream, wrapped only when there is something to record.
+fn tapped<S: Io + 'static>(stream: S, recorder: Option<Recorder>) -> Box<dyn Io> {
+    match recorder {
+        Some(r) => Box::new(Tap::new(stream, Some(r))),
+        None => Box::new(stream),
+    }
+}
+
+/// Which token AUTH will use and whether it was fetched for this connection,
+/// for the transcript. Never the token itself.
+fn token_note(source: &str, bearer: &Bearer, now: u64) -> String {
+    let how = if bearer.fresh {
+        "fetched from the source now"
+    } else {
+        "cached, still valid"
+    };
+    let expiry = match bearer.expires_at {
+        Some(at) if at > now => format!(", expires in {} min", (at - now).div_ceil(60)),
+        Some(_) => ", expired".into(),
+        None => String::new(),
+    };
+    format!(
+        "token for {} from token source {source}: {how}{expiry}",
+        bearer.user
+    )
 }
 
 impl Connection {

@@ -301,19 +301,30 @@ fn quoted(text: &str) -> String {
     one_line.trim().to_string()
 }
 
-/// What must never reach a reason, even when a server echoes it back.
-struct Secrets(Vec<String>);
+/// What must never reach a reason (or a transcript), even when a server
+/// echoes it back.
+#[derive(Default)]
+pub(super) struct Secrets(Vec<String>);
 
 impl Secrets {
     fn new(token: &str, sent: &str) -> Self {
-        let mut all = vec![token.to_string(), STANDARD.encode(token), sent.to_string()];
-        // Longest first, so a secret that contains another is removed whole.
-        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        all.retain(|s| !s.is_empty());
-        Secrets(all)
+        let mut all = Secrets::default();
+        for secret in [token, &STANDARD.encode(token), sent] {
+            all.add(secret);
+        }
+        all
     }
 
-    fn scrub(&self, mut text: String) -> String {
+    pub(super) fn add(&mut self, secret: &str) {
+        if secret.is_empty() || self.0.iter().any(|s| s == secret) {
+            return;
+        }
+        self.0.push(secret.to_string());
+        // Longest first, so a secret that contains another is removed whole.
+        self.0.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+
+    pub(super) fn scrub(&self, mut text: String) -> String {
         for secret in &self.0 {
             if text.contains(secret.as_str()) {
                 text = text.replace(secret.as_str(), "[redacted]");

@@ -421,6 +421,23 @@ pub fn write_state(path: &std::path::Path, refresh_token: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// A `[[token_source]]` named `o365` of the built-in refresher (`client-1`,
+/// Microsoft's SMTP scopes) at `token_url`, its refresh token in `state`.
+pub fn oauth2_source(token_url: &str, state: &std::path::Path) -> String {
+    format!(
+        r#"[[token_source]]
+name = "o365"
+type = "oauth2"
+provider = "generic"
+client_id = "client-1"
+token_url = "{token_url}"
+scopes = ["https://outlook.office.com/SMTP.Send", "offline_access"]
+state_file = "{}"
+"#,
+        state.display()
+    )
+}
+
 /// Asserts none of `secrets` occurs in `text`.
 pub fn assert_no_secrets(text: &str, secrets: &[String], what: &str) {
     for s in secrets {
