@@ -703,38 +703,27 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             changed.push(name.to_string());
         }
     };
-    check("listen", old.listen == new.listen);
-    check("queue_path", old.queue_path == new.queue_path);
-    check(
-        "queue_cache_size",
-        old.queue_cache_size == new.queue_cache_size,
+    macro_rules! compare {
+        ($($($field:ident).+),+) => {$(
+            check(
+                &stringify!($($field).+).replace(' ', ""),
+                old.$($field).+ == new.$($field).+,
+            );
+        )+};
+    }
+    compare!(
+        listen,
+        queue_path,
+        queue_cache_size,
+        limits.max_connections,
+        local.socket_dir,
+        local.control_group,
+        local.drop_dir,
+        oauth.share_socket,
+        oauth.share_group,
+        oauth.share_http,
+        metrics
     );
-    check(
-        "limits.max_connections",
-        old.limits.max_connections == new.limits.max_connections,
-    );
-    check(
-        "local.socket_dir",
-        old.local.socket_dir == new.local.socket_dir,
-    );
-    check(
-        "local.control_group",
-        old.local.control_group == new.local.control_group,
-    );
-    check("local.drop_dir", old.local.drop_dir == new.local.drop_dir);
-    check(
-        "oauth.share_socket",
-        old.oauth.share_socket == new.oauth.share_socket,
-    );
-    check(
-        "oauth.share_group",
-        old.oauth.share_group == new.oauth.share_group,
-    );
-    check(
-        "oauth.share_http",
-        old.oauth.share_http == new.oauth.share_http,
-    );
-    check("metrics.listen", old.metrics == new.metrics);
     let shared = |c: &Config| -> Vec<(String, Vec<String>)> {
         c.token_sources
             .values()
@@ -764,5 +753,29 @@ pub(crate) fn finished_word(env: &Envelope) -> &'static str {
         0 => "bounced",
         n if n == env.recipients.len() => "delivered",
         _ => "partly bounced",
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+
+    fn config(listen: &str, socket_dir: &str) -> Config {
+        let text = format!(
+            "hostname = \"relay.test\"\nlisten = [\"{listen}\"]\nqueue_path = \"/tmp/q\"\n\
+             [[route]]\nname = \"c\"\ntype = \"directory\"\npath = \"/tmp/out\"\n\
+             [routing]\ndefault = \"c\"\n[local]\nsocket_dir = \"{socket_dir}\"\n"
+        );
+        Config::parse(&text, "test.toml", std::path::Path::new("/tmp")).expect("config")
+    }
+
+    #[test]
+    fn restart_only_settings_are_named() {
+        let old = config("127.0.0.1:25", "/run/a");
+        assert!(restart_only_changes(&old, &config("127.0.0.1:25", "/run/a")).is_empty());
+        assert_eq!(
+            restart_only_changes(&old, &config("127.0.0.1:2525", "/run/b")),
+            ["listen", "local.socket_dir"]
+        );
     }
 }

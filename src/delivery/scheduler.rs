@@ -43,6 +43,16 @@ impl Scheduler {
         routes.entry(name.to_string()).or_default().clone()
     }
 
+    /// Every route's queue, taken out of the map's lock.
+    fn queues(&self) -> Vec<Arc<RouteQueue>> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Makes `id` due on `route` at unix second `at`, replacing an earlier entry.
     pub fn schedule(&self, route: &str, at: u64, id: String) {
         let q = self.route(route);
@@ -57,14 +67,7 @@ impl Scheduler {
     /// Forgets every entry of every route (a reload schedules the queue anew)
     /// and wakes the waiting workers.
     pub fn clear(&self) {
-        let routes: Vec<Arc<RouteQueue>> = self
-            .routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for q in routes {
+        for q in self.queues() {
             {
                 let mut e = q.heap.lock().unwrap_or_else(|p| p.into_inner());
                 e.heap.clear();
@@ -93,14 +96,7 @@ impl Scheduler {
 
     /// Number of messages scheduled on all routes.
     pub fn total(&self) -> usize {
-        let routes: Vec<Arc<RouteQueue>> = self
-            .routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        routes
+        self.queues()
             .iter()
             .map(|q| q.heap.lock().unwrap_or_else(|p| p.into_inner()).due.len())
             .sum()
