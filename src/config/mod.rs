@@ -17,6 +17,7 @@ use toml::Spanned;
 
 use crate::retry::Schedule;
 
+mod dns;
 mod local;
 mod metrics;
 mod route;
@@ -24,6 +25,7 @@ mod secret;
 mod token;
 
 use crate::routing::RouteTable;
+pub use dns::Dns;
 pub use local::Local;
 pub use metrics::MetricsSettings;
 use route::RawRoute;
@@ -88,6 +90,8 @@ struct RawConfig {
     #[serde(default)]
     oauth: token::RawOAuth,
     metrics: Option<Spanned<metrics::RawMetrics>>,
+    #[serde(default)]
+    dns: dns::RawDns,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +169,7 @@ pub struct Config {
     pub oauth: OAuthSettings,
     /// The `/metrics` and `/healthz` listener, if configured.
     pub metrics: Option<MetricsSettings>,
+    pub dns: Dns,
 }
 
 impl Config {
@@ -445,6 +450,7 @@ impl Validator<'_> {
 
         let local = self.local(raw.local, base, &hostname);
         let metrics = self.metrics(raw.metrics);
+        let dns = self.dns(raw.dns);
 
         Some(Config {
             file: self.file.to_string(),
@@ -462,6 +468,7 @@ impl Validator<'_> {
             token_sources,
             oauth,
             metrics,
+            dns,
         })
     }
 }

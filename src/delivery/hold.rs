@@ -243,9 +243,10 @@ impl Relay {
         let Some(tls) = self.tls_for(route_name) else {
             return;
         };
+        let resolver = self.resolver();
         let ctx = upstream::Context {
             hostname: &config.hostname,
-            resolver: &self.resolver,
+            resolver: &resolver,
             tls: &tls,
             timeouts: &config.timeouts,
             tokens: &self.tokens,

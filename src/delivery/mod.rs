@@ -38,7 +38,6 @@ pub struct Relay {
     generation: watch::Sender<u64>,
     pub store: Store,
     pub scheduler: Scheduler,
-    resolver: Resolver,
     /// Messages a worker or a queue command is working on. Whoever holds an id
     /// is the only one reading, changing or deleting that message.
     busy: Mutex<HashSet<String>>,
@@ -48,11 +47,13 @@ pub struct Relay {
     pub metrics: crate::metrics::Metrics,
 }
 
-/// The configuration in force and the TLS client settings of its routes.
+/// The configuration in force, the TLS client settings of its routes and the
+/// resolver of its `[dns]`.
 struct Generation {
     number: u64,
     config: Arc<Config>,
     tls: HashMap<String, TlsConnector>,
+    resolver: Resolver,
 }
 
 /// The worker generation that means "stop taking messages".
@@ -92,6 +93,7 @@ pub enum RelayError {
 impl Relay {
     pub fn new(config: Arc<Config>, store: Store) -> Result<Arc<Relay>, RelayError> {
         let tls = route_tls(&config)?;
+        let resolver = Resolver::new(&config.dns).map_err(RelayError::Resolver)?;
         let http_tls = upstream::tls::client_config(None).map_err(|e| RelayError::Tls {
             route: "(token endpoints)".into(),
             reason: e.to_string(),
@@ -106,11 +108,11 @@ impl Relay {
                 number: 0,
                 config,
                 tls,
+                resolver,
             })),
             generation: watch::Sender::new(0),
             store,
             scheduler: Scheduler::new(),
-            resolver: Resolver::from_system().map_err(RelayError::Resolver)?,
             busy: Mutex::new(HashSet::new()),
             released: Notify::new(),
         }))
@@ -133,14 +135,19 @@ impl Relay {
         self.current().tls.get(route).cloned()
     }
 
+    fn resolver(&self) -> Resolver {
+        self.current().resolver.clone()
+    }
+
     /// Puts a new, already validated configuration in force without dropping
     /// anything: open sessions and attempts in flight finish on the settings
     /// they started with; the workers of changed routes are replaced once their
     /// attempt ends; every queued message is scheduled again on the route the new
-    /// table gives it. Fails, changing nothing, if the routes' TLS settings cannot
-    /// be built.
+    /// table gives it. Fails, changing nothing, if the routes' TLS settings or
+    /// the resolver cannot be built.
     pub async fn reload(self: &Arc<Self>, config: Config) -> Result<Reloaded, RelayError> {
         let tls = route_tls(&config)?;
+        let resolver = Resolver::new(&config.dns).map_err(RelayError::Resolver)?;
         let config = Arc::new(config);
         let old = self.current();
         if self.is_stopping() {
@@ -158,6 +165,7 @@ impl Relay {
             number,
             config: config.clone(),
             tls,
+            resolver,
         });
         // Old workers leave after their attempt; the schedule is rebuilt from
         // the store, so no message stays queued under a route that is gone.
@@ -482,9 +490,10 @@ impl Relay {
                 let o = Outcome::deferred(format!("no TLS settings for route {}", route.name));
                 return Ok((vec![o; rcpts.len()], "none".into(), None));
             };
+            let resolver = self.resolver();
             let ctx = upstream::Context {
                 hostname: &config.hostname,
-                resolver: &self.resolver,
+                resolver: &resolver,
                 tls: &tls,
                 timeouts: t,
                 tokens: &self.tokens,

@@ -141,7 +141,7 @@ pub async fn attempt(
             route: test.route.name.clone(),
             reason: e.to_string(),
         })?;
-    let resolver = Resolver::from_system().map_err(TestSendError::Internal)?;
+    let resolver = Resolver::new(&config.dns).map_err(TestSendError::Internal)?;
     let tokens =
         Tokens::with_system_roots(&config.token_sources).map_err(TestSendError::Internal)?;
     let ctx = upstream::Context {
