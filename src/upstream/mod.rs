@@ -208,10 +208,16 @@ async fn connect_with(
         relay: None,
         kind: Failure::Other,
     };
-    for host in &route.hosts {
+    // A failure that leaves something to try is logged here: the attempt's
+    // status line names only the address that gave the last word.
+    for (h, host) in route.hosts.iter().enumerate() {
+        let more_hosts = h + 1 < route.hosts.len();
         let addrs = match ctx.resolver.addresses(host, route.port).await {
             Ok(a) => a,
             Err(reason) => {
+                if more_hosts {
+                    tracing::warn!("{host}:{}: {reason}; trying the next host", route.port);
+                }
                 last = ConnectError {
                     reason,
                     relay: Some(format!("{host}:{}", route.port)),
@@ -220,7 +226,8 @@ async fn connect_with(
                 continue;
             }
         };
-        for addr in addrs {
+        let count = addrs.len();
+        for (i, addr) in addrs.into_iter().enumerate() {
             let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
             ctx.note(|| format!("connecting to {relay}"));
             match connect_one(route, host, addr, ctx, secret.as_ref()).await {
@@ -235,13 +242,17 @@ async fn connect_with(
                 }
                 Err((reason, kind)) => {
                     ctx.note(|| format!("{relay}: {reason}"));
+                    // The same credentials will be refused by every address.
+                    let give_up = kind.stops_route();
+                    if !give_up && (i + 1 < count || more_hosts) {
+                        tracing::warn!("{relay}: {reason}; trying the next address");
+                    }
                     last = ConnectError {
                         reason,
                         relay: Some(relay),
                         kind,
                     };
-                    // The same credentials will be refused by every address.
-                    if kind.stops_route() {
+                    if give_up {
                         return Err(last);
                     }
                 }
