@@ -450,40 +450,6 @@ fn silent_upstream_after_final_dot_times_out_then_delivers() {
     assert_eq!(strip_received(txs[1].data.as_deref().unwrap()), &msg[..]);
 }
 
-/// (f) The route requires STARTTLS and the upstream does not offer it: the relay
-/// never falls back to clear text, so no envelope or message ever leaves.
-#[test]
-fn missing_starttls_defers_without_sending_anything() {
-    let server = ScriptedServer::accepting();
-    let relay = Relay::start(&config(server.port(), "tls = \"starttls\""));
-    let id = relay
-        .send(SENDER, &["frank@dst.test"], &message("tls"))
-        .expect("accepted");
-
-    let lines = wait_status(&relay, &id, "frank@dst.test", 2, Duration::from_secs(10));
-    // Retries go on every second; look at the first two.
-    assert!(lines.len() >= 2, "log:\n{}", relay.log());
-    for (i, l) in lines.iter().take(2).enumerate() {
-        assert!(
-            l.contains(&format!("attempts={} status=deferred", i + 1))
-                && l.contains("STARTTLS required but not offered"),
-            "{lines:?}"
-        );
-    }
-    let conns = server.connections();
-    assert!(conns.len() >= 2, "{}", server.dump());
-    for c in &conns {
-        assert!(
-            c.verbs().iter().all(|v| v == "EHLO" || v == "QUIT"),
-            "only EHLO may be sent in clear text: {c:?}"
-        );
-    }
-    assert!(server.transactions().is_empty(), "{}", server.dump());
-    let log = relay.log();
-    assert!(!log.contains("status=bounced"), "{log}");
-    assert!(!log.contains(&format!("{id}: removed")), "{log}");
-}
-
 /// (g) A message with the null sender that bounces produces no bounce of its own.
 #[test]
 fn bounce_of_null_sender_message_is_not_bounced_again() {
@@ -634,37 +600,6 @@ fn connection_dropped_after_final_dot_is_resent() {
     for t in &txs {
         assert_eq!(strip_received(t.data.as_deref().unwrap()), &msg[..]);
     }
-}
-
-/// (f') STARTTLS offered but refused: deferred, still nothing sent in clear text.
-#[test]
-fn refused_starttls_defers_without_sending_anything() {
-    let server = ScriptedServer::start(|_, cmd| match cmd {
-        Cmd::Ehlo(_) => reply("250-scripted.test\r\n250-STARTTLS\r\n250 8BITMIME"),
-        Cmd::StartTls => reply("454 4.7.0 TLS not available due to local problem"),
-        _ => standard(cmd),
-    });
-    let relay = Relay::start(&config(server.port(), "tls = \"starttls\""));
-    let id = relay
-        .send(SENDER, &["hank@dst.test"], &message("tls-refused"))
-        .expect("accepted");
-    let lines = wait_status(&relay, &id, "hank@dst.test", 2, Duration::from_secs(10));
-    assert!(lines.len() >= 2, "log:\n{}", relay.log());
-    for l in &lines {
-        assert!(
-            l.contains("status=deferred (STARTTLS refused: 454 4.7.0 TLS not available"),
-            "{lines:?}"
-        );
-    }
-    for c in server.connections() {
-        assert!(
-            c.verbs()
-                .iter()
-                .all(|v| ["EHLO", "STARTTLS", "QUIT"].contains(&v.as_str())),
-            "{c:?}"
-        );
-    }
-    assert!(server.transactions().is_empty(), "{}", server.dump());
 }
 
 /// (i) A recipient deferred until the schedule's last cutoff is bounced with
