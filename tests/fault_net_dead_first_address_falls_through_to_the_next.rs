@@ -13,7 +13,7 @@ mod scripted;
 use common::strip_received;
 use faults_net::{
     message, plain_route_config, queue_find, recipient, start_relay, wait_sent, DnsAnswer,
-    DnsServer, SENDER, SMARTHOST,
+    DnsServer, ROUTE, SENDER, SMARTHOST,
 };
 use scripted::ScriptedServer;
 
@@ -35,9 +35,10 @@ fn falls_through(upstream: &ScriptedServer, config: &str, dead: &str, live: &str
             lines[0].attempts,
             lines[0].status.as_str(),
             lines[0].relay.as_str(),
+            lines[0].route.as_str(),
             lines[0].reason.as_str()
         ),
-        (1, "sent", live, "250 2.0.0 Ok: queued as SCRIPTED"),
+        (1, "sent", live, ROUTE, "250 2.0.0 Ok: queued as SCRIPTED"),
         "{}",
         lines[0].line
     );

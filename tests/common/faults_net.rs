@@ -64,8 +64,27 @@ pub fn message(tag: &str) -> Vec<u8> {
 }
 
 /// Starts the relay with [`RELAY_BASE`] and `body` (routes, routing, `[dns]`).
+/// The port the harness picked was free a moment ago; if another test took
+/// it meanwhile, the relay is started again on another one.
 pub fn start_relay(body: &str) -> Relay {
-    Relay::start(&format!("{RELAY_BASE}{body}"))
+    let config = format!("{RELAY_BASE}{body}");
+    for _ in 0..3 {
+        let started = std::panic::catch_unwind(|| Relay::start(&config));
+        match started {
+            Ok(relay) => return relay,
+            Err(e) if panic_text(&*e).contains("Address already in use") => continue,
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    }
+    Relay::start(&config)
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default()
 }
 
 /// Sends [`message`]`(tag)` from [`SENDER`] to `rcpts`; its queue id.
@@ -78,11 +97,13 @@ pub fn send(relay: &Relay, rcpts: &[&str], tag: &str) -> String {
 // ---------------------------------------------------------------------------
 // The relay's side
 
-/// One `<id>: to=<...> relay=... delay=... attempts=N status=... (reason)` line.
+/// One `<id>: to=<...> relay=... delay=... route=... attempts=N status=...
+/// (reason)` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusLine {
     pub to: String,
     pub relay: String,
+    pub route: String,
     pub attempts: u32,
     pub status: String,
     pub reason: String,
@@ -95,12 +116,14 @@ impl StatusLine {
         let rest = &line[line.find(&format!("{id}: to=<"))? + id.len() + 6..];
         let (to, rest) = rest.split_once("> relay=")?;
         let (relay, rest) = rest.split_once(" delay=")?;
-        let (_, rest) = rest.split_once(" attempts=")?;
+        let (delay_route, rest) = rest.split_once(" attempts=")?;
+        let (_, route) = delay_route.split_once(" route=")?;
         let (attempts, rest) = rest.split_once(" status=")?;
         let (status, rest) = rest.split_once(" (")?;
         Some(StatusLine {
             to: to.to_string(),
             relay: relay.to_string(),
+            route: route.to_string(),
             attempts: attempts.parse().ok()?,
             status: status.to_string(),
             reason: rest.strip_suffix(')')?.to_string(),
@@ -160,8 +183,11 @@ pub fn wait_sent(relay: &Relay, id: &str, rcpt: &str) -> Vec<StatusLine> {
     lines
 }
 
-/// Asserts the first `n` lines are deferrals numbered 1..=n, through `relay_name`
-/// for `reason`.
+/// The route every scenario's faulty smarthost is on.
+pub const ROUTE: &str = "up";
+
+/// Asserts the first `n` lines are deferrals numbered 1..=n on [`ROUTE`],
+/// through `relay_name`, for `reason`.
 pub fn assert_deferred(lines: &[StatusLine], n: usize, relay_name: &str, reason: &str) {
     assert_deferred_for(lines, n, relay_name, |r| r == reason);
 }
@@ -176,8 +202,13 @@ pub fn assert_deferred_for(
     assert!(lines.len() >= n, "{lines:#?}");
     for (i, l) in lines.iter().take(n).enumerate() {
         assert_eq!(
-            (l.attempts, l.status.as_str(), l.relay.as_str()),
-            (i as u32 + 1, "deferred", relay_name),
+            (
+                l.attempts,
+                l.status.as_str(),
+                l.relay.as_str(),
+                l.route.as_str()
+            ),
+            (i as u32 + 1, "deferred", relay_name, ROUTE),
             "{}",
             l.line
         );
@@ -513,11 +544,17 @@ impl CertScenario {
     pub fn assert_control_delivered(&self) {
         let ok = wait_status(&self.relay, &self.control, "bob@dst.test", 1);
         assert_eq!(
-            (ok[0].status.as_str(), ok[0].attempts, ok[0].relay.clone()),
+            (
+                ok[0].status.as_str(),
+                ok[0].attempts,
+                ok[0].relay.clone(),
+                ok[0].route.as_str()
+            ),
             (
                 "sent",
                 1,
-                format!("localhost[127.0.0.1]:{}", self.good.port())
+                format!("localhost[127.0.0.1]:{}", self.good.port()),
+                "control"
             ),
             "{}",
             ok[0].line
