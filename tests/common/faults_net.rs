@@ -67,24 +67,7 @@ pub fn message(tag: &str) -> Vec<u8> {
 /// The port the harness picked was free a moment ago; if another test took
 /// it meanwhile, the relay is started again on another one.
 pub fn start_relay(body: &str) -> Relay {
-    let config = format!("{RELAY_BASE}{body}");
-    for _ in 0..3 {
-        let started = std::panic::catch_unwind(|| Relay::start(&config));
-        match started {
-            Ok(relay) => return relay,
-            Err(e) if panic_text(&*e).contains("Address already in use") => continue,
-            Err(e) => std::panic::resume_unwind(e),
-        }
-    }
-    Relay::start(&config)
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or_default()
+    Relay::start(&format!("{RELAY_BASE}{body}"))
 }
 
 /// Sends [`message`]`(tag)` from [`SENDER`] to `rcpts`; its queue id.

@@ -84,28 +84,40 @@ impl Relay {
     /// [`Relay::start`] with extra `serve` arguments (e.g. `--log-format json`).
     pub fn start_with_args(body: &str, args: &[&str]) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let config_path = dir.path().join("smarthost.toml");
         let body = body.replace("{dir}", &dir.path().display().to_string());
-        let text = format!(
-            "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{port}\"]\nqueue_path = \"{}\"\n{body}\n[local]\nsocket_dir = \"{}\"\ndrop_dir = \"{}\"\n",
-            dir.path().join("queue").display(),
-            dir.path().join("run").display(),
-            dir.path().join("drop").display(),
-        );
-        std::fs::write(&config_path, text).expect("write config");
         let log_path = dir.path().join("relay.log");
         let mut r = Relay {
             child: None,
-            port,
+            port: 0,
             dir,
             config_path,
             log_path,
             starts: 0,
             args: args.iter().map(|a| a.to_string()).collect(),
         };
-        r.spawn();
-        r
+        // free_port's port can be taken by a parallel test before the relay binds
+        // it: then the relay exits at once, and another port is tried.
+        for _ in 0..5 {
+            r.port = free_port();
+            let text = format!(
+                "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{}\"]\nqueue_path = \"{}\"\n{body}\n[local]\nsocket_dir = \"{}\"\ndrop_dir = \"{}\"\n",
+                r.port,
+                r.dir.path().join("queue").display(),
+                r.dir.path().join("run").display(),
+                r.dir.path().join("drop").display(),
+            );
+            std::fs::write(&r.config_path, text).expect("write config");
+            match r.try_spawn() {
+                Ok(()) => return r,
+                Err(log) if log.contains("Address already in use") => r.kill(),
+                Err(log) => panic!("relay did not become ready; log:\n{log}"),
+            }
+        }
+        panic!(
+            "no free port for the relay after 5 tries; log:\n{}",
+            r.log()
+        );
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -118,6 +130,13 @@ impl Relay {
 
     /// (Re)starts the process and waits until it listens.
     pub fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("relay did not become ready; log:\n{log}");
+        }
+    }
+
+    /// Starts the process; Err(log) if it exits or is not ready within 20 s.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -139,8 +158,16 @@ impl Relay {
         self.starts += 1;
         let ok = wait_for(Duration::from_secs(20), || {
             self.log().matches("smarthost ready").count() > before
+                || self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
         });
-        assert!(ok, "relay did not become ready; log:\n{}", self.log());
+        if ok && self.log().matches("smarthost ready").count() > before {
+            Ok(())
+        } else {
+            Err(self.log())
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
