@@ -31,8 +31,13 @@ fn temporary_failure_to_data_defers_every_accepted_recipient() {
     assert_eq!(txs[0].accepted(), RCPTS);
     assert_eq!(txs[0].data_reply.as_deref(), Some(REPLY));
     assert!(txs[0].data.is_none(), "{}", server.dump());
-    let verbs = server.connections()[0].verbs();
-    assert_eq!(verbs[..6], ["EHLO", "MAIL", "RCPT", "RCPT", "DATA", "RSET"]);
+    let verbs = first_verbs(&server, 0, 6);
+    assert_eq!(
+        verbs,
+        ["EHLO", "MAIL", "RCPT", "RCPT", "DATA", "RSET"],
+        "{}",
+        server.dump()
+    );
 
     recover_and_deliver(&server, &relay, &id, &RCPTS, 2, &msg);
     assert!(!relay.log().contains("status=bounced"));

@@ -445,6 +445,15 @@ pub fn assert_only_commands(server: &ScriptedServer, commands: &[&str]) {
     assert!(server.transactions().is_empty(), "{}", server.dump());
 }
 
+/// The first `n` command verbs on connection `conn` (fewer if it had fewer).
+pub fn first_verbs(server: &ScriptedServer, conn: usize, n: usize) -> Vec<String> {
+    server.connections()[conn]
+        .verbs()
+        .into_iter()
+        .take(n)
+        .collect()
+}
+
 /// Waits until the upstream has seen `n` connections and all are closed.
 pub fn wait_connections_closed(server: &ScriptedServer, n: usize) -> bool {
     wait_for(PATIENCE, || {
