@@ -131,9 +131,15 @@ async fn within<T>(
 ) -> Result<T, String> {
     match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
+        Ok(Err(mail_send::Error::Timeout)) | Err(_) => Err(timed_out(what, limit)),
         Ok(Err(e)) => Err(format!("{what}: {}", ms_err(e))),
-        Err(_) => Err(format!("{what}: timed out after {}s", limit.as_secs())),
     }
+}
+
+/// `EHLO: timed out after 30s`, whichever timer fired first: ours, or the one
+/// mail-send keeps with the same limit.
+fn timed_out(what: &str, limit: Duration) -> String {
+    format!("{what}: timed out after {}s", limit.as_secs())
 }
 
 /// Connects to the route: every address of every host in order, until one gives
@@ -298,9 +304,7 @@ async fn connect_one(
                 timeout: t.upstream_command,
             };
             greeting(&mut plain, t).await?;
-            let caps = within(t.upstream_command, "EHLO", plain.ehlo(helo))
-                .await
-                .map_err(|e| (e, Failure::Other))?;
+            let caps = ehlo(&mut plain, helo, t).await?;
             if !caps.has_capability(EXT_START_TLS) {
                 // Never fall back to clear text: the route asked for TLS.
                 quit(&mut plain, t).await;
@@ -334,9 +338,7 @@ async fn connect_one(
     if route.tls != TlsMode::StartTls {
         greeting(&mut client, t).await?;
     }
-    let mut caps = within(t.upstream_command, "EHLO", client.ehlo(helo))
-        .await
-        .map_err(|e| (e, Failure::Other))?;
+    let mut caps = ehlo(&mut client, helo, t).await?;
 
     if let (Some(creds), Some(secret)) = (&route.credentials, secret) {
         authenticate(&mut client, &caps, creds, secret, host, route.port, t).await?;
@@ -411,30 +413,29 @@ async fn authenticate(
                 secret: password.expose().to_string(),
             };
             let what = format!("AUTH {name}");
-            match tokio::time::timeout(
-                t.upstream_command,
-                client.authenticate(&credentials, &offered),
-            )
-            .await
-            {
+            let limit = t.upstream_command;
+            match tokio::time::timeout(limit, client.authenticate(&credentials, &offered)).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => {
+                Ok(Err(
+                    mail_send::Error::AuthenticationFailed(reply)
+                    | mail_send::Error::UnexpectedReply(reply),
+                )) => {
                     // A refusal leaves the session in step: end it properly.
-                    let answered = matches!(
-                        e,
-                        mail_send::Error::AuthenticationFailed(_)
-                            | mail_send::Error::UnexpectedReply(_)
-                    );
-                    let reason = format!("{what}: {}", ms_err(e));
-                    if answered {
-                        quit(client, t).await;
-                    }
-                    Err((reason, Failure::AuthRejected))
+                    quit(client, t).await;
+                    // RFC 4954 6: a 454 "temporary authentication failure" is
+                    // the server's trouble; only a 5xx refuses the password.
+                    let kind = if reply.code >= 500 {
+                        Failure::AuthRejected
+                    } else {
+                        Failure::Other
+                    };
+                    Err((format!("{what}: {}", outcome::reply_text(&reply)), kind))
                 }
-                Err(_) => Err((
-                    format!("{what}: timed out after {}s", t.upstream_command.as_secs()),
-                    Failure::Other,
-                )),
+                // A silent or lost server says nothing about the password.
+                Ok(Err(mail_send::Error::Timeout)) | Err(_) => {
+                    Err((timed_out(&what, limit), Failure::Other))
+                }
+                Ok(Err(e)) => Err((format!("{what}: {}", ms_err(e)), Failure::Other)),
             }
         }
     }
@@ -446,6 +447,29 @@ async fn authenticate(
 async fn quit<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<T>, t: &Timeouts) {
     let limit = t.upstream_command.min(Duration::from_secs(5));
     let _ = within(limit, "QUIT", client.cmd(b"QUIT\r\n")).await;
+}
+
+/// EHLO. A refusal is not followed by HELO: RFC 5321 2.2.1 says servers MUST
+/// support EHLO, so a refused EHLO (4.1.4: 500, 501, 502 or 550) is a broken or
+/// refusing smarthost, not a legacy one, and a HELO session could not carry
+/// STARTTLS, AUTH or the SIZE and SMTPUTF8 checks. The server stays in its
+/// state after refusing (4.1.4), so the session ends with QUIT (4.1.1.10).
+async fn ehlo<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+    helo: &str,
+    t: &Timeouts,
+) -> Result<EhloResponse<String>, (String, Failure)> {
+    let limit = t.upstream_command;
+    let failed = match tokio::time::timeout(limit, client.ehlo(helo)).await {
+        Ok(Ok(caps)) => return Ok(caps),
+        Ok(Err(mail_send::Error::UnexpectedReply(reply))) => {
+            quit(client, t).await;
+            format!("EHLO: {}", outcome::reply_text(&reply))
+        }
+        Ok(Err(mail_send::Error::Timeout)) | Err(_) => timed_out("EHLO", limit),
+        Ok(Err(e)) => format!("EHLO: {}", ms_err(e)),
+    };
+    Err((failed, Failure::Other))
 }
 
 async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
@@ -523,13 +547,14 @@ impl Connection {
         let _ = within(t.upstream_command, "QUIT", self.client.cmd(b"QUIT\r\n")).await;
     }
 
-    async fn command(&mut self, line: String, t: &Timeouts) -> Result<Response<String>, String> {
-        within(
-            t.upstream_command,
-            "command",
-            self.client.cmd(line.as_bytes()),
-        )
-        .await
+    /// Sends `line`; an error names `verb`: `RCPT TO: timed out after 30s`.
+    async fn command(
+        &mut self,
+        verb: &str,
+        line: String,
+        t: &Timeouts,
+    ) -> Result<Response<String>, String> {
+        within(t.upstream_command, verb, self.client.cmd(line.as_bytes())).await
     }
 
     /// One transaction: MAIL, RCPT per recipient, DATA. `body` must have CRLF line
@@ -580,10 +605,10 @@ impl Connection {
         }
 
         match self
-            .command(format!("MAIL FROM:<{sender}>{params}\r\n"), t)
+            .command("MAIL FROM", format!("MAIL FROM:<{sender}>{params}\r\n"), t)
             .await
         {
-            Err(e) => return all(Outcome::deferred(format!("MAIL FROM: {e}"))),
+            Err(e) => return all(Outcome::deferred(e)),
             Ok(r) => match outcome::from_reply(&r) {
                 Outcome::Sent { .. } => {}
                 other => {
@@ -596,9 +621,12 @@ impl Connection {
 
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(recipients.len());
         for rcpt in recipients {
-            match self.command(format!("RCPT TO:<{rcpt}>\r\n"), t).await {
+            match self
+                .command("RCPT TO", format!("RCPT TO:<{rcpt}>\r\n"), t)
+                .await
+            {
                 Err(e) => {
-                    let o = Outcome::deferred(format!("RCPT TO: {e}"));
+                    let o = Outcome::deferred(e);
                     return Transaction {
                         outcomes: outcomes
                             .into_iter()
@@ -629,8 +657,8 @@ impl Connection {
             return finish(outcomes, Outcome::deferred("unused"), reusable);
         }
 
-        match self.command("DATA\r\n".into(), t).await {
-            Err(e) => return finish(outcomes, Outcome::deferred(format!("DATA: {e}")), false),
+        match self.command("DATA", "DATA\r\n".into(), t).await {
+            Err(e) => return finish(outcomes, Outcome::deferred(e), false),
             Ok(r) if r.code == 354 => {}
             Ok(r) => {
                 let verdict = outcome::from_reply(&r);

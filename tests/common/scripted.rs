@@ -4,10 +4,10 @@
 //! The script is a closure called for each event of each connection (greeting,
 //! EHLO, MAIL, each RCPT by index, DATA, the final dot, ...) with a [`Ctx`]
 //! saying where the conversation stands; it returns an [`Action`]: a reply, a
-//! delayed reply, dropping the connection (also mid-DATA after N bytes) or never
-//! answering. Every connection's command lines and every transaction (MAIL FROM,
-//! RCPTs, the unstuffed message, the reply given after the final dot) are recorded
-//! for assertions.
+//! delayed reply, a reply followed by closing (a 421), dropping the connection
+//! (also mid-DATA after N bytes) or never answering. Every connection's command
+//! lines and every transaction (MAIL FROM, RCPTs, the unstuffed message, the
+//! reply given after the final dot) are recorded for assertions.
 //!
 //! Plain text only: the server cannot speak TLS. It listens on 127.0.0.1:0 and
 //! stops all its threads when dropped.
@@ -56,6 +56,8 @@ pub enum Action {
     Reply(String),
     /// Wait, then send the reply.
     DelayedReply(Duration, String),
+    /// Send the reply, then close the connection without reading more (a 421).
+    ReplyThenClose(String),
     /// Close the connection without replying.
     Drop,
     /// Never reply; the connection stays open until the client closes it or the
@@ -493,6 +495,12 @@ fn perform(shared: &Shared, wire: &mut Wire, action: Action, decided: impl FnOnc
             } else {
                 Done::Closed
             }
+        }
+        Action::ReplyThenClose(text) => {
+            decided(&text);
+            let _ = wire.send(&text);
+            wire.close();
+            Done::Closed
         }
         Action::Drop | Action::DropAfterDataBytes(_) => {
             wire.close();
