@@ -134,7 +134,10 @@ impl Handle {
     }
 
     fn failure(&self) -> Option<sled::Error> {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -557,7 +560,9 @@ fn committer(queue: &Queue, rx: std_mpsc::Receiver<Waiter>) {
                     reopen_failures += 1;
                     // Once a second while the disk stays full: log 1, 2, 4, 8, ...
                     if reopen_failures.is_power_of_two() {
-                        tracing::error!("queue {path}: cannot reopen ({reopen_failures} tries): {e}");
+                        tracing::error!(
+                            "queue {path}: cannot reopen ({reopen_failures} tries): {e}"
+                        );
                     }
                 }
             }

@@ -183,6 +183,32 @@ impl Relay {
         wait_for(timeout, || self.log().matches(needle).count() >= count)
     }
 
+    /// `smarthost queue list --json`: one JSON object per queued message, or the
+    /// command's error output.
+    pub fn queue_json(&self) -> Result<Vec<serde_json::Value>, String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_smarthost"))
+            .arg("queue")
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["list", "--json"])
+            .env_remove("SMARTHOST_CONFIG")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("{e}: {l}")))
+            .collect()
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Sends one message over SMTP; Ok(queue id) on 250, Err(reply) otherwise.
     pub fn send(&self, from: &str, to: &[&str], message: &[u8]) -> Result<String, String> {
         let mut c = Client::connect(self.addr());
