@@ -668,6 +668,17 @@ mod tests {
         assert_eq!(store.envelopes().count(), 0);
     }
 
+    #[test]
+    fn a_full_disk_is_told_by_the_error_kind() {
+        let io = |errno| sled::Error::Io(std::io::Error::from_raw_os_error(errno));
+        // ENOSPC, EDQUOT; sled's clone keeps only the kind and a text.
+        assert!(StoreError::Sled(io(28)).is_disk_full());
+        assert!(StoreError::Sync(io(28).clone()).is_disk_full());
+        assert!(StoreError::Sync(io(122)).is_disk_full());
+        assert!(!StoreError::Sled(io(5)).is_disk_full());
+        assert!(!StoreError::Reopened.is_disk_full());
+    }
+
     #[tokio::test]
     async fn history_is_kept_in_order_and_pruned() {
         let dir = tempfile::tempdir().unwrap();

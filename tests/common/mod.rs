@@ -76,7 +76,14 @@ impl Relay {
     /// queue path). `body` holds routes, routing, retry and limits; the token
     /// `{dir}` in it is replaced by the temporary directory.
     pub fn start(body: &str) -> Relay {
+        Self::start_with(body, |_| {})
+    }
+
+    /// [`Relay::start`], with `prepare` called on the temporary directory
+    /// before the relay first starts (e.g. to put `queue` on another filesystem).
+    pub fn start_with(body: &str, prepare: impl FnOnce(&Path)) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
+        prepare(dir.path());
         let port = free_port();
         let config_path = dir.path().join("smarthost.toml");
         let body = body.replace("{dir}", &dir.path().display().to_string());
