@@ -253,16 +253,8 @@ upstream_data = "5s"
 greeting = "5s"
 connect = "2s"
 idle = "1s"
-[[route]]
-name = "up"
-host = "127.0.0.1"
-port = {}
-tls = "none"
-max_connections = 6
-[routing]
-default = "up"
-"#,
-        server.port()
+{}"#,
+        common::upstream_route(server.port(), "max_connections = 6")
     ));
     let mut rng = Rng(seed);
     let subs = Submitters::start(relay.addr(), SUBMITTERS, Arc::new(submission));

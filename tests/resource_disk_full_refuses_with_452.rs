@@ -126,16 +126,8 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
     std::fs::create_dir(&queue).expect("queue directory");
     let mut relay = Relay::start_with(
         &format!(
-            r#"retry = "F,10m,1s"
-[[route]]
-name = "up"
-host = "127.0.0.1"
-port = {}
-tls = "none"
-[routing]
-default = "up"
-"#,
-            server.port()
+            "retry = \"F,10m,1s\"\n{}",
+            common::upstream_route(server.port(), "")
         ),
         |dir: &Path| std::os::unix::fs::symlink(&queue, dir.join("queue")).expect("symlink"),
     );

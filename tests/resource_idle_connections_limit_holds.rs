@@ -117,14 +117,9 @@ fn ten_thousand_idle_connections_the_limit_holds_memory_stays_bounded_and_client
 max_connections = {LIMIT}
 [timeouts]
 command = "{}s"
-[[route]]
-name = "capture"
-type = "directory"
-path = "{{dir}}/out"
-[routing]
-default = "capture"
-"#,
-        COMMAND_TIMEOUT.as_secs()
+{}"#,
+        COMMAND_TIMEOUT.as_secs(),
+        common::CAPTURE_ROUTE
     ));
     let pid = relay.pid().expect("running");
     let rss_before = rss_kib(pid);

@@ -54,16 +54,7 @@ fn out_of_file_descriptors_the_relay_backs_off_keeps_its_sessions_and_recovers()
         eprintln!("SKIPPED: prlimit (util-linux) is not installed");
         return;
     }
-    let relay = Relay::start(
-        r#"retry = "F,10m,1s"
-[[route]]
-name = "capture"
-type = "directory"
-path = "{dir}/out"
-[routing]
-default = "capture"
-"#,
-    );
+    let relay = Relay::start(&format!("retry = \"F,10m,1s\"\n{}", common::CAPTURE_ROUTE));
     let pid = relay.pid().expect("running");
     relay
         .send("a@src.test", &["b@dst.test"], &message("before"))

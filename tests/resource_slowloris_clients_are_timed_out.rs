@@ -101,14 +101,9 @@ fn byte_at_a_time_clients_are_cut_off_by_the_deadlines_while_others_are_served()
         r#"[timeouts]
 command = "{0}s"
 data = "{0}s"
-[[route]]
-name = "capture"
-type = "directory"
-path = "{{dir}}/out"
-[routing]
-default = "capture"
-"#,
-        TIMEOUT.as_secs()
+{1}"#,
+        TIMEOUT.as_secs(),
+        common::CAPTURE_ROUTE
     ));
     let mut command_line = Vec::new();
     let mut data_body = Vec::new();

@@ -62,6 +62,26 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Config for [`Relay::start`]: a route "capture" that writes every message to
+/// `{dir}/out` (read it with [`captured`]), as the default route. Tables only:
+/// top-level keys (`retry`) go before it.
+pub const CAPTURE_ROUTE: &str = r#"[[route]]
+name = "capture"
+type = "directory"
+path = "{dir}/out"
+[routing]
+default = "capture"
+"#;
+
+/// Config for [`Relay::start`]: a plain-text route "up" to a local upstream
+/// (a [scripted] server) on `port`, as the default route; `extra` adds route
+/// keys such as `max_connections = 6`.
+pub fn upstream_route(port: u16, extra: &str) -> String {
+    format!(
+        "[[route]]\nname = \"up\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n{extra}\n[routing]\ndefault = \"up\"\n"
+    )
+}
+
 pub struct Relay {
     child: Option<Child>,
     pub port: u16,
