@@ -101,7 +101,7 @@ struct Queue {
     cache_bytes: u64,
     /// The open handle, or the error that keeps the queue closed until the next
     /// reopen attempt.
-    open: RwLock<Result<Handle, sled::Error>>,
+    open: RwLock<Result<Handle, Failure>>,
     /// The generation of the last handle opened; watched by whoever must know
     /// that unsynced writes may have been lost.
     reopened: watch::Sender<u64>,
@@ -114,7 +114,48 @@ struct Handle {
     log: Arc<File>,
     generation: u64,
     /// The I/O error sled reported: it refuses every write until reopened.
-    failed: Arc<Mutex<Option<sled::Error>>>,
+    failed: Arc<Mutex<Option<Failure>>>,
+}
+
+/// Why the queue is closed, kept flat (sled's errors gain a level of nesting
+/// each time they are cloned, and this one is handed to every caller).
+#[derive(Clone, Debug)]
+struct Failure {
+    kind: std::io::ErrorKind,
+    text: String,
+}
+
+impl Failure {
+    fn of_sled(e: &sled::Error) -> Failure {
+        match e {
+            sled::Error::Io(io) => Failure {
+                kind: io.kind(),
+                text: io.to_string(),
+            },
+            other => Failure {
+                kind: std::io::ErrorKind::Other,
+                text: other.to_string(),
+            },
+        }
+    }
+
+    fn of(e: &StoreError) -> Failure {
+        match e {
+            StoreError::Sled(e) | StoreError::Sync(e) => Failure::of_sled(e),
+            StoreError::Io { source, .. } => Failure {
+                kind: source.kind(),
+                text: e.to_string(),
+            },
+            other => Failure {
+                kind: std::io::ErrorKind::Other,
+                text: other.to_string(),
+            },
+        }
+    }
+
+    fn sled(&self) -> sled::Error {
+        sled::Error::Io(std::io::Error::new(self.kind, self.text.clone()))
+    }
 }
 
 impl Handle {
@@ -130,10 +171,10 @@ impl Handle {
 
     fn fail(&self, e: &sled::Error) {
         let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        failed.get_or_insert_with(|| e.clone());
+        failed.get_or_insert_with(|| Failure::of_sled(e));
     }
 
-    fn failure(&self) -> Option<sled::Error> {
+    fn failure(&self) -> Option<Failure> {
         self.failed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -435,30 +476,32 @@ impl Queue {
     fn handle(&self) -> Result<Handle, StoreError> {
         match &*self.open.read().unwrap_or_else(|p| p.into_inner()) {
             Ok(h) => Ok(h.clone()),
-            Err(e) => Err(StoreError::Sled(e.clone())),
+            Err(f) => Err(StoreError::Sled(f.sled())),
         }
     }
 
     /// Flushes the current handle and fdatasyncs its log: its generation, or
     /// the error (after which the handle is marked failed).
-    fn sync(&self) -> Result<u64, sled::Error> {
+    fn sync(&self) -> Result<u64, Failure> {
         let h = match &*self.open.read().unwrap_or_else(|p| p.into_inner()) {
             Ok(h) => h.clone(),
-            Err(e) => return Err(e.clone()),
+            Err(f) => return Err(f.clone()),
         };
         let synced = h.db.flush().and_then(|_| Ok(h.log.sync_data()?));
         if let Err(e) = &synced {
             h.fail(e);
         }
-        synced.map(|_| h.generation)
+        synced
+            .map(|_| h.generation)
+            .map_err(|e| Failure::of_sled(&e))
     }
 
     /// Why the queue must be reopened (sled failed, or the last reopen did),
     /// or None while it works.
-    fn failure(&self) -> Option<sled::Error> {
+    fn failure(&self) -> Option<Failure> {
         match &*self.open.read().unwrap_or_else(|p| p.into_inner()) {
             Ok(h) => h.failure(),
-            Err(e) => Some(e.clone()),
+            Err(f) => Some(f.clone()),
         }
     }
 
@@ -467,7 +510,7 @@ impl Queue {
     /// iterator), and on a disk still full; the committer then tries again
     /// later. Meanwhile every operation fails with the error that closed the
     /// queue.
-    fn reopen(&self, cause: sled::Error) -> Result<(), StoreError> {
+    fn reopen(&self, cause: Failure) -> Result<(), StoreError> {
         let generation = *self.reopened.borrow() + 1;
         let old = std::mem::replace(
             &mut *self.open.write().unwrap_or_else(|p| p.into_inner()),
@@ -476,18 +519,7 @@ impl Queue {
         drop(old);
         let (slot, result) = match open_handle(&self.path, self.cache_bytes, generation) {
             Ok(h) => (Ok(h), Ok(())),
-            Err(StoreError::Sled(e)) => (Err(e.clone()), Err(StoreError::Sled(e))),
-            Err(StoreError::Io { path, source }) => (
-                Err(sled::Error::Io(std::io::Error::new(
-                    source.kind(),
-                    source.to_string(),
-                ))),
-                Err(StoreError::Io { path, source }),
-            ),
-            Err(other) => (
-                Err(sled::Error::Io(std::io::Error::other(other.to_string()))),
-                Err(other),
-            ),
+            Err(e) => (Err(Failure::of(&e)), Err(e)),
         };
         *self.open.write().unwrap_or_else(|p| p.into_inner()) = slot;
         if result.is_ok() {
@@ -499,6 +531,7 @@ impl Queue {
 
 /// Opens sled and the log file the committer fdatasyncs.
 fn open_handle(path: &Path, cache_bytes: u64, generation: u64) -> Result<Handle, StoreError> {
+    remove_unfinished_snapshots(path)?;
     let db = sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
@@ -518,6 +551,32 @@ fn open_handle(path: &Path, cache_bytes: u64, generation: u64) -> Result<Handle,
         generation,
         failed: Arc::new(Mutex::new(None)),
     })
+}
+
+/// sled 0.34 writes a snapshot (when it opens, and now and then) to
+/// `snap.<lsn>.generating`, syncs it and only then renames it to `snap.<lsn>`.
+/// A full disk or a crash in between leaves the partial file behind, and sled
+/// then takes it for the newest snapshot and refuses to open the queue for
+/// good ("corrupt snapshot", sled issue #1527). Such a file was never
+/// published: without it sled reads the previous snapshot and replays its log,
+/// as if the snapshot had never been started.
+fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let file = entry.map_err(io)?.path();
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(
+                "queue: removing unfinished sled snapshot {}",
+                file.display()
+            );
+            std::fs::remove_file(&file).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<Envelope, StoreError> {
@@ -572,13 +631,13 @@ fn committer(queue: &Queue, rx: std_mpsc::Receiver<Waiter>) {
         waiters.extend(rx.try_iter());
         let synced = queue.sync();
         if let Err(e) = &synced {
-            tracing::error!(error = %e, "queue sync failed; nothing in this group was acknowledged");
+            tracing::error!(error = %e.text, "queue sync failed; nothing in this group was acknowledged");
         }
         for w in waiters {
             let result = match &synced {
                 Ok(g) if *g == w.generation => Ok(()),
                 Ok(_) => Err(StoreError::Reopened),
-                Err(e) => Err(StoreError::Sync(e.clone())),
+                Err(f) => Err(StoreError::Sync(f.sled())),
             };
             let _ = w.done.send(result);
         }
@@ -666,6 +725,26 @@ mod tests {
         // many depends on when sled's background flusher ran, so allow half).
         assert!(on_disk < 64 * 1024 * 1024, "{on_disk} bytes on disk");
         assert_eq!(store.envelopes().count(), 0);
+    }
+
+    /// A snapshot that sled never finished (a full disk or a crash while it
+    /// wrote it) must not keep the queue from opening.
+    #[tokio::test]
+    async fn an_unfinished_snapshot_does_not_keep_the_queue_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let mut env = envelope(&store);
+            let mut c = Changes::new();
+            c.put_message(&mut env, b"Subject: kept\r\n\r\nhi\r\n");
+            store.write(c).await.unwrap();
+            env.id
+        };
+        let partial = dir.path().join("snap.7FFFFFFFFFFFFFFF.generating");
+        std::fs::write(&partial, b"half a snapshot, cut off by ENOSPC").unwrap();
+        let store = Store::open(dir.path(), 1 << 20).expect("opens despite the partial snapshot");
+        assert!(store.envelope(&id).unwrap().is_some());
+        assert!(!partial.exists());
     }
 
     #[test]
