@@ -1,9 +1,10 @@
 //! Crash loop: while submitters stream messages in, the relay is SIGKILLed at
 //! random moments and restarted, again and again. Each kill is aimed at one of
-//! three moments, chosen by a seeded generator: during submission (any time),
-//! during delivery (the upstream holds a message it has not answered yet) and
+//! four moments, chosen by a seeded generator: during submission (any time),
+//! during delivery (the upstream holds a message it has not answered yet),
 //! during bounce generation (right after the upstream refused a recipient with
-//! 550, or accepted the message of a transaction that had one).
+//! 550, or accepted the message of a transaction that had one), and during
+//! start-up (sled recovering its log and writing a snapshot).
 //!
 //! At the end the relay is restarted once more and must drain, and then:
 //! every acknowledged message reached the sink at least once for its accepted
@@ -148,12 +149,14 @@ enum Moment {
     Delivery,
     BounceAtRcpt,
     BounceAfterData,
+    /// Killed once more, 0-150 ms into the next start.
+    Startup,
 }
 
 /// Waits for the moment `m` (up to a few seconds); whether it was seen.
 fn aim(m: Moment, rng: &mut Rng, server: &ScriptedServer, events: &Events) -> bool {
     let counter = match m {
-        Moment::Submission => {
+        Moment::Submission | Moment::Startup => {
             std::thread::sleep(Duration::from_millis(rng.range(30, 400)));
             return true;
         }
@@ -238,7 +241,7 @@ fn drain(relay: &mut Relay, server: &ScriptedServer, acked: &[String], limit: Du
 }
 
 #[test]
-fn acknowledged_mail_survives_a_loop_of_sigkills_during_submission_delivery_and_bounces() {
+fn acknowledged_mail_survives_a_loop_of_aimed_sigkills() {
     let kills = kills_wanted();
     let seed = Rng::seed_from_env("CRASH_SEED");
     println!("crash loop: CRASH_KILLS={kills} CRASH_SEED={seed:#x}");
@@ -263,19 +266,32 @@ idle = "1s"
         Moment::Delivery,
         Moment::BounceAtRcpt,
         Moment::BounceAfterData,
+        Moment::Startup,
     ];
     // moment → (kills, kills that found it)
     let mut aimed: BTreeMap<Moment, (usize, usize)> = BTreeMap::new();
     let mut acked_at_kill = Vec::with_capacity(kills);
+    let mut sigkills = 0;
     for _ in 0..kills {
         let m = moments[(rng.next() % moments.len() as u64) as usize];
-        let hit = aim(m, &mut rng, &server, &events);
-        let e = aimed.entry(m).or_default();
-        e.0 += 1;
-        e.1 += usize::from(hit);
+        let mut hit = aim(m, &mut rng, &server, &events);
         acked_at_kill.push(subs.acked());
         relay.kill();
         std::thread::sleep(Duration::from_millis(rng.range(0, 50)));
+        sigkills += 1;
+        if m == Moment::Startup {
+            // A second kill while the relay opens its queue: found if it was
+            // not ready yet.
+            let ready = relay.ready_count();
+            relay.spawn_unready();
+            std::thread::sleep(Duration::from_millis(rng.range(0, 150)));
+            relay.kill();
+            sigkills += 1;
+            hit = relay.ready_count() == ready;
+        }
+        let e = aimed.entry(m).or_default();
+        e.0 += 1;
+        e.1 += usize::from(hit);
         relay.spawn();
     }
     // The stream goes on briefly against the last start, then stops.
@@ -298,7 +314,8 @@ idle = "1s"
     let (deliveries, dup_deliveries) = copies(&[Kind::Delivered, Kind::Partial], |s| s.delivered);
     let (dsns, dup_dsns) = copies(&[Kind::Partial, Kind::Refused], |s| s.dsns);
     println!(
-        "crash loop: seed={seed:#x} kills={kills} {aimed:?} (moment: (kills, found)) in {:.1}s; \
+        "crash loop: seed={seed:#x} kills={kills} ({sigkills} SIGKILLs) {aimed:?} \
+         (moment: (kills, found)) in {:.1}s; \
          acked={} cut-off={} refused={}; deliveries={deliveries} (duplicates {dup_deliveries}), \
          dsns={dsns} (duplicates {dup_dsns}); unacknowledged but arrived={}; total {:.1}s",
         loop_time.as_secs_f64(),
@@ -327,7 +344,7 @@ idle = "1s"
     );
     let (n, found): (usize, usize) = aimed
         .iter()
-        .filter(|(m, _)| **m != Moment::Submission)
+        .filter(|(m, _)| !matches!(m, Moment::Submission | Moment::Startup))
         .fold((0, 0), |a, (_, v)| (a.0 + v.0, a.1 + v.1));
     assert!(found * 10 >= n * 8, "kills missed their moment: {aimed:?}");
 

@@ -137,12 +137,24 @@ impl Relay {
 
     /// (Re)starts the process and waits until it listens.
     pub fn spawn(&mut self) {
+        let before = self.ready_count();
+        self.spawn_unready();
+        let ok = wait_for(Duration::from_secs(20), || self.ready_count() > before);
+        assert!(ok, "relay did not become ready; log:\n{}", self.log());
+    }
+
+    /// How many times the relay has said it is ready.
+    pub fn ready_count(&self) -> usize {
+        self.log().matches("smarthost ready").count()
+    }
+
+    /// (Re)starts the process without waiting for it to be ready.
+    pub fn spawn_unready(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)
             .expect("open log");
-        let before = self.log().matches("smarthost ready").count();
         let child = Command::new(env!("CARGO_BIN_EXE_smarthost"))
             .arg("serve")
             .arg("--config")
@@ -155,10 +167,6 @@ impl Relay {
             .expect("spawn smarthost");
         self.child = Some(child);
         self.starts += 1;
-        let ok = wait_for(Duration::from_secs(20), || {
-            self.log().matches("smarthost ready").count() > before
-        });
-        assert!(ok, "relay did not become ready; log:\n{}", self.log());
     }
 
     /// SIGKILL: no chance to flush anything.
