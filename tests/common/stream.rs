@@ -144,6 +144,7 @@ pub type Plan = Arc<dyn Fn(&str) -> Submission + Send + Sync>;
 
 pub struct Submitters {
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     record: Arc<Mutex<Record>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -152,18 +153,27 @@ impl Submitters {
     /// `n` threads, each sending a few messages a connection, then a fresh one.
     pub fn start(addr: SocketAddr, n: usize, plan: Plan) -> Submitters {
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
         let record = Arc::new(Mutex::new(Record::default()));
         let threads = (0..n)
             .map(|t| {
-                let (stop, record, plan) = (stop.clone(), record.clone(), plan.clone());
-                std::thread::spawn(move || submitter(t, addr, &stop, &record, &*plan))
+                let (stop, paused) = (stop.clone(), paused.clone());
+                let (record, plan) = (record.clone(), plan.clone());
+                std::thread::spawn(move || submitter(t, addr, [&stop, &paused], &record, &*plan))
             })
             .collect();
         Submitters {
             stop,
+            paused,
             record,
             threads,
         }
+    }
+
+    /// Holds the stream back (between messages) while `on`, e.g. to keep a
+    /// backlog bounded in a long run.
+    pub fn pause(&self, on: bool) {
+        self.paused.store(on, Ordering::SeqCst);
     }
 
     pub fn acked(&self) -> usize {
@@ -191,7 +201,7 @@ impl Drop for Submitters {
 fn submitter(
     t: usize,
     addr: SocketAddr,
-    stop: &AtomicBool,
+    [stop, paused]: [&AtomicBool; 2],
     record: &Mutex<Record>,
     plan: &(dyn Fn(&str) -> Submission + Send + Sync),
 ) {
@@ -206,6 +216,9 @@ fn submitter(
         };
         // A few messages per connection, then a fresh one: both paths get killed.
         for _ in 0..5 {
+            while paused.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             if stop.load(Ordering::SeqCst) {
                 break;
             }
