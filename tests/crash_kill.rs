@@ -178,15 +178,8 @@ upstream_data = "2s"
 greeting = "2s"
 connect = "2s"
 idle = "1s"
-[[route]]
-name = "up"
-host = "127.0.0.1"
-port = {}
-tls = "none"
-[routing]
-default = "up"
-"#,
-        server.port()
+{}"#,
+        common::upstream_route(server.port(), "")
     ));
     let seed = 0x5EED_0002_u64;
     let mut rng = Rng(seed);

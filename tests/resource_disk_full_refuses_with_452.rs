@@ -241,9 +241,7 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
         relay.log()
     );
     assert!(
-        common::wait_for(Duration::from_secs(10), || relay
-            .queue_json()
-            .is_ok_and(|q| q.is_empty())),
+        relay.wait_queue_empty(Duration::from_secs(10)),
         "the queue did not drain: {:?}",
         relay.queue_json()
     );
@@ -332,9 +330,7 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
         relay.log()
     );
     assert!(
-        common::wait_for(Duration::from_secs(10), || relay
-            .queue_json()
-            .is_ok_and(|q| q.is_empty())),
+        relay.wait_queue_empty(Duration::from_secs(10)),
         "the queue did not drain after the churn: {:?}",
         relay.queue_json()
     );

@@ -239,6 +239,11 @@ impl Relay {
             .collect()
     }
 
+    /// Waits until `queue list --json` shows an empty queue; false on timeout.
+    pub fn wait_queue_empty(&self, timeout: Duration) -> bool {
+        wait_for(timeout, || self.queue_json().is_ok_and(|q| q.is_empty()))
+    }
+
     /// The daemon's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
