@@ -6,197 +6,33 @@
 mod common;
 #[path = "common/scripted.rs"]
 mod scripted;
+#[path = "common/stream.rs"]
+mod stream;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{captured, dot_stuff, Relay};
+use common::{captured, Relay};
 use scripted::{standard, Action, Cmd, ScriptedServer};
+use stream::{Record, Rng, Submission, Submitters};
 
 const KILLS: usize = 10;
 const SUBMITTERS: usize = 4;
 
-/// xorshift64*: deterministic, no crates.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in [lo, hi).
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
-
-/// A submission client that never panics: any failure ends the connection.
-struct Submit {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Submit {
-    fn connect(addr: SocketAddr) -> std::io::Result<Submit> {
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        // While the relay is down, a connect to its (ephemeral-range) port can
-        // connect to itself and would then hold the port the relay must rebind.
-        if s.local_addr()? == addr {
-            return Err(std::io::Error::other("connected to itself"));
-        }
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.set_write_timeout(Some(Duration::from_secs(10)))?;
-        let writer = s.try_clone()?;
-        let mut c = Submit {
-            reader: BufReader::new(s),
-            writer,
-        };
-        c.expect("", "220")?;
-        c.expect("EHLO submitter.test\r\n", "250")?;
-        Ok(c)
-    }
-
-    fn reply(&mut self) -> std::io::Result<String> {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            all.push_str(line.trim_end());
-            if last {
-                return Ok(all);
-            }
-            all.push('\n');
-        }
-    }
-
-    fn expect(&mut self, line: &str, code: &str) -> std::io::Result<String> {
-        if !line.is_empty() {
-            self.writer.write_all(line.as_bytes())?;
-        }
-        let r = self.reply()?;
-        if r.starts_with(code) {
-            Ok(r)
-        } else {
-            Err(std::io::Error::other(format!("{line:?}: {r}")))
-        }
-    }
-
-    /// One message; Ok(final reply) once the server answered the final dot.
-    fn send(&mut self, token: &str) -> std::io::Result<String> {
-        self.expect("MAIL FROM:<crash@src.test>\r\n", "250")?;
-        self.expect("RCPT TO:<sink@dst.test>\r\n", "250")?;
-        self.expect("DATA\r\n", "354")?;
-        let msg = format!(
-            "From: crash@src.test\r\nTo: sink@dst.test\r\nSubject: crash {token}\r\n\
-             Message-ID: <{token}@crash.test>\r\n\r\nbody of {token}\r\n.dot line\r\n"
-        );
-        self.writer.write_all(&dot_stuff(msg.as_bytes()))?;
-        self.reply()
-    }
-}
-
-#[derive(Default)]
-struct Record {
-    /// token → queue id, for every 250.
-    acked: BTreeMap<String, String>,
-    /// Explicit refusals of the final dot (should not happen).
-    refused: Vec<(String, String)>,
-    /// Submissions cut off before a reply (may or may not arrive).
-    unknown: usize,
-}
-
-struct Submitters {
-    stop: Arc<AtomicBool>,
-    record: Arc<Mutex<Record>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Submitters {
-    fn start(addr: SocketAddr) -> Submitters {
-        let stop = Arc::new(AtomicBool::new(false));
-        let record = Arc::new(Mutex::new(Record::default()));
-        let threads = (0..SUBMITTERS)
-            .map(|t| {
-                let (stop, record) = (stop.clone(), record.clone());
-                std::thread::spawn(move || submitter(t, addr, &stop, &record))
-            })
-            .collect();
-        Submitters {
-            stop,
-            record,
-            threads,
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.record.lock().unwrap().acked.len()
-    }
-
-    fn finish(mut self) -> Record {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            t.join().expect("submitter panicked");
-        }
-        std::mem::take(&mut *self.record.lock().unwrap())
-    }
-}
-
-impl Drop for Submitters {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-fn submitter(t: usize, addr: SocketAddr, stop: &AtomicBool, record: &Mutex<Record>) {
-    let mut seq = 0u32;
-    while !stop.load(Ordering::SeqCst) {
-        let mut c = match Submit::connect(addr) {
-            Ok(c) => c,
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-        };
-        // A few messages per connection, then a fresh one: both paths get killed.
-        for _ in 0..5 {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let token = format!("tok-{t}-{seq}");
-            seq += 1;
-            match c.send(&token) {
-                Ok(r) => match r.strip_prefix("250 2.0.0 Ok: queued as ") {
-                    Some(id) => {
-                        record
-                            .lock()
-                            .unwrap()
-                            .acked
-                            .insert(token, id.trim().to_string());
-                    }
-                    None => record.lock().unwrap().refused.push((token, r)),
-                },
-                Err(_) => {
-                    record.lock().unwrap().unknown += 1;
-                    break;
-                }
-            }
-        }
-        let _ = c.writer.write_all(b"QUIT\r\n");
-    }
+fn submitters(relay: &Relay) -> Submitters {
+    Submitters::start(
+        relay.addr(),
+        SUBMITTERS,
+        Arc::new(|token: &str| Submission {
+            from: "crash@src.test".into(),
+            rcpts: vec!["sink@dst.test".into()],
+            message: format!(
+                "From: crash@src.test\r\nTo: sink@dst.test\r\nSubject: crash {token}\r\n\
+                 Message-ID: <{token}@crash.test>\r\n\r\nbody of {token}\r\n.dot line\r\n"
+            ),
+        }),
+    )
 }
 
 /// The token in a message's Message-ID.
@@ -277,7 +113,7 @@ default = "capture"
     let out = relay.path("out");
     let seed = 0x5EED_0001_u64;
     let mut rng = Rng(seed);
-    let subs = Submitters::start(relay.addr());
+    let subs = submitters(&relay);
     let mut acked_at_kill = Vec::new();
     for _ in 0..KILLS {
         std::thread::sleep(Duration::from_millis(rng.range(150, 600)));
@@ -342,19 +178,12 @@ upstream_data = "2s"
 greeting = "2s"
 connect = "2s"
 idle = "1s"
-[[route]]
-name = "up"
-host = "127.0.0.1"
-port = {}
-tls = "none"
-[routing]
-default = "up"
-"#,
-        server.port()
+{}"#,
+        common::upstream_route(server.port(), "")
     ));
     let seed = 0x5EED_0002_u64;
     let mut rng = Rng(seed);
-    let subs = Submitters::start(relay.addr());
+    let subs = submitters(&relay);
     let mut in_flight_at_kill = Vec::new();
     for _ in 0..KILLS {
         std::thread::sleep(Duration::from_millis(rng.range(100, 500)));

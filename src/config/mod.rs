@@ -135,9 +135,10 @@ pub struct Limits {
 
 #[derive(Debug, Clone)]
 pub struct Timeouts {
-    /// Inbound: waiting for the next command.
+    /// Inbound: waiting for the next command line, as a whole.
     pub command: Duration,
-    /// Inbound: between chunks of DATA.
+    /// Inbound: between chunks of DATA; the whole of DATA may take this plus a
+    /// second for every 500 bytes received (see `smtp::session`).
     pub data: Duration,
     /// Upstream: TCP connect (and TLS handshake) per address.
     pub connect: Duration,

@@ -122,13 +122,15 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
         Request::List => {
             let mut n = 0;
             for env in relay.store.envelopes() {
-                // One unreadable envelope must not hide the rest of the queue.
+                // One unreadable envelope must not hide the rest of the queue;
+                // a queue that cannot be read must not look empty.
                 let env = match env {
                     Ok(env) => env,
-                    Err(e) => {
+                    Err(e @ StoreError::Corrupt { .. }) => {
                         tracing::error!("queue list: skipping unreadable entry: {e}");
                         continue;
                     }
+                    Err(e) => return Err(e.to_string()),
                 };
                 let entry = Entry {
                     route: relay.route_name(&env),

@@ -137,6 +137,7 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
         tokio::spawn(dropdir::run(relay.clone()));
         tokio::spawn(control::server::serve(relay.clone(), control));
         tokio::spawn(prune_history(relay.clone()));
+        tokio::spawn(reschedule_on_reopen(relay.clone()));
         tokio::spawn(relay.clone().watch_holds());
         tokio::spawn(keep_tokens_alive(relay.clone()));
         let addrs: Vec<String> = listeners
@@ -223,6 +224,20 @@ async fn stop(relay: &Arc<Relay>, sessions: tokio::task::JoinHandle<()>) {
     }
 }
 
+/// After the queue was reopened following an I/O error (a full disk, see
+/// `queue::store`), writes that were not synced are gone: the schedule is
+/// rebuilt from what is on disk, rather than waiting for each failed attempt's
+/// own retry.
+async fn reschedule_on_reopen(relay: Arc<Relay>) {
+    let mut reopened = relay.store.reopened();
+    while reopened.changed().await.is_ok() {
+        match relay.load_queue() {
+            Ok(n) => tracing::info!("queue reopened: {n} queued message(s) scheduled again"),
+            Err(e) => tracing::error!("queue reopened but cannot be read: {e}"),
+        }
+    }
+}
+
 /// One line for `systemctl status`: what is queued and what needs the operator.
 fn status_line(relay: &Relay) -> String {
     let queued = relay.scheduler.total();
@@ -253,20 +268,20 @@ async fn report_status(relay: Arc<Relay>) {
 }
 
 /// Pings systemd's watchdog only while the relay works: the runtime runs timers,
-/// the queue's committer fsyncs a commit, and the scheduler's locks can be taken.
+/// the queue's committer answers a commit, and the scheduler's locks can be taken.
 /// If any of them hangs, the pings stop and systemd restarts the daemon
-/// (`WatchdogSec=`); a restart loses nothing that was acknowledged.
+/// (`WatchdogSec=`); a restart loses nothing that was acknowledged. A commit
+/// that fails (a full disk) is an answer: clients get `452`, the queue reopens
+/// itself once space returns, and a restart would not help.
 async fn watchdog(relay: Arc<Relay>, every: Duration) {
     let period = every / 2;
     loop {
         let healthy = tokio::time::timeout(period, async {
-            relay.store.commit().await.is_ok() && {
-                let _ = relay.scheduler.total();
-                true
-            }
+            let _answered = relay.store.commit().await;
+            let _ = relay.scheduler.total();
         })
         .await
-        .unwrap_or(false);
+        .is_ok();
         if healthy {
             systemd::watchdog();
         } else {

@@ -13,6 +13,14 @@
 //! the previous sync ran, syncs once and releases them all, so throughput is not
 //! bounded by one fsync per message and no waiter is ever delayed artificially.
 //!
+//! Recovery: after an I/O error (a full disk) sled refuses every further write
+//! until it is reopened. The store then reopens it by itself, in the committer
+//! thread and at most once a second ([`REOPEN_EVERY`]), so service resumes when
+//! space returns, without a restart. Writes applied to a handle that has since
+//! been replaced are lost with it; their commit fails, so nothing that was not
+//! on disk is ever acknowledged. What was synced is recovered by the reopen, as
+//! after a crash.
+//!
 //! Key layout in one tree (one tree so that a `Batch` is atomic across keys):
 //! `e<id>` → envelope (JSON), `b<id>/<chunk u32 BE>` → body chunk,
 //! `h<finished u64 BE><id>` → history record of a finished message (JSON).
@@ -20,10 +28,10 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::envelope::Envelope;
 use super::history::{self, Finished};
@@ -32,6 +40,8 @@ const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 /// 17 chunks of this size (a leaf just before it splits) stay well under the blob
 /// threshold of SEGMENT_SIZE / 4.
 pub const CHUNK_SIZE: usize = 64 * 1024;
+/// How often the committer tries to reopen a queue that failed.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,14 +53,36 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("queue sync failed: {0}")]
-    Sync(String),
+    Sync(sled::Error),
+    #[error("queue reopened after an I/O error; this write was lost with the old handle")]
+    Reopened,
     #[error("corrupt envelope {id}: {reason}")]
     Corrupt { id: String, reason: String },
     #[error("queue committer has stopped")]
     Closed,
 }
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+impl StoreError {
+    /// The disk (or the user's quota) is full: a `452 4.3.1`, not a `451`.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            StoreError::Sled(sled::Error::Io(e)) | StoreError::Sync(sled::Error::Io(e)) => e,
+            StoreError::Io { source, .. } => source,
+            _ => return false,
+        };
+        // ENOSPC and EDQUOT; sled's clone of an io::Error keeps only the kind.
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+    }
+}
+
+/// A commit request: the handle generation the caller's writes went to.
+struct Waiter {
+    generation: u64,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -58,10 +90,96 @@ pub struct Store {
 }
 
 struct Inner {
-    db: sled::Db,
-    path: PathBuf,
+    queue: Arc<Queue>,
     commits: Option<std_mpsc::Sender<Waiter>>,
     committer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The sled database as it is open now, shared with the committer.
+struct Queue {
+    path: PathBuf,
+    cache_bytes: u64,
+    /// The open handle, or the error that keeps the queue closed until the next
+    /// reopen attempt.
+    open: RwLock<Result<Handle, Failure>>,
+    /// The generation of the last handle opened; watched by whoever must know
+    /// that unsynced writes may have been lost.
+    reopened: watch::Sender<u64>,
+}
+
+/// One opening of the sled database.
+#[derive(Clone)]
+struct Handle {
+    db: sled::Db,
+    log: Arc<File>,
+    generation: u64,
+    /// The I/O error sled reported: it refuses every write until reopened.
+    failed: Arc<Mutex<Option<Failure>>>,
+}
+
+/// Why the queue is closed, kept flat (sled's errors gain a level of nesting
+/// each time they are cloned, and this one is handed to every caller).
+#[derive(Clone, Debug)]
+struct Failure {
+    kind: std::io::ErrorKind,
+    text: String,
+}
+
+impl Failure {
+    fn of_sled(e: &sled::Error) -> Failure {
+        match e {
+            sled::Error::Io(io) => Failure {
+                kind: io.kind(),
+                text: io.to_string(),
+            },
+            other => Failure {
+                kind: std::io::ErrorKind::Other,
+                text: other.to_string(),
+            },
+        }
+    }
+
+    fn of(e: &StoreError) -> Failure {
+        match e {
+            StoreError::Sled(e) | StoreError::Sync(e) => Failure::of_sled(e),
+            StoreError::Io { source, .. } => Failure {
+                kind: source.kind(),
+                text: e.to_string(),
+            },
+            other => Failure {
+                kind: std::io::ErrorKind::Other,
+                text: other.to_string(),
+            },
+        }
+    }
+
+    fn sled(&self) -> sled::Error {
+        sled::Error::Io(std::io::Error::new(self.kind, self.text.clone()))
+    }
+}
+
+impl Handle {
+    /// Passes a sled result on, noting an I/O error (sled is poisoned by it).
+    fn check<T>(&self, r: sled::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|e| {
+            if matches!(e, sled::Error::Io(_)) {
+                self.fail(&e);
+            }
+            StoreError::Sled(e)
+        })
+    }
+
+    fn fail(&self, e: &sled::Error) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.get_or_insert_with(|| Failure::of_sled(e));
+    }
+
+    fn failure(&self) -> Option<Failure> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Drop for Inner {
@@ -162,33 +280,25 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .segment_size(SEGMENT_SIZE)
-            .open()?;
-        // The log file and the directory entries sled just created must be on disk
-        // before anything is acknowledged.
-        let log_path = path.join("db");
-        let log = File::open(&log_path).map_err(|source| StoreError::Io {
-            path: log_path.clone(),
-            source,
-        })?;
-        sync_dir(path)?;
-
+        let handle = open_handle(path, cache_bytes, 0)?;
+        let queue = Arc::new(Queue {
+            path: path.to_path_buf(),
+            cache_bytes,
+            open: RwLock::new(Ok(handle)),
+            reopened: watch::Sender::new(0),
+        });
         let (tx, rx) = std_mpsc::channel::<Waiter>();
-        let committer_db = db.clone();
+        let committer_queue = queue.clone();
         let committer = std::thread::Builder::new()
             .name("queue-commit".into())
-            .spawn(move || committer(committer_db, log, rx))
+            .spawn(move || committer(&committer_queue, rx))
             .map_err(|source| StoreError::Io {
                 path: path.to_path_buf(),
                 source,
             })?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
-                path: path.to_path_buf(),
+                queue,
                 commits: Some(tx),
                 committer: Some(committer),
             }),
@@ -196,13 +306,25 @@ impl Store {
     }
 
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.inner.queue.path
+    }
+
+    /// The current handle, or the error that keeps the queue closed.
+    fn handle(&self) -> Result<Handle, StoreError> {
+        self.inner.queue.handle()
+    }
+
+    /// Changes each time the queue is reopened after an I/O error: writes that
+    /// were not committed are gone, so in-memory schedules may be stale.
+    pub fn reopened(&self) -> watch::Receiver<u64> {
+        self.inner.queue.reopened.subscribe()
     }
 
     /// A short unique queue id: arrival second and a counter sled persists, so ids
     /// sort by arrival and never repeat across restarts.
     pub fn new_id(&self) -> Result<String, StoreError> {
-        let n = self.inner.db.generate_id()?;
+        let h = self.handle()?;
+        let n = h.check(h.db.generate_id())?;
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -212,43 +334,53 @@ impl Store {
 
     /// Applies the writes atomically. They are NOT durable until [`Store::commit`].
     pub fn apply(&self, changes: Changes) -> Result<(), StoreError> {
-        self.inner.db.apply_batch(changes.batch)?;
-        Ok(())
+        self.apply_to(changes).map(|_| ())
+    }
+
+    /// Applies the writes; the generation of the handle they went to.
+    fn apply_to(&self, changes: Changes) -> Result<u64, StoreError> {
+        let h = self.handle()?;
+        h.check(h.db.apply_batch(changes.batch))?;
+        Ok(h.generation)
     }
 
     /// Waits until every write applied before this call is on stable storage.
+    /// Always asks the committer, even while the queue is closed.
     pub async fn commit(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
+        let generation = *self.inner.queue.reopened.borrow();
+        self.commit_generation(generation).await
+    }
+
+    async fn commit_generation(&self, generation: u64) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
         self.inner
             .commits
             .as_ref()
             .ok_or(StoreError::Closed)?
-            .send(tx)
+            .send(Waiter { generation, done })
             .map_err(|_| StoreError::Closed)?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Sync(e)),
-            Err(_) => Err(StoreError::Closed),
-        }
+        rx.await.unwrap_or(Err(StoreError::Closed))
     }
 
     /// apply + commit: the usual way to record a state change before acting on it.
     pub async fn write(&self, changes: Changes) -> Result<(), StoreError> {
-        self.apply(changes)?;
-        self.commit().await
+        let generation = self.apply_to(changes)?;
+        self.commit_generation(generation).await
     }
 
     pub fn envelope(&self, id: &str) -> Result<Option<Envelope>, StoreError> {
-        match self.inner.db.get(envelope_key(id))? {
+        let h = self.handle()?;
+        match h.check(h.db.get(envelope_key(id)))? {
             None => Ok(None),
             Some(v) => decode(id, &v).map(Some),
         }
     }
 
     pub fn body(&self, env: &Envelope) -> Result<Vec<u8>, StoreError> {
+        let h = self.handle()?;
         let mut body = Vec::with_capacity(usize::try_from(env.size).unwrap_or(0));
         for i in 0..env.chunks {
-            match self.inner.db.get(chunk_key(&env.id, i))? {
+            match h.check(h.db.get(chunk_key(&env.id, i)))? {
                 Some(chunk) => body.extend_from_slice(&chunk),
                 None => {
                     return Err(StoreError::Corrupt {
@@ -262,20 +394,28 @@ impl Store {
     }
 
     /// Every envelope in the queue, for the start-up scan. Bodies are not read.
+    /// A closed queue yields its error once.
     pub fn envelopes(&self) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
-        self.inner.db.scan_prefix(b"e").map(|item| {
-            let (k, v) = item?;
-            let id = String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned();
-            decode(&id, &v)
-        })
+        let (scan, closed) = match self.handle() {
+            Ok(h) => (Some(h.db.scan_prefix(b"e")), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        closed
+            .into_iter()
+            .chain(scan.into_iter().flatten().map(|item| {
+                let (k, v) = item?;
+                let id = String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned();
+                decode(&id, &v)
+            }))
     }
 
     /// Finished messages, oldest first. Unreadable records are skipped: history is
     /// a convenience, never a reason to fail.
     pub fn history(&self) -> impl DoubleEndedIterator<Item = Finished> + '_ {
-        self.inner
-            .db
-            .scan_prefix(b"h")
+        self.handle()
+            .ok()
+            .into_iter()
+            .flat_map(|h| h.db.scan_prefix(b"h"))
             .filter_map(|item| item.ok())
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
     }
@@ -283,11 +423,12 @@ impl Store {
     /// Forgets history records finished before `cutoff` and all but the newest
     /// `keep`. Durable at the next commit; losing a prune to a crash is harmless.
     pub fn prune_history(&self, cutoff: u64, keep: usize) -> Result<usize, StoreError> {
-        let total = self.inner.db.scan_prefix(b"h").count();
+        let h = self.handle()?;
+        let total = h.db.scan_prefix(b"h").count();
         let mut excess = total.saturating_sub(keep);
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for item in self.inner.db.scan_prefix(b"h") {
+        for item in h.db.scan_prefix(b"h") {
             let (k, _) = item?;
             let finished = k
                 .get(1..9)
@@ -302,16 +443,17 @@ impl Store {
             n += 1;
         }
         if n > 0 {
-            self.inner.db.apply_batch(batch)?;
+            h.check(h.db.apply_batch(batch))?;
         }
         Ok(n)
     }
 
     /// The stored route holds, as (route, record).
     pub fn route_holds(&self) -> Vec<(String, Vec<u8>)> {
-        self.inner
-            .db
-            .scan_prefix(b"r")
+        self.handle()
+            .ok()
+            .into_iter()
+            .flat_map(|h| h.db.scan_prefix(b"r"))
             .filter_map(|item| item.ok())
             .map(|(k, v)| {
                 (
@@ -333,13 +475,123 @@ impl Store {
         {
             return Err(StoreError::Closed);
         }
-        self.inner.db.get(b"p")?;
+        self.handle()?.db.get(b"p")?;
         Ok(())
     }
 
     pub fn disk_size(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        self.handle()
+            .ok()
+            .and_then(|h| h.db.size_on_disk().ok())
+            .unwrap_or(0)
     }
+}
+
+impl Queue {
+    fn handle(&self) -> Result<Handle, StoreError> {
+        match &*self.open.read().unwrap_or_else(|p| p.into_inner()) {
+            Ok(h) => Ok(h.clone()),
+            Err(f) => Err(StoreError::Sled(f.sled())),
+        }
+    }
+
+    /// Flushes the current handle and fdatasyncs its log: its generation, or
+    /// the error (after which the handle is marked failed).
+    fn sync(&self) -> Result<u64, Failure> {
+        let h = match &*self.open.read().unwrap_or_else(|p| p.into_inner()) {
+            Ok(h) => h.clone(),
+            Err(f) => return Err(f.clone()),
+        };
+        let synced = h.db.flush().and_then(|_| Ok(h.log.sync_data()?));
+        if let Err(e) = &synced {
+            h.fail(e);
+        }
+        synced
+            .map(|_| h.generation)
+            .map_err(|e| Failure::of_sled(&e))
+    }
+
+    /// Why the queue must be reopened (sled failed, or the last reopen did),
+    /// or None while it works.
+    fn failure(&self) -> Option<Failure> {
+        match &*self.open.read().unwrap_or_else(|p| p.into_inner()) {
+            Ok(h) => h.failure(),
+            Err(f) => Some(f.clone()),
+        }
+    }
+
+    /// Drops the failed handle and opens the database again. sled locks its
+    /// files, so this fails while a caller still holds the old handle (an
+    /// iterator), and on a disk still full; the committer then tries again
+    /// later. Meanwhile every operation fails with the error that closed the
+    /// queue.
+    fn reopen(&self, cause: Failure) -> Result<(), StoreError> {
+        let generation = *self.reopened.borrow() + 1;
+        let old = std::mem::replace(
+            &mut *self.open.write().unwrap_or_else(|p| p.into_inner()),
+            Err(cause),
+        );
+        drop(old);
+        let (slot, result) = match open_handle(&self.path, self.cache_bytes, generation) {
+            Ok(h) => (Ok(h), Ok(())),
+            Err(e) => (Err(Failure::of(&e)), Err(e)),
+        };
+        *self.open.write().unwrap_or_else(|p| p.into_inner()) = slot;
+        if result.is_ok() {
+            self.reopened.send_replace(generation);
+        }
+        result
+    }
+}
+
+/// Opens sled and the log file the committer fdatasyncs.
+fn open_handle(path: &Path, cache_bytes: u64, generation: u64) -> Result<Handle, StoreError> {
+    remove_unfinished_snapshots(path)?;
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .segment_size(SEGMENT_SIZE)
+        .open()?;
+    // The log file and the directory entries sled just created must be on disk
+    // before anything is acknowledged.
+    let log_path = path.join("db");
+    let log = File::open(&log_path).map_err(|source| StoreError::Io {
+        path: log_path.clone(),
+        source,
+    })?;
+    sync_dir(path)?;
+    Ok(Handle {
+        db,
+        log: Arc::new(log),
+        generation,
+        failed: Arc::new(Mutex::new(None)),
+    })
+}
+
+/// sled 0.34 writes a snapshot (when it opens, and now and then) to
+/// `snap.<lsn>.generating`, syncs it and only then renames it to `snap.<lsn>`.
+/// A full disk or a crash in between leaves the partial file behind, and sled
+/// then takes it for the newest snapshot and refuses to open the queue for
+/// good ("corrupt snapshot", sled issue #1527). Such a file was never
+/// published: without it sled reads the previous snapshot and replays its log,
+/// as if the snapshot had never been started.
+fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let file = entry.map_err(io)?.path();
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(
+                "queue: removing unfinished sled snapshot {}",
+                file.display()
+            );
+            std::fs::remove_file(&file).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<Envelope, StoreError> {
@@ -358,19 +610,51 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
         })
 }
 
-fn committer(db: sled::Db, log: File, rx: std_mpsc::Receiver<Waiter>) {
-    while let Ok(first) = rx.recv() {
+/// Group commit: one sync for every waiter that arrived while the last one ran.
+/// A waiter whose writes went to a handle that has since been replaced gets an
+/// error: they were lost with it. Between requests, a failed queue is reopened.
+fn committer(queue: &Queue, rx: std_mpsc::Receiver<Waiter>) {
+    let mut reopen_failures = 0u32;
+    loop {
+        let first = match rx.recv_timeout(REOPEN_EVERY) {
+            Ok(w) => Some(w),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if let Some(cause) = queue.failure() {
+            let path = queue.path.display();
+            match queue.reopen(cause) {
+                Ok(()) => {
+                    reopen_failures = 0;
+                    tracing::warn!(
+                        "queue {path} reopened after an I/O error; writes not yet synced were lost"
+                    );
+                }
+                Err(e) => {
+                    reopen_failures += 1;
+                    // Once a second while the disk stays full: log 1, 2, 4, 8, ...
+                    if reopen_failures.is_power_of_two() {
+                        tracing::error!(
+                            "queue {path}: cannot reopen ({reopen_failures} tries): {e}"
+                        );
+                    }
+                }
+            }
+        }
+        let Some(first) = first else { continue };
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
-        let result = db
-            .flush()
-            .map_err(|e| e.to_string())
-            .and_then(|_| log.sync_data().map_err(|e| e.to_string()));
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "queue sync failed; nothing in this group was acknowledged");
+        let synced = queue.sync();
+        if let Err(e) = &synced {
+            tracing::error!(error = %e.text, "queue sync failed; nothing in this group was acknowledged");
         }
         for w in waiters {
-            let _ = w.send(result.clone());
+            let result = match &synced {
+                Ok(g) if *g == w.generation => Ok(()),
+                Ok(_) => Err(StoreError::Reopened),
+                Err(f) => Err(StoreError::Sync(f.sled())),
+            };
+            let _ = w.done.send(result);
         }
     }
 }
@@ -456,6 +740,37 @@ mod tests {
         // many depends on when sled's background flusher ran, so allow half).
         assert!(on_disk < 64 * 1024 * 1024, "{on_disk} bytes on disk");
         assert_eq!(store.envelopes().count(), 0);
+    }
+
+    /// A snapshot that sled never finished (a full disk or a crash while it
+    /// wrote it) must not keep the queue from opening.
+    #[tokio::test]
+    async fn an_unfinished_snapshot_does_not_keep_the_queue_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let mut env = envelope(&store);
+            let mut c = Changes::new();
+            c.put_message(&mut env, b"Subject: kept\r\n\r\nhi\r\n");
+            store.write(c).await.unwrap();
+            env.id
+        };
+        let partial = dir.path().join("snap.7FFFFFFFFFFFFFFF.generating");
+        std::fs::write(&partial, b"half a snapshot, cut off by ENOSPC").unwrap();
+        let store = Store::open(dir.path(), 1 << 20).expect("opens despite the partial snapshot");
+        assert!(store.envelope(&id).unwrap().is_some());
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn a_full_disk_is_told_by_the_error_kind() {
+        let io = |errno| sled::Error::Io(std::io::Error::from_raw_os_error(errno));
+        // ENOSPC, EDQUOT; sled's clone keeps only the kind and a text.
+        assert!(StoreError::Sled(io(28)).is_disk_full());
+        assert!(StoreError::Sync(io(28).clone()).is_disk_full());
+        assert!(StoreError::Sync(io(122)).is_disk_full());
+        assert!(!StoreError::Sled(io(5)).is_disk_full());
+        assert!(!StoreError::Reopened.is_disk_full());
     }
 
     #[tokio::test]

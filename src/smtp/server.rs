@@ -2,15 +2,22 @@
 //! [`Session`] per client.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, UnixListener};
+use nix::sys::socket::{send, MsgFlags};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::session::Session;
 use crate::delivery::Relay;
 use crate::intake::Peer;
+
+/// The listen backlog: what systemd's socket units use (SOMAXCONN; the kernel
+/// caps it at `net.core.somaxconn`). std's and tokio's 128 overflow under a
+/// burst of connections, and a client whose SYN is dropped waits a second or
+/// more before it retries.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds every configured listen address; fails if any cannot be bound, so a
 /// misconfiguration is seen at start, not when mail goes missing. The one
@@ -19,7 +26,7 @@ use crate::intake::Peer;
 pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
     for a in addrs {
-        match TcpListener::bind(a).await {
+        match listen(*a) {
             Ok(l) => out.push(l),
             Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable && addrs.len() > 1 => {
                 tracing::warn!("not listening on {a}: {e}");
@@ -39,6 +46,17 @@ pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
         ));
     }
     Ok(out)
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves all listeners until the daemon stops: the TCP ones and, if given,
@@ -134,20 +152,19 @@ async fn accept_local_loop(relay: Arc<Relay>, listener: UnixListener, limit: Arc
     }
 }
 
-/// Takes a connection slot, or tells the client to come back later (in the
-/// background, so a flood of refusals never blocks the accept loop).
-fn admit<S>(limit: &Arc<Semaphore>, mut stream: S) -> Option<(OwnedSemaphorePermit, S)>
-where
-    S: tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+/// Takes a connection slot, or tells the client to come back later and closes
+/// the connection. The refusal is one non-blocking send (a fresh socket's buffer
+/// has room), so a flood of refusals never blocks the accept loop and holds
+/// neither tasks nor descriptors beyond the limit.
+fn admit<S: AsRawFd>(limit: &Arc<Semaphore>, stream: S) -> Option<(OwnedSemaphorePermit, S)> {
     match limit.clone().try_acquire_owned() {
         Ok(permit) => Some((permit, stream)),
         Err(_) => {
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-                    .await;
-            });
+            let _ = send(
+                stream.as_raw_fd(),
+                b"421 4.3.2 Too many connections, try again later\r\n",
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            );
             None
         }
     }

@@ -21,6 +21,11 @@ use crate::queue::StoreError;
 const MAX_COMMAND_LINE: usize = 2048;
 /// After this many refused commands the client is cut off, as Postfix does.
 const MAX_ERRORS: u32 = 20;
+/// A message must arrive at least this fast on average (bytes a second, as
+/// Postfix's `smtpd_min_data_rate`): DATA may take the data timeout plus a second
+/// for every this many bytes received. Without it a client trickling a byte just
+/// within each timeout would hold its connection slot for ever (slowloris).
+const MIN_DATA_RATE: u64 = 500;
 
 struct Transaction {
     from: String,
@@ -256,8 +261,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             max_line: limits.max_line_length,
         });
         let timeout = self.config.timeouts.data;
+        let started = tokio::time::Instant::now();
+        let mut received = 0u64;
         loop {
-            let chunk = match tokio::time::timeout(timeout, self.reader.fill_buf()).await {
+            let earned = std::time::Duration::from_secs(received / MIN_DATA_RATE);
+            let deadline = (started + timeout + earned).min(tokio::time::Instant::now() + timeout);
+            let chunk = match tokio::time::timeout_at(deadline, self.reader.fill_buf()).await {
                 Ok(r) => r?,
                 Err(_) => {
                     self.tx = None;
@@ -273,6 +282,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 return Ok(false);
             }
             let n = chunk.len();
+            received += n as u64;
             match rx.feed(chunk) {
                 Feed::NeedMore => self.reader.consume(n),
                 Feed::Done { consumed } => {
@@ -300,7 +310,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 Ok(id) => self.send(250, "2.0.0", format!("Ok: queued as {id}")),
                 Err(e) => {
                     tracing::error!(peer = %self.peer, "cannot queue message: {e}");
-                    if is_disk_full(&e) {
+                    if e.is_disk_full() {
                         self.send(452, "4.3.1", "Insufficient system storage");
                     } else {
                         self.send(451, "4.3.0", "Queue unavailable, try again later");
@@ -387,9 +397,4 @@ async fn read_bounded_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::
             return Ok(Line::Command(line));
         }
     }
-}
-
-fn is_disk_full(e: &StoreError) -> bool {
-    let text = e.to_string();
-    text.contains("No space left") || text.contains("storage full") || text.contains("quota")
 }

@@ -62,6 +62,26 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Config for [`Relay::start`]: a route "capture" that writes every message to
+/// `{dir}/out` (read it with [`captured`]), as the default route. Tables only:
+/// top-level keys (`retry`) go before it.
+pub const CAPTURE_ROUTE: &str = r#"[[route]]
+name = "capture"
+type = "directory"
+path = "{dir}/out"
+[routing]
+default = "capture"
+"#;
+
+/// Config for [`Relay::start`]: a plain-text route "up" to a local upstream
+/// (a [scripted] server) on `port`, as the default route; `extra` adds route
+/// keys such as `max_connections = 6`.
+pub fn upstream_route(port: u16, extra: &str) -> String {
+    format!(
+        "[[route]]\nname = \"up\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n{extra}\n[routing]\ndefault = \"up\"\n"
+    )
+}
+
 pub struct Relay {
     child: Option<Child>,
     pub port: u16,
@@ -78,12 +98,20 @@ impl Relay {
     /// queue path). `body` holds routes, routing, retry and limits; the token
     /// `{dir}` in it is replaced by the temporary directory.
     pub fn start(body: &str) -> Relay {
-        Self::start_with_args(body, &[])
+        Self::start_with(body, &[], |_| {})
     }
 
     /// [`Relay::start`] with extra `serve` arguments (e.g. `--log-format json`).
     pub fn start_with_args(body: &str, args: &[&str]) -> Relay {
+        Self::start_with(body, args, |_| {})
+    }
+
+    /// [`Relay::start`] with extra `serve` arguments, and `prepare` called on the
+    /// temporary directory before the relay first starts (e.g. to put `queue` on
+    /// another filesystem).
+    pub fn start_with(body: &str, args: &[&str], prepare: impl FnOnce(&Path)) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
+        prepare(dir.path());
         let config_path = dir.path().join("smarthost.toml");
         let body = body.replace("{dir}", &dir.path().display().to_string());
         let log_path = dir.path().join("relay.log");
@@ -137,12 +165,34 @@ impl Relay {
 
     /// Starts the process; Err(log) if it exits or is not ready within 20 s.
     fn try_spawn(&mut self) -> Result<(), String> {
+        let before = self.ready_count();
+        self.spawn_unready();
+        wait_for(Duration::from_secs(20), || {
+            self.ready_count() > before
+                || self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+        });
+        if self.ready_count() > before {
+            Ok(())
+        } else {
+            Err(self.log())
+        }
+    }
+
+    /// How many times the relay has said it is ready.
+    pub fn ready_count(&self) -> usize {
+        self.log().matches("smarthost ready").count()
+    }
+
+    /// (Re)starts the process without waiting for it to be ready.
+    pub fn spawn_unready(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)
             .expect("open log");
-        let before = self.log().matches("smarthost ready").count();
         let child = Command::new(env!("CARGO_BIN_EXE_smarthost"))
             .arg("serve")
             .arg("--config")
@@ -156,18 +206,6 @@ impl Relay {
             .expect("spawn smarthost");
         self.child = Some(child);
         self.starts += 1;
-        let ok = wait_for(Duration::from_secs(20), || {
-            self.log().matches("smarthost ready").count() > before
-                || self
-                    .child
-                    .as_mut()
-                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
-        });
-        if ok && self.log().matches("smarthost ready").count() > before {
-            Ok(())
-        } else {
-            Err(self.log())
-        }
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -217,6 +255,37 @@ impl Relay {
     /// Waits until the log contains `needle` `count` times.
     pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
         wait_for(timeout, || self.log().matches(needle).count() >= count)
+    }
+
+    /// `smarthost queue list --json`: one JSON object per queued message, or the
+    /// command's error output.
+    pub fn queue_json(&self) -> Result<Vec<serde_json::Value>, String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_smarthost"))
+            .arg("queue")
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["list", "--json"])
+            .env_remove("SMARTHOST_CONFIG")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("{e}: {l}")))
+            .collect()
+    }
+
+    /// Waits until `queue list --json` shows an empty queue; false on timeout.
+    pub fn wait_queue_empty(&self, timeout: Duration) -> bool {
+        wait_for(timeout, || self.queue_json().is_ok_and(|q| q.is_empty()))
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Sends one message over SMTP; Ok(queue id) on 250, Err(reply) otherwise.
