@@ -76,12 +76,17 @@ impl Relay {
     /// queue path). `body` holds routes, routing, retry and limits; the token
     /// `{dir}` in it is replaced by the temporary directory.
     pub fn start(body: &str) -> Relay {
+        Self::start_on("127.0.0.1", body)
+    }
+
+    /// [`Relay::start`] listening on another loopback address, e.g. `[::1]`.
+    pub fn start_on(host: &str, body: &str) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let config_path = dir.path().join("smarthost.toml");
         let body = body.replace("{dir}", &dir.path().display().to_string());
         let text = format!(
-            "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{port}\"]\nqueue_path = \"{}\"\n{body}\n[local]\nsocket_dir = \"{}\"\ndrop_dir = \"{}\"\n",
+            "hostname = \"relay.test\"\nlisten = [\"{host}:{port}\"]\nqueue_path = \"{}\"\n{body}\n[local]\nsocket_dir = \"{}\"\ndrop_dir = \"{}\"\n",
             dir.path().join("queue").display(),
             dir.path().join("run").display(),
             dir.path().join("drop").display(),
@@ -303,10 +308,32 @@ impl Client {
         r
     }
 
-    /// True once the server has closed the connection.
+    /// True once the server has closed the connection (or reset it: a server
+    /// that closes with our bytes unread sends RST instead of FIN).
     pub fn closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
-        matches!(self.reader.read(&mut buf), Ok(0))
+        match self.reader.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    /// Writes `bytes` unless the server has already answered or hung up (a
+    /// probe whose earlier bytes made it refuse and close); true if written.
+    pub fn write_unless_answered(&mut self, bytes: &[u8]) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let mut peek = [0u8; 1];
+        let _ = self.writer.set_nonblocking(true);
+        let waiting = self.writer.peek(&mut peek);
+        let _ = self.writer.set_nonblocking(false);
+        match waiting {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.writer.write_all(bytes).is_ok()
+            }
+            _ => false,
+        }
     }
 }
 
