@@ -13,16 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{captured, free_port, wait_for, Relay};
-
-const CAPTURE: &str = r#"
-[[route]]
-name = "capture"
-type = "directory"
-path = "{dir}/out"
-[routing]
-default = "capture"
-"#;
+use common::{captured, free_port, wait_for, Relay, CAPTURE};
 
 const NOBODY: u32 = 65534;
 

@@ -20,19 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{captured, strip_received, Client, Relay};
+use common::{captured, strip_received, Client, Relay, CAPTURE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_smarthost");
-
-const CAPTURE: &str = r#"
-trusted_networks = ["127.0.0.1/32"]
-[[route]]
-name = "capture"
-type = "directory"
-path = "{dir}/out"
-[routing]
-default = "capture"
-"#;
 
 /// The forged second transaction every probe carries after its fake end.
 const SMUGGLED: &[u8] = b"MAIL FROM:<admin@victim.example>\r\n\

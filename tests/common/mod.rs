@@ -62,6 +62,17 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// A config body (for [`Relay::start`]) whose one route writes every message
+/// into `{dir}/out`.
+pub const CAPTURE: &str = r#"
+[[route]]
+name = "capture"
+type = "directory"
+path = "{dir}/out"
+[routing]
+default = "capture"
+"#;
+
 pub struct Relay {
     child: Option<Child>,
     pub port: u16,
