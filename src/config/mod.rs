@@ -201,6 +201,13 @@ impl Config {
         Self::parse_with(text, file, base, true)
     }
 
+    /// [`Config::parse`] without reading secret files, as
+    /// [`Config::load_for_client`] does: the config fuzz target's entry point.
+    #[doc(hidden)]
+    pub fn parse_for_client(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        Self::parse_with(text, file, base, false)
+    }
+
     fn parse_with(
         text: &str,
         file: &str,
@@ -209,7 +216,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            message: parse_message(&e, text),
         })?;
         let mut v = Validator {
             file,
@@ -474,6 +481,20 @@ impl Validator<'_> {
     }
 }
 
+/// Where and what, without the offending line itself, which toml's own
+/// rendering quotes: that line may hold the password of an `http` token
+/// source's URL, and `check` and `serve` print this to the journal.
+fn parse_message(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end();
+    let Some(at) = e.span().map(|s| s.start.min(text.len())) else {
+        return format!("TOML parse error: {message}");
+    };
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("TOML parse error at line {line}, column {column}: {message}")
+}
+
 fn system_hostname() -> String {
     for f in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
         if let Ok(s) = std::fs::read_to_string(f) {
@@ -528,6 +549,17 @@ default = "capture"
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("max_mesage_size"), "{err}");
         assert!(err.contains("line 11"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_say_where_without_quoting_the_line() {
+        let text = "hostname = \"a\"\nurl = \"http://u:s3cret@h/\" oops\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.toml: TOML parse error at line 2, column 28: "),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

@@ -372,8 +372,10 @@ fn rewrite_field(
             .unwrap_or(rest.len());
         // Folding before an address is legal (CFWS), and keeps the line
         // within RFC 5322's limit when a long line grows.
-        if line_len + q.len() + rest_of_line > MAX_LINE {
-            let kept = out.trim_end_matches([' ', '\t']).len();
+        // Not where a line already starts: an empty line would end the header.
+        let kept = out.trim_end_matches([' ', '\t']).len();
+        let at_line_start = out.get(..kept).is_some_and(|o| o.ends_with('\n'));
+        if line_len + q.len() + rest_of_line > MAX_LINE && !at_line_start {
             out.truncate(kept);
             out.push_str("\r\n ");
             line_len = 1;

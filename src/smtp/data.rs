@@ -135,8 +135,17 @@ impl DataReceiver {
             let run = find_special(rest).unwrap_or(rest.len());
             if let Some((text, after)) = rest.split_at_checked(run).filter(|_| run > 0) {
                 self.dot_only = false;
-                self.grow_line(run);
-                self.store(text);
+                // The limit this run crosses first, byte by byte, is the error,
+                // however the client's bytes were split into reads.
+                let line_room = self.limits.max_line.saturating_sub(self.line_len);
+                let size_room = self.limits.max_size.saturating_sub(self.buf.len());
+                if size_room < line_room {
+                    self.store(text);
+                    self.grow_line(run);
+                } else {
+                    self.grow_line(run);
+                    self.store(text);
+                }
                 rest = after;
                 continue;
             }
@@ -390,6 +399,30 @@ mod tests {
         assert_eq!(rx.finish(), Err(DataError::LineTooLong));
         // Errors do not change framing: bare line endings still abort.
         assert_eq!(run(lim, &[b"abcdefgh\r\nx\ny"]).0, Feed::Abort);
+    }
+
+    #[test]
+    fn first_limit_crossed_wins_whatever_the_reads() {
+        // 4 bytes of room in the message, 8 in the line: the size goes first.
+        let lim = limits(4, 8);
+        let input: &[u8] = b"abcdefghijk\r\n.\r\n";
+        for cut in 0..input.len() {
+            let (a, b) = input.split_at(cut);
+            let (f, rx) = run(lim, &[a, b]);
+            assert!(matches!(f, Feed::Done { .. }), "cut {cut}");
+            assert_eq!(rx.finish(), Err(DataError::TooLarge), "cut {cut}");
+        }
+        let result = |input: &[u8]| run(limits(8, 4), &[input]).1.finish();
+        assert_eq!(result(b"abcdefghijk\r\n.\r\n"), Err(DataError::LineTooLong));
+        // The same byte crosses both: the line limit is checked first.
+        assert_eq!(
+            result(b"abcde\r\n.\r\n").unwrap_err(),
+            DataError::LineTooLong
+        );
+        assert_eq!(
+            run(limits(4, 4), &[b"abcde\r\n.\r\n"]).1.finish(),
+            Err(DataError::LineTooLong)
+        );
     }
 
     #[test]

@@ -73,6 +73,9 @@ path = "{dir}/out"
 default = "capture"
 "#;
 
+/// [`CAPTURE_ROUTE`] under the name the security tests use.
+pub const CAPTURE: &str = CAPTURE_ROUTE;
+
 /// Config for [`Relay::start`]: a plain-text route "up" to a local upstream
 /// (a [scripted] server) on `port`, as the default route; `extra` adds route
 /// keys such as `max_connections = 6`.
@@ -110,6 +113,15 @@ impl Relay {
     /// temporary directory before the relay first starts (e.g. to put `queue` on
     /// another filesystem).
     pub fn start_with(body: &str, args: &[&str], prepare: impl FnOnce(&Path)) -> Relay {
+        Self::launch("127.0.0.1", body, args, prepare)
+    }
+
+    /// [`Relay::start`] listening on another loopback address, e.g. `[::1]`.
+    pub fn start_on(host: &str, body: &str) -> Relay {
+        Self::launch(host, body, &[], |_| {})
+    }
+
+    fn launch(host: &str, body: &str, args: &[&str], prepare: impl FnOnce(&Path)) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(dir.path());
         let config_path = dir.path().join("smarthost.toml");
@@ -129,7 +141,7 @@ impl Relay {
         for _ in 0..5 {
             r.port = free_port();
             let text = format!(
-                "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{}\"]\nqueue_path = \"{}\"\n{body}\n[local]\nsocket_dir = \"{}\"\ndrop_dir = \"{}\"\n",
+                "hostname = \"relay.test\"\nlisten = [\"{host}:{}\"]\nqueue_path = \"{}\"\n{body}\n[local]\nsocket_dir = \"{}\"\ndrop_dir = \"{}\"\n",
                 r.port,
                 r.dir.path().join("queue").display(),
                 r.dir.path().join("run").display(),
@@ -408,10 +420,32 @@ impl Client {
         r
     }
 
-    /// True once the server has closed the connection.
+    /// True once the server has closed the connection (or reset it: a server
+    /// that closes with our bytes unread sends RST instead of FIN).
     pub fn closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
-        matches!(self.reader.read(&mut buf), Ok(0))
+        match self.reader.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    /// Writes `bytes` unless the server has already answered or hung up (a
+    /// probe whose earlier bytes made it refuse and close); true if written.
+    pub fn write_unless_answered(&mut self, bytes: &[u8]) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let mut peek = [0u8; 1];
+        let _ = self.writer.set_nonblocking(true);
+        let waiting = self.writer.peek(&mut peek);
+        let _ = self.writer.set_nonblocking(false);
+        match waiting {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.writer.write_all(bytes).is_ok()
+            }
+            _ => false,
+        }
     }
 }
 

@@ -462,6 +462,24 @@ fn qualify_folds_overlong_lines() {
 }
 
 #[test]
+fn qualify_never_folds_a_line_that_starts_with_the_name() {
+    // A bare name first on a continuation line, the rest of that line long:
+    // folding there again left an empty line, which ended the header section
+    // (found by the sendmail_headers fuzz target).
+    let long = vec!["user@x"; 170].join(", ");
+    let raw = format!("To: a@x,\n\tbob, {long}\nMessage-ID: <m@x>\nSubject: s\n\nbody\n");
+    let (out, p) = run(&raw, &opts(true, &[], &ops));
+    let header = out.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(header.contains("\r\n\tbob@host.example, user@x"), "{out}");
+    assert!(
+        header.contains("\r\nMessage-ID: <m@x>\r\nSubject: s"),
+        "{out}"
+    );
+    assert!(out.ends_with("\r\n\r\nbody\r\n"), "{out}");
+    assert_eq!(p.message_id, "<m@x>");
+}
+
+#[test]
 fn many_bare_names_stay_linear() {
     let names: Vec<String> = (0..20_000).map(|i| format!("u{i}")).collect();
     let raw = format!("To: {}\n\nb\n", names.join(", "));
