@@ -10,16 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{captured, free_port, have, wait_for, Client, Relay};
-
-const CAPTURE: &str = r#"
-[[route]]
-name = "capture"
-type = "directory"
-path = "{dir}/out"
-[routing]
-default = "capture"
-"#;
+use common::{captured, free_port, have, kill, wait_for, Client, Relay, CAPTURE};
 
 /// Everything the daemon told "systemd", in order.
 struct Notifications {
@@ -80,16 +71,6 @@ impl Drop for Activated {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn kill(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "kill -{signal} {pid}");
 }
 
 fn message(subject: &str) -> Vec<u8> {

@@ -50,6 +50,17 @@ pub fn have(cmd: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Sends a signal by name (`TERM`, `HUP`) to a process.
+pub fn kill(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{name} {pid} failed");
+}
+
 /// Waits until `f` is true, polling; false on timeout.
 pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
@@ -230,14 +241,7 @@ impl Relay {
 
     /// Sends a signal by name (`TERM`, `HUP`) to the running daemon.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().expect("relay running").id();
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -{name} {pid} failed");
+        kill(self.child.as_ref().expect("relay running").id(), name);
     }
 
     /// Waits for the daemon to exit by itself; its status, or None on timeout.
