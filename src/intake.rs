@@ -100,7 +100,9 @@ pub async fn enqueue(relay: &Relay, m: Incoming<'_>) -> Result<String, StoreErro
         ..Default::default()
     };
     env.event(now, format!("received from {}", env.client));
-    let mut changes = Changes::new();
+    // Chunks, then the envelope: a crash in between leaves only a body that
+    // was never acknowledged (see Changes::in_order).
+    let mut changes = Changes::in_order();
     changes.put_message(&mut env, &message);
     store.write(changes).await?;
     tracing::info!(

@@ -627,7 +627,13 @@ impl Relay {
         let now = unix_now();
         let retry = self.config().retry.clone();
         let failed = record::apply(env, due, &outcomes, Some(relay), &retry, now);
-        let mut changes = Changes::new();
+        // One record or a removal (envelope first) needs no batch; a DSN must be
+        // stored together with the state that caused it.
+        let mut changes = if failed.is_empty() {
+            Changes::in_order()
+        } else {
+            Changes::new()
+        };
         let dsn = self.bounce_for(env, &failed, remote_host, body, now, &mut changes)?;
         let delay = now.saturating_sub(env.arrived);
         for (&i, o) in due.iter().zip(&outcomes) {
@@ -652,7 +658,15 @@ impl Relay {
         } else {
             changes.put_envelope(env);
         }
-        self.store.write(changes).await?;
+        if dsn.is_some() {
+            // The DSN is scheduled below: it must be on disk first.
+            self.store.write(changes).await?;
+        } else {
+            // What happened to recipients that the upstream already answered:
+            // lost in a crash, they are only tried again (see write_soon), so
+            // the worker moves on without waiting for a sync of its own.
+            self.store.write_soon(changes)?;
+        }
         // The current table's route: the attempt's, except across a reload.
         let route = self.route_name(env);
         self.metrics.attempted(&route, env, due);
