@@ -431,7 +431,15 @@ fn rejected_recipient_bounces_and_dsn_is_delivered() {
     let log = relay.log();
     let line = log.lines().find(|l| l.contains(&dsn_deferred)).unwrap();
     assert!(line.contains("status=deferred"), "{line}");
-    assert!(sink.dumps().is_empty(), "nothing may have been accepted");
+    // Nothing may have been accepted. The refused transaction's dump can
+    // remain, holding no message: smtp-sink deletes it at RSET, and the relay
+    // resets only before the next transaction, in the RSET the sink was
+    // stopped in.
+    let dumps = std::fs::read_dir(sink.dump_dir()).into_iter().flatten();
+    for dump in dumps.flatten() {
+        let text = std::fs::read_to_string(dump.path()).unwrap_or_default();
+        assert!(!text.contains("(smtp-sink)"), "accepted: {text}");
+    }
 
     // Route the original sender's domain to a capture directory and restart:
     // the queued DSN now leaves through it.

@@ -329,7 +329,13 @@ fn refused_recipient_fails_with_69() {
             ),
         ],
     );
-    assert!(!out.stdout.contains("C: DATA"), "{}", out.stdout);
+    // DATA went out with the pipelined envelope and was refused: no message.
+    assert!(!out.stdout.contains("S: 354"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("bytes of message body]"),
+        "{}",
+        out.stdout
+    );
     assert!(up.delivered().is_empty());
 }
 

@@ -3,8 +3,8 @@
 //! every outcome durably, then logs and reschedules.
 //!
 //! Each worker holds at most one upstream connection and reuses it for the next
-//! message (RSET in between), so `max_connections` workers per route is also the
-//! route's connection limit.
+//! message (RSET in between only after an abandoned transaction), so
+//! `max_connections` workers per route is also the route's connection limit.
 
 pub mod hold;
 pub mod record;
@@ -69,6 +69,10 @@ pub struct Reloaded {
     /// Settings that only a restart applies (listeners, queue, sockets).
     pub needs_restart: Vec<String>,
 }
+
+/// What an attempt gave: an outcome per recipient, the relay for the log, the
+/// host for the DSN's Remote-MTA.
+type Tried = (Vec<Outcome>, String, Option<String>);
 
 /// An attempt that could not be made because the route's credentials are dead.
 struct HoldRoute {
@@ -477,76 +481,105 @@ impl Relay {
         rcpts: &[String],
         body: &[u8],
         conn: &mut Option<Connection>,
-    ) -> Result<(Vec<Outcome>, String, Option<String>), HoldRoute> {
+    ) -> Result<Tried, HoldRoute> {
         let config = self.config();
         let t = &config.timeouts;
+        // A no-op unless the last transaction on it was abandoned half-way.
         if let Some(c) = conn.as_mut() {
             if !c.reset(t).await {
                 *conn = None;
             }
         }
-        if conn.is_none() {
-            let Some(tls) = self.tls_for(&route.name) else {
-                let o = Outcome::deferred(format!("no TLS settings for route {}", route.name));
-                return Ok((vec![o; rcpts.len()], "none".into(), None));
+        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        // A kept connection that the server closed while it idled fails before
+        // a word about this message: one new connection, and the message loses
+        // nothing (no attempt counted, no recipient failed).
+        let mut reconnected = false;
+        loop {
+            let c = match conn {
+                Some(c) => c,
+                None => match self.open(route, smtp, &config, rcpts.len()).await? {
+                    Ok(c) => conn.insert(c),
+                    Err(failed) => return Ok(failed),
+                },
             };
-            let resolver = self.resolver();
-            let ctx = upstream::Context {
-                hostname: &config.hostname,
-                resolver: &resolver,
-                tls: &tls,
-                timeouts: t,
-                tokens: &self.tokens,
-                transcript: None,
-            };
-            match upstream::connect(smtp, &ctx).await {
-                Ok(c) => *conn = Some(c),
-                Err(e) => {
-                    let source = hold::token_source(route);
-                    let dead = match e.kind {
-                        Failure::TokenDead => true,
-                        // A refused password is the operator's too, but an
-                        // unheld route bounces at the end of the schedule, which
-                        // is what Postfix users expect of a password route.
-                        Failure::AuthRejected => source.is_some(),
-                        _ => false,
-                    };
-                    if dead {
-                        return Err(HoldRoute {
-                            source: source.map(str::to_string),
-                            reason: e.reason,
-                        });
-                    }
-                    if e.kind == Failure::AuthRejected {
-                        tracing::error!(
-                            "route {}: configuration error: authentication failed: {} (mail stays queued)",
-                            route.name,
-                            e.reason
-                        );
-                    }
-                    let relay = e.relay.unwrap_or_else(|| "none".into());
-                    let o = if e.kind == Failure::TokenUnavailable {
-                        Outcome::Waiting { reason: e.reason }
-                    } else {
-                        Outcome::deferred(e.reason)
-                    };
-                    return Ok((vec![o; rcpts.len()], relay, None));
+            let tr = c
+                .send(&env.sender, &refs, body, env.smtputf8, env.eight_bit, t)
+                .await;
+            let relay = c.relay.clone();
+            let host = c.host.clone();
+            if !tr.reusable {
+                *conn = None;
+            }
+            if tr.stale && !reconnected {
+                tracing::info!(
+                    "{relay}: kept connection closed by the server ({}); reconnecting",
+                    tr.outcomes.first().map_or("", Outcome::detail)
+                );
+                reconnected = true;
+                continue;
+            }
+            return Ok((tr.outcomes, relay, Some(host)));
+        }
+    }
+
+    /// A new connection for the route, or what its failure means for the
+    /// attempt's `n` recipients.
+    async fn open(
+        &self,
+        route: &Route,
+        smtp: &crate::config::SmtpRoute,
+        config: &Config,
+        n: usize,
+    ) -> Result<Result<Connection, Tried>, HoldRoute> {
+        let t = &config.timeouts;
+        let Some(tls) = self.tls_for(&route.name) else {
+            let o = Outcome::deferred(format!("no TLS settings for route {}", route.name));
+            return Ok(Err((vec![o; n], "none".into(), None)));
+        };
+        let resolver = self.resolver();
+        let ctx = upstream::Context {
+            hostname: &config.hostname,
+            resolver: &resolver,
+            tls: &tls,
+            timeouts: t,
+            tokens: &self.tokens,
+            transcript: None,
+        };
+        match upstream::connect(smtp, &ctx).await {
+            Ok(c) => Ok(Ok(c)),
+            Err(e) => {
+                let source = hold::token_source(route);
+                let dead = match e.kind {
+                    Failure::TokenDead => true,
+                    // A refused password is the operator's too, but an
+                    // unheld route bounces at the end of the schedule, which
+                    // is what Postfix users expect of a password route.
+                    Failure::AuthRejected => source.is_some(),
+                    _ => false,
+                };
+                if dead {
+                    return Err(HoldRoute {
+                        source: source.map(str::to_string),
+                        reason: e.reason,
+                    });
                 }
+                if e.kind == Failure::AuthRejected {
+                    tracing::error!(
+                        "route {}: configuration error: authentication failed: {} (mail stays queued)",
+                        route.name,
+                        e.reason
+                    );
+                }
+                let relay = e.relay.unwrap_or_else(|| "none".into());
+                let o = if e.kind == Failure::TokenUnavailable {
+                    Outcome::Waiting { reason: e.reason }
+                } else {
+                    Outcome::deferred(e.reason)
+                };
+                Ok(Err((vec![o; n], relay, None)))
             }
         }
-        let Some(c) = conn.as_mut() else {
-            return Ok((Vec::new(), "none".into(), None));
-        };
-        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-        let tr = c
-            .send(&env.sender, &refs, body, env.smtputf8, env.eight_bit, t)
-            .await;
-        let relay = c.relay.clone();
-        let host = c.host.clone();
-        if !tr.reusable {
-            *conn = None;
-        }
-        Ok((tr.outcomes, relay, Some(host)))
     }
 
     /// Adds the DSN for `failed` recipients to `changes`; returns its envelope so

@@ -1,23 +1,27 @@
 //! The SMTP client side: connect to a route's smarthost, secure and authenticate
 //! the session, and run transactions on it, reporting an [`Outcome`] per recipient.
 //!
-//! mail-send provides the reply parser, EHLO and AUTH; the connect sequence is our
-//! own because mail-send's `connect()` discards the EHLO capabilities, sets no
-//! TCP_NODELAY and has a one-hour default timeout. The DATA phase is our own too:
-//! mail-send adds a blank line to a message that already ends in CRLF.
+//! mail-send provides EHLO and AUTH; the connect sequence is our own because
+//! mail-send's `connect()` discards the EHLO capabilities, sets no TCP_NODELAY
+//! and has a one-hour default timeout. The transaction is our own too
+//! (`transaction.rs`, over `wire.rs`): mail-send adds a blank line to a message
+//! that already ends in CRLF, and its `read()` drops whatever arrived after the
+//! first reply, which is every other reply of a pipelined group.
 
 pub mod resolve;
 pub mod sasl;
 pub mod tls;
+mod transaction;
 pub mod transcript;
+mod wire;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use mail_send::{Credentials as MsCredentials, SmtpClient};
-use smtp_proto::{EhloResponse, Response, AUTH_LOGIN, AUTH_OAUTHBEARER, AUTH_PLAIN, AUTH_XOAUTH2};
-use smtp_proto::{EXT_8BIT_MIME, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use smtp_proto::EXT_START_TLS;
+use smtp_proto::{EhloResponse, AUTH_LOGIN, AUTH_OAUTHBEARER, AUTH_PLAIN, AUTH_XOAUTH2};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -27,6 +31,7 @@ use crate::outcome::{self, Outcome};
 
 pub use resolve::Resolver;
 pub use transcript::Transcript;
+pub use wire::dot_stuff;
 
 use transcript::{Recorder, Tap};
 
@@ -83,7 +88,14 @@ pub struct Connection {
     pub relay: String,
     /// The host name, for the DSN's Remote-MTA.
     pub host: String,
+    /// Transactions begun on this connection.
     pub messages: u32,
+    /// Bytes the server sent after the last reply read: none between
+    /// transactions on a session that is in step.
+    unread: Vec<u8>,
+    /// The last transaction was abandoned half-way (a refused MAIL, RCPTs or
+    /// DATA): the server may still hold it, so the next one needs RSET first.
+    needs_reset: bool,
 }
 
 /// What one transaction gave: an outcome per recipient (in the order asked) and
@@ -91,6 +103,11 @@ pub struct Connection {
 pub struct Transaction {
     pub outcomes: Vec<Outcome>,
     pub reusable: bool,
+    /// A kept connection turned out dead before the server said anything
+    /// about this message (closed while idle, or a 421): nothing was tried, so
+    /// the caller may try again on a new connection. The outcomes defer
+    /// everyone, for callers that do not.
+    pub stale: bool,
 }
 
 pub struct Context<'a> {
@@ -244,6 +261,8 @@ async fn connect_with(
                         relay,
                         host: host.clone(),
                         messages: 0,
+                        unread: Vec::new(),
+                        needs_reset: false,
                     })
                 }
                 Err((reason, kind)) => {
@@ -535,208 +554,7 @@ fn token_note(source: &str, bearer: &Bearer, now: u64) -> String {
 }
 
 impl Connection {
-    /// Readies a reused connection for the next message.
-    pub async fn reset(&mut self, t: &Timeouts) -> bool {
-        matches!(
-            within(t.upstream_command, "RSET", self.client.cmd(b"RSET\r\n")).await,
-            Ok(r) if r.code == 250
-        )
-    }
-
     pub async fn quit(mut self, t: &Timeouts) {
         let _ = within(t.upstream_command, "QUIT", self.client.cmd(b"QUIT\r\n")).await;
-    }
-
-    /// Sends `line`; an error names `verb`: `RCPT TO: timed out after 30s`.
-    async fn command(
-        &mut self,
-        verb: &str,
-        line: String,
-        t: &Timeouts,
-    ) -> Result<Response<String>, String> {
-        within(t.upstream_command, verb, self.client.cmd(line.as_bytes())).await
-    }
-
-    /// One transaction: MAIL, RCPT per recipient, DATA. `body` must have CRLF line
-    /// endings (the queue only holds such messages).
-    pub async fn send(
-        &mut self,
-        sender: &str,
-        recipients: &[&str],
-        body: &[u8],
-        smtputf8: bool,
-        eight_bit: bool,
-        t: &Timeouts,
-    ) -> Transaction {
-        self.messages += 1;
-        let all = |o: Outcome| Transaction {
-            outcomes: vec![o; recipients.len()],
-            reusable: false,
-        };
-        let mut params = String::new();
-        if smtputf8 {
-            if !self.caps.has_capability(EXT_SMTP_UTF8) {
-                let mut tr = all(Outcome::bounced(
-                    "5.6.7",
-                    "the smarthost does not support SMTPUTF8, which this message needs",
-                ));
-                tr.reusable = true;
-                return tr;
-            }
-            params.push_str(" SMTPUTF8");
-        }
-        if eight_bit && self.caps.has_capability(EXT_8BIT_MIME) {
-            params.push_str(" BODY=8BITMIME");
-        }
-        if self.caps.has_capability(EXT_SIZE) {
-            if self.caps.size > 0 && body.len() > self.caps.size {
-                let mut tr = all(Outcome::bounced(
-                    "5.3.4",
-                    format!(
-                        "message of {} bytes exceeds the smarthost's limit of {} bytes",
-                        body.len(),
-                        self.caps.size
-                    ),
-                ));
-                tr.reusable = true;
-                return tr;
-            }
-            params.push_str(&format!(" SIZE={}", body.len()));
-        }
-
-        match self
-            .command("MAIL FROM", format!("MAIL FROM:<{sender}>{params}\r\n"), t)
-            .await
-        {
-            Err(e) => return all(Outcome::deferred(e)),
-            Ok(r) => match outcome::from_reply(&r) {
-                Outcome::Sent { .. } => {}
-                other => {
-                    let mut tr = all(other);
-                    tr.reusable = self.reset(t).await;
-                    return tr;
-                }
-            },
-        }
-
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(recipients.len());
-        for rcpt in recipients {
-            match self
-                .command("RCPT TO", format!("RCPT TO:<{rcpt}>\r\n"), t)
-                .await
-            {
-                Err(e) => {
-                    let o = Outcome::deferred(e);
-                    return Transaction {
-                        outcomes: outcomes
-                            .into_iter()
-                            .map(|x| x.unwrap_or_else(|| o.clone()))
-                            .chain(std::iter::repeat(o.clone()))
-                            .take(recipients.len())
-                            .collect(),
-                        reusable: false,
-                    };
-                }
-                Ok(r) => match outcome::from_reply(&r) {
-                    // Accepted recipients wait for the DATA verdict.
-                    Outcome::Sent { .. } => outcomes.push(None),
-                    other => outcomes.push(Some(other)),
-                },
-            }
-        }
-        let finish =
-            |outcomes: Vec<Option<Outcome>>, verdict: Outcome, reusable: bool| Transaction {
-                outcomes: outcomes
-                    .into_iter()
-                    .map(|x| x.unwrap_or_else(|| verdict.clone()))
-                    .collect(),
-                reusable,
-            };
-        if outcomes.iter().all(|o| o.is_some()) {
-            let reusable = self.reset(t).await;
-            return finish(outcomes, Outcome::deferred("unused"), reusable);
-        }
-
-        match self.command("DATA", "DATA\r\n".into(), t).await {
-            Err(e) => return finish(outcomes, Outcome::deferred(e), false),
-            Ok(r) if r.code == 354 => {}
-            Ok(r) => {
-                let verdict = outcome::from_reply(&r);
-                let verdict = match verdict {
-                    Outcome::Sent { .. } => Outcome::deferred(format!(
-                        "DATA: unexpected reply {}",
-                        outcome::reply_text(&r)
-                    )),
-                    other => other,
-                };
-                let reusable = self.reset(t).await;
-                return finish(outcomes, verdict, reusable);
-            }
-        }
-
-        let stuffed = dot_stuff(body);
-        let write = async {
-            self.client.stream.write_all(&stuffed).await?;
-            self.client.stream.flush().await
-        };
-        match tokio::time::timeout(t.upstream_data, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return finish(
-                    outcomes,
-                    Outcome::deferred(format!("sending message: {e}")),
-                    false,
-                )
-            }
-            Err(_) => {
-                return finish(
-                    outcomes,
-                    Outcome::deferred("sending message: timed out"),
-                    false,
-                )
-            }
-        }
-        // A connection lost here may have delivered: deferring risks a duplicate,
-        // which is acceptable; anything else risks a loss, which is not.
-        match within(t.upstream_data, "after end of data", self.client.read()).await {
-            Err(e) => finish(outcomes, Outcome::deferred(e), false),
-            Ok(r) => finish(outcomes, outcome::from_reply(&r), true),
-        }
-    }
-}
-
-/// RFC 5321 4.5.2 transparency plus the terminating `.CRLF`. The body ends in CRLF
-/// already or gets one, so no blank line is added.
-pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 5);
-    let mut at_line_start = true;
-    for line in body.split_inclusive(|&b| b == b'\n') {
-        if at_line_start && line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
-        at_line_start = line.ends_with(b"\n");
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::dot_stuff;
-
-    #[test]
-    fn stuffing() {
-        assert_eq!(dot_stuff(b"a\r\n"), b"a\r\n.\r\n");
-        assert_eq!(
-            dot_stuff(b".a\r\n..b\r\nc.\r\n"),
-            b"..a\r\n...b\r\nc.\r\n.\r\n"
-        );
-        assert_eq!(dot_stuff(b""), b".\r\n");
-        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
-        assert_eq!(dot_stuff(b"x\r\n.\r\n"), b"x\r\n..\r\n.\r\n");
     }
 }

@@ -6,8 +6,9 @@
 //! saying where the conversation stands; it returns an [`Action`]: a reply, a
 //! delayed reply, a reply followed by closing (a 421), dropping the connection
 //! (also mid-DATA after N bytes) or never answering. Every connection's command
-//! lines and every transaction (MAIL FROM, RCPTs, the unstuffed message, the
-//! reply given after the final dot) are recorded for assertions.
+//! lines (and which socket read brought each, to see pipelined groups) and
+//! every transaction (MAIL FROM, RCPTs, the unstuffed message, the reply given
+//! after the final dot) are recorded for assertions.
 //!
 //! Plain text only: the server cannot speak TLS. It listens on 127.0.0.1:0 and
 //! stops all its threads when dropped.
@@ -38,7 +39,8 @@ pub enum Cmd<'a> {
         index: usize,
         to: &'a str,
     },
-    /// The DATA command (only asked when at least one RCPT was accepted).
+    /// The DATA command (only asked when at least one RCPT was accepted, unless
+    /// [`ScriptedServer::answer_data_without_recipients`]).
     Data,
     /// The final dot arrived; the message after dot-unstuffing, without the terminator.
     Dot(&'a [u8]),
@@ -145,6 +147,9 @@ impl Transaction {
 pub struct Connection {
     /// Every command line (message content excluded), without CRLF.
     pub commands: Vec<String>,
+    /// For each command, the number of the socket read that completed it:
+    /// commands with the same number arrived together (a pipelined group).
+    pub reads: Vec<usize>,
     /// The connection has ended (either side closed it).
     pub closed: bool,
 }
@@ -156,6 +161,21 @@ impl Connection {
             .iter()
             .map(|c| c.split(' ').next().unwrap_or_default().to_ascii_uppercase())
             .collect()
+    }
+
+    /// The command verbs grouped by the socket read they arrived in:
+    /// `[["EHLO"], ["MAIL", "RCPT", "DATA"], ...]` for a pipelining client.
+    pub fn batches(&self) -> Vec<Vec<String>> {
+        let mut out: Vec<Vec<String>> = Vec::new();
+        let mut last = None;
+        for (verb, read) in self.verbs().into_iter().zip(&self.reads) {
+            match out.last_mut() {
+                Some(batch) if last == Some(read) => batch.push(verb),
+                _ => out.push(vec![verb]),
+            }
+            last = Some(read);
+        }
+        out
     }
 }
 
@@ -169,6 +189,8 @@ struct State {
 
 struct Shared {
     stop: AtomicBool,
+    /// Ask the script about DATA even when no RCPT was accepted.
+    data_without_rcpts: AtomicBool,
     script: Mutex<Script>,
     state: Mutex<State>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -226,6 +248,7 @@ impl ScriptedServer {
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            data_without_rcpts: AtomicBool::new(false),
             script: Mutex::new(Arc::new(script)),
             state: Mutex::new(State::default()),
             threads: Mutex::new(Vec::new()),
@@ -251,6 +274,13 @@ impl ScriptedServer {
     /// next command on.
     pub fn set_script(&self, script: impl Fn(&Ctx, &Cmd<'_>) -> Action + Send + Sync + 'static) {
         *self.shared.script.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(script);
+    }
+
+    /// From now on DATA goes to the script even when no RCPT was accepted,
+    /// as RFC 2920 3.1 warns a pipelining client some servers do (by default
+    /// the server refuses it with 554 itself).
+    pub fn answer_data_without_recipients(&self) {
+        self.shared.data_without_rcpts.store(true, Ordering::SeqCst);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -299,6 +329,23 @@ impl ScriptedServer {
             }
             if Instant::now() >= end {
                 return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until connection `conn` has carried at least `n` commands (or has
+    /// ended), then returns its verbs.
+    pub fn wait_verbs(&self, conn: usize, n: usize, timeout: Duration) -> Vec<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.shared.state().conns.get(conn) {
+                if c.commands.len() >= n || c.closed || Instant::now() >= end {
+                    return c.verbs();
+                }
+            }
+            if Instant::now() >= end {
+                return Vec::new();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -389,6 +436,8 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 struct Wire {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Socket reads that returned data so far.
+    reads: usize,
 }
 
 impl Wire {
@@ -403,6 +452,7 @@ impl Wire {
                 Ok(0) => return false,
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
+                    self.reads += 1;
                     return true;
                 }
                 Err(e)
@@ -530,6 +580,7 @@ fn converse(shared: &Shared, stream: TcpStream, conn: usize, tx: &mut Option<usi
     let mut wire = Wire {
         stream,
         buf: Vec::new(),
+        reads: 0,
     };
     let mut tx_on_conn = 0usize;
 
@@ -569,7 +620,11 @@ fn converse(shared: &Shared, stream: TcpStream, conn: usize, tx: &mut Option<usi
         let line = String::from_utf8_lossy(&raw)
             .trim_end_matches(['\r', '\n'])
             .to_string();
-        shared.state().conns[conn].commands.push(line.clone());
+        {
+            let mut st = shared.state();
+            st.conns[conn].commands.push(line.clone());
+            st.conns[conn].reads.push(wire.reads);
+        }
         let (verb, arg) = match line.split_once(' ') {
             Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
             None => (line.to_ascii_uppercase(), String::new()),
@@ -637,7 +692,9 @@ fn converse(shared: &Shared, stream: TcpStream, conn: usize, tx: &mut Option<usi
                         .then_some(())?;
                     continue;
                 };
-                if shared.state().txs[i].accepted().is_empty() {
+                if shared.state().txs[i].accepted().is_empty()
+                    && !shared.data_without_rcpts.load(Ordering::SeqCst)
+                {
                     wire.send("554 5.5.1 Error: no valid recipients")
                         .then_some(())?;
                     continue;
