@@ -20,6 +20,8 @@ use crate::retry::Schedule;
 mod dns;
 mod local;
 mod metrics;
+pub mod preset;
+pub mod rate;
 mod route;
 mod secret;
 mod token;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::rate::{Rate, RawRates};
 use super::secret::{read_secret_file, Secret};
 use super::{Config, TokenSource, Validator};
 
@@ -28,6 +29,8 @@ pub(super) struct RawRoute {
     max_connections: Option<usize>,
     helo: Option<String>,
     path: Option<PathBuf>,
+    preset: Option<String>,
+    rate: Option<RawRates>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,12 +120,14 @@ pub struct Route {
     pub name: String,
     pub transport: Transport,
     pub max_connections: usize,
+    /// Every one holds at once: `["30/min", "10000/day"]`. Empty: no limit.
+    pub rates: Vec<Rate>,
 }
 
 impl Validator<'_> {
     pub(super) fn route(
         &mut self,
-        r: RawRoute,
+        mut r: RawRoute,
         span: std::ops::Range<usize>,
         base: &Path,
         sources: &BTreeMap<String, TokenSource>,
@@ -133,6 +138,25 @@ impl Validator<'_> {
             return None;
         }
         let here = Some(span.clone());
+        let preset = self.preset(&name, r.preset.as_deref(), here.clone()).ok()?;
+        if let Some(p) = preset {
+            if r.kind.as_deref() == Some("directory") {
+                self.problem(here, format!("route {name:?}: a preset is for smtp routes"));
+                return None;
+            }
+            if r.host.is_none() && r.hosts.is_none() {
+                r.host = Some(p.host.to_string());
+            }
+            if r.tls.is_none() {
+                r.tls = Some("starttls".to_string());
+                r.port = r.port.or(Some(p.port));
+            }
+            r.max_connections = r.max_connections.or(Some(p.max_connections));
+        }
+        let rates = match &r.rate {
+            Some(raw) => self.rates(&name, raw, here.clone()),
+            None => preset.map(|p| p.rates.to_vec()).unwrap_or_default(),
+        };
         let max_connections = r.max_connections.unwrap_or(4);
         if max_connections == 0 {
             self.problem(
@@ -265,6 +289,7 @@ impl Validator<'_> {
             name,
             transport,
             max_connections: max_connections.max(1),
+            rates,
         })
     }
 
@@ -424,15 +449,27 @@ impl Route {
                     .map(|h| format!(" helo={h}"))
                     .unwrap_or_default();
                 format!(
-                    "smtp {}:{} tls={} {auth} max_connections={}{helo}",
+                    "smtp {}:{} tls={} {auth} max_connections={}{}{helo}",
                     s.hosts.join(","),
                     s.port,
                     s.tls,
-                    self.max_connections
+                    self.max_connections,
+                    self.describe_rates()
                 )
             }
-            Transport::Directory(p) => format!("directory {}", p.display()),
+            Transport::Directory(p) => {
+                format!("directory {}{}", p.display(), self.describe_rates())
+            }
         }
+    }
+
+    /// ` rate=30/min,10000/day`, or nothing for an unlimited route.
+    fn describe_rates(&self) -> String {
+        if self.rates.is_empty() {
+            return String::new();
+        }
+        let rates: Vec<String> = self.rates.iter().map(Rate::to_string).collect();
+        format!(" rate={}", rates.join(","))
     }
 }
 

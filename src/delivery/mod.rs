@@ -4,9 +4,12 @@
 //!
 //! Each worker holds at most one upstream connection and reuses it for the next
 //! message (RSET in between only after an abandoned transaction), so
-//! `max_connections` workers per route is also the route's connection limit.
+//! `max_connections` workers per route is also the route's connection limit. A
+//! route with `rate` also has a [`ratelimit`] limiter its workers take a permit
+//! from before each message.
 
 pub mod hold;
+pub mod ratelimit;
 pub mod record;
 pub mod scheduler;
 
@@ -20,7 +23,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::bounce::{self, BounceInput, FailedRecipient};
 use crate::clock::{from_unix, unix_now};
-use crate::config::{Config, Route, Transport};
+use crate::config::{Config, Route, Timeouts, Transport};
 use crate::oauth::Tokens;
 use crate::outcome::Outcome;
 use crate::queue::store::Changes;
@@ -45,6 +48,8 @@ pub struct Relay {
     pub tokens: Arc<Tokens>,
     pub holds: hold::Holds,
     pub metrics: crate::metrics::Metrics,
+    /// Outside the [`Generation`]: what a route has sent must outlive a reload.
+    limiters: ratelimit::Limiters,
 }
 
 /// The configuration in force, the TLS client settings of its routes and the
@@ -108,6 +113,7 @@ impl Relay {
             tokens,
             holds: hold::Holds::default(),
             metrics: crate::metrics::Metrics::new(config.routes.keys()),
+            limiters: ratelimit::Limiters::new(&config),
             current: RwLock::new(Arc::new(Generation {
                 number: 0,
                 config,
@@ -164,6 +170,7 @@ impl Relay {
         };
         self.tokens.reconfigure(&config.token_sources);
         self.metrics.know_routes(config.routes.keys());
+        self.limiters.configure(&config);
         let number = old.number + 1;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Generation {
             number,
@@ -349,6 +356,7 @@ impl Relay {
         let mut conn: Option<Connection> = None;
         let mut changes = self.generation.subscribe();
         let timeouts = self.config().timeouts.clone();
+        let limiter = self.limiters.get(&route.name);
         loop {
             if *changes.borrow_and_update() != generation {
                 if let Some(c) = conn.take() {
@@ -356,6 +364,18 @@ impl Relay {
                 }
                 return;
             }
+            // Before taking a message, so one the route may not send yet stays
+            // on the schedule, unclaimed: a flush, hold or reload still sees it.
+            let permit = match &limiter {
+                Some(l) => match self
+                    .permit(l, &route.name, &mut conn, &mut changes, &timeouts)
+                    .await
+                {
+                    Some(p) => Some(p),
+                    None => continue,
+                },
+                None => None,
+            };
             let idle = conn.as_ref().map(|_| timeouts.idle);
             let next = tokio::select! {
                 next = self.scheduler.next(&route.name, idle) => next,
@@ -387,6 +407,11 @@ impl Relay {
                 continue;
             }
             let result = self.attempt(&route, &id, &mut conn).await;
+            // Counted from the attempt's end (see `ratelimit`), and counted even
+            // when it failed: the upstream may have taken the message anyway.
+            if let Some(p) = permit {
+                p.spend();
+            }
             self.release(&id);
             if let Err(e) = result {
                 // The queue itself failed: keep the message, look again later.
@@ -398,6 +423,35 @@ impl Relay {
                 self.scheduler.schedule(&on, unix_now() + 60, id.clone());
             }
         }
+    }
+
+    /// Waits for a permit from the route's limiter. None sends the worker
+    /// round its loop again: its generation ended, or it waited out the idle
+    /// timeout and closed its connection rather than hold it open, idle, for
+    /// what may be minutes.
+    async fn permit(
+        &self,
+        limiter: &Arc<ratelimit::RouteLimiter>,
+        route: &str,
+        conn: &mut Option<Connection>,
+        changes: &mut watch::Receiver<u64>,
+        timeouts: &Timeouts,
+    ) -> Option<ratelimit::Permit> {
+        let waiting = tokio::time::Instant::now();
+        let give_up = conn
+            .as_ref()
+            .and_then(|_| waiting.checked_add(timeouts.idle));
+        let permit = tokio::select! {
+            p = limiter.acquire(give_up) => p,
+            _ = changes.changed() => return None,
+        };
+        self.metrics.rate_limit_waited(route, waiting.elapsed());
+        if permit.is_none() {
+            if let Some(c) = conn.take() {
+                c.quit(timeouts).await;
+            }
+        }
+        permit
     }
 
     async fn attempt(

@@ -73,6 +73,8 @@ struct RouteCounters {
     /// Indexed by [`Finish`].
     finished: [AtomicU64; 4],
     latency: Histogram,
+    /// Microseconds workers spent waiting for a rate-limit permit.
+    rate_limit_wait: AtomicU64,
 }
 
 impl RouteCounters {
@@ -85,6 +87,7 @@ impl RouteCounters {
             bounced: AtomicU64::new(0),
             finished: Default::default(),
             latency: Histogram::new(&DELIVERY_BUCKETS),
+            rate_limit_wait: AtomicU64::new(0),
         }
     }
 }
@@ -196,6 +199,12 @@ impl Metrics {
         } else {
             self.queue.track(env, None);
         }
+    }
+
+    /// A worker of `route` waited this long for a rate-limit permit.
+    pub fn rate_limit_waited(&self, route: &str, waited: std::time::Duration) {
+        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.route(route).rate_limit_wait.fetch_add(micros, Relaxed);
     }
 
     /// The operator bounced `bounced` recipients of a message, which is gone.
@@ -366,6 +375,16 @@ fn render_routes(e: &mut Exposition, routes: &[(String, Arc<RouteCounters>)]) {
                 .unwrap_or(0);
             e.sample(name, &[("route", route), ("result", how.label())], n);
         }
+    }
+    let name = "smarthost_rate_limit_wait_seconds_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Time the route's delivery workers spent waiting for its rate limit (summed over workers; a worker waits only once the limit is used up).",
+    );
+    for (route, c) in routes {
+        let micros = c.rate_limit_wait.load(Relaxed);
+        e.sample(name, &[("route", route)], micros as f64 / 1e6);
     }
     let name = "smarthost_delivery_latency_seconds";
     e.family(

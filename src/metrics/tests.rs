@@ -72,6 +72,8 @@ fn counts_accepted_and_each_recipients_outcome_by_route() {
     let mut dsn = env("D", &["s@example.com"]);
     dsn.sender = String::new();
     m.notification(&dsn);
+    m.rate_limit_waited("up", std::time::Duration::from_millis(1500));
+    m.rate_limit_waited("up", std::time::Duration::from_millis(250));
     let s = samples(&m.render(&["up".to_string()], &[("google".to_string(), 2)]));
 
     expect(
@@ -98,6 +100,14 @@ fn counts_accepted_and_each_recipients_outcome_by_route() {
             ),
             ("smarthost_route_held{route=\"up\"}", 1.0),
             ("smarthost_route_held{route=\"other\"}", 0.0),
+            (
+                "smarthost_rate_limit_wait_seconds_total{route=\"up\"}",
+                1.75,
+            ),
+            (
+                "smarthost_rate_limit_wait_seconds_total{route=\"other\"}",
+                0.0,
+            ),
             (
                 "smarthost_token_refresh_failures_total{source=\"google\"}",
                 2.0,
