@@ -270,7 +270,7 @@ class Smarthost:
 
     name = "smarthost"
 
-    def __init__(self, workdir, sink_port, binary, max_connections=20, extra=""):
+    def __init__(self, workdir, sink_port, binary, max_connections=20, extra="", top=""):
         self.workdir = os.path.join(workdir, "smarthost")
         os.makedirs(self.workdir, exist_ok=True)
         self.binary = binary
@@ -283,6 +283,7 @@ class Smarthost:
                 f"""hostname = "bench.test"
 listen = ["127.0.0.1:{self.port}"]
 queue_path = "{self.queue}"
+{top}
 [limits]
 max_connections = 1000
 max_message_size = 20480000

@@ -78,10 +78,6 @@ pub async fn enqueue(relay: &Relay, m: Incoming<'_>) -> Result<String, StoreErro
         ),
     };
     let message_id = header_value(&m.body, "message-id");
-    let mut message = Vec::with_capacity(received.len() + m.body.len());
-    message.extend_from_slice(received.as_bytes());
-    message.extend_from_slice(&m.body);
-    drop(m.body);
 
     let mut env = Envelope {
         id: id.clone(),
@@ -103,7 +99,8 @@ pub async fn enqueue(relay: &Relay, m: Incoming<'_>) -> Result<String, StoreErro
     // Chunks, then the envelope: a crash in between leaves only a body that
     // was never acknowledged (see Changes::in_order).
     let mut changes = Changes::in_order();
-    changes.put_message(&mut env, &message);
+    changes.put_message_parts(&mut env, received.as_bytes(), &m.body);
+    drop(m.body);
     store.write(changes).await?;
     tracing::info!(
         id = %id,

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub mod logging;
+pub mod memory;
 pub mod reload;
 pub mod systemd;
 
@@ -154,6 +155,9 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
         );
         systemd::ready(&status_line(&relay));
         relay.metrics.set_ready();
+        // Loading the queue allocated and freed a lot: start small.
+        memory::trim();
+        tokio::spawn(memory::trim_periodically());
         tokio::spawn(report_status(relay.clone()));
         if let Some(every) = systemd::watchdog_interval() {
             tokio::spawn(watchdog(relay.clone(), every));

@@ -39,10 +39,14 @@ use tokio::sync::{oneshot, watch};
 use super::envelope::Envelope;
 use super::history::{self, Finished};
 
-const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
+/// sled's log segment, which is also the size of each of its in-memory write
+/// buffers: several are in flight under load, and with 8 MiB ones a burst of
+/// large messages kept 64 MiB of them resident. A queue created with another
+/// size keeps it (sled refuses to open with a different one).
+const SEGMENT_SIZE: usize = 1024 * 1024;
 /// 17 chunks of this size (a leaf just before it splits) stay well under the blob
-/// threshold of SEGMENT_SIZE / 4.
-pub const CHUNK_SIZE: usize = 64 * 1024;
+/// threshold of SEGMENT_SIZE / 4, and of any larger segment an older queue has.
+pub const CHUNK_SIZE: usize = 8 * 1024;
 /// How often the committer tries to reopen a queue that failed.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
@@ -293,13 +297,32 @@ impl Changes {
     /// A new message: its body chunks and its envelope (whose `chunks` and `size`
     /// are set here from the body).
     pub fn put_message(&mut self, env: &mut Envelope, body: &[u8]) -> &mut Self {
+        self.put_message_parts(env, &[], body)
+    }
+
+    /// [`Changes::put_message`] of `head` followed by `body`, chunked straight
+    /// from the two without first copying them into one buffer: a message
+    /// in flight is then held twice (the session's buffer and the chunks), not
+    /// three times.
+    pub fn put_message_parts(&mut self, env: &mut Envelope, head: &[u8], body: &[u8]) -> &mut Self {
+        let total = head.len() + body.len();
         let mut n = 0u32;
-        for (i, chunk) in body.chunks(CHUNK_SIZE).enumerate() {
-            self.insert(chunk_key(&env.id, i as u32), chunk);
+        let mut at = 0;
+        while at < total {
+            let end = (at + CHUNK_SIZE).min(total);
+            let mut chunk = Vec::with_capacity(end - at);
+            if at < head.len() {
+                chunk.extend_from_slice(&head[at..end.min(head.len())]);
+            }
+            if end > head.len() {
+                chunk.extend_from_slice(&body[at.max(head.len()) - head.len()..end - head.len()]);
+            }
+            self.insert(chunk_key(&env.id, n), chunk);
             n += 1;
+            at = end;
         }
         env.chunks = n;
-        env.size = body.len() as u64;
+        env.size = total as u64;
         self.put_envelope(env)
     }
 
@@ -700,7 +723,7 @@ fn open_handle(path: &Path, cache_bytes: u64, generation: u64) -> Result<Handle,
     let db = sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
-        .segment_size(SEGMENT_SIZE)
+        .segment_size(persisted_segment_size(path).unwrap_or(SEGMENT_SIZE))
         .open()?;
     // The log file and the directory entries sled just created must be on disk
     // before anything is acknowledged.
@@ -716,6 +739,21 @@ fn open_handle(path: &Path, cache_bytes: u64, generation: u64) -> Result<Handle,
         generation,
         failed: Arc::new(Mutex::new(None)),
     })
+}
+
+/// The segment size an existing queue was created with, from sled's `conf`
+/// file (text lines such as `segment_size: 8388608`, then a CRC).
+fn persisted_segment_size(path: &Path) -> Option<usize> {
+    let raw = std::fs::read(path.join("conf")).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let size: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size: "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // sled's own limits: a power of two of at most 16 MiB.
+    (size.is_power_of_two() && (256..=1 << 24).contains(&size)).then_some(size)
 }
 
 /// sled 0.34 writes a snapshot (when it opens, and now and then) to
@@ -998,6 +1036,58 @@ mod tests {
             assert!(store.envelope(&id).unwrap().is_some());
         }
         assert_eq!(store.envelopes().count(), 50);
+    }
+
+    /// A queue created with 8 MiB segments (before they became 1 MiB) opens
+    /// with them, its messages intact.
+    #[tokio::test]
+    async fn an_older_segment_size_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::Config::new()
+                .path(dir.path())
+                .segment_size(8 << 20)
+                .open()
+                .unwrap();
+            db.flush().unwrap();
+        }
+        assert_eq!(persisted_segment_size(dir.path()), Some(8 << 20));
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut env = envelope(&store);
+        let mut c = Changes::in_order();
+        c.put_message(&mut env, b"Subject: old queue\r\n\r\nhi\r\n");
+        store.write(c).await.unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(store.envelope(&env.id).unwrap().is_some());
+        assert_eq!(persisted_segment_size(dir.path()), Some(8 << 20));
+    }
+
+    /// A head and a body chunked as one message, at every split point.
+    #[tokio::test]
+    async fn message_parts_chunk_like_one_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let whole: Vec<u8> = (0..(2 * CHUNK_SIZE + 100))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        for split in [
+            0,
+            1,
+            CHUNK_SIZE - 1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            2 * CHUNK_SIZE + 100,
+        ] {
+            let (head, body) = whole.split_at(split);
+            let mut env = envelope(&store);
+            let mut c = Changes::in_order();
+            c.put_message_parts(&mut env, head, body);
+            store.write(c).await.unwrap();
+            assert_eq!(env.chunks, 3, "split at {split}");
+            assert_eq!(env.size, whole.len() as u64);
+            assert_eq!(store.body(&env).unwrap(), whole, "split at {split}");
+        }
     }
 
     fn chunk_keys(store: &Store) -> usize {
