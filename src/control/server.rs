@@ -225,9 +225,26 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
             // A bulk flush (all, a route) skips held messages and messages that
             // left meanwhile, as Postfix does; naming them by id is an error.
             let bulk = selection.all || selection.route.is_some();
+            // Several messages at a time, so their writes share group commits
+            // (a flush of 100,000 queued messages took 30 s one by one);
+            // reported in order.
             let mut n = 0;
-            for id in ids {
-                let (ok, detail) = match act(relay, &id, action).await {
+            let mut in_flight = std::collections::VecDeque::new();
+            let mut ids = ids.into_iter();
+            loop {
+                while in_flight.len() < ACT_CONCURRENCY {
+                    let Some(id) = ids.next() else { break };
+                    let (relay, task_id) = (relay.clone(), id.clone());
+                    let task = tokio::spawn(async move { act(&relay, &task_id, action).await });
+                    in_flight.push_back((id, task));
+                }
+                let Some((id, task)) = in_flight.pop_front() else {
+                    break;
+                };
+                let result = task
+                    .await
+                    .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+                let (ok, detail) = match result {
                     Ok(detail) => (true, detail),
                     Err(e)
                         if bulk && (e.starts_with("held") || e.starts_with("no such message")) =>
@@ -261,6 +278,9 @@ fn envelope_matches(env: &Envelope, q: &str) -> bool {
             .iter()
             .any(|r| r.address.eq_ignore_ascii_case(bare))
 }
+
+/// How many messages a bulk action works on at once.
+const ACT_CONCURRENCY: usize = 64;
 
 fn select(relay: &Relay, s: &Selection) -> Result<Vec<String>, String> {
     if !s.all && s.route.is_none() {
