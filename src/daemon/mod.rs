@@ -328,17 +328,29 @@ impl Signals {
     }
 }
 
-/// Forgets finished messages past their retention, hourly.
+/// Forgets finished messages past their retention hourly, and as soon as there
+/// are a tenth more than `history_max`: at thousands of messages a second an
+/// hour's history is millions of records, which the queue's disk would hold.
 async fn prune_history(relay: Arc<Relay>) {
+    const LOOK_EVERY: Duration = Duration::from_secs(10);
+    const HOURLY: u32 = 360;
+    let mut ticks = 0;
     loop {
-        let local = &relay.config().local;
-        let cutoff = crate::clock::unix_now().saturating_sub(local.history.as_secs());
-        match relay.store.prune_history(cutoff, local.history_max) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!("forgot {n} finished message(s)"),
-            Err(e) => tracing::warn!("pruning message history: {e}"),
+        let local = relay.config().local.clone();
+        let over = relay.store.history_len() > local.history_max + local.history_max / 10;
+        if ticks == 0 || over {
+            let cutoff = crate::clock::unix_now().saturating_sub(local.history.as_secs());
+            let store = relay.store.clone();
+            let max = local.history_max;
+            match tokio::task::spawn_blocking(move || store.prune_history(cutoff, max)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::debug!("forgot {n} finished message(s)"),
+                Ok(Err(e)) => tracing::warn!("pruning message history: {e}"),
+                Err(e) => tracing::warn!("pruning message history: {e}"),
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        ticks = (ticks + 1) % HOURLY;
+        tokio::time::sleep(LOOK_EVERY).await;
     }
 }
 

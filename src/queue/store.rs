@@ -109,6 +109,9 @@ struct Inner {
 
 /// The sled database as it is open now, shared with the committer.
 struct Queue {
+    /// History records stored, kept as they are written so that pruning
+    /// need not count them (a scan) to know it is due.
+    history_len: std::sync::atomic::AtomicUsize,
     path: PathBuf,
     cache_bytes: u64,
     /// The open handle, or the error that keeps the queue closed until the next
@@ -255,6 +258,8 @@ fn h_sync(h: &Handle) -> Result<(), StoreError> {
 pub struct Changes {
     ops: Vec<(sled::IVec, Option<sled::IVec>)>,
     in_order: bool,
+    /// History records added, for [`Store::history_len`].
+    history_added: usize,
 }
 
 impl Changes {
@@ -330,6 +335,7 @@ impl Changes {
     pub fn put_history(&mut self, f: &Finished) -> &mut Self {
         let value = serde_json::to_vec(f).unwrap_or_default();
         self.insert(history::key(f.finished, &f.id), value);
+        self.history_added += 1;
         self
     }
 
@@ -403,7 +409,9 @@ impl Store {
                 h_sync(&handle)?;
             }
         }
+        let history_len = handle.db.scan_prefix(b"h").keys().count();
         let queue = Arc::new(Queue {
+            history_len: history_len.into(),
             path: path.to_path_buf(),
             cache_bytes,
             open: RwLock::new(Ok(handle)),
@@ -462,6 +470,10 @@ impl Store {
     /// Applies the writes; the generation of the handle they went to.
     fn apply_to(&self, changes: Changes) -> Result<u64, StoreError> {
         let h = self.handle()?;
+        self.inner
+            .queue
+            .history_len
+            .fetch_add(changes.history_added, std::sync::atomic::Ordering::Relaxed);
         if changes.in_order {
             for (key, value) in changes.ops {
                 match value {
@@ -582,9 +594,18 @@ impl Store {
 
     /// Forgets history records finished before `cutoff` and all but the newest
     /// `keep`. Durable at the next commit; losing a prune to a crash is harmless.
+    /// How many finished messages are remembered (approximately: writes lost
+    /// in a reopen still count until the next prune recounts).
+    pub fn history_len(&self) -> usize {
+        self.inner
+            .queue
+            .history_len
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn prune_history(&self, cutoff: u64, keep: usize) -> Result<usize, StoreError> {
         let h = self.handle()?;
-        let total = h.db.scan_prefix(b"h").count();
+        let total = h.db.scan_prefix(b"h").keys().count();
         let mut excess = total.saturating_sub(keep);
         let mut batch = sled::Batch::default();
         let mut n = 0;
@@ -605,6 +626,12 @@ impl Store {
         if n > 0 {
             h.check(h.db.apply_batch(batch))?;
         }
+        // Records written meanwhile are counted on top of what is left.
+        let written_meanwhile = self.history_len().saturating_sub(total);
+        self.inner.queue.history_len.store(
+            total - n + written_meanwhile,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(n)
     }
 
@@ -994,14 +1021,21 @@ mod tests {
             c.put_history(&Finished::from_envelope(&env, finished, "delivered"));
         }
         store.write(c).await.unwrap();
+        assert_eq!(store.history_len(), 4);
         let order: Vec<u64> = store.history().map(|f| f.finished).collect();
         assert_eq!(order, vec![100, 200, 300, 400]);
         // Older than 250 goes; so does anything beyond the newest 3.
         assert_eq!(store.prune_history(250, 3).unwrap(), 2);
         let left: Vec<u64> = store.history().map(|f| f.finished).collect();
         assert_eq!(left, vec![300, 400]);
+        assert_eq!(store.history_len(), 2);
         assert_eq!(store.prune_history(0, 1).unwrap(), 1);
         assert_eq!(store.history().count(), 1);
+        assert_eq!(store.history_len(), 1);
+        drop(store);
+        // Counted again when the queue opens.
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.history_len(), 1);
     }
 
     #[tokio::test]
