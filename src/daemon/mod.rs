@@ -328,21 +328,23 @@ impl Signals {
     }
 }
 
-/// Forgets finished messages past their retention hourly, and as soon as there
-/// are a tenth more than `history_max`: at thousands of messages a second an
-/// hour's history is millions of records, which the queue's disk would hold.
+/// Forgets finished messages past their retention hourly (recounting them),
+/// and as soon as there are 5% more than `history_max`: at thousands of
+/// messages a second an hour's history is millions of records, which the
+/// queue's disk would hold.
 async fn prune_history(relay: Arc<Relay>) {
-    const LOOK_EVERY: Duration = Duration::from_secs(10);
-    const HOURLY: u32 = 360;
+    const LOOK_EVERY: Duration = Duration::from_secs(2);
+    const HOURLY: u32 = 1800;
     let mut ticks = 0;
     loop {
         let local = relay.config().local.clone();
-        let over = relay.store.history_len() > local.history_max + local.history_max / 10;
+        let over = relay.store.history_len() > local.history_max + local.history_max / 20;
         if ticks == 0 || over {
             let cutoff = crate::clock::unix_now().saturating_sub(local.history.as_secs());
             let store = relay.store.clone();
-            let max = local.history_max;
-            match tokio::task::spawn_blocking(move || store.prune_history(cutoff, max)).await {
+            let (max, recount) = (local.history_max, ticks == 0);
+            let prune = move || store.prune_history(cutoff, max, recount);
+            match tokio::task::spawn_blocking(prune).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => tracing::debug!("forgot {n} finished message(s)"),
                 Ok(Err(e)) => tracing::warn!("pruning message history: {e}"),

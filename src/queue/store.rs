@@ -603,14 +603,29 @@ impl Store {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn prune_history(&self, cutoff: u64, keep: usize) -> Result<usize, StoreError> {
+    /// Forgets finished messages older than `cutoff` and beyond the newest
+    /// `keep`, oldest first, a thousand at a time (one batch of tens of
+    /// thousands made sled hold them all in memory at once). `recount` counts
+    /// the records (a scan of their keys) instead of trusting
+    /// [`Store::history_len`].
+    pub fn prune_history(
+        &self,
+        cutoff: u64,
+        keep: usize,
+        recount: bool,
+    ) -> Result<usize, StoreError> {
+        const PER_BATCH: usize = 1000;
         let h = self.handle()?;
-        let total = h.db.scan_prefix(b"h").keys().count();
+        let total = if recount {
+            h.db.scan_prefix(b"h").keys().count()
+        } else {
+            self.history_len()
+        };
         let mut excess = total.saturating_sub(keep);
         let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in h.db.scan_prefix(b"h") {
-            let (k, _) = item?;
+        let (mut n, mut in_batch) = (0, 0);
+        for key in h.db.scan_prefix(b"h").keys() {
+            let k = key?;
             let finished = k
                 .get(1..9)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -622,14 +637,19 @@ impl Store {
             excess = excess.saturating_sub(1);
             batch.remove(k);
             n += 1;
+            in_batch += 1;
+            if in_batch == PER_BATCH {
+                h.check(h.db.apply_batch(std::mem::take(&mut batch)))?;
+                in_batch = 0;
+            }
         }
-        if n > 0 {
+        if in_batch > 0 {
             h.check(h.db.apply_batch(batch))?;
         }
         // Records written meanwhile are counted on top of what is left.
         let written_meanwhile = self.history_len().saturating_sub(total);
         self.inner.queue.history_len.store(
-            total - n + written_meanwhile,
+            total.saturating_sub(n) + written_meanwhile,
             std::sync::atomic::Ordering::Relaxed,
         );
         Ok(n)
@@ -1025,11 +1045,11 @@ mod tests {
         let order: Vec<u64> = store.history().map(|f| f.finished).collect();
         assert_eq!(order, vec![100, 200, 300, 400]);
         // Older than 250 goes; so does anything beyond the newest 3.
-        assert_eq!(store.prune_history(250, 3).unwrap(), 2);
+        assert_eq!(store.prune_history(250, 3, false).unwrap(), 2);
         let left: Vec<u64> = store.history().map(|f| f.finished).collect();
         assert_eq!(left, vec![300, 400]);
         assert_eq!(store.history_len(), 2);
-        assert_eq!(store.prune_history(0, 1).unwrap(), 1);
+        assert_eq!(store.prune_history(0, 1, true).unwrap(), 1);
         assert_eq!(store.history().count(), 1);
         assert_eq!(store.history_len(), 1);
         drop(store);
