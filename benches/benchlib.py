@@ -27,6 +27,24 @@ def die(msg):
     raise SystemExit(f"bench: {msg}")
 
 
+class Report:
+    """Prints each line as it comes and keeps them, so that a run cut short
+    still leaves its tables in BENCH_MARKDOWN (written by save())."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, line=""):
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def save(self):
+        path = os.environ.get("BENCH_MARKDOWN")
+        if path:
+            with open(path, "w") as f:
+                f.write("\n".join(self.lines) + "\n")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,6 +13,7 @@ BENCH_MARKDOWN (also write the tables there). Needs no root.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,6 @@ MESSAGES = int(os.environ.get("QUEUE_MESSAGES", "100000"))
 CHURN = int(os.environ.get("QUEUE_CHURN", "1000000"))
 SESSIONS = int(os.environ.get("QUEUE_SESSIONS", "20"))
 SIZE = int(os.environ.get("QUEUE_SIZE", "2048"))
-MARKDOWN = os.environ.get("BENCH_MARKDOWN")
 MiB = 2**20
 
 
@@ -62,11 +62,7 @@ def start_notified(relay, workdir):
 def main():
     binary, _ = b.build_release()
     work = tempfile.mkdtemp(prefix="smarthost-queue-")
-    lines = []
-
-    def say(line=""):
-        print(line, flush=True)
-        lines.append(line)
+    say = b.Report()
 
     sink_port = b.free_port()
     relay = b.Smarthost(work, sink_port, binary)
@@ -147,10 +143,8 @@ def main():
         relay.stop(signal.SIGTERM)
         if sink:
             sink.stop()
-        if MARKDOWN:
-            with open(MARKDOWN, "w") as f:
-                f.write("\n".join(lines) + "\n")
-        subprocess.run(["rm", "-rf", work])
+        say.save()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ restores /etc/postfix afterwards. Run it on a machine with nothing else busy.
 """
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,6 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SIZES = env_list("BENCH_SIZES", "2048 20480 102400")
 SESSIONS = env_list("BENCH_SESSIONS", "1 20 100")
 LATENCY_MESSAGES = int(os.environ.get("BENCH_LATENCY_MESSAGES", "1000"))
-MARKDOWN = os.environ.get("BENCH_MARKDOWN")
 
 
 def drained(relay, sink, target, timeout=600):
@@ -86,11 +86,7 @@ def main():
     work = tempfile.mkdtemp(prefix="smarthost-bench-")
     sinks = {"postfix": b.Sink(work, "postfix"), "smarthost": b.Sink(work, "smarthost")}
     relays = []
-    lines = []
-
-    def say(line=""):
-        print(line, flush=True)
-        lines.append(line)
+    say = b.Report()
 
     try:
         relays.append(b.Postfix(work, sinks["postfix"].port))
@@ -170,10 +166,8 @@ def main():
             relay.stop()
         for sink in sinks.values():
             sink.stop()
-        if MARKDOWN:
-            with open(MARKDOWN, "w") as f:
-                f.write("\n".join(lines) + "\n")
-        subprocess.run(["rm", "-rf", work])
+        say.save()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
