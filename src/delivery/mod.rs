@@ -745,15 +745,7 @@ impl Relay {
         } else {
             changes.put_envelope(env);
         }
-        if dsn.is_some() {
-            // The DSN is scheduled below: it must be on disk first.
-            self.store.write(changes).await?;
-        } else {
-            // What happened to recipients that the upstream already answered:
-            // lost in a crash, they are only tried again (see write_soon), so
-            // the worker moves on without waiting for a sync of its own.
-            self.store.write_soon(changes)?;
-        }
+        self.store.write(changes).await?;
         // The current table's route: the attempt's, except across a reload.
         let route = self.route_name(env);
         self.metrics.attempted(&route, env, due);

@@ -12,9 +12,6 @@
 //! [`Store::commit`]. One committer thread takes every waiter that arrived while
 //! the previous sync ran, syncs once and releases them all, so throughput is not
 //! bounded by one fsync per message and no waiter is ever delayed artificially.
-//! What the delivery workers record after an upstream answered is written with
-//! [`Store::write_soon`]: synced with the next group or within 200 ms, never
-//! waited for, since losing it in a crash only means the message is sent again.
 //!
 //! Recovery: after an I/O error (a full disk) sled refuses every further write
 //! until it is reopened. The store then reopens it by itself, in the committer
@@ -32,7 +29,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{oneshot, watch};
 
@@ -85,15 +82,10 @@ impl StoreError {
     }
 }
 
-/// How long a write made with [`Store::write_soon`] may stay unsynced when no
-/// caller is waiting on a commit to carry it along.
-const SOON: Duration = Duration::from_millis(200);
-
-/// A commit request: the handle generation the caller's writes went to, and
-/// who waits for the sync (nobody, for [`Store::write_soon`]).
+/// A commit request: the handle generation the caller's writes went to.
 struct Waiter {
     generation: u64,
-    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    done: oneshot::Sender<Result<(), StoreError>>,
 }
 
 #[derive(Clone)]
@@ -507,10 +499,7 @@ impl Store {
             .commits
             .as_ref()
             .ok_or(StoreError::Closed)?
-            .send(Waiter {
-                generation,
-                done: Some(done),
-            })
+            .send(Waiter { generation, done })
             .map_err(|_| StoreError::Closed)?;
         rx.await.unwrap_or(Err(StoreError::Closed))
     }
@@ -519,25 +508,6 @@ impl Store {
     pub async fn write(&self, changes: Changes) -> Result<(), StoreError> {
         let generation = self.apply_to(changes)?;
         self.commit_generation(generation).await
-    }
-
-    /// Applies the writes and has them synced with the next group commit, or
-    /// within [`SOON`] if none comes, without waiting. Only for changes nothing
-    /// acts on and whose loss in a crash costs no mail: what the upstream
-    /// answered (lost, the message is sent again: a duplicate, as after a crash
-    /// between the upstream's 250 and any write). They then ride along on the
-    /// syncs the accepting sessions pay for anyway instead of costing their own.
-    pub fn write_soon(&self, changes: Changes) -> Result<(), StoreError> {
-        let generation = self.apply_to(changes)?;
-        self.inner
-            .commits
-            .as_ref()
-            .ok_or(StoreError::Closed)?
-            .send(Waiter {
-                generation,
-                done: None,
-            })
-            .map_err(|_| StoreError::Closed)
     }
 
     pub fn envelope(&self, id: &str) -> Result<Option<Envelope>, StoreError> {
@@ -850,22 +820,11 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
 /// error: they were lost with it. Between requests, a failed queue is reopened.
 fn committer(queue: &Queue, rx: std_mpsc::Receiver<Waiter>) {
     let mut reopen_failures = 0u32;
-    // When the oldest write_soon() not yet synced must be synced by.
-    let mut soon: Option<Instant> = None;
     loop {
-        let wait = soon.map_or(REOPEN_EVERY, |at| {
-            at.saturating_duration_since(Instant::now())
-                .min(REOPEN_EVERY)
-        });
-        let first = match rx.recv_timeout(wait) {
+        let first = match rx.recv_timeout(REOPEN_EVERY) {
             Ok(w) => Some(w),
             Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                if soon.is_some() {
-                    let _ = queue.sync();
-                }
-                return;
-            }
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
         };
         if let Some(cause) = queue.failure() {
             let path = queue.path.display();
@@ -887,31 +846,20 @@ fn committer(queue: &Queue, rx: std_mpsc::Receiver<Waiter>) {
                 }
             }
         }
-        let mut waiting = Vec::new();
-        for w in first.into_iter().chain(rx.try_iter()) {
-            match w.done {
-                Some(done) => waiting.push((w.generation, done)),
-                None => {
-                    soon.get_or_insert_with(|| Instant::now() + SOON);
-                }
-            }
-        }
-        let due = soon.is_some_and(|at| at <= Instant::now());
-        if waiting.is_empty() && !due {
-            continue;
-        }
-        soon = None;
+        let Some(first) = first else { continue };
+        let mut waiters = vec![first];
+        waiters.extend(rx.try_iter());
         let synced = queue.sync();
         if let Err(e) = &synced {
             tracing::error!(error = %e.text, "queue sync failed; nothing in this group was acknowledged");
         }
-        for (generation, done) in waiting {
+        for w in waiters {
             let result = match &synced {
-                Ok(g) if *g == generation => Ok(()),
+                Ok(g) if *g == w.generation => Ok(()),
                 Ok(_) => Err(StoreError::Reopened),
                 Err(f) => Err(StoreError::Sync(f.sled())),
             };
-            let _ = done.send(result);
+            let _ = w.done.send(result);
         }
     }
 }
@@ -1169,7 +1117,7 @@ mod tests {
             store.write(c).await.unwrap();
             let mut c = Changes::in_order();
             c.remove_message(&gone);
-            store.write_soon(c).unwrap();
+            store.write(c).await.unwrap();
 
             let mut kept = envelope(&store);
             let mut c = Changes::in_order();
