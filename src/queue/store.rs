@@ -166,6 +166,12 @@ impl Failure {
 }
 
 impl Handle {
+    /// sled's flush, then the fdatasync of its log that makes it durable.
+    fn sync(&self) -> sled::Result<()> {
+        self.db.flush()?;
+        Ok(self.log.sync_data()?)
+    }
+
     /// Passes a sled result on, noting an I/O error (sled is poisoned by it).
     fn check<T>(&self, r: sled::Result<T>) -> Result<T, StoreError> {
         r.map_err(|e| {
@@ -221,10 +227,7 @@ fn sweep_orphans(h: &Handle) -> Result<usize, StoreError> {
         let orphan = match &last {
             Some((prev, orphan)) if prev.as_slice() == id => *orphan,
             _ => {
-                let mut ek = Vec::with_capacity(id.len() + 1);
-                ek.push(b'e');
-                ek.extend_from_slice(id);
-                let orphan = !h.check(h.db.contains_key(ek))?;
+                let orphan = !h.check(h.db.contains_key(prefixed(b'e', id)))?;
                 last = Some((id.to_vec(), orphan));
                 orphan
             }
@@ -235,13 +238,6 @@ fn sweep_orphans(h: &Handle) -> Result<usize, StoreError> {
         }
     }
     Ok(removed)
-}
-
-fn h_sync(h: &Handle) -> Result<(), StoreError> {
-    h.check(h.db.flush())?;
-    h.log
-        .sync_data()
-        .map_err(|e| StoreError::Sync(sled::Error::Io(e)))
 }
 
 /// A set of writes: applied atomically ([`Changes::new`]) or one by one in the
@@ -353,17 +349,18 @@ impl Changes {
 }
 
 fn envelope_key(id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(id.len() + 1);
-    k.push(b'e');
-    k.extend_from_slice(id.as_bytes());
+    prefixed(b'e', id.as_bytes())
+}
+
+fn prefixed(kind: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rest.len() + 1);
+    k.push(kind);
+    k.extend_from_slice(rest);
     k
 }
 
 fn route_hold_key(route: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(route.len() + 1);
-    k.push(b'r');
-    k.extend_from_slice(route.as_bytes());
-    k
+    prefixed(b'r', route.as_bytes())
 }
 
 fn chunk_key(id: &str, i: u32) -> Vec<u8> {
@@ -398,7 +395,7 @@ impl Store {
                 tracing::info!(
                     "queue: removed {removed} body chunks left without an envelope by a crash"
                 );
-                h_sync(&handle)?;
+                handle.sync().map_err(StoreError::Sync)?;
             }
         }
         let history_len = handle.db.scan_prefix(b"h").keys().count();
@@ -692,7 +689,7 @@ impl Queue {
             Ok(h) => h.clone(),
             Err(f) => return Err(f.clone()),
         };
-        let synced = h.db.flush().and_then(|_| Ok(h.log.sync_data()?));
+        let synced = h.sync();
         if let Err(e) = &synced {
             h.fail(e);
         }
