@@ -14,6 +14,28 @@ use std::time::Duration;
 /// How often [`trim_periodically`] trims.
 pub const EVERY: Duration = Duration::from_secs(5);
 
+/// Makes every thread allocate from glibc's one main arena.
+///
+/// By default glibc gives each thread that meets a locked arena its own, up to
+/// eight per core, and each keeps its own free memory. Our threads are the
+/// runtime's workers, the committer and sled's I/O pool, and they hand buffers
+/// to each other, so memory freed on one thread sat unusable in another's
+/// arena: draining 100,000 queued messages peaked at 182 MiB with the default,
+/// 140 MiB with two arenas and 122 MiB with one. Small allocations are served
+/// from each thread's cache without the arena lock, and the 2 KB / 20-session
+/// benchmark measured no slower (3373–3934 msg/s default, 3563–4112 one
+/// arena). An operator's own `MALLOC_ARENA_MAX` is left to rule.
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called before the process starts any thread of its own;
+        // mallopt only sets glibc's tuning and may be called at any time.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 /// Returns the free pages of every malloc arena to the system.
 pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -21,6 +21,7 @@ use crate::sysexits::*;
 pub use logging::LogFormat;
 
 pub fn run(path: &Path, log_format: LogFormat) -> u8 {
+    memory::limit_arenas();
     logging::init(log_format);
     // One provider for every rustls user in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
