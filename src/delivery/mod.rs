@@ -11,6 +11,7 @@
 pub mod hold;
 pub mod ratelimit;
 pub mod record;
+mod reload;
 pub mod scheduler;
 
 use std::collections::{HashMap, HashSet};
@@ -30,6 +31,7 @@ use crate::queue::store::Changes;
 use crate::queue::{Envelope, Finished, Recipient, State, Store, StoreError};
 use crate::upstream::{self, Connection, Failure, Resolver};
 
+pub use reload::Reloaded;
 pub use scheduler::Scheduler;
 
 /// Everything the listener and the workers share.
@@ -63,17 +65,6 @@ struct Generation {
 
 /// The worker generation that means "stop taking messages".
 const STOPPING: u64 = u64::MAX;
-
-/// What a reload changed, for the log and `smarthost reload`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Reloaded {
-    pub routes: usize,
-    pub queued: usize,
-    /// Queued messages whose route is not the one it was before the reload.
-    pub rerouted: usize,
-    /// Settings that only a restart applies (listeners, queue, sockets).
-    pub needs_restart: Vec<String>,
-}
 
 /// What an attempt gave: an outcome per recipient, the relay for the log, the
 /// host for the DSN's Remote-MTA.
@@ -147,90 +138,6 @@ impl Relay {
 
     fn resolver(&self) -> Resolver {
         self.current().resolver.clone()
-    }
-
-    /// Puts a new, already validated configuration in force without dropping
-    /// anything: open sessions and attempts in flight finish on the settings
-    /// they started with; the workers of changed routes are replaced once their
-    /// attempt ends; every queued message is scheduled again on the route the new
-    /// table gives it. Fails, changing nothing, if the routes' TLS settings or
-    /// the resolver cannot be built.
-    pub async fn reload(self: &Arc<Self>, config: Config) -> Result<Reloaded, RelayError> {
-        let tls = route_tls(&config)?;
-        let resolver = Resolver::new(&config.dns).map_err(RelayError::Resolver)?;
-        let config = Arc::new(config);
-        let old = self.current();
-        if self.is_stopping() {
-            return Err(RelayError::Stopping);
-        }
-        let mut report = Reloaded {
-            routes: config.routes.len(),
-            needs_restart: restart_only_changes(&old.config, &config),
-            ..Reloaded::default()
-        };
-        self.tokens.reconfigure(&config.token_sources);
-        self.metrics.know_routes(config.routes.keys());
-        self.limiters.configure(&config);
-        let number = old.number + 1;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Generation {
-            number,
-            config: config.clone(),
-            tls,
-            resolver,
-        });
-        // Old workers leave after their attempt; the schedule is rebuilt from
-        // the store, so no message stays queued under a route that is gone.
-        self.generation.send_replace(number);
-        self.scheduler.clear();
-        let now = unix_now();
-        let mut moved = Changes::new();
-        let mut claimed = Vec::new();
-        let mut envelopes = Vec::new();
-        for env in self.store.envelopes() {
-            let mut env = match env {
-                Ok(env) => env,
-                Err(e) => {
-                    tracing::error!(error = %e, "skipping unreadable queue entry");
-                    continue;
-                }
-            };
-            report.queued += 1;
-            let before = old.config.routing.lookup(&env.route_sender).route;
-            let after = config.routing.lookup(&env.route_sender).route;
-            // A message on a new route is tried there at once: the operator
-            // changed the route because the old one was not getting it out.
-            // One in an attempt right now keeps its schedule; the attempt's
-            // end puts it on the new route.
-            if after != before && !env.held && self.claim(&env.id) {
-                report.rerouted += 1;
-                for r in env.recipients.iter_mut().filter(|r| !r.state.is_final()) {
-                    r.next_attempt = now;
-                }
-                env.event(now, format!("route {before} -> {after} by a reload"));
-                moved.put_envelope(&env);
-                claimed.push(env.id.clone());
-            }
-            envelopes.push(env);
-        }
-        let written = if claimed.is_empty() {
-            Ok(())
-        } else {
-            self.store.write(moved).await
-        };
-        for id in &claimed {
-            self.release(id);
-        }
-        if let Err(e) = written {
-            // The old due times stand; the messages still go out on the new route.
-            tracing::error!("reload: cannot record the new routes' due times: {e}");
-        }
-        for env in &envelopes {
-            if let Ok(Some(stored)) = self.store.envelope(&env.id) {
-                self.schedule(&stored);
-            }
-        }
-        self.spawn_workers();
-        Ok(report)
     }
 
     /// Resolves once the daemon has begun to stop.
@@ -797,45 +704,6 @@ fn route_tls(config: &Config) -> Result<HashMap<String, TlsConnector>, RelayErro
     Ok(tls)
 }
 
-/// Settings a running daemon cannot change: they are bound or opened at start.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    let mut changed = Vec::new();
-    let mut check = |name: &str, same: bool| {
-        if !same {
-            changed.push(name.to_string());
-        }
-    };
-    macro_rules! compare {
-        ($($($field:ident).+),+) => {$(
-            check(
-                &stringify!($($field).+).replace(' ', ""),
-                old.$($field).+ == new.$($field).+,
-            );
-        )+};
-    }
-    compare!(
-        listen,
-        queue_path,
-        queue_cache_size,
-        limits.max_connections,
-        local.socket_dir,
-        local.control_group,
-        local.drop_dir,
-        oauth.share_socket,
-        oauth.share_group,
-        oauth.share_http,
-        metrics
-    );
-    let shared = |c: &Config| -> Vec<(String, Vec<String>)> {
-        c.token_sources
-            .values()
-            .map(|s| (s.name.clone(), s.share_as.clone()))
-            .collect()
-    };
-    check("token_source share_as", shared(old) == shared(new));
-    changed
-}
-
 fn status_word(state: State) -> &'static str {
     match state {
         State::Delivered => "sent",
@@ -855,29 +723,5 @@ pub(crate) fn finished_word(env: &Envelope) -> &'static str {
         0 => "bounced",
         n if n == env.recipients.len() => "delivered",
         _ => "partly bounced",
-    }
-}
-
-#[cfg(test)]
-mod reload_tests {
-    use super::*;
-
-    fn config(listen: &str, socket_dir: &str) -> Config {
-        let text = format!(
-            "hostname = \"relay.test\"\nlisten = [\"{listen}\"]\nqueue_path = \"/tmp/q\"\n\
-             [[route]]\nname = \"c\"\ntype = \"directory\"\npath = \"/tmp/out\"\n\
-             [routing]\ndefault = \"c\"\n[local]\nsocket_dir = \"{socket_dir}\"\n"
-        );
-        Config::parse(&text, "test.toml", std::path::Path::new("/tmp")).expect("config")
-    }
-
-    #[test]
-    fn restart_only_settings_are_named() {
-        let old = config("127.0.0.1:25", "/run/a");
-        assert!(restart_only_changes(&old, &config("127.0.0.1:25", "/run/a")).is_empty());
-        assert_eq!(
-            restart_only_changes(&old, &config("127.0.0.1:2525", "/run/b")),
-            ["listen", "local.socket_dir"]
-        );
     }
 }
