@@ -1515,3 +1515,57 @@ fn mailq_stays_readable_with_10000_messages() {
         out.took
     );
 }
+
+// ===========================================================================
+// 11. history is pruned to history_max while the daemon runs
+
+#[test]
+fn history_beyond_history_max_is_forgotten_within_seconds_oldest_first() {
+    let mut relay = Relay::start(
+        "[[route]]\nname = \"capture\"\ntype = \"directory\"\npath = \"{dir}/capture\"\n[routing]\ndefault = \"capture\"\n",
+    );
+    // The harness writes [local] itself; the limit goes into it.
+    let text = std::fs::read_to_string(&relay.config_path).expect("config");
+    std::fs::write(
+        &relay.config_path,
+        text.replacen("[local]\n", "[local]\nhistory_max = 20\n", 1),
+    )
+    .expect("config");
+    relay.restart();
+
+    let ids: Vec<String> = (0..60)
+        .map(|i| {
+            submit(
+                &relay,
+                "pruned@src.test",
+                &["r@dst.test"],
+                &format!("history {i}"),
+                &format!("<prune-{i}@src.test>"),
+            )
+        })
+        .collect();
+    assert!(
+        relay.wait_queue_empty(Duration::from_secs(30)),
+        "{}",
+        relay.log()
+    );
+    let remembered = |q: &str| {
+        let out = queue(&relay, &["find", q]);
+        out.stdout
+            .lines()
+            .filter(|l| l.contains(" delivered at "))
+            .count()
+    };
+    // The daemon looks every 2 s and prunes as soon as the history is 5% over
+    // its limit, not at the hourly pass.
+    assert!(
+        wait_for(Duration::from_secs(15), || remembered("pruned@src.test")
+            == 20),
+        "history not pruned to 20 records: {} remain",
+        remembered("pruned@src.test")
+    );
+    // The oldest are the ones forgotten. (Only the ends are asserted: messages
+    // submitted a few apart may finish in either order.)
+    assert_eq!(remembered(&ids[0]), 0, "the oldest is still remembered");
+    assert_eq!(remembered(&ids[59]), 1, "the newest was forgotten");
+}
