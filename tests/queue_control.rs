@@ -1540,7 +1540,7 @@ fn history_beyond_history_max_is_forgotten_within_seconds_oldest_first() {
                 "pruned@src.test",
                 &["r@dst.test"],
                 &format!("history {i}"),
-                &format!("<prune-{i}@src.test>"),
+                &format!("prune-{i}@src.test"),
             )
         })
         .collect();
@@ -1568,4 +1568,72 @@ fn history_beyond_history_max_is_forgotten_within_seconds_oldest_first() {
     // submitted a few apart may finish in either order.)
     assert_eq!(remembered(&ids[0]), 0, "the oldest is still remembered");
     assert_eq!(remembered(&ids[59]), 1, "the newest was forgotten");
+}
+
+// ===========================================================================
+// 12. bulk actions over more messages than are acted on at once
+
+#[test]
+fn bulk_actions_act_on_every_message_once_and_report_in_queue_order() {
+    // More than the server's 64 messages in flight, so the in-order report
+    // crosses several windows.
+    const N: usize = 150;
+    let relay = Relay::start(&format!(
+        "{LONG_RETRY}[[route]]\nname = \"capture\"\ntype = \"directory\"\npath = \"{{dir}}/capture\"\n[routing]\ndefault = \"capture\"\n"
+    ));
+    // A plain file where the capture directory should be: every attempt defers.
+    let capture = relay.path("capture");
+    std::fs::write(&capture, "not a directory yet").expect("blocker file");
+    let ids: Vec<String> = (0..N)
+        .map(|i| {
+            submit(
+                &relay,
+                "bulk@src.test",
+                &["r@dst.test"],
+                &format!("bulk {i}"),
+                &format!("bulk-{i}@src.test"),
+            )
+        })
+        .collect();
+    // Each tried once and deferred, so no action has to wait for an attempt.
+    assert!(
+        relay.wait_log("status=deferred", N, Duration::from_secs(60)),
+        "{}",
+        relay.log()
+    );
+
+    let expect =
+        |word: &str| -> String { ids.iter().map(|id| format!("{id}: {word}\n")).collect() };
+    assert_eq!(ok(&queue(&relay, &["hold", "--all"])), expect("held"));
+    // Held messages are skipped by a bulk flush, each reported once.
+    assert_eq!(
+        ok(&queue(&relay, &["flush", "--all"])),
+        expect("skipped: held; release it first")
+    );
+
+    std::fs::remove_file(&capture).expect("remove blocker");
+    std::fs::create_dir(&capture).expect("capture dir");
+    assert_eq!(
+        ok(&queue(&relay, &["release", "--all"])),
+        expect("released")
+    );
+    assert!(
+        relay.wait_queue_empty(Duration::from_secs(60)),
+        "{}",
+        relay.log()
+    );
+    let mut seen: Vec<String> = captured(&capture)
+        .iter()
+        .map(|(_, body)| {
+            let text = String::from_utf8_lossy(body);
+            text.lines()
+                .find_map(|l| l.strip_prefix("Message-ID: "))
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    seen.sort();
+    let mut want: Vec<String> = (0..N).map(|i| format!("<bulk-{i}@src.test>")).collect();
+    want.sort();
+    assert_eq!(seen, want, "every message delivered exactly once");
 }
