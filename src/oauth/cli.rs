@@ -48,13 +48,51 @@ pub async fn check_all(config: &Config, tokens: &Tokens) -> Vec<Status> {
     tokens.statuses()
 }
 
+/// Why `oauth status` or `oauth token` failed, and the exit code that says so:
+/// a control socket the caller may not open is EX_NOPERM, as for the queue
+/// commands; anything else may pass (the daemon or the provider comes back),
+/// EX_TEMPFAIL.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    message: String,
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError {
+            code: crate::sysexits::EX_TEMPFAIL,
+            message,
+        }
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        let code = match e {
+            ClientError::Denied { .. } => crate::sysexits::EX_NOPERM,
+            _ => crate::sysexits::EX_TEMPFAIL,
+        };
+        CliError {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Prints the status of every token source; returns whether all work.
 pub fn status(
     config: &Config,
     json: bool,
     out: &mut dyn Write,
     local: impl FnOnce() -> Result<(Vec<Status>, Vec<Hold>), String>,
-) -> Result<bool, String> {
+) -> Result<bool, CliError> {
     let socket = config.local.control_socket();
     let (statuses, holds, from) = match ask_daemon(&socket) {
         Ok((s, h)) => (s, h, "the running daemon"),
@@ -62,7 +100,7 @@ pub fn status(
             let (s, h) = local()?;
             (s, h, "this command (the daemon is not running)")
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let now = crate::clock::unix_now();
     let io = |e: std::io::Error| e.to_string();
@@ -196,12 +234,9 @@ pub fn token(
     user: Option<&str>,
     out: &mut dyn Write,
     local: impl FnOnce() -> Result<String, String>,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     if !config.token_sources.contains_key(source) {
-        return Err(format!(
-            "no token source named {source:?} in {}",
-            config.file
-        ));
+        return Err(format!("no token source named {source:?} in {}", config.file).into());
     }
     let req = Request::OAuthToken {
         source: source.to_string(),
@@ -216,9 +251,9 @@ pub fn token(
     }) {
         Ok(_) => token.ok_or_else(|| "the daemon sent no token".to_string())?,
         Err(ClientError::Unreachable { .. }) => local()?,
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
-    writeln!(out, "{token}").map_err(|e| e.to_string())
+    writeln!(out, "{token}").map_err(|e| e.to_string().into())
 }
 
 /// What `smarthost oauth ...` was asked to do.
@@ -288,7 +323,7 @@ pub fn run(path: &Path, command: Command) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("smarthost oauth: {e}");
-            EX_TEMPFAIL
+            e.code
         }
     }
 }
