@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::scheduler::{earliest, notified_or_until};
 use crate::config::rate::Rate;
 use crate::config::Config;
 
@@ -155,19 +156,7 @@ impl RouteLimiter {
             if give_up.is_some_and(|g| now >= g) {
                 return None;
             }
-            let wake = match (free_at, give_up) {
-                (Some(at), Some(g)) => Some(at.min(g)),
-                (at, g) => at.or(g),
-            };
-            match wake {
-                Some(at) => {
-                    tokio::select! {
-                        _ = &mut settled => {}
-                        _ = tokio::time::sleep_until(at) => {}
-                    }
-                }
-                None => settled.await,
-            }
+            notified_or_until(settled.as_mut(), earliest(free_at, give_up)).await;
         }
     }
 }

@@ -8,10 +8,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::clock::unix_now;
 
@@ -110,7 +113,7 @@ impl Scheduler {
     /// long without one (so a worker can close its idle connection) and returns None.
     pub async fn next(&self, route: &str, idle: Option<Duration>) -> Option<String> {
         let q = self.route(route);
-        let give_up = idle.map(|d| tokio::time::Instant::now() + d);
+        let give_up = idle.map(|d| Instant::now() + d);
         loop {
             let notified = q.notify.notified();
             tokio::pin!(notified);
@@ -137,26 +140,37 @@ impl Scheduler {
                     }
                 }
             };
-            let wake = match (wait, give_up) {
-                (Some(w), Some(g)) => Some((tokio::time::Instant::now() + w).min(g)),
-                (Some(w), None) => Some(tokio::time::Instant::now() + w),
-                (None, g) => g,
-            };
-            match wake {
-                Some(at) => {
-                    tokio::select! {
-                        _ = &mut notified => {}
-                        _ = tokio::time::sleep_until(at) => {}
-                    }
-                }
-                None => notified.await,
-            }
+            let due = wait.map(|w| Instant::now() + w);
+            notified_or_until(notified.as_mut(), earliest(due, give_up)).await;
             if let Some(g) = give_up {
-                if tokio::time::Instant::now() >= g {
+                if Instant::now() >= g {
                     return None;
                 }
             }
         }
+    }
+}
+
+/// The earlier of two optional instants (None: never).
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Waits until `notified` fires or `until` passes, whichever comes first
+/// (without `until`, for the notification alone). The workers' sleeps, here
+/// and in the rate limiter, are all this: never a poll.
+pub(crate) async fn notified_or_until(notified: Pin<&mut Notified<'_>>, until: Option<Instant>) {
+    match until {
+        Some(at) => {
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(at) => {}
+            }
+        }
+        None => notified.await,
     }
 }
 
