@@ -1,0 +1,111 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "test.toml", Path::new("/nonexistent"))
+}
+
+const MINIMAL: &str = r#"
+[[route]]
+name = "capture"
+type = "directory"
+path = "/tmp/out"
+
+[routing]
+default = "capture"
+"#;
+
+#[test]
+fn minimal_config_has_safe_defaults() {
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(
+        c.listen,
+        vec![
+            "127.0.0.1:25".parse::<SocketAddr>().unwrap(),
+            "[::1]:25".parse().unwrap()
+        ]
+    );
+    assert!(c.is_trusted("127.0.0.1".parse().unwrap()));
+    assert!(c.is_trusted("::1".parse().unwrap()));
+    assert!(c.is_trusted("::ffff:127.0.0.1".parse().unwrap()));
+    assert!(!c.is_trusted("192.0.2.1".parse().unwrap()));
+    assert_eq!(c.retry.to_string(), crate::retry::DEFAULT_SCHEDULE);
+    assert_eq!(c.limits.max_line_length, 998);
+}
+
+#[test]
+fn unknown_keys_are_errors_with_line() {
+    let text = format!("{MINIMAL}\n[limits]\nmax_mesage_size = 5\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("max_mesage_size"), "{err}");
+    assert!(err.contains("line 11"), "{err}");
+}
+
+#[test]
+fn parse_errors_say_where_without_quoting_the_line() {
+    let text = "hostname = \"a\"\nurl = \"http://u:s3cret@h/\" oops\n";
+    let err = parse(text).unwrap_err().to_string();
+    assert!(
+        err.starts_with("test.toml: TOML parse error at line 2, column 28: "),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[test]
+fn unknown_route_reported_with_line() {
+    let text = format!("{MINIMAL}[routing.senders]\n\"example.com\" = \"nope\"\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("test.toml:10:") && err.contains("unknown route \"nope\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn metrics_listener_is_optional_and_loopback_unless_allowed() {
+    assert_eq!(parse(MINIMAL).expect("valid").metrics, None);
+    let c = parse(&format!(
+        "{MINIMAL}[metrics]\nlisten = \"127.0.0.1:9325\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.metrics.map(|m| m.listen),
+        Some("127.0.0.1:9325".parse().unwrap())
+    );
+    let remote = format!("{MINIMAL}[metrics]\nlisten = \"0.0.0.0:9325\"\n");
+    let err = parse(&remote).unwrap_err().to_string();
+    assert!(
+        err.contains("test.toml:10:") && err.contains("not a loopback address"),
+        "{err}"
+    );
+    let allowed = format!("{remote}allow_remote = true\n");
+    assert!(parse(&allowed).expect("valid").metrics.is_some());
+    let bad = format!("{MINIMAL}[metrics]\nlisten = \"localhost:9325\"\n");
+    assert!(parse(&bad).unwrap_err().to_string().contains("not IP:port"));
+}
+
+#[test]
+fn bad_values_are_reported_together() {
+    let text = r#"
+listen = ["localhost:25"]
+trusted_networks = ["10.0.0.0/33"]
+retry = "F,2h"
+[timeouts]
+command = "soon"
+[[route]]
+name = "up"
+host = "h"
+tls = "maybe"
+[routing]
+default = "up"
+"#;
+    let Err(ConfigError::Invalid(problems)) = parse(text) else {
+        panic!("expected problems")
+    };
+    let lines: Vec<Option<usize>> = problems.iter().map(|p| p.line).collect();
+    assert!(lines.contains(&Some(2)), "{problems:?}");
+    assert!(lines.contains(&Some(3)), "{problems:?}");
+    assert!(lines.contains(&Some(4)), "{problems:?}");
+    assert!(lines.contains(&Some(6)), "{problems:?}");
+    assert!(problems.iter().any(|p| p.message.contains("maybe")));
+}
