@@ -13,6 +13,9 @@ pub mod ratelimit;
 pub mod record;
 mod reload;
 pub mod scheduler;
+mod smtp;
+
+use smtp::route_tls;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -29,7 +32,7 @@ use crate::oauth::Tokens;
 use crate::outcome::Outcome;
 use crate::queue::store::Changes;
 use crate::queue::{Envelope, Finished, Recipient, State, Store, StoreError};
-use crate::upstream::{self, Connection, Failure, Resolver};
+use crate::upstream::{self, Connection, Resolver};
 
 pub use reload::Reloaded;
 pub use scheduler::Scheduler;
@@ -130,10 +133,6 @@ impl Relay {
     /// an attempt) keep the settings they started with across a reload.
     pub fn config(&self) -> Arc<Config> {
         self.current().config.clone()
-    }
-
-    fn tls_for(&self, route: &str) -> Option<TlsConnector> {
-        self.current().tls.get(route).cloned()
     }
 
     fn resolver(&self) -> Resolver {
@@ -432,117 +431,6 @@ impl Relay {
         .await
     }
 
-    /// One transaction over the route's (reused or new) connection: an outcome per
-    /// recipient, the relay for the log, the host for the DSN's Remote-MTA.
-    async fn smtp_attempt(
-        &self,
-        route: &Route,
-        smtp: &crate::config::SmtpRoute,
-        env: &Envelope,
-        rcpts: &[String],
-        body: &[u8],
-        conn: &mut Option<Connection>,
-    ) -> Result<Tried, HoldRoute> {
-        let config = self.config();
-        let t = &config.timeouts;
-        // A no-op unless the last transaction on it was abandoned half-way.
-        if let Some(c) = conn.as_mut() {
-            if !c.reset(t).await {
-                *conn = None;
-            }
-        }
-        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-        // A kept connection that the server closed while it idled fails before
-        // a word about this message: one new connection, and the message loses
-        // nothing (no attempt counted, no recipient failed).
-        let mut reconnected = false;
-        loop {
-            let c = match conn {
-                Some(c) => c,
-                None => match self.open(route, smtp, &config, rcpts.len()).await? {
-                    Ok(c) => conn.insert(c),
-                    Err(failed) => return Ok(failed),
-                },
-            };
-            let tr = c
-                .send(&env.sender, &refs, body, env.smtputf8, env.eight_bit, t)
-                .await;
-            let relay = c.relay.clone();
-            let host = c.host.clone();
-            if !tr.reusable {
-                *conn = None;
-            }
-            if tr.stale && !reconnected {
-                tracing::info!(
-                    "{relay}: kept connection closed by the server ({}); reconnecting",
-                    tr.outcomes.first().map_or("", Outcome::detail)
-                );
-                reconnected = true;
-                continue;
-            }
-            return Ok((tr.outcomes, relay, Some(host)));
-        }
-    }
-
-    /// A new connection for the route, or what its failure means for the
-    /// attempt's `n` recipients.
-    async fn open(
-        &self,
-        route: &Route,
-        smtp: &crate::config::SmtpRoute,
-        config: &Config,
-        n: usize,
-    ) -> Result<Result<Connection, Tried>, HoldRoute> {
-        let t = &config.timeouts;
-        let Some(tls) = self.tls_for(&route.name) else {
-            let o = Outcome::deferred(format!("no TLS settings for route {}", route.name));
-            return Ok(Err((vec![o; n], "none".into(), None)));
-        };
-        let resolver = self.resolver();
-        let ctx = upstream::Context {
-            hostname: &config.hostname,
-            resolver: &resolver,
-            tls: &tls,
-            timeouts: t,
-            tokens: &self.tokens,
-            transcript: None,
-        };
-        match upstream::connect(smtp, &ctx).await {
-            Ok(c) => Ok(Ok(c)),
-            Err(e) => {
-                let source = hold::token_source(route);
-                let dead = match e.kind {
-                    Failure::TokenDead => true,
-                    // A refused password is the operator's too, but an
-                    // unheld route bounces at the end of the schedule, which
-                    // is what Postfix users expect of a password route.
-                    Failure::AuthRejected => source.is_some(),
-                    _ => false,
-                };
-                if dead {
-                    return Err(HoldRoute {
-                        source: source.map(str::to_string),
-                        reason: e.reason,
-                    });
-                }
-                if e.kind == Failure::AuthRejected {
-                    tracing::error!(
-                        "route {}: configuration error: authentication failed: {} (mail stays queued)",
-                        route.name,
-                        e.reason
-                    );
-                }
-                let relay = e.relay.unwrap_or_else(|| "none".into());
-                let o = if e.kind == Failure::TokenUnavailable {
-                    Outcome::Waiting { reason: e.reason }
-                } else {
-                    Outcome::deferred(e.reason)
-                };
-                Ok(Err((vec![o; n], relay, None)))
-            }
-        }
-    }
-
     /// Adds the DSN for `failed` recipients to `changes`; returns its envelope so
     /// it can be scheduled once the batch is durable. Nothing for the null sender.
     pub(crate) fn bounce_for(
@@ -686,22 +574,6 @@ impl Relay {
         }
         Ok(())
     }
-}
-
-/// The TLS client settings of every SMTP route (its own CA file, or the system's).
-fn route_tls(config: &Config) -> Result<HashMap<String, TlsConnector>, RelayError> {
-    let mut tls = HashMap::new();
-    for route in config.routes.values() {
-        if let Transport::Smtp(s) = &route.transport {
-            let c =
-                upstream::tls::connector(s.ca_file.as_deref()).map_err(|e| RelayError::Tls {
-                    route: route.name.clone(),
-                    reason: e.to_string(),
-                })?;
-            tls.insert(route.name.clone(), c);
-        }
-    }
-    Ok(tls)
 }
 
 fn status_word(state: State) -> &'static str {

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::queue::store::Changes;
 use crate::upstream::Resolver;
 
-use super::{route_tls, Generation, Relay, RelayError};
+use super::{smtp::route_tls, Generation, Relay, RelayError};
 
 /// What a reload changed, for the log and `smarthost reload`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
