@@ -172,6 +172,12 @@ fn the_relay_sleeps_while_it_waits_and_a_reload_keeps_the_count() {
 fn check_prints_a_presets_effective_limits() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("smarthost.toml");
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_smarthost"))
+            .args(["check", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
     std::fs::write(
         &cfg,
         "[[route]]\nname = \"o365\"\npreset = \"office365\"\n\
@@ -179,10 +185,7 @@ fn check_prints_a_presets_effective_limits() {
          [routing]\ndefault = \"o365\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_smarthost"))
-        .args(["check", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -203,10 +206,7 @@ fn check_prints_a_presets_effective_limits() {
         "[[route]]\nname = \"o365\"\npreset = \"office365\"\nrate = \"30/mn\"\n[routing]\ndefault = \"o365\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_smarthost"))
-        .args(["check", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(

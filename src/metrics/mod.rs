@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
-use exposition::{Exposition, Kind};
+use exposition::{Exposition, Kind, Num};
 use histogram::{Histogram, DELIVERY_BUCKETS};
 use queue_index::QueueIndex;
 
@@ -326,32 +326,37 @@ impl Metrics {
 }
 
 fn render_routes(e: &mut Exposition, routes: &[(String, Arc<RouteCounters>)]) {
-    type Read = fn(&RouteCounters) -> u64;
-    let counters: [(&str, &str, Read); 5] = [
+    type Read = fn(&RouteCounters) -> Num;
+    let counters: [(&str, &str, Read); 6] = [
         (
             "smarthost_messages_accepted_total",
             "Messages accepted into the queue (SMTP, sendmail, drop directory), by the route they leave through.",
-            |c| c.messages_accepted.load(Relaxed),
+            |c| c.messages_accepted.load(Relaxed).into(),
         ),
         (
             "smarthost_recipients_accepted_total",
             "Recipients of the messages accepted into the queue.",
-            |c| c.recipients_accepted.load(Relaxed),
+            |c| c.recipients_accepted.load(Relaxed).into(),
         ),
         (
             "smarthost_recipients_delivered_total",
             "Recipients delivered (status=sent).",
-            |c| c.delivered.load(Relaxed),
+            |c| c.delivered.load(Relaxed).into(),
         ),
         (
             "smarthost_recipients_deferred_total",
             "Delivery attempts that left a recipient deferred (status=deferred); a recipient tried three times counts up to three.",
-            |c| c.deferred.load(Relaxed),
+            |c| c.deferred.load(Relaxed).into(),
         ),
         (
             "smarthost_recipients_bounced_total",
             "Recipients that failed for good (status=bounced): refused, retry timeout, or bounced by the operator.",
-            |c| c.bounced.load(Relaxed),
+            |c| c.bounced.load(Relaxed).into(),
+        ),
+        (
+            "smarthost_rate_limit_wait_seconds_total",
+            "Time the route's delivery workers spent waiting for its rate limit (summed over workers; a worker waits only once the limit is used up).",
+            |c| (c.rate_limit_wait.load(Relaxed) as f64 / 1e6).into(),
         ),
     ];
     for (name, help, read) in counters {
@@ -375,16 +380,6 @@ fn render_routes(e: &mut Exposition, routes: &[(String, Arc<RouteCounters>)]) {
                 .unwrap_or(0);
             e.sample(name, &[("route", route), ("result", how.label())], n);
         }
-    }
-    let name = "smarthost_rate_limit_wait_seconds_total";
-    e.family(
-        name,
-        Kind::Counter,
-        "Time the route's delivery workers spent waiting for its rate limit (summed over workers; a worker waits only once the limit is used up).",
-    );
-    for (route, c) in routes {
-        let micros = c.rate_limit_wait.load(Relaxed);
-        e.sample(name, &[("route", route)], micros as f64 / 1e6);
     }
     let name = "smarthost_delivery_latency_seconds";
     e.family(
