@@ -8,8 +8,7 @@ use std::time::SystemTime;
 
 use crate::clock::{rfc5322, unix_now};
 use crate::delivery::Relay;
-use crate::queue::store::Changes;
-use crate::queue::{Envelope, Recipient, StoreError};
+use crate::spool::{Envelope, Recipient, StoreError};
 
 /// Who handed us a message.
 #[derive(Debug, Clone)]
@@ -46,8 +45,8 @@ pub struct Incoming<'a> {
 /// Queues a message: Received header, durable write, log line, schedule.
 /// Returns the queue id only once the message is on stable storage.
 pub async fn enqueue(relay: &Relay, m: Incoming<'_>) -> Result<String, StoreError> {
-    let store = &relay.store;
-    let id = store.new_id()?;
+    let spool = &relay.spool;
+    let id = spool.new_id()?;
     let now = unix_now();
     let host = &relay.config().hostname;
     let for_clause = match m.recipients.as_slice() {
@@ -96,12 +95,8 @@ pub async fn enqueue(relay: &Relay, m: Incoming<'_>) -> Result<String, StoreErro
         ..Default::default()
     };
     env.event(now, format!("received from {}", env.client));
-    // Chunks, then the envelope: a crash in between leaves only a body that
-    // was never acknowledged (see Changes::in_order).
-    let mut changes = Changes::in_order();
-    changes.put_message_parts(&mut env, received.as_bytes(), &m.body);
+    spool.accept(&mut env, received.as_bytes(), &m.body).await?;
     drop(m.body);
-    store.write(changes).await?;
     tracing::info!(
         id = %id,
         from = %env.sender,

@@ -177,6 +177,16 @@ enum QueueCmd {
         #[arg(long)]
         json: bool,
     },
+    /// With the daemon stopped: copy every record still readable from a queue
+    /// that cannot be opened into a new queue directory, to put in its place.
+    Salvage {
+        /// The damaged queue directory (default: queue_path of the config).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// A directory that does not exist yet.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -308,6 +318,9 @@ fn main() -> ExitCode {
 }
 
 fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
+    if let QueueCmd::Salvage { from, to } = command {
+        return salvage(path, from, &to);
+    }
     let act = |action, t: Target| Command::Act {
         action,
         selection: t.selection(),
@@ -328,8 +341,54 @@ fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
         QueueCmd::Release(t) => act(Action::Release, t),
         QueueCmd::Delete(t) => act(Action::Delete, t),
         QueueCmd::Bounce(t) => act(Action::Bounce, t),
+        QueueCmd::Salvage { .. } => return ExitCode::from(EX_SOFTWARE),
     };
     control_command(path, command, EX_DATAERR)
+}
+
+/// `queue salvage`: exit 0 with what was copied, 65 if the old queue cannot
+/// be read at all, 73 if the new one cannot be made.
+fn salvage(config: &std::path::Path, from: Option<PathBuf>, to: &std::path::Path) -> ExitCode {
+    use smarthost::spool::salvage::{salvage, SalvageError};
+    let from = match from {
+        Some(f) => f,
+        None => match Config::load_for_client(config) {
+            Ok(c) => c.queue_path.clone(),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+    };
+    match salvage(&from, to) {
+        Ok(s) => {
+            println!(
+                "salvaged {} record(s) from {} into {}: {} message(s), {} of them damaged; {} record(s) too large left out",
+                s.records,
+                from.display(),
+                to.display(),
+                s.messages,
+                s.damaged,
+                s.too_large
+            );
+            if let Some(why) = s.stopped {
+                println!("the scan stopped early: {why}");
+            }
+            println!(
+                "next: move {} aside, move {} to its place, start the daemon",
+                from.display(),
+                to.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smarthost: {e}");
+            ExitCode::from(match e {
+                SalvageError::Unreadable { .. } => EX_DATAERR,
+                SalvageError::TargetExists(_) | SalvageError::Store(_) => EX_CANTCREAT,
+            })
+        }
+    }
 }
 
 /// Sends a command to the running daemon over its control socket; `refused` is

@@ -100,9 +100,17 @@ pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool,
             let mut summary = render::Summary::default();
             let mut first = true;
             let mut holds = Vec::new();
+            let mut damaged = Vec::new();
             call(socket, &Request::List, |reply| {
                 if let Reply::RouteHeld(h) = reply {
                     holds.push(h);
+                    return Ok(());
+                }
+                if let Reply::Damaged { id, reason } = reply {
+                    if json {
+                        return json_line(out, &serde_json::json!({ "id": id, "damaged": reason }));
+                    }
+                    damaged.push(render::render_damaged(&id, &reason));
                     return Ok(());
                 }
                 if let Reply::Queued(e) = reply {
@@ -120,6 +128,9 @@ pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool,
             })?;
             if !json {
                 out.write_all(summary.render(now).as_bytes())?;
+                for d in &damaged {
+                    out.write_all(d.as_bytes())?;
+                }
                 for h in &holds {
                     out.write_all(render::render_route_hold(h, now).as_bytes())?;
                 }
@@ -129,14 +140,24 @@ pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool,
         Command::Show { id, json } => {
             let mut entry = None;
             let mut headers = String::new();
+            let mut damaged = None;
             call(socket, &Request::Show { id }, |reply| {
                 match reply {
                     Reply::Queued(e) => entry = Some(e),
                     Reply::Headers(h) => headers = h,
+                    Reply::Damaged { id, reason } => damaged = Some((id, reason)),
                     _ => {}
                 }
                 Ok(())
             })?;
+            if let Some((id, reason)) = damaged {
+                if json {
+                    json_line(out, &serde_json::json!({ "id": id, "damaged": reason }))?;
+                } else {
+                    out.write_all(render::render_damaged(&id, &reason).as_bytes())?;
+                }
+                return Ok(true);
+            }
             let Some(e) = entry else {
                 return Err(ClientError::Protocol("no message in the answer".into()));
             };

@@ -11,7 +11,7 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{Envelope, Finished};
+use crate::spool::{Envelope, Finished};
 
 /// Which messages an operation applies to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +99,8 @@ pub struct Entry {
 pub enum Reply {
     /// A queued message (list, show, find).
     Queued(Entry),
+    /// A quarantined message (list, show): its records cannot all be read.
+    Damaged { id: String, reason: String },
     /// The header section of the message shown.
     Headers(String),
     /// A message that already left the queue (find).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::Entry;
-use crate::queue::{Finished, State};
+use crate::spool::{Finished, State};
 
 /// Running totals for the summary under a listing.
 #[derive(Default)]
@@ -276,10 +276,18 @@ fn shorten(s: &str, max: usize) -> String {
     }
 }
 
+/// A quarantined message in `queue list` and `queue show`.
+pub fn render_damaged(id: &str, reason: &str) -> String {
+    format!(
+        "{id}  DAMAGED, never tried: {}\n    remove it with `smarthost queue delete {id}` (or `queue bounce {id}` to tell its sender)\n",
+        shorten(reason, 300)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{Envelope, Recipient};
+    use crate::spool::{Envelope, Recipient};
 
     fn entry() -> Entry {
         let mut env = Envelope {

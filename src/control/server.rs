@@ -14,8 +14,7 @@ use crate::clock::unix_now;
 use crate::delivery::record::Failed;
 use crate::delivery::Relay;
 use crate::metrics::Finish;
-use crate::queue::store::Changes;
-use crate::queue::{Envelope, Finished, State, StoreError};
+use crate::spool::{Envelope, State, StoreError};
 
 /// A request line is small; anything bigger is not a client of ours.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -121,22 +120,18 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
     match request {
         Request::List => {
             let mut n = 0;
-            for env in relay.store.envelopes() {
-                // One unreadable envelope must not hide the rest of the queue;
-                // a queue that cannot be read must not look empty.
-                let env = match env {
-                    Ok(env) => env,
-                    Err(e @ StoreError::Corrupt { .. }) => {
-                        tracing::error!("queue list: skipping unreadable entry: {e}");
-                        continue;
-                    }
+            for env in relay.spool.messages() {
+                let reply = match env {
+                    Ok(env) => Reply::Queued(Entry {
+                        route: relay.route_name(&env),
+                        envelope: env,
+                    }),
+                    // Listed, so the operator can see it and delete it.
+                    Err(StoreError::Damaged { id, reason }) => Reply::Damaged { id, reason },
+                    // A queue that cannot be read must not look empty.
                     Err(e) => return Err(e.to_string()),
                 };
-                let entry = Entry {
-                    route: relay.route_name(&env),
-                    envelope: env,
-                };
-                send(out, &Reply::Queued(entry)).await.map_err(io)?;
+                send(out, &reply).await.map_err(io)?;
                 n += 1;
             }
             for hold in relay.holds.list() {
@@ -145,12 +140,21 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
             Ok(n)
         }
         Request::Show { id } => {
-            let env = relay
-                .store
-                .envelope(&id)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("{id}: no such message in the queue"))?;
-            let body = relay.store.body(&env).map_err(|e| e.to_string())?;
+            let loaded = relay.spool.load(&id).and_then(|env| match env {
+                Some(env) => relay.spool.body(&env).map(|body| Some((env, body))),
+                None => Ok(None),
+            });
+            let (env, body) = match loaded {
+                Ok(Some(found)) => found,
+                Ok(None) => return Err(format!("{id}: no such message in the queue")),
+                Err(StoreError::Damaged { id, reason }) => {
+                    send(out, &Reply::Damaged { id, reason })
+                        .await
+                        .map_err(io)?;
+                    return Ok(1);
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             let headers = header_section(&body);
             let entry = Entry {
                 route: relay.route_name(&env),
@@ -163,7 +167,7 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
         Request::Find { query } => {
             let mut n = 0;
             let q = query.trim();
-            for env in relay.store.envelopes().filter_map(Result::ok) {
+            for env in relay.spool.messages().filter_map(Result::ok) {
                 if envelope_matches(&env, q) {
                     let entry = Entry {
                         route: relay.route_name(&env),
@@ -174,7 +178,7 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
                 }
             }
             // Newest first: the most recent fate of a message is the one asked about.
-            for f in relay.store.history().rev() {
+            for f in relay.spool.history().rev() {
                 if f.matches(q) {
                     send(out, &Reply::Finished(f)).await.map_err(io)?;
                     n += 1;
@@ -241,17 +245,14 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
                 let Some((id, task)) = in_flight.pop_front() else {
                     break;
                 };
-                let result = task
-                    .await
-                    .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+                let task = task.await;
+                let result = task.unwrap_or_else(|e| Err(ActError::Internal(e.to_string())));
                 let (ok, detail) = match result {
                     Ok(detail) => (true, detail),
-                    Err(e)
-                        if bulk && (e.starts_with("held") || e.starts_with("no such message")) =>
-                    {
+                    Err(e @ (ActError::Held | ActError::NotFound)) if bulk => {
                         (true, format!("skipped: {e}"))
                     }
-                    Err(e) => (false, e),
+                    Err(e) => (false, e.to_string()),
                 };
                 if ok {
                     n += 1;
@@ -293,8 +294,14 @@ fn select(relay: &Relay, s: &Selection) -> Result<Vec<String>, String> {
         }
     }
     let mut ids = Vec::new();
-    for env in relay.store.envelopes() {
-        let env = env.map_err(|e| e.to_string())?;
+    for env in relay.spool.messages() {
+        let env = match env {
+            Ok(env) => env,
+            // A damaged message is on no route and never flushed in bulk;
+            // it is deleted or bounced by its id.
+            Err(StoreError::Damaged { .. }) => continue,
+            Err(e) => return Err(e.to_string()),
+        };
         let wanted = s.all
             || s.route.as_deref() == Some(relay.route_name(&env).as_str())
             || s.ids.contains(&env.id);
@@ -306,15 +313,15 @@ fn select(relay: &Relay, s: &Selection) -> Result<Vec<String>, String> {
 }
 
 /// One action on one message, under its claim.
-async fn act(relay: &Arc<Relay>, id: &str, action: Action) -> Result<String, String> {
+async fn act(relay: &Arc<Relay>, id: &str, action: Action) -> Result<String, ActError> {
     if !relay.claim_wait(id, CLAIM_WAIT).await {
-        return Err("a delivery attempt is still in progress; try again".into());
+        return Err(ActError::Busy);
     }
     let result = act_claimed(relay, id, action).await;
     relay.release(id);
     // Scheduled only now that the claim is released: a worker woken while the
     // claim was still held would find the message busy and put it off a second.
-    let (detail, reschedule) = result.map_err(|e| e.to_string())?;
+    let (detail, reschedule) = result?;
     if let Some(env) = reschedule {
         relay.schedule(&env);
     }
@@ -325,8 +332,14 @@ async fn act(relay: &Arc<Relay>, id: &str, action: Action) -> Result<String, Str
 enum ActError {
     #[error("no such message in the queue")]
     NotFound,
-    #[error("{0}")]
-    Refused(&'static str),
+    #[error("held; release it first")]
+    Held,
+    #[error("a delivery attempt is still in progress; try again")]
+    Busy,
+    #[error("damaged ({0}); it can only be deleted or bounced")]
+    Damaged(String),
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -338,84 +351,117 @@ async fn act_claimed(
     id: &str,
     action: Action,
 ) -> Result<(String, Option<Envelope>), ActError> {
-    let mut env = relay.store.envelope(id)?.ok_or(ActError::NotFound)?;
+    let mut env = match relay.spool.load(id) {
+        Ok(env) => env.ok_or(ActError::NotFound)?,
+        Err(StoreError::Damaged { reason, .. }) => {
+            return act_on_damaged(relay, id, action, reason).await
+        }
+        Err(e) => return Err(e.into()),
+    };
     let route = relay.route_name(&env);
     let now = unix_now();
-    let mut changes = Changes::new();
     let mut reschedule = None;
     match action {
-        Action::Flush | Action::Release => {
-            if action == Action::Flush && env.held {
-                return Err(ActError::Refused("held; release it first"));
-            }
-            env.held = false;
-            for r in env.recipients.iter_mut().filter(|r| !r.state.is_final()) {
-                r.next_attempt = now;
-            }
-            env.event(now, format!("{} by the operator", action.past_tense()));
-            changes.put_envelope(&env);
-            relay.store.write(changes).await?;
+        Action::Flush if env.held => return Err(ActError::Held),
+        Action::Flush => {
+            relay.spool.flush(&mut env, now).await?;
+            reschedule = Some(env);
+        }
+        Action::Release => {
+            relay.spool.release(&mut env, now).await?;
             reschedule = Some(env);
         }
         Action::Hold => {
-            env.held = true;
-            env.event(now, "held by the operator");
-            changes.put_envelope(&env);
-            relay.store.write(changes).await?;
+            relay.spool.hold(&mut env, now).await?;
             relay.scheduler.unschedule(&route, id);
         }
         Action::Delete => {
-            env.event(now, "deleted by the operator");
-            changes.remove_message(&env);
-            changes.put_history(&Finished::from_envelope(&env, now, "deleted"));
-            relay.store.write(changes).await?;
+            relay.spool.delete(&mut env, now).await?;
             relay.metrics.finished(&route, &env, Finish::Deleted);
             relay.scheduler.unschedule(&route, id);
         }
-        Action::Bounce => {
-            let reason = "bounced by the operator";
-            let mut failed = Vec::new();
-            for (index, r) in env.recipients.iter_mut().enumerate() {
-                if r.state.is_final() {
-                    continue;
-                }
-                r.state = State::Bounced;
-                r.last_error = Some(reason.into());
-                failed.push(Failed {
-                    index,
-                    status: "5.0.0".into(),
-                    reason: reason.into(),
-                    diagnostic: None,
-                });
-            }
-            let body = relay.store.body(&env)?;
-            let dsn = relay.bounce_for(&env, &failed, None, &body, now, &mut changes)?;
-            env.event(now, reason);
-            changes.remove_message(&env);
-            changes.put_history(&Finished::from_envelope(&env, now, "bounced"));
-            relay.store.write(changes).await?;
-            relay.metrics.operator_bounced(&route, &env, failed.len());
-            relay.scheduler.unschedule(&route, id);
-            for f in &failed {
-                if let Some(r) = env.recipients.get(f.index) {
-                    tracing::info!(
-                        id,
-                        to = %r.address,
-                        relay = "none",
-                        status = "bounced",
-                        detail = reason,
-                    );
-                }
-            }
-            if let Some(b) = &dsn {
-                tracing::info!(id, "sender non-delivery notification: {}", b.id);
-                relay.metrics.notification(b);
-                relay.schedule(b);
-            }
-        }
+        Action::Bounce => bounce(relay, &mut env, &route, now).await?,
     }
     tracing::info!(id, "{} by the operator", action.past_tense());
     Ok((action.past_tense().to_string(), reschedule))
+}
+
+/// The operator gives up on a message: its unfinished recipients bounce and
+/// the sender is told.
+async fn bounce(
+    relay: &Arc<Relay>,
+    env: &mut Envelope,
+    route: &str,
+    now: u64,
+) -> Result<(), ActError> {
+    let reason = "bounced by the operator";
+    let mut failed = Vec::new();
+    for (index, r) in env.recipients.iter_mut().enumerate() {
+        if r.state.is_final() {
+            continue;
+        }
+        r.state = State::Bounced;
+        r.last_error = Some(reason.into());
+        failed.push(Failed {
+            index,
+            status: "5.0.0".into(),
+            reason: reason.into(),
+            diagnostic: None,
+        });
+    }
+    // A message whose body is lost is still bounced; the notice then says
+    // what happened without the original attached.
+    let body = match relay.spool.body(env) {
+        Ok(body) => body,
+        Err(StoreError::Damaged { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut dsn = relay.bounce_for(env, &failed, None, &body, now)?;
+    relay.spool.bounce(env, now, reason, dsn.as_mut()).await?;
+    relay.metrics.operator_bounced(route, env, failed.len());
+    relay.scheduler.unschedule(route, &env.id);
+    for f in &failed {
+        if let Some(r) = env.recipients.get(f.index) {
+            tracing::info!(
+                id = %env.id,
+                to = %r.address,
+                relay = "none",
+                status = "bounced",
+                detail = reason,
+            );
+        }
+    }
+    if let Some(b) = dsn.map(|n| n.envelope) {
+        tracing::info!(id = %env.id, "sender non-delivery notification: {}", b.id);
+        relay.metrics.notification(&b);
+        relay.schedule(&b);
+    }
+    Ok(())
+}
+
+/// Delete and bounce take a damaged message out (every record of it); a
+/// bounce cannot tell a sender it cannot read, and says so.
+async fn act_on_damaged(
+    relay: &Arc<Relay>,
+    id: &str,
+    action: Action,
+    reason: String,
+) -> Result<(String, Option<Envelope>), ActError> {
+    if !matches!(action, Action::Delete | Action::Bounce) {
+        return Err(ActError::Damaged(reason));
+    }
+    if !relay.spool.discard(id).await? {
+        return Err(ActError::NotFound);
+    }
+    relay.metrics.damaged_removed();
+    tracing::info!(id, "damaged message removed by the operator ({reason})");
+    let detail = match action {
+        Action::Bounce => {
+            "removed; damaged, so no notification could be sent (its envelope is unreadable)"
+        }
+        _ => "deleted (damaged)",
+    };
+    Ok((detail.to_string(), None))
 }
 
 /// The message's header section as text, for `queue show`.

@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::control::{self, server::bind_socket};
 use crate::delivery::Relay;
 use crate::dropdir;
-use crate::queue::Store;
 use crate::smtp::server;
+use crate::spool::{Spool, StoreError};
 use crate::sysexits::*;
 pub use logging::LogFormat;
 
@@ -55,14 +55,19 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let store = match Store::open(&config.queue_path, config.queue_cache_size) {
+        let spool = match Spool::open(&config.queue_path, config.queue_cache_size) {
             Ok(s) => s,
+            // Documented in the README ("When the queue cannot be opened").
+            Err(e @ StoreError::Unopenable { .. }) => {
+                tracing::error!("{e}");
+                return EX_DATAERR;
+            }
             Err(e) => {
                 tracing::error!("cannot open queue {}: {e}", config.queue_path.display());
                 return EX_CANTCREAT;
             }
         };
-        let relay = match Relay::new(config.clone(), store) {
+        let relay = match Relay::new(config.clone(), spool) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("{e}");
@@ -211,7 +216,7 @@ async fn stop(relay: &Arc<Relay>, sessions: tokio::task::JoinHandle<()>) {
     let attempts_done = relay
         .idle_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .await;
-    if let Err(e) = relay.store.commit().await {
+    if let Err(e) = relay.spool.commit().await {
         tracing::error!("final queue flush: {e}");
     }
     match (sessions_done, attempts_done) {
@@ -230,11 +235,11 @@ async fn stop(relay: &Arc<Relay>, sessions: tokio::task::JoinHandle<()>) {
 }
 
 /// After the queue was reopened following an I/O error (a full disk, see
-/// `queue::store`), writes that were not synced are gone: the schedule is
+/// `spool::store`), writes that were not synced are gone: the schedule is
 /// rebuilt from what is on disk, rather than waiting for each failed attempt's
 /// own retry.
 async fn reschedule_on_reopen(relay: Arc<Relay>) {
-    let mut reopened = relay.store.reopened();
+    let mut reopened = relay.spool.reopened();
     while reopened.changed().await.is_ok() {
         match relay.load_queue() {
             Ok(n) => tracing::info!("queue reopened: {n} queued message(s) scheduled again"),
@@ -282,7 +287,7 @@ async fn watchdog(relay: Arc<Relay>, every: Duration) {
     let period = every / 2;
     loop {
         let healthy = tokio::time::timeout(period, async {
-            let _answered = relay.store.commit().await;
+            let _answered = relay.spool.commit().await;
             let _ = relay.scheduler.total();
         })
         .await
@@ -339,10 +344,10 @@ async fn prune_history(relay: Arc<Relay>) {
     let mut ticks = 0;
     loop {
         let local = relay.config().local.clone();
-        let over = relay.store.history_len() > local.history_max + local.history_max / 20;
+        let over = relay.spool.history_len() > local.history_max + local.history_max / 20;
         if ticks == 0 || over {
             let cutoff = crate::clock::unix_now().saturating_sub(local.history.as_secs());
-            let store = relay.store.clone();
+            let store = relay.spool.clone();
             let (max, recount) = (local.history_max, ticks == 0);
             let prune = move || store.prune_history(cutoff, max, recount);
             match tokio::task::spawn_blocking(prune).await {

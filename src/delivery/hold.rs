@@ -20,8 +20,7 @@ use super::Relay;
 use crate::clock::unix_now;
 use crate::config::{AuthSecret, Transport};
 use crate::oauth::external::FileStamp;
-use crate::queue::store::Changes;
-use crate::queue::StoreError;
+use crate::spool::{Envelope, StoreError};
 use crate::upstream::{self, Failure};
 
 /// How often the watcher looks at held routes; a changed token file is
@@ -69,7 +68,7 @@ impl Relay {
     /// Loads the holds stored by an earlier run; each is probed at once.
     pub fn load_holds(&self) {
         let now = unix_now();
-        for (route, bytes) in self.store.route_holds() {
+        for (route, bytes) in self.spool.route_holds() {
             match serde_json::from_slice::<Hold>(&bytes) {
                 Ok(hold) => {
                     tracing::warn!(
@@ -111,9 +110,9 @@ impl Relay {
             reason: reason.clone(),
             source: source.map(str::to_string),
         };
-        let mut changes = Changes::new();
-        changes.put_route_hold(route, &serde_json::to_vec(&hold).unwrap_or_default());
-        self.store.write(changes).await?;
+        self.spool
+            .hold_route(route, &serde_json::to_vec(&hold).unwrap_or_default())
+            .await?;
         let inputs = source.and_then(|s| self.tokens.inputs(s));
         let mut holds = self.holds.lock();
         if holds.contains_key(route) {
@@ -150,10 +149,10 @@ impl Relay {
         };
         let now = unix_now();
         let held = now.saturating_sub(since);
-        let mut changes = Changes::new();
         let mut claimed = Vec::new();
         let mut envs = Vec::new();
-        for env in self.store.envelopes() {
+        let mut changed_at = Vec::new();
+        for env in self.spool.messages() {
             let Ok(mut env) = env else { continue };
             if self.route_name(&env) != route {
                 continue;
@@ -172,12 +171,12 @@ impl Relay {
             }
             if changed {
                 env.event(now, format!("route {route} resumed after {held}s on hold"));
-                changes.put_envelope(&env);
+                changed_at.push(envs.len());
             }
             envs.push(env);
         }
-        changes.remove_route_hold(route);
-        let written = self.store.write(changes).await;
+        let changed: Vec<&Envelope> = changed_at.iter().filter_map(|&i| envs.get(i)).collect();
+        let written = self.spool.reschedule(&changed, Some(route)).await;
         for id in &claimed {
             self.release(id);
         }

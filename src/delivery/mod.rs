@@ -30,8 +30,7 @@ use crate::clock::{from_unix, unix_now};
 use crate::config::{Config, Route, Timeouts, Transport};
 use crate::oauth::Tokens;
 use crate::outcome::Outcome;
-use crate::queue::store::Changes;
-use crate::queue::{Envelope, Finished, Recipient, State, Store, StoreError};
+use crate::spool::{Envelope, Notice, Recipient, Spool, State, StoreError};
 use crate::upstream::{self, Connection, Resolver};
 
 pub use reload::Reloaded;
@@ -44,7 +43,7 @@ pub struct Relay {
     /// The generation the workers should belong to; [`STOPPING`] once the
     /// daemon stops. Workers of an older one finish their attempt and exit.
     generation: watch::Sender<u64>,
-    pub store: Store,
+    pub spool: Spool,
     pub scheduler: Scheduler,
     /// Messages a worker or a queue command is working on. Whoever holds an id
     /// is the only one reading, changing or deleting that message.
@@ -94,7 +93,7 @@ pub enum RelayError {
 }
 
 impl Relay {
-    pub fn new(config: Arc<Config>, store: Store) -> Result<Arc<Relay>, RelayError> {
+    pub fn new(config: Arc<Config>, spool: Spool) -> Result<Arc<Relay>, RelayError> {
         let tls = route_tls(&config)?;
         let resolver = Resolver::new(&config.dns).map_err(RelayError::Resolver)?;
         let http_tls = upstream::tls::client_config(None).map_err(|e| RelayError::Tls {
@@ -115,7 +114,7 @@ impl Relay {
                 resolver,
             })),
             generation: watch::Sender::new(0),
-            store,
+            spool,
             scheduler: Scheduler::new(),
             busy: Mutex::new(HashSet::new()),
             released: Notify::new(),
@@ -228,18 +227,27 @@ impl Relay {
         }
     }
 
-    /// Re-schedules everything in the queue after a start; returns the count.
+    /// Re-schedules everything in the queue after a start; returns the count
+    /// of messages scheduled. A damaged message is counted in the metrics
+    /// and left alone; a queue that cannot be read is an error.
     pub fn load_queue(&self) -> Result<usize, StoreError> {
         let mut n = 0;
-        for env in self.store.envelopes() {
+        self.metrics.clear_damaged();
+        for env in self.spool.messages() {
             match env {
                 Ok(env) => {
                     self.metrics.loaded(&env);
                     self.schedule(&env);
                     n += 1;
                 }
-                // One unreadable envelope must not stop the rest of the queue.
-                Err(e) => tracing::error!(error = %e, "skipping unreadable queue entry"),
+                Err(StoreError::Damaged { id, reason }) => {
+                    self.metrics.damaged();
+                    tracing::error!(
+                        id,
+                        "quarantined: {reason} (`smarthost queue delete {id}` removes it)"
+                    );
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(n)
@@ -296,7 +304,7 @@ impl Relay {
             if *self.generation.borrow() != generation {
                 // Taken off a schedule that a reload has just rebuilt: hand it
                 // back to whichever route the message has now, unless stopping.
-                if let Ok(Some(env)) = self.store.envelope(&id) {
+                if let Ok(Some(env)) = self.spool.load(&id) {
                     if *self.generation.borrow() != STOPPING {
                         self.schedule(&env);
                     }
@@ -319,15 +327,33 @@ impl Relay {
                 p.spend();
             }
             self.release(&id);
-            if let Err(e) = result {
-                // The queue itself failed: keep the message, look again later.
-                tracing::error!("{id}: delivery bookkeeping failed: {e}; retrying in 60s");
-                let on = match self.store.envelope(&id) {
-                    Ok(Some(env)) => self.route_name(&env),
-                    _ => route.name.clone(),
-                };
-                self.scheduler.schedule(&on, unix_now() + 60, id.clone());
+            match result {
+                Ok(()) => {}
+                Err(StoreError::Damaged { reason, .. }) => self.quarantine(&id, &reason).await,
+                Err(e) => {
+                    // The queue itself failed: keep the message, look again later.
+                    tracing::error!("{id}: delivery bookkeeping failed: {e}; retrying in 60s");
+                    let on = match self.spool.load(&id) {
+                        Ok(Some(env)) => self.route_name(&env),
+                        _ => route.name.clone(),
+                    };
+                    self.scheduler.schedule(&on, unix_now() + 60, id.clone());
+                }
             }
+        }
+    }
+
+    /// Sets a damaged message aside for good: it is never tried again, and
+    /// the operator sees it in `queue list` and the metrics.
+    async fn quarantine(&self, id: &str, reason: &str) {
+        tracing::error!(
+            id,
+            "quarantined: {reason} (`smarthost queue delete {id}` removes it)"
+        );
+        match self.spool.quarantine(id, reason).await {
+            Ok(()) => self.metrics.damaged(),
+            // Not marked: the next start finds the damage again.
+            Err(e) => tracing::error!(id, "cannot record the quarantine: {e}"),
         }
     }
 
@@ -366,7 +392,7 @@ impl Relay {
         id: &str,
         conn: &mut Option<Connection>,
     ) -> Result<(), StoreError> {
-        let Some(mut env) = self.store.envelope(id)? else {
+        let Some(mut env) = self.spool.load(id)? else {
             return Ok(());
         };
         if env.held {
@@ -378,7 +404,7 @@ impl Relay {
             self.schedule(&env);
             return Ok(());
         }
-        let body = self.store.body(&env)?;
+        let body = self.spool.body(&env)?;
         let rcpts: Vec<String> = due
             .iter()
             .filter_map(|&i| env.recipients.get(i).map(|r| r.address.clone()))
@@ -431,8 +457,9 @@ impl Relay {
         .await
     }
 
-    /// Adds the DSN for `failed` recipients to `changes`; returns its envelope so
-    /// it can be scheduled once the batch is durable. Nothing for the null sender.
+    /// The DSN for `failed` recipients, to be stored with the change that
+    /// failed them and scheduled once that is durable. None for the null
+    /// sender.
     pub(crate) fn bounce_for(
         &self,
         env: &Envelope,
@@ -440,8 +467,7 @@ impl Relay {
         remote_host: Option<&str>,
         body: &[u8],
         now: u64,
-        changes: &mut Changes,
-    ) -> Result<Option<Envelope>, StoreError> {
+    ) -> Result<Option<Notice>, StoreError> {
         if failed.is_empty() || env.sender.is_empty() {
             return Ok(None);
         }
@@ -474,7 +500,7 @@ impl Relay {
         match bounce::build(&input) {
             Ok(bytes) => {
                 let mut b = Envelope {
-                    id: self.store.new_id()?,
+                    id: self.spool.new_id()?,
                     sender: String::new(),
                     route_sender: env.sender.clone(),
                     recipients: vec![Recipient::new(env.sender.clone(), now)],
@@ -485,8 +511,10 @@ impl Relay {
                     ..Default::default()
                 };
                 b.event(now, format!("non-delivery notification for {}", env.id));
-                changes.put_message(&mut b, &bytes);
-                Ok(Some(b))
+                Ok(Some(Notice {
+                    envelope: b,
+                    body: bytes,
+                }))
             }
             Err(e) => {
                 tracing::error!("{}: cannot build bounce: {e}", env.id);
@@ -509,14 +537,7 @@ impl Relay {
         let now = unix_now();
         let retry = self.config().retry.clone();
         let failed = record::apply(env, due, &outcomes, Some(relay), &retry, now);
-        // One record or a removal (envelope first) needs no batch; a DSN must be
-        // stored together with the state that caused it.
-        let mut changes = if failed.is_empty() {
-            Changes::in_order()
-        } else {
-            Changes::new()
-        };
-        let dsn = self.bounce_for(env, &failed, remote_host, body, now, &mut changes)?;
+        let mut dsn = self.bounce_for(env, &failed, remote_host, body, now)?;
         let delay = now.saturating_sub(env.arrived);
         for (&i, o) in due.iter().zip(&outcomes) {
             if let Some(r) = env.recipients.get(i) {
@@ -534,13 +555,9 @@ impl Relay {
                 env.event(now, text);
             }
         }
-        if env.is_finished() {
-            changes.remove_message(env);
-            changes.put_history(&Finished::from_envelope(env, now, finished_word(env)));
-        } else {
-            changes.put_envelope(env);
-        }
-        self.store.write(changes).await?;
+        self.spool
+            .record(env, due, finished_word(env), dsn.as_mut())
+            .await?;
         // The current table's route: the attempt's, except across a reload.
         let route = self.route_name(env);
         self.metrics.attempted(&route, env, due);
@@ -560,7 +577,7 @@ impl Relay {
                 detail = r.last_error.as_deref().unwrap_or(o.detail()),
             );
         }
-        if let Some(b) = dsn {
+        if let Some(Notice { envelope: b, .. }) = dsn {
             tracing::info!(id = %env.id, "sender non-delivery notification: {}", b.id);
             self.metrics.notification(&b);
             self.schedule(&b);

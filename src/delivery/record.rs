@@ -2,8 +2,8 @@
 //! delivery, where the retry schedule and the bounce decision meet.
 
 use crate::outcome::Outcome;
-use crate::queue::{Envelope, State};
 use crate::retry::{Retry, Schedule};
+use crate::spool::{Envelope, State};
 
 /// Retry interval for a [`Outcome::Waiting`] recipient whose schedule has run
 /// out: exim's final interval.
@@ -98,7 +98,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::Recipient;
+    use crate::spool::Recipient;
 
     fn env(n: usize) -> Envelope {
         Envelope {

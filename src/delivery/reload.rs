@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::queue::store::Changes;
+use crate::spool::StoreError;
 use crate::upstream::Resolver;
 
 use super::{smtp::route_tls, Generation, Relay, RelayError};
@@ -56,13 +56,15 @@ impl Relay {
         self.generation.send_replace(number);
         self.scheduler.clear();
         let now = unix_now();
-        let mut moved = Changes::new();
+        let mut moved = Vec::new();
         let mut claimed = Vec::new();
         // Ids only: holding 100,000 decoded envelopes would cost ~100 MiB.
         let mut ids = Vec::new();
-        for env in self.store.envelopes() {
+        for env in self.spool.messages() {
             let mut env = match env {
                 Ok(env) => env,
+                // Quarantined: on no schedule, whatever the routes.
+                Err(StoreError::Damaged { .. }) => continue,
                 Err(e) => {
                     tracing::error!(error = %e, "skipping unreadable queue entry");
                     continue;
@@ -81,15 +83,18 @@ impl Relay {
                     r.next_attempt = now;
                 }
                 env.event(now, format!("route {before} -> {after} by a reload"));
-                moved.put_envelope(&env);
                 claimed.push(env.id.clone());
+                moved.push(env);
+                continue;
             }
             ids.push(env.id);
         }
         let written = if claimed.is_empty() {
             Ok(())
         } else {
-            self.store.write(moved).await
+            self.spool
+                .reschedule(&moved.iter().collect::<Vec<_>>(), None)
+                .await
         };
         for id in &claimed {
             self.release(id);
@@ -98,8 +103,9 @@ impl Relay {
             // The old due times stand; the messages still go out on the new route.
             tracing::error!("reload: cannot record the new routes' due times: {e}");
         }
+        ids.extend(moved.into_iter().map(|env| env.id));
         for id in &ids {
-            if let Ok(Some(stored)) = self.store.envelope(id) {
+            if let Ok(Some(stored)) = self.spool.load(id) {
                 self.schedule(&stored);
             }
         }

@@ -8,7 +8,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::{Config, Route, SmtpRoute, Transport};
 use crate::outcome::Outcome;
-use crate::queue::Envelope;
+use crate::spool::Envelope;
 use crate::upstream::{self, Connection, Failure};
 
 use super::{hold, HoldRoute, Relay, RelayError, Tried};

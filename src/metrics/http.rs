@@ -86,6 +86,15 @@ async fn answer(req: &Request<Incoming>, relay: &Arc<Relay>) -> Response<Full<By
         return respond(StatusCode::OK, CONTENT_TYPE, body);
     }
     match health(relay).await {
+        // Still serving: a damaged message needs the operator, not a restart.
+        Ok(()) if relay.metrics.damaged_count() > 0 => respond(
+            StatusCode::OK,
+            PLAIN,
+            format!(
+                "degraded: {} damaged message(s) quarantined in the queue (see `smarthost queue list`)\n",
+                relay.metrics.damaged_count()
+            ),
+        ),
         Ok(()) => respond(StatusCode::OK, PLAIN, "ok\n".into()),
         Err(reason) => respond(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -103,7 +112,7 @@ async fn health(relay: &Arc<Relay>) -> Result<(), String> {
     if !relay.metrics.is_ready() {
         return Err("starting".into());
     }
-    let store = relay.store.clone();
+    let store = relay.spool.clone();
     match tokio::time::timeout(
         STORE_TIMEOUT,
         tokio::task::spawn_blocking(move || store.ping()),

@@ -25,7 +25,7 @@ use exposition::{Exposition, Kind, Num};
 use histogram::{Histogram, DELIVERY_BUCKETS};
 use queue_index::QueueIndex;
 
-use crate::queue::{Envelope, State};
+use crate::spool::{Envelope, State};
 
 /// How a message left the queue, for `smarthost_messages_finished_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +103,8 @@ pub struct Metrics {
     /// the first scrape, with zeros.
     routes: RwLock<BTreeMap<String, Arc<RouteCounters>>>,
     notifications: AtomicU64,
+    /// Quarantined messages in the queue (see `spool`): kept, never tried.
+    damaged: AtomicU64,
     pub queue: QueueIndex,
 }
 
@@ -117,6 +119,7 @@ impl Metrics {
             ready: AtomicBool::new(false),
             routes: RwLock::new(routes),
             notifications: AtomicU64::new(0),
+            damaged: AtomicU64::new(0),
             queue: QueueIndex::default(),
         }
     }
@@ -166,6 +169,28 @@ impl Metrics {
     /// A message found in the queue at start.
     pub fn loaded(&self, env: &Envelope) {
         self.queue.track(env, None);
+    }
+
+    /// A message was found damaged and quarantined.
+    pub fn damaged(&self) {
+        self.damaged.fetch_add(1, Relaxed);
+    }
+
+    /// The operator removed a damaged message.
+    pub fn damaged_removed(&self) {
+        let _ = self
+            .damaged
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
+    /// Before the queue is counted again (at start, after a reopen).
+    pub fn clear_damaged(&self) {
+        self.damaged.store(0, Relaxed);
+    }
+
+    /// How many quarantined messages the queue holds.
+    pub fn damaged_count(&self) -> u64 {
+        self.damaged.load(Relaxed)
     }
 
     /// A non-delivery notification was queued.
@@ -322,6 +347,16 @@ impl Metrics {
             .map(|at| (now() - at as f64).max(0.0))
             .unwrap_or(0.0);
         e.sample("smarthost_queue_oldest_message_age_seconds", &[], age);
+        e.family(
+            "smarthost_queue_damaged_messages",
+            Kind::Gauge,
+            "Quarantined messages: a record does not decode or a part is missing. Never tried; `smarthost queue list` shows why, `queue delete` or `queue bounce` removes them.",
+        );
+        e.sample(
+            "smarthost_queue_damaged_messages",
+            &[],
+            self.damaged_count(),
+        );
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::queue::Envelope;
+use crate::spool::Envelope;
 
 #[derive(Default)]
 pub struct QueueIndex {
@@ -97,7 +97,7 @@ impl QueueIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{Recipient, State};
+    use crate::spool::{Recipient, State};
 
     fn env(id: &str, arrived: u64, rcpts: usize) -> Envelope {
         Envelope {

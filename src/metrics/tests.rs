@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::queue::Recipient;
+use crate::spool::Recipient;
 
 /// Checks the exposition's grammar as far as the relay uses it (every sample
 /// under its family's HELP and TYPE, each family once) and returns the

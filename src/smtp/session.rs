@@ -14,7 +14,7 @@ use super::grammar::{self, Body, Command, Reply};
 use crate::config::Config;
 use crate::delivery::Relay;
 use crate::intake::{self, Incoming, Peer};
-use crate::queue::StoreError;
+use crate::spool::StoreError;
 
 /// RFC 5321 allows 512 octets a command line; extensions (SMTPUTF8 addresses,
 /// parameters) make real lines longer, so allow some room before refusing.

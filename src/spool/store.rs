@@ -21,9 +21,9 @@
 //! on disk is ever acknowledged. What was synced is recovered by the reopen, as
 //! after a crash.
 //!
-//! Key layout in one tree (one tree so that a `Batch` is atomic across keys):
-//! `e<id>` → envelope (JSON), `b<id>/<chunk u32 BE>` → body chunk,
-//! `h<finished u64 BE><id>` → history record of a finished message (JSON).
+//! This is the spool's engine: it knows writes, syncs and prefixes, not
+//! messages. The key layout is in `spool/records.rs`; which writes a change of
+//! a message needs is decided in `spool/mod.rs`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -33,20 +33,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{oneshot, watch};
 
-use super::envelope::Envelope;
-use super::history::{self, Finished};
+use super::history::Finished;
+use super::records;
 
 mod changes;
 mod committer;
 mod files;
 
 pub use changes::Changes;
-use changes::*;
 use committer::*;
+pub(in crate::spool) use files::persisted_segment_size;
 use files::*;
-
-#[cfg(test)]
-mod tests;
 
 /// sled's log segment, which is also the size of each of its in-memory write
 /// buffers: several are in flight under load, and with 8 MiB ones a burst of
@@ -72,8 +69,21 @@ pub enum StoreError {
     Sync(sled::Error),
     #[error("queue reopened after an I/O error; this write was lost with the old handle")]
     Reopened,
-    #[error("corrupt envelope {id}: {reason}")]
-    Corrupt { id: String, reason: String },
+    /// A record of this message does not decode, or a part is missing: the
+    /// message is quarantined, never retried.
+    #[error("message {id} is damaged: {reason}")]
+    Damaged { id: String, reason: String },
+    /// Refused before anything was written: a record this large could land in
+    /// one of sled's unsynced blob files.
+    #[error("record {key} of {size} bytes is over the queue's bound of {bound} bytes; nothing was written")]
+    TooLarge {
+        key: String,
+        size: usize,
+        bound: usize,
+    },
+    /// sled could not open the queue (it panicked or reported corruption).
+    #[error("queue {path} cannot be opened: {reason}; `smarthost queue salvage` copies what can still be read into a fresh queue")]
+    Unopenable { path: PathBuf, reason: String },
     #[error("queue committer has stopped")]
     Closed,
 }
@@ -118,6 +128,10 @@ struct Queue {
     history_len: std::sync::atomic::AtomicUsize,
     path: PathBuf,
     cache_bytes: u64,
+    /// [`records::record_bound`] of the queue's segment size.
+    bound: usize,
+    /// No clean-close marker was found at open.
+    crashed: bool,
     /// The open handle, or the error that keeps the queue closed until the next
     /// reopen attempt.
     open: RwLock<Result<Handle, Failure>>,
@@ -260,36 +274,29 @@ impl Drop for Inner {
 }
 
 impl Store {
+    /// Opens (or creates, durably) the queue at `path`. Never panics: a
+    /// database sled cannot open is [`StoreError::Unopenable`].
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        create_durably(path)?;
         let handle = open_handle(path, cache_bytes, 0)?;
+        let segment = persisted_segment_size(path).unwrap_or(SEGMENT_SIZE);
         let marker = path.join(CLEAN_MARKER);
-        if marker.exists() {
+        let crashed = !marker.exists();
+        if !crashed {
             // From now on a crash must find it gone.
             std::fs::remove_file(&marker).map_err(|source| StoreError::Io {
                 path: marker.clone(),
                 source,
             })?;
             sync_dir(path)?;
-        } else {
-            // Before anything is accepted: a new message's chunks must not be
-            // taken for an orphan before its envelope is written.
-            let removed = sweep_orphans(&handle)?;
-            if removed > 0 {
-                tracing::info!(
-                    "queue: removed {removed} body chunks left without an envelope by a crash"
-                );
-                handle.sync().map_err(StoreError::Sync)?;
-            }
         }
         let history_len = handle.scan_keys(b"h").count();
         let queue = Arc::new(Queue {
             history_len: history_len.into(),
             path: path.to_path_buf(),
             cache_bytes,
+            bound: records::record_bound(segment),
+            crashed,
             open: RwLock::new(Ok(handle)),
             reopened: watch::Sender::new(0),
         });
@@ -309,6 +316,17 @@ impl Store {
                 committer: Some(committer),
             }),
         })
+    }
+
+    /// Whether the last process to use the queue ended without closing it
+    /// cleanly: records a change cut short may have left must be swept.
+    pub fn crashed(&self) -> bool {
+        self.inner.queue.crashed
+    }
+
+    /// The largest key plus value this queue accepts (see `records`).
+    pub fn bound(&self) -> usize {
+        self.inner.queue.bound
     }
 
     pub fn path(&self) -> &Path {
@@ -345,6 +363,13 @@ impl Store {
 
     /// Applies the writes; the generation of the handle they went to.
     fn apply_to(&self, changes: Changes) -> Result<u64, StoreError> {
+        if let Some((key, size)) = changes.largest().filter(|(_, n)| *n > self.bound()) {
+            return Err(StoreError::TooLarge {
+                key: String::from_utf8_lossy(key).into_owned(),
+                size,
+                bound: self.bound(),
+            });
+        }
         let h = self.handle()?;
         self.inner
             .queue
@@ -389,51 +414,51 @@ impl Store {
         rx.await.unwrap_or(Err(StoreError::Closed))
     }
 
+    /// Syncs now, on this thread: for the start, before the committer has
+    /// anyone to serve.
+    pub fn sync_blocking(&self) -> Result<(), StoreError> {
+        self.inner
+            .queue
+            .sync()
+            .map(|_| ())
+            .map_err(|f| StoreError::Sync(f.sled()))
+    }
+
     /// apply + commit: the usual way to record a state change before acting on it.
     pub async fn write(&self, changes: Changes) -> Result<(), StoreError> {
         let generation = self.apply_to(changes)?;
         self.commit_generation(generation).await
     }
 
-    pub fn envelope(&self, id: &str) -> Result<Option<Envelope>, StoreError> {
+    /// The value at `key`, as last applied (synced or not).
+    pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
         let h = self.handle()?;
-        match h.check(h.db.get(envelope_key(id)))? {
-            None => Ok(None),
-            Some(v) => decode(id, &v).map(Some),
-        }
+        h.check(h.db.get(key))
     }
 
-    pub fn body(&self, env: &Envelope) -> Result<Vec<u8>, StoreError> {
-        let h = self.handle()?;
-        let mut body = Vec::with_capacity(usize::try_from(env.size).unwrap_or(0));
-        for i in 0..env.chunks {
-            match h.check(h.db.get(chunk_key(&env.id, i)))? {
-                Some(chunk) => body.extend_from_slice(&chunk),
-                None => {
-                    return Err(StoreError::Corrupt {
-                        id: env.id.clone(),
-                        reason: format!("body chunk {i} of {} missing", env.chunks),
-                    })
-                }
-            }
-        }
-        Ok(body)
-    }
-
-    /// Every envelope in the queue, for the start-up scan. Bodies are not read.
-    /// A closed queue yields its error once.
-    pub fn envelopes(&self) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
+    /// Every record under `prefix`, in key order. A closed queue yields its
+    /// error once.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
         let (scan, closed) = match self.handle() {
-            Ok(h) => (Some(h.scan(b"e")), None),
+            Ok(h) => (Some(h.scan(prefix)), None),
             Err(e) => (None, Some(Err(e))),
         };
-        closed
-            .into_iter()
-            .chain(scan.into_iter().flatten().map(|item| {
-                let (k, v) = item?;
-                let id = String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned();
-                decode(&id, &v)
-            }))
+        closed.into_iter().chain(
+            scan.into_iter()
+                .flatten()
+                .map(|item| item.map_err(StoreError::Sled)),
+        )
+    }
+
+    /// The keys under `prefix`, in order.
+    pub fn scan_keys(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<sled::IVec, StoreError>> + '_ {
+        self.scan(prefix).map(|item| item.map(|(k, _)| k))
     }
 
     /// Finished messages, oldest first. Unreadable records are skipped: history is
@@ -510,22 +535,6 @@ impl Store {
         Ok(n)
     }
 
-    /// The stored route holds, as (route, record).
-    pub fn route_holds(&self) -> Vec<(String, Vec<u8>)> {
-        self.handle()
-            .ok()
-            .into_iter()
-            .flat_map(|h| h.scan(b"r"))
-            .filter_map(|item| item.ok())
-            .map(|(k, v)| {
-                (
-                    String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned(),
-                    v.to_vec(),
-                )
-            })
-            .collect()
-    }
-
     /// A cheap read and a look at the committer, for the health check: an
     /// error here means nothing could be acknowledged now.
     pub fn ping(&self) -> Result<(), StoreError> {
@@ -547,11 +556,4 @@ impl Store {
             .and_then(|h| h.db.size_on_disk().ok())
             .unwrap_or(0)
     }
-}
-
-fn decode(id: &str, bytes: &[u8]) -> Result<Envelope, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        id: id.to_string(),
-        reason: e.to_string(),
-    })
 }

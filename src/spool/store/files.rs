@@ -1,6 +1,6 @@
 //! The queue directory around sled: opening it, the segment size it was
-//! created with, sled's unfinished snapshots, the clean-close marker and the
-//! sweep of chunks a crash left without an envelope.
+//! created with, sled's unfinished snapshots and the clean-close marker, each
+//! made durable before the store relies on it.
 
 use super::*;
 
@@ -11,15 +11,32 @@ pub(super) fn open_handle(
     generation: u64,
 ) -> Result<Handle, StoreError> {
     remove_unfinished_snapshots(path)?;
-    let db = sled::Config::new()
+    let config = sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
-        .segment_size(persisted_segment_size(path).unwrap_or(SEGMENT_SIZE))
-        .open()?;
-    // The log file and the directory entries sled just created must be on disk
-    // before anything is acknowledged.
+        .segment_size(persisted_segment_size(path).unwrap_or(SEGMENT_SIZE));
+    // sled 0.34 panics on some damaged logs instead of returning an error
+    // (seen after a power cut: `cannot find pid 3 in view_for_key`). A queue
+    // that cannot be opened must be a reason the daemon gives, not a crash.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    let db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(sled::Error::Corruption { .. })) => {
+            return Err(unopenable(path, "sled reports the database corrupt"))
+        }
+        Ok(Err(e)) => return Err(StoreError::Sled(e)),
+        Err(panic) => return Err(unopenable(path, &panic_text(&panic))),
+    };
+    // sled writes its `conf` (the segment size it must be reopened with) and
+    // its log without syncing them; they and the directory entries sled just
+    // created must be on disk before anything is acknowledged.
+    sync_file(&path.join("conf"))?;
     let log_path = path.join("db");
     let log = File::open(&log_path).map_err(|source| StoreError::Io {
+        path: log_path.clone(),
+        source,
+    })?;
+    log.sync_all().map_err(|source| StoreError::Io {
         path: log_path.clone(),
         source,
     })?;
@@ -34,7 +51,7 @@ pub(super) fn open_handle(
 
 /// The segment size an existing queue was created with, from sled's `conf`
 /// file (text lines such as `segment_size: 8388608`, then a CRC).
-pub(super) fn persisted_segment_size(path: &Path) -> Option<usize> {
+pub(in crate::spool) fn persisted_segment_size(path: &Path) -> Option<usize> {
     let raw = std::fs::read(path.join("conf")).ok()?;
     let text = String::from_utf8_lossy(&raw);
     let size: usize = text
@@ -78,34 +95,6 @@ pub(super) fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError>
 /// [`sweep_orphans`].
 pub(super) const CLEAN_MARKER: &str = "closed-cleanly";
 
-/// Removes body chunks whose envelope is gone: what an `in_order` change cut
-/// short by a crash leaves behind. Only the keys and one envelope lookup per
-/// message are touched.
-pub(super) fn sweep_orphans(h: &Handle) -> Result<usize, StoreError> {
-    let mut removed = 0;
-    let mut last: Option<(Vec<u8>, bool)> = None;
-    for key in h.scan_keys(b"b") {
-        let key = h.check(key)?;
-        // b<id>/<u32 BE>
-        let Some(id) = key.len().checked_sub(5).and_then(|end| key.get(1..end)) else {
-            continue;
-        };
-        let orphan = match &last {
-            Some((prev, orphan)) if prev.as_slice() == id => *orphan,
-            _ => {
-                let orphan = !h.check(h.db.contains_key(prefixed(b'e', id)))?;
-                last = Some((id.to_vec(), orphan));
-                orphan
-            }
-        };
-        if orphan {
-            h.check(h.db.remove(&key))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
 pub(super) fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path)
         .and_then(|d| d.sync_all())
@@ -113,4 +102,45 @@ pub(super) fn sync_dir(path: &Path) -> Result<(), StoreError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+fn sync_file(path: &Path) -> Result<(), StoreError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Creates the queue directory and every missing parent, each new entry made
+/// durable by syncing the directory that holds it.
+pub(super) fn create_durably(path: &Path) -> Result<(), StoreError> {
+    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
+    std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    for dir in missing.iter().rev() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+fn unopenable(path: &Path, reason: &str) -> StoreError {
+    StoreError::Unopenable {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    format!("sled panicked while opening it ({text})")
 }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::envelope::{Envelope, State};
+use super::records::capped;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinishedRecipient {
@@ -27,7 +28,17 @@ pub struct Finished {
     /// Why it left the queue: "delivered", "bounced", "deleted" (by the operator).
     pub outcome: String,
     pub recipients: Vec<FinishedRecipient>,
+    /// Recipients left out to keep the record small (the log has each one's
+    /// fate).
+    #[serde(default)]
+    pub more_recipients: usize,
 }
+
+/// The bytes of recipients one history record keeps: well under the smallest
+/// record bound (`records::record_bound` of a 1 MiB segment, 15420 bytes).
+const RECIPIENT_BUDGET: usize = 8 * 1024;
+/// A reply as a history record keeps it.
+const HISTORY_REPLY: usize = 200;
 
 impl Finished {
     pub fn from_envelope(env: &Envelope, now: u64, outcome: &str) -> Finished {
@@ -39,17 +50,35 @@ impl Finished {
             finished: now,
             size: env.size,
             outcome: outcome.to_string(),
-            recipients: env
-                .recipients
-                .iter()
-                .map(|r| FinishedRecipient {
-                    address: r.address.clone(),
-                    state: r.state,
-                    relay: r.relay.clone(),
-                    reply: r.last_error.clone(),
-                })
-                .collect(),
+            recipients: Vec::new(),
+            more_recipients: 0,
         }
+        .with_recipients(env)
+    }
+
+    /// Keeps recipients, their texts capped, while they fit the budget.
+    fn with_recipients(mut self, env: &Envelope) -> Finished {
+        let mut used = 0;
+        for r in &env.recipients {
+            let kept = FinishedRecipient {
+                address: r.address.clone(),
+                state: r.state,
+                relay: r.relay.as_deref().map(|t| capped(t, HISTORY_REPLY)),
+                reply: r.last_error.as_deref().map(|t| capped(t, HISTORY_REPLY)),
+            };
+            // JSON adds quotes, names and escapes: count generously.
+            let size = 64
+                + 2 * (kept.address.len()
+                    + kept.relay.as_ref().map_or(0, String::len)
+                    + kept.reply.as_ref().map_or(0, String::len));
+            if used + size > RECIPIENT_BUDGET {
+                self.more_recipients += 1;
+                continue;
+            }
+            used += size;
+            self.recipients.push(kept);
+        }
+        self
     }
 
     /// Whether this record answers `query`: a queue id, a Message-ID (with or
@@ -83,7 +112,7 @@ pub(super) fn key(finished: u64, id: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::Recipient;
+    use crate::spool::Recipient;
 
     #[test]
     fn matching() {
@@ -108,5 +137,24 @@ mod tests {
         assert!(!f.matches("m2@example.com"));
         assert!(key(1, "a") < key(2, "a"));
         assert!(key(255, "z") < key(256, "a"));
+    }
+
+    #[test]
+    fn a_thousand_recipients_make_a_small_record() {
+        let mut env = Envelope {
+            id: "ABC123".into(),
+            recipients: (0..1000)
+                .map(|i| Recipient::new(format!("user{i}@example.net"), 0))
+                .collect(),
+            ..Default::default()
+        };
+        for r in &mut env.recipients {
+            r.last_error = Some(format!("451 4.7.1 {}", "x".repeat(500)));
+        }
+        let f = Finished::from_envelope(&env, 5, "bounced");
+        let size = serde_json::to_vec(&f).unwrap().len();
+        assert!(size < 12 * 1024, "{size}");
+        assert_eq!(f.recipients.len() + f.more_recipients, 1000);
+        assert!(f.recipients.len() >= 10);
     }
 }

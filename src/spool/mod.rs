@@ -1,0 +1,540 @@
+//! The spool: the one module that owns a queued message's life, from the
+//! moment it is accepted until it is delivered, bounced or deleted, and
+//! decides how each change of it is written and synced.
+//!
+//! Its operations, one per change of a message (every one returns only once
+//! the change is on stable storage):
+//!
+//! - [`Spool::accept`]: a new message, body and envelope; the caller answers
+//!   `250`/`202`/exit 0 only after it returns.
+//! - [`Spool::record`]: an attempt's outcomes for its recipients; a message
+//!   whose recipients are all final is finished in the same write (history,
+//!   removal), and a non-delivery notice is stored atomically with the states
+//!   that caused it.
+//! - [`Spool::hold`], [`Spool::release`], [`Spool::flush`]: the operator's
+//!   hold, release and "try now".
+//! - [`Spool::delete`], [`Spool::bounce`]: the operator takes a message out,
+//!   silently or with a notice.
+//! - [`Spool::reschedule`]: new due times (a reroute by a reload, a route's
+//!   retry clocks moved on after a hold), with a route hold's end if given.
+//! - [`Spool::quarantine`], [`Spool::discard`]: a damaged message is set aside
+//!   (never retried) and removed by id.
+//! - [`Spool::hold_route`]: a route held for its credentials, remembered.
+//!
+//! Reads: [`Spool::load`], [`Spool::body`], [`Spool::messages`],
+//! [`Spool::history`], [`Spool::route_holds`].
+//!
+//! The layout of the records is in [`records`], the engine (sled, group
+//! commit, reopen after I/O errors) in [`store`], the conversion of queues
+//! written by earlier versions in [`upgrade`]. Nothing outside this module
+//! knows a key or chooses a write mode.
+
+pub mod envelope;
+pub mod history;
+pub mod records;
+pub mod salvage;
+mod store;
+mod upgrade;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+pub use envelope::{Envelope, Recipient, State};
+pub use history::Finished;
+use store::Store;
+pub use store::StoreError;
+
+use records::Meta;
+use store::{Changes, CHUNK_SIZE};
+
+/// A non-delivery notice to queue with the change that caused it: its
+/// envelope (`id` from [`Spool::new_id`]) and its bytes.
+pub struct Notice {
+    pub envelope: Envelope,
+    pub body: Vec<u8>,
+}
+
+/// The durable queue of messages. Cheap to clone: every clone is the same
+/// spool.
+#[derive(Clone)]
+pub struct Spool {
+    store: Store,
+}
+
+impl Spool {
+    /// Opens the queue at `path` (creating it durably), converts records an
+    /// earlier version wrote, and after a crash sweeps what a change cut short
+    /// left behind. Nothing is accepted before it returns.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Spool, StoreError> {
+        let store = Store::open(path, cache_bytes)?;
+        let spool = Spool { store };
+        let upgraded = upgrade::run(&spool.store)?;
+        if upgraded > 0 {
+            tracing::info!("queue: {upgraded} message(s) converted to per-recipient records");
+        }
+        if spool.store.crashed() {
+            let removed = spool.sweep_orphans()?;
+            if removed > 0 {
+                tracing::info!(
+                    "queue: removed {removed} record(s) left without a message by a crash"
+                );
+            }
+        }
+        Ok(spool)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// A short unique queue id (see [`Store::new_id`]).
+    pub fn new_id(&self) -> Result<String, StoreError> {
+        self.store.new_id()
+    }
+
+    /// Stores a new message: `head` then `body` as its bytes (never copied
+    /// into one buffer), `env` with its recipients. Sets `env.size` and
+    /// `env.chunks`. Returns once it is synced.
+    pub async fn accept(
+        &self,
+        env: &mut Envelope,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        // Body and recipients, then the meta record: a crash in between leaves
+        // only records of a message that was never acknowledged.
+        let mut changes = Changes::in_order();
+        put_message(&mut changes, env, head, body);
+        self.store.write(changes).await
+    }
+
+    /// A queued message, assembled from its records. A message that cannot
+    /// be read is [`StoreError::Damaged`].
+    pub fn load(&self, id: &str) -> Result<Option<Envelope>, StoreError> {
+        if let Some(reason) = self.store.get(&records::damage_key(id))? {
+            return Err(damaged(id, String::from_utf8_lossy(&reason)));
+        }
+        let Some(meta) = self.store.get(&records::meta_key(id))? else {
+            return Ok(None);
+        };
+        self.assemble(id, &meta).map(Some)
+    }
+
+    fn assemble(&self, id: &str, meta: &[u8]) -> Result<Envelope, StoreError> {
+        let meta: Meta = serde_json::from_slice(meta)
+            .map_err(|e| damaged(id, format!("its envelope does not decode: {e}")))?;
+        let mut recipients = Vec::with_capacity(meta.recipients.min(4096) as usize);
+        for item in self.store.scan(&records::numbered_prefix(b't', id)) {
+            let (_, value) = item?;
+            let r: Recipient = serde_json::from_slice(&value).map_err(|e| {
+                damaged(
+                    id,
+                    format!("recipient record {} does not decode: {e}", recipients.len()),
+                )
+            })?;
+            recipients.push(r);
+        }
+        if recipients.len() != meta.recipients as usize {
+            return Err(damaged(
+                id,
+                format!(
+                    "{} of its {} recipient records are missing",
+                    meta.recipients as usize - recipients.len().min(meta.recipients as usize),
+                    meta.recipients
+                ),
+            ));
+        }
+        Ok(meta.into_envelope(id, recipients))
+    }
+
+    /// The message's bytes. A missing part is [`StoreError::Damaged`].
+    pub fn body(&self, env: &Envelope) -> Result<Vec<u8>, StoreError> {
+        let mut body = Vec::with_capacity(usize::try_from(env.size).unwrap_or(0));
+        for i in 0..env.chunks {
+            match self.store.get(&records::chunk_key(&env.id, i))? {
+                Some(chunk) => body.extend_from_slice(&chunk),
+                None => {
+                    return Err(damaged(
+                        &env.id,
+                        format!("body part {i} of {} is missing", env.chunks),
+                    ))
+                }
+            }
+        }
+        if body.len() as u64 != env.size {
+            return Err(damaged(
+                &env.id,
+                format!("its body has {} bytes, not {}", body.len(), env.size),
+            ));
+        }
+        Ok(body)
+    }
+
+    /// Every queued message in id (arrival) order, bodies not read; a damaged
+    /// one is an `Err(Damaged)` in its place, and the scan goes on. A queue
+    /// that cannot be read yields that error.
+    pub fn messages(&self) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
+        let marked = self.damage_marks();
+        let marked_ids: HashSet<String> = marked.iter().map(|(id, _)| id.clone()).collect();
+        let queued = self.store.scan(b"m").filter_map(move |item| {
+            let (key, meta) = match item {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e)),
+            };
+            let id = String::from_utf8_lossy(key.get(1..).unwrap_or_default()).into_owned();
+            if marked_ids.contains(&id) {
+                return None;
+            }
+            Some(self.assemble(&id, &meta))
+        });
+        marked
+            .into_iter()
+            .map(|(id, reason)| Err(damaged(&id, reason)))
+            .chain(queued)
+    }
+
+    /// The quarantined messages and why.
+    fn damage_marks(&self) -> Vec<(String, String)> {
+        self.store
+            .scan(b"d")
+            .filter_map(Result::ok)
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Records the outcomes of an attempt: the recipients at `changed` (and
+    /// the envelope's events and flags). A message whose recipients are now
+    /// all final leaves the queue in the same write, with a history record
+    /// saying `outcome`; `notice` is stored atomically with it all.
+    pub async fn record(
+        &self,
+        env: &Envelope,
+        changed: &[usize],
+        outcome: &str,
+        notice: Option<&mut Notice>,
+    ) -> Result<(), StoreError> {
+        // One message's records alone need no batch (see Changes::in_order); a
+        // notice must be stored together with the states that caused it.
+        let mut changes = if notice.is_some() {
+            Changes::new()
+        } else {
+            Changes::in_order()
+        };
+        if env.is_finished() {
+            remove_message(&mut changes, env);
+            put_history(
+                &mut changes,
+                &Finished::from_envelope(env, unix_now(), outcome),
+            );
+        } else {
+            for &i in changed {
+                put_recipient(&mut changes, env, i);
+            }
+            put_meta(&mut changes, env);
+        }
+        if let Some(n) = notice {
+            put_message(&mut changes, &mut n.envelope, &[], &n.body);
+        }
+        self.store.write(changes).await
+    }
+
+    /// The operator's hold: kept, never tried, never expired while held.
+    pub async fn hold(&self, env: &mut Envelope, now: u64) -> Result<(), StoreError> {
+        env.held = true;
+        env.event(now, "held by the operator");
+        let mut changes = Changes::new();
+        put_meta(&mut changes, env);
+        self.store.write(changes).await
+    }
+
+    /// Ends the operator's hold; the message is due at once.
+    pub async fn release(&self, env: &mut Envelope, now: u64) -> Result<(), StoreError> {
+        env.held = false;
+        self.due_now(env, now, "released by the operator").await
+    }
+
+    /// "Try now": every unfinished recipient is due at once.
+    pub async fn flush(&self, env: &mut Envelope, now: u64) -> Result<(), StoreError> {
+        self.due_now(env, now, "flushed by the operator").await
+    }
+
+    async fn due_now(&self, env: &mut Envelope, now: u64, why: &str) -> Result<(), StoreError> {
+        for r in env.recipients.iter_mut().filter(|r| !r.state.is_final()) {
+            r.next_attempt = now;
+        }
+        env.event(now, why);
+        let mut changes = Changes::new();
+        put_whole(&mut changes, env);
+        self.store.write(changes).await
+    }
+
+    /// Takes a message out without a notice; remembered as "deleted".
+    pub async fn delete(&self, env: &mut Envelope, now: u64) -> Result<(), StoreError> {
+        env.event(now, "deleted by the operator");
+        let mut changes = Changes::in_order();
+        remove_message(&mut changes, env);
+        put_history(&mut changes, &Finished::from_envelope(env, now, "deleted"));
+        self.store.write(changes).await
+    }
+
+    /// Takes a message out as bounced (its unfinished recipients already
+    /// marked), with its notice in the same atomic write.
+    pub async fn bounce(
+        &self,
+        env: &mut Envelope,
+        now: u64,
+        reason: &str,
+        notice: Option<&mut Notice>,
+    ) -> Result<(), StoreError> {
+        env.event(now, reason);
+        let mut changes = Changes::new();
+        remove_message(&mut changes, env);
+        put_history(&mut changes, &Finished::from_envelope(env, now, "bounced"));
+        if let Some(n) = notice {
+            put_message(&mut changes, &mut n.envelope, &[], &n.body);
+        }
+        self.store.write(changes).await
+    }
+
+    /// Stores new due times and retry clocks of several messages at once (each
+    /// whole), and ends `route_hold` in the same write.
+    pub async fn reschedule(
+        &self,
+        envs: &[&Envelope],
+        route_hold: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut changes = Changes::new();
+        for env in envs {
+            put_whole(&mut changes, env);
+        }
+        if let Some(route) = route_hold {
+            changes.remove(records::route_hold_key(route));
+        }
+        self.store.write(changes).await
+    }
+
+    /// Sets a damaged message aside: listed with `reason`, never tried again.
+    pub async fn quarantine(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        let mut changes = Changes::new();
+        changes.insert(
+            records::damage_key(id),
+            records::capped(reason, 1000).into_bytes(),
+        );
+        self.store.write(changes).await
+    }
+
+    /// Removes every record of a message, whatever state they are in: the way
+    /// out for a damaged one. False if there was nothing of it.
+    pub async fn discard(&self, id: &str) -> Result<bool, StoreError> {
+        let mut changes = Changes::in_order();
+        // The marks that make it a message go first, as in any removal.
+        for key in [records::meta_key(id), records::legacy_key(id)] {
+            changes.remove(key);
+        }
+        let mut found = self.store.get(&records::meta_key(id))?.is_some()
+            || self.store.get(&records::legacy_key(id))?.is_some()
+            || self.store.get(&records::damage_key(id))?.is_some();
+        for kind in [b't', b'b'] {
+            for key in self.store.scan_keys(&records::numbered_prefix(kind, id)) {
+                changes.remove(key?);
+                found = true;
+            }
+        }
+        changes.remove(records::damage_key(id));
+        self.store.write(changes).await?;
+        Ok(found)
+    }
+
+    /// Remembers that `route` is held for its credentials (`record` is the
+    /// hold's own encoding, see `delivery::hold`).
+    pub async fn hold_route(&self, route: &str, record: &[u8]) -> Result<(), StoreError> {
+        let mut changes = Changes::new();
+        changes.insert(records::route_hold_key(route), record.to_vec());
+        self.store.write(changes).await
+    }
+
+    /// The stored route holds, as (route, record).
+    pub fn route_holds(&self) -> Vec<(String, Vec<u8>)> {
+        self.store
+            .scan(b"r")
+            .filter_map(Result::ok)
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned(),
+                    v.to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    /// Finished messages, oldest first.
+    pub fn history(&self) -> impl DoubleEndedIterator<Item = Finished> + '_ {
+        self.store.history()
+    }
+
+    pub fn history_len(&self) -> usize {
+        self.store.history_len()
+    }
+
+    /// See [`Store::prune_history`].
+    pub fn prune_history(
+        &self,
+        cutoff: u64,
+        keep: usize,
+        recount: bool,
+    ) -> Result<usize, StoreError> {
+        self.store.prune_history(cutoff, keep, recount)
+    }
+
+    /// Waits until everything written so far is synced.
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        self.store.commit().await
+    }
+
+    /// See [`Store::reopened`].
+    pub fn reopened(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.reopened()
+    }
+
+    /// See [`Store::ping`].
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping()
+    }
+
+    pub fn disk_size(&self) -> u64 {
+        self.store.disk_size()
+    }
+
+    /// Removes records whose message is gone: what an in-order change cut
+    /// short by a crash leaves behind. Only keys and one lookup per message
+    /// are read.
+    fn sweep_orphans(&self) -> Result<usize, StoreError> {
+        let mut changes = Changes::in_order();
+        let mut removed = 0;
+        for kind in [b't', b'b'] {
+            let mut last: Option<(Vec<u8>, bool)> = None;
+            for key in self.store.scan_keys(&[kind]) {
+                let key = key?;
+                let Some(id) = records::id_of_numbered(&key) else {
+                    continue;
+                };
+                let orphan = match &last {
+                    Some((prev, orphan)) if prev.as_slice() == id => *orphan,
+                    _ => {
+                        let id_text = String::from_utf8_lossy(id);
+                        let orphan = [
+                            records::meta_key(&id_text),
+                            records::legacy_key(&id_text),
+                            records::damage_key(&id_text),
+                        ]
+                        .iter()
+                        .map(|k| self.store.get(k).map(|v| v.is_none()))
+                        .collect::<Result<Vec<bool>, _>>()?
+                        .into_iter()
+                        .all(|none| none);
+                        last = Some((id.to_vec(), orphan));
+                        orphan
+                    }
+                };
+                if orphan {
+                    changes.remove(key);
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            self.store.apply(changes)?;
+            self.store.sync_blocking()?;
+        }
+        Ok(removed)
+    }
+
+    #[cfg(test)]
+    fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+fn damaged(id: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::Damaged {
+        id: id.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn unix_now() -> u64 {
+    crate::clock::unix_now()
+}
+
+/// A new message's records: body chunks, recipients, then its meta record.
+fn put_message(changes: &mut Changes, env: &mut Envelope, head: &[u8], body: &[u8]) {
+    let total = head.len() + body.len();
+    let mut n = 0u32;
+    let mut at = 0;
+    while at < total {
+        let end = (at + CHUNK_SIZE).min(total);
+        let mut chunk = Vec::with_capacity(end - at);
+        if at < head.len() {
+            chunk.extend_from_slice(head.get(at..end.min(head.len())).unwrap_or_default());
+        }
+        if end > head.len() {
+            let from = at.max(head.len()) - head.len();
+            chunk.extend_from_slice(body.get(from..end - head.len()).unwrap_or_default());
+        }
+        changes.insert(records::chunk_key(&env.id, n), chunk);
+        n += 1;
+        at = end;
+    }
+    env.chunks = n;
+    env.size = total as u64;
+    put_whole(changes, env);
+}
+
+/// Every recipient, then the meta record.
+fn put_whole(changes: &mut Changes, env: &Envelope) {
+    for i in 0..env.recipients.len() {
+        put_recipient(changes, env, i);
+    }
+    put_meta(changes, env);
+}
+
+fn put_meta(changes: &mut Changes, env: &Envelope) {
+    // Serializing a plain struct of strings and integers cannot fail.
+    let value = serde_json::to_vec(&Meta::of(env)).unwrap_or_default();
+    changes.insert(records::meta_key(&env.id), value);
+}
+
+fn put_recipient(changes: &mut Changes, env: &Envelope, i: usize) {
+    let (Some(r), Ok(n)) = (env.recipients.get(i), u32::try_from(i)) else {
+        return;
+    };
+    let value = serde_json::to_vec(&records::stored_recipient(r)).unwrap_or_default();
+    changes.insert(records::recipient_key(&env.id, n), value);
+}
+
+/// The meta record first (see [`Changes::in_order`]), then the rest.
+fn remove_message(changes: &mut Changes, env: &Envelope) {
+    changes.remove(records::meta_key(&env.id));
+    for i in 0..env.recipients.len() {
+        if let Ok(n) = u32::try_from(i) {
+            changes.remove(records::recipient_key(&env.id, n));
+        }
+    }
+    for i in 0..env.chunks {
+        changes.remove(records::chunk_key(&env.id, i));
+    }
+}
+
+fn put_history(changes: &mut Changes, f: &Finished) {
+    let value = serde_json::to_vec(f).unwrap_or_default();
+    changes.insert(history::key(f.finished, &f.id), value);
+    changes.history_added += 1;
+}

@@ -1,0 +1,114 @@
+//! `smarthost queue salvage`: copies every record that can still be read from
+//! a queue the daemon cannot open into a fresh queue, for the operator to put
+//! in its place. Run with the daemon stopped; the damaged queue is only read.
+
+use std::path::{Path, PathBuf};
+
+use super::store::{Changes, Store, StoreError};
+use super::Spool;
+
+/// What a salvage copied.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Salvaged {
+    /// Records copied, of every kind.
+    pub records: usize,
+    /// Messages in the fresh queue, and how many of them are damaged.
+    pub messages: usize,
+    pub damaged: usize,
+    /// Records left out because they are over the fresh queue's bound.
+    pub too_large: usize,
+    /// Why the scan of the old queue stopped early, if it did.
+    pub stopped: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SalvageError {
+    #[error("{0} already exists; salvage writes only into a new directory")]
+    TargetExists(PathBuf),
+    #[error("{path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records copied per batch: bounded memory whatever the queue's size.
+const PER_BATCH: usize = 1000;
+
+/// Copies what `from` still holds into the new queue `to`.
+pub fn salvage(from: &Path, to: &Path) -> Result<Salvaged, SalvageError> {
+    if to.exists() {
+        return Err(SalvageError::TargetExists(to.to_path_buf()));
+    }
+    let old = open_damaged(from)?;
+    let fresh = Store::open(to, 8 << 20)?;
+    let mut out = Salvaged::default();
+    let mut iter = old.iter();
+    let mut changes = Changes::new();
+    let mut in_batch = 0;
+    loop {
+        // sled 0.34 may panic on a damaged page as well as at open.
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| iter.next()));
+        let (key, value) = match next {
+            Ok(None) => break,
+            Ok(Some(Ok(kv))) => kv,
+            Ok(Some(Err(e))) => {
+                out.stopped = Some(e.to_string());
+                break;
+            }
+            Err(_) => {
+                out.stopped = Some("sled panicked reading the next record".into());
+                break;
+            }
+        };
+        if key.first() == Some(&b'e') {
+            // An old-form envelope can be larger than a record may be now:
+            // converted on the way.
+            super::upgrade::convert(&mut changes, &key, &value);
+        } else if key.len() + value.len() > fresh.bound() {
+            out.too_large += 1;
+            continue;
+        } else {
+            changes.insert(key.to_vec(), value);
+        }
+        out.records += 1;
+        in_batch += 1;
+        if in_batch == PER_BATCH {
+            fresh.apply(std::mem::take(&mut changes))?;
+            in_batch = 0;
+        }
+    }
+    fresh.apply(changes)?;
+    fresh.sync_blocking()?;
+    drop(fresh);
+    // Opening it as a spool converts old-form records and sweeps parts whose
+    // message was lost; counting finds the damaged ones.
+    let spool = Spool::open(to, 8 << 20)?;
+    for m in spool.messages() {
+        out.messages += 1;
+        if matches!(m, Err(StoreError::Damaged { .. })) {
+            out.damaged += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn open_damaged(from: &Path) -> Result<sled::Db, SalvageError> {
+    let unreadable = |reason: String| SalvageError::Unreadable {
+        path: from.to_path_buf(),
+        reason,
+    };
+    if !from.join("conf").exists() {
+        return Err(unreadable("not a queue directory (no sled conf)".into()));
+    }
+    let mut config = sled::Config::new().path(from);
+    if let Some(size) = super::store::persisted_segment_size(from) {
+        config = config.segment_size(size);
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(unreadable(e.to_string())),
+        Err(_) => Err(unreadable(
+            "sled panics opening it; nothing can be read through sled".into(),
+        )),
+    }
+}
