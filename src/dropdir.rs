@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_now;
 use crate::config::Limits;
-use crate::delivery::Relay;
-use crate::intake::{self, Incoming, Peer};
+use crate::intake::Intake;
+use crate::intake::{Incoming, Peer};
 use crate::smtp::address::{needs_smtputf8, validate_mailbox};
 
 /// The drop directory's mode: owner all, group write+search, sticky.
@@ -123,16 +123,16 @@ pub fn prepare(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Picks up drop files forever.
-pub async fn run(relay: std::sync::Arc<Relay>) {
+pub async fn run(intake: Intake) {
     loop {
-        pickup(&relay).await;
+        pickup(&intake).await;
         tokio::time::sleep(PICKUP_INTERVAL).await;
     }
 }
 
 /// Queues every complete drop file; returns how many were queued.
-pub async fn pickup(relay: &Relay) -> usize {
-    let dir = relay.config().local.drop_dir.clone();
+pub async fn pickup(intake: &Intake) -> usize {
+    let dir = intake.config().local.drop_dir.clone();
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
@@ -154,7 +154,7 @@ pub async fn pickup(relay: &Relay) -> usize {
             remove_if_abandoned(&path);
             continue;
         }
-        match pickup_one(relay, &path).await {
+        match pickup_one(intake, &path).await {
             Ok(id) => {
                 tracing::info!("{id}: picked up from {}", path.display());
                 if let Err(e) = std::fs::remove_file(&path) {
@@ -183,8 +183,8 @@ enum Pickup {
     Later(String),
 }
 
-async fn pickup_one(relay: &Relay, path: &Path) -> Result<String, Pickup> {
-    let limits = &relay.config().limits;
+async fn pickup_one(intake: &Intake, path: &Path) -> Result<String, Pickup> {
+    let limits = &intake.config().limits;
     // Never follow a link someone planted: only regular files are mail.
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -214,7 +214,7 @@ async fn pickup_one(relay: &Relay, path: &Path) -> Result<String, Pickup> {
     let env: DropEnvelope = serde_json::from_slice(bytes.get(..nl).unwrap_or_default())
         .map_err(|e| Pickup::Bad(format!("bad envelope: {e}")))?;
     let body = bytes.split_off(nl + 1);
-    check(&env, &body, &relay.config().limits).map_err(Pickup::Bad)?;
+    check(&env, &body, &intake.config().limits).map_err(Pickup::Bad)?;
     let smtputf8 = needs_smtputf8(&env.sender) || env.recipients.iter().any(|r| needs_smtputf8(r));
     let incoming = Incoming {
         peer: &Peer::Local { uid },
@@ -226,7 +226,8 @@ async fn pickup_one(relay: &Relay, path: &Path) -> Result<String, Pickup> {
         smtputf8,
         body,
     };
-    intake::enqueue(relay, incoming)
+    intake
+        .enqueue(incoming)
         .await
         .map_err(|e| Pickup::Later(e.to_string()))
 }

@@ -1,13 +1,18 @@
 //! How a message enters the queue. SMTP sessions (TCP or the local submission
 //! socket) and the drop-directory pickup all end here, so every message gets the
 //! same Received header, the same durable write, and the same log line.
+//!
+//! [`Intake`] is all the inbound side holds of the daemon: the configuration
+//! in force, whether the daemon is stopping, and [`Intake::enqueue`].
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::clock::{rfc5322, unix_now};
-use crate::delivery::Relay;
+use crate::config::Config;
+use crate::daemon::shared::Shared;
 use crate::spool::{Envelope, Recipient, StoreError};
 
 /// Who handed us a message.
@@ -42,13 +47,39 @@ pub struct Incoming<'a> {
     pub body: Vec<u8>,
 }
 
-/// Queues a message: Received header, durable write, log line, schedule.
-/// Returns the queue id only once the message is on stable storage.
-pub async fn enqueue(relay: &Relay, m: Incoming<'_>) -> Result<String, StoreError> {
-    let spool = &relay.spool;
+/// The inbound side's handle on the daemon.
+#[derive(Clone)]
+pub struct Intake {
+    shared: Arc<Shared>,
+}
+
+impl Intake {
+    pub fn new(shared: Arc<Shared>) -> Intake {
+        Intake { shared }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config()
+    }
+
+    /// Resolves once the daemon has begun to stop.
+    pub async fn stopped(&self) {
+        self.shared.stopped().await
+    }
+
+    /// Queues a message: Received header, durable write, log line, schedule.
+    /// Returns the queue id only once the message is on stable storage.
+    pub async fn enqueue(&self, m: Incoming<'_>) -> Result<String, StoreError> {
+        enqueue(&self.shared, m).await
+    }
+}
+
+async fn enqueue(shared: &Shared, m: Incoming<'_>) -> Result<String, StoreError> {
+    let spool = &shared.spool;
     let id = spool.new_id()?;
     let now = unix_now();
-    let host = &relay.config().hostname;
+    let host = &shared.config().hostname;
     let for_clause = match m.recipients.as_slice() {
         [one] => format!("\r\n\tfor <{one}>"),
         _ => String::new(),
@@ -105,8 +136,8 @@ pub async fn enqueue(relay: &Relay, m: Incoming<'_>) -> Result<String, StoreErro
         client = %env.client,
         "message-id" = env.message_id.as_deref(),
     );
-    relay.metrics.accepted(&relay.route_name(&env), &env);
-    relay.schedule(&env);
+    shared.metrics.accepted(&shared.route_name(&env), &env);
+    shared.schedule(&env);
     Ok(id)
 }
 

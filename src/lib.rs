@@ -11,8 +11,10 @@
 //!   [`smtp::address`] validates mailboxes, [`smtp::data`] receives DATA
 //!   (dot-unstuffing, smuggling rules), all three pure;
 //!   [`smtp::session`] is the per-client loop, [`smtp::server`] the listeners.
-//! - [`queue`]: the stored message ([`queue::envelope`]) and the durable sled store
-//!   with group commit ([`queue::store`]).
+//! - [`spool`]: every durable change of a queued message (accept, record,
+//!   hold, release, flush, delete, bounce, quarantine), its records and their
+//!   bounds ([`spool::records`]), claims, the upgrade of older queues and
+//!   `queue salvage` ([`spool::salvage`]); sled lives only here.
 //! - [`retry`]: the exim retry schedule, a pure function of time.
 //! - [`delivery`]: the scheduler and the per-route workers; [`delivery::record`]
 //!   applies attempt outcomes to recipients; [`delivery::hold`] holds a route

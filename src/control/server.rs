@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::{Action, Entry, Reply, Request, Selection};
 use crate::clock::unix_now;
 use crate::delivery::record::Failed;
-use crate::delivery::Relay;
+use crate::delivery::Delivery;
 use crate::metrics::Finish;
 use crate::spool::{Envelope, State, StoreError};
 
@@ -58,7 +58,7 @@ pub fn bind_socket(path: &Path, mode: u32, group: Option<&str>) -> std::io::Resu
     Ok(listener)
 }
 
-pub async fn serve(relay: Arc<Relay>, listener: UnixListener) {
+pub async fn serve(relay: Arc<Delivery>, listener: UnixListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -77,7 +77,7 @@ pub async fn serve(relay: Arc<Relay>, listener: UnixListener) {
     }
 }
 
-async fn handle(relay: Arc<Relay>, stream: UnixStream) -> std::io::Result<()> {
+async fn handle(relay: Arc<Delivery>, stream: UnixStream) -> std::io::Result<()> {
     let (r, w) = stream.into_split();
     let mut line = String::new();
     BufReader::new(r.take(MAX_REQUEST))
@@ -115,15 +115,15 @@ async fn send<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, reply: &Reply) -> s
 type Out = BufWriter<tokio::net::unix::OwnedWriteHalf>;
 
 /// Performs one request, streaming its items; returns how many there were.
-async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usize, String> {
+async fn run(relay: &Arc<Delivery>, request: Request, out: &mut Out) -> Result<usize, String> {
     let io = |e: std::io::Error| e.to_string();
     match request {
         Request::List => {
             let mut n = 0;
-            for env in relay.spool.messages() {
+            for env in relay.shared.spool.messages() {
                 let reply = match env {
                     Ok(env) => Reply::Queued(Entry {
-                        route: relay.route_name(&env),
+                        route: relay.shared.route_name(&env),
                         envelope: env,
                     }),
                     // Listed, so the operator can see it and delete it.
@@ -140,8 +140,8 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
             Ok(n)
         }
         Request::Show { id } => {
-            let loaded = relay.spool.load(&id).and_then(|env| match env {
-                Some(env) => relay.spool.body(&env).map(|body| Some((env, body))),
+            let loaded = relay.shared.spool.load(&id).and_then(|env| match env {
+                Some(env) => relay.shared.spool.body(&env).map(|body| Some((env, body))),
                 None => Ok(None),
             });
             let (env, body) = match loaded {
@@ -157,7 +157,7 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
             };
             let headers = header_section(&body);
             let entry = Entry {
-                route: relay.route_name(&env),
+                route: relay.shared.route_name(&env),
                 envelope: env,
             };
             send(out, &Reply::Queued(entry)).await.map_err(io)?;
@@ -167,10 +167,10 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
         Request::Find { query } => {
             let mut n = 0;
             let q = query.trim();
-            for env in relay.spool.messages().filter_map(Result::ok) {
+            for env in relay.shared.spool.messages().filter_map(Result::ok) {
                 if envelope_matches(&env, q) {
                     let entry = Entry {
-                        route: relay.route_name(&env),
+                        route: relay.shared.route_name(&env),
                         envelope: env,
                     };
                     send(out, &Reply::Queued(entry)).await.map_err(io)?;
@@ -178,7 +178,7 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
                 }
             }
             // Newest first: the most recent fate of a message is the one asked about.
-            for f in relay.spool.history().rev() {
+            for f in relay.shared.spool.history().rev() {
                 if f.matches(q) {
                     send(out, &Reply::Finished(f)).await.map_err(io)?;
                     n += 1;
@@ -192,7 +192,8 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
             Ok(1)
         }
         Request::OAuthStatus => {
-            let statuses = crate::oauth::cli::check_all(&relay.config(), &relay.tokens).await;
+            let statuses =
+                crate::oauth::cli::check_all(&relay.config(), &relay.shared.tokens).await;
             let mut n = 0;
             for st in statuses {
                 send(out, &Reply::TokenStatus(st)).await.map_err(io)?;
@@ -206,6 +207,7 @@ async fn run(relay: &Arc<Relay>, request: Request, out: &mut Out) -> Result<usiz
         Request::OAuthToken { source, user } => {
             let user = user.unwrap_or_else(|| crate::oauth::cli::user_of(&relay.config(), &source));
             let b = relay
+                .shared
                 .tokens
                 .bearer(&source, &user, false)
                 .await
@@ -283,7 +285,7 @@ fn envelope_matches(env: &Envelope, q: &str) -> bool {
 /// How many messages a bulk action works on at once.
 const ACT_CONCURRENCY: usize = 64;
 
-fn select(relay: &Relay, s: &Selection) -> Result<Vec<String>, String> {
+fn select(relay: &Delivery, s: &Selection) -> Result<Vec<String>, String> {
     if !s.all && s.route.is_none() {
         // Ids named explicitly: each is reported, found or not.
         return Ok(s.ids.clone());
@@ -294,7 +296,7 @@ fn select(relay: &Relay, s: &Selection) -> Result<Vec<String>, String> {
         }
     }
     let mut ids = Vec::new();
-    for env in relay.spool.messages() {
+    for env in relay.shared.spool.messages() {
         let env = match env {
             Ok(env) => env,
             // A damaged message is on no route and never flushed in bulk;
@@ -303,7 +305,7 @@ fn select(relay: &Relay, s: &Selection) -> Result<Vec<String>, String> {
             Err(e) => return Err(e.to_string()),
         };
         let wanted = s.all
-            || s.route.as_deref() == Some(relay.route_name(&env).as_str())
+            || s.route.as_deref() == Some(relay.shared.route_name(&env).as_str())
             || s.ids.contains(&env.id);
         if wanted {
             ids.push(env.id);
@@ -313,17 +315,20 @@ fn select(relay: &Relay, s: &Selection) -> Result<Vec<String>, String> {
 }
 
 /// One action on one message, under its claim.
-async fn act(relay: &Arc<Relay>, id: &str, action: Action) -> Result<String, ActError> {
-    if !relay.claim_wait(id, CLAIM_WAIT).await {
-        return Err(ActError::Busy);
-    }
+async fn act(relay: &Arc<Delivery>, id: &str, action: Action) -> Result<String, ActError> {
+    let claim = relay
+        .shared
+        .spool
+        .claim_wait(id, CLAIM_WAIT)
+        .await
+        .ok_or(ActError::Busy)?;
     let result = act_claimed(relay, id, action).await;
-    relay.release(id);
+    drop(claim);
     // Scheduled only now that the claim is released: a worker woken while the
     // claim was still held would find the message busy and put it off a second.
     let (detail, reschedule) = result?;
     if let Some(env) = reschedule {
-        relay.schedule(&env);
+        relay.shared.schedule(&env);
     }
     Ok(detail)
 }
@@ -347,38 +352,38 @@ enum ActError {
 /// Returns the detail for the operator, and the envelope to put back on the
 /// schedule once the claim is released.
 async fn act_claimed(
-    relay: &Arc<Relay>,
+    relay: &Arc<Delivery>,
     id: &str,
     action: Action,
 ) -> Result<(String, Option<Envelope>), ActError> {
-    let mut env = match relay.spool.load(id) {
+    let mut env = match relay.shared.spool.load(id) {
         Ok(env) => env.ok_or(ActError::NotFound)?,
         Err(StoreError::Damaged { reason, .. }) => {
             return act_on_damaged(relay, id, action, reason).await
         }
         Err(e) => return Err(e.into()),
     };
-    let route = relay.route_name(&env);
+    let route = relay.shared.route_name(&env);
     let now = unix_now();
     let mut reschedule = None;
     match action {
         Action::Flush if env.held => return Err(ActError::Held),
         Action::Flush => {
-            relay.spool.flush(&mut env, now).await?;
+            relay.shared.spool.flush(&mut env, now).await?;
             reschedule = Some(env);
         }
         Action::Release => {
-            relay.spool.release(&mut env, now).await?;
+            relay.shared.spool.release(&mut env, now).await?;
             reschedule = Some(env);
         }
         Action::Hold => {
-            relay.spool.hold(&mut env, now).await?;
-            relay.scheduler.unschedule(&route, id);
+            relay.shared.spool.hold(&mut env, now).await?;
+            relay.shared.scheduler.unschedule(&route, id);
         }
         Action::Delete => {
-            relay.spool.delete(&mut env, now).await?;
-            relay.metrics.finished(&route, &env, Finish::Deleted);
-            relay.scheduler.unschedule(&route, id);
+            relay.shared.spool.delete(&mut env, now).await?;
+            relay.shared.metrics.finished(&route, &env, Finish::Deleted);
+            relay.shared.scheduler.unschedule(&route, id);
         }
         Action::Bounce => bounce(relay, &mut env, &route, now).await?,
     }
@@ -389,7 +394,7 @@ async fn act_claimed(
 /// The operator gives up on a message: its unfinished recipients bounce and
 /// the sender is told.
 async fn bounce(
-    relay: &Arc<Relay>,
+    relay: &Arc<Delivery>,
     env: &mut Envelope,
     route: &str,
     now: u64,
@@ -411,15 +416,22 @@ async fn bounce(
     }
     // A message whose body is lost is still bounced; the notice then says
     // what happened without the original attached.
-    let body = match relay.spool.body(env) {
+    let body = match relay.shared.spool.body(env) {
         Ok(body) => body,
         Err(StoreError::Damaged { .. }) => Vec::new(),
         Err(e) => return Err(e.into()),
     };
     let mut dsn = relay.bounce_for(env, &failed, None, &body, now)?;
-    relay.spool.bounce(env, now, reason, dsn.as_mut()).await?;
-    relay.metrics.operator_bounced(route, env, failed.len());
-    relay.scheduler.unschedule(route, &env.id);
+    relay
+        .shared
+        .spool
+        .bounce(env, now, reason, dsn.as_mut())
+        .await?;
+    relay
+        .shared
+        .metrics
+        .operator_bounced(route, env, failed.len());
+    relay.shared.scheduler.unschedule(route, &env.id);
     for f in &failed {
         if let Some(r) = env.recipients.get(f.index) {
             tracing::info!(
@@ -433,16 +445,17 @@ async fn bounce(
     }
     if let Some(b) = dsn.map(|n| n.envelope) {
         tracing::info!(id = %env.id, "sender non-delivery notification: {}", b.id);
-        relay.metrics.notification(&b);
-        relay.schedule(&b);
+        relay.shared.metrics.notification(&b);
+        relay.shared.schedule(&b);
     }
     Ok(())
 }
 
-/// Delete and bounce take a damaged message out (every record of it); a
-/// bounce cannot tell a sender it cannot read, and says so.
+/// Delete and bounce take a damaged message out (every record of it). A
+/// bounce tells the sender when the envelope is still readable (the notice
+/// then carries no part of the lost message), and says so when it is not.
 async fn act_on_damaged(
-    relay: &Arc<Relay>,
+    relay: &Arc<Delivery>,
     id: &str,
     action: Action,
     reason: String,
@@ -450,17 +463,25 @@ async fn act_on_damaged(
     if !matches!(action, Action::Delete | Action::Bounce) {
         return Err(ActError::Damaged(reason));
     }
-    if !relay.spool.discard(id).await? {
-        return Err(ActError::NotFound);
-    }
-    relay.metrics.damaged_removed();
-    tracing::info!(id, "damaged message removed by the operator ({reason})");
-    let detail = match action {
-        Action::Bounce => {
+    let readable = relay.shared.spool.readable_envelope(id);
+    let detail = match (action, readable) {
+        (Action::Bounce, Some(mut env)) => {
+            let route = relay.shared.route_name(&env);
+            bounce(relay, &mut env, &route, unix_now()).await?;
+            "bounced (damaged; the notice could not include the message)"
+        }
+        (Action::Bounce, None) => {
             "removed; damaged, so no notification could be sent (its envelope is unreadable)"
         }
         _ => "deleted (damaged)",
     };
+    // What a bounce left (the quarantine mark), or everything.
+    let found = relay.shared.spool.discard(id).await?;
+    if !found && action == Action::Delete {
+        return Err(ActError::NotFound);
+    }
+    relay.shared.metrics.damaged_removed();
+    tracing::info!(id, "damaged message removed by the operator ({reason})");
     Ok((detail.to_string(), None))
 }
 

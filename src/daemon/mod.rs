@@ -7,13 +7,14 @@ use std::sync::Arc;
 pub mod logging;
 pub mod memory;
 pub mod reload;
+pub mod shared;
 pub mod systemd;
 
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::control::{self, server::bind_socket};
-use crate::delivery::Relay;
+use crate::delivery::Delivery;
 use crate::dropdir;
 use crate::smtp::server;
 use crate::spool::{Spool, StoreError};
@@ -67,7 +68,7 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
                 return EX_CANTCREAT;
             }
         };
-        let relay = match Relay::new(config.clone(), spool) {
+        let relay = match Delivery::new(config.clone(), spool) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("{e}");
@@ -75,7 +76,7 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
             }
         };
         relay.load_holds();
-        let queued = match relay.load_queue() {
+        let queued = match relay.shared.load_queue() {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!("cannot read queue: {e}");
@@ -136,12 +137,13 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
             tracing::warn!("drop directory {}: {e}", local.drop_dir.display());
         }
         // Mail dropped while the daemon was down is queued before anything else.
-        let picked = dropdir::pickup(&relay).await;
+        let intake = crate::intake::Intake::new(relay.shared.clone());
+        let picked = dropdir::pickup(&intake).await;
         if picked > 0 {
             tracing::info!("picked up {picked} message(s) from the drop directory");
         }
         relay.spawn_workers();
-        tokio::spawn(dropdir::run(relay.clone()));
+        tokio::spawn(dropdir::run(intake.clone()));
         tokio::spawn(control::server::serve(relay.clone(), control));
         tokio::spawn(prune_history(relay.clone()));
         tokio::spawn(reschedule_on_reopen(relay.clone()));
@@ -152,7 +154,7 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
             .filter_map(|l| l.local_addr().ok())
             .map(|a| a.to_string())
             .collect();
-        let mut sessions = tokio::spawn(server::serve(relay.clone(), listeners, Some(submit)));
+        let mut sessions = tokio::spawn(server::serve(intake, listeners, Some(submit)));
         tracing::info!(
             "smarthost ready: listening on {} and {} with {} queued message(s)",
             addrs.join(", "),
@@ -160,7 +162,7 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
             queued + picked
         );
         systemd::ready(&status_line(&relay));
-        relay.metrics.set_ready();
+        relay.shared.metrics.set_ready();
         // Loading the queue allocated and freed a lot: start small.
         memory::trim();
         tokio::spawn(memory::trim_periodically());
@@ -204,19 +206,19 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 /// and workers the attempt they are in, within [`STOP_GRACE`]. Whatever is
 /// still running then is cut off; nothing it had not acknowledged was promised,
 /// and everything queued stays queued for the next start.
-async fn stop(relay: &Arc<Relay>, sessions: tokio::task::JoinHandle<()>) {
+async fn stop(relay: &Arc<Delivery>, sessions: tokio::task::JoinHandle<()>) {
     systemd::stopping("stopping: finishing open transactions and attempts");
     tracing::info!(
         "stopping: no new connections; finishing open transactions and attempts (at most {}s)",
         STOP_GRACE.as_secs()
     );
-    relay.stop_workers();
+    relay.stop();
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     let sessions_done = tokio::time::timeout_at(deadline, sessions).await.is_ok();
     let attempts_done = relay
         .idle_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .await;
-    if let Err(e) = relay.spool.commit().await {
+    if let Err(e) = relay.shared.spool.commit().await {
         tracing::error!("final queue flush: {e}");
     }
     match (sessions_done, attempts_done) {
@@ -238,10 +240,10 @@ async fn stop(relay: &Arc<Relay>, sessions: tokio::task::JoinHandle<()>) {
 /// `spool::store`), writes that were not synced are gone: the schedule is
 /// rebuilt from what is on disk, rather than waiting for each failed attempt's
 /// own retry.
-async fn reschedule_on_reopen(relay: Arc<Relay>) {
-    let mut reopened = relay.spool.reopened();
+async fn reschedule_on_reopen(relay: Arc<Delivery>) {
+    let mut reopened = relay.shared.spool.reopened();
     while reopened.changed().await.is_ok() {
-        match relay.load_queue() {
+        match relay.shared.load_queue() {
             Ok(n) => tracing::info!("queue reopened: {n} queued message(s) scheduled again"),
             Err(e) => tracing::error!("queue reopened but cannot be read: {e}"),
         }
@@ -249,8 +251,8 @@ async fn reschedule_on_reopen(relay: Arc<Relay>) {
 }
 
 /// One line for `systemctl status`: what is queued and what needs the operator.
-fn status_line(relay: &Relay) -> String {
-    let queued = relay.scheduler.total();
+fn status_line(relay: &Delivery) -> String {
+    let queued = relay.shared.scheduler.total();
     let held: Vec<String> = relay.holds.list().into_iter().map(|h| h.route).collect();
     if held.is_empty() {
         format!("relaying; {queued} message(s) queued for delivery")
@@ -262,11 +264,11 @@ fn status_line(relay: &Relay) -> String {
     }
 }
 
-async fn report_status(relay: Arc<Relay>) {
+async fn report_status(relay: Arc<Delivery>) {
     let mut last = String::new();
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        if relay.is_stopping() {
+        if relay.shared.is_stopping() {
             return;
         }
         let now = status_line(&relay);
@@ -283,12 +285,12 @@ async fn report_status(relay: Arc<Relay>) {
 /// (`WatchdogSec=`); a restart loses nothing that was acknowledged. A commit
 /// that fails (a full disk) is an answer: clients get `452`, the queue reopens
 /// itself once space returns, and a restart would not help.
-async fn watchdog(relay: Arc<Relay>, every: Duration) {
+async fn watchdog(relay: Arc<Delivery>, every: Duration) {
     let period = every / 2;
     loop {
         let healthy = tokio::time::timeout(period, async {
-            let _answered = relay.spool.commit().await;
-            let _ = relay.scheduler.total();
+            let _answered = relay.shared.spool.commit().await;
+            let _ = relay.shared.scheduler.total();
         })
         .await
         .is_ok();
@@ -338,16 +340,16 @@ impl Signals {
 /// and as soon as there are 5% more than `history_max`: at thousands of
 /// messages a second an hour's history is millions of records, which the
 /// queue's disk would hold.
-async fn prune_history(relay: Arc<Relay>) {
+async fn prune_history(relay: Arc<Delivery>) {
     const LOOK_EVERY: Duration = Duration::from_secs(2);
     const HOURLY: u32 = 1800;
     let mut ticks = 0;
     loop {
         let local = relay.config().local.clone();
-        let over = relay.spool.history_len() > local.history_max + local.history_max / 20;
+        let over = relay.shared.spool.history_len() > local.history_max + local.history_max / 20;
         if ticks == 0 || over {
             let cutoff = crate::clock::unix_now().saturating_sub(local.history.as_secs());
-            let store = relay.spool.clone();
+            let store = relay.shared.spool.clone();
             let (max, recount) = (local.history_max, ticks == 0);
             let prune = move || store.prune_history(cutoff, max, recount);
             match tokio::task::spawn_blocking(prune).await {
@@ -363,7 +365,7 @@ async fn prune_history(relay: Arc<Relay>) {
 }
 
 /// The optional servers that hand this daemon's tokens to other local programs.
-async fn start_sharing(relay: &Arc<Relay>) -> Result<(), u8> {
+async fn start_sharing(relay: &Arc<Delivery>) -> Result<(), u8> {
     use crate::oauth::share;
     let o = &relay.config().oauth;
     let sources = relay.config().token_sources.clone();
@@ -375,7 +377,7 @@ async fn start_sharing(relay: &Arc<Relay>) -> Result<(), u8> {
         tracing::info!("sharing tokens on {}", path.display());
         tokio::spawn(share::serve_socket(
             listener,
-            relay.tokens.clone(),
+            relay.shared.tokens.clone(),
             sources.clone(),
         ));
     }
@@ -387,7 +389,7 @@ async fn start_sharing(relay: &Arc<Relay>) -> Result<(), u8> {
         tracing::info!("sharing tokens over HTTP on {addr}");
         tokio::spawn(share::serve_http(
             listener,
-            relay.tokens.clone(),
+            relay.shared.tokens.clone(),
             sources,
             password.clone(),
         ));
@@ -396,10 +398,10 @@ async fn start_sharing(relay: &Arc<Relay>) -> Result<(), u8> {
 }
 
 /// Exchanges idle refresh tokens before the provider forgets them, hourly.
-async fn keep_tokens_alive(relay: Arc<Relay>) {
+async fn keep_tokens_alive(relay: Arc<Delivery>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        relay.tokens.keepalive().await;
+        relay.shared.tokens.keepalive().await;
         tokio::time::sleep(std::time::Duration::from_secs(3540)).await;
     }
 }

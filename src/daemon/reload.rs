@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::systemd;
 use crate::config::Config;
-use crate::delivery::{Relay, Reloaded};
+use crate::delivery::{Delivery, Reloaded};
 
 /// One reload at a time: a second SIGHUP during a reload waits for it.
 static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -15,7 +15,7 @@ static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Re-reads the file the running configuration came from and puts it in force.
 /// The error text is what the operator needs to fix; it never holds a secret
 /// (config errors name files and settings, not their content).
-pub async fn run(relay: &Arc<Relay>) -> Result<Reloaded, String> {
+pub async fn run(relay: &Arc<Delivery>) -> Result<Reloaded, String> {
     let _one = RELOADING.lock().await;
     systemd::reloading();
     let path = PathBuf::from(&relay.config().file);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Relay;
+use super::Delivery;
 use crate::clock::unix_now;
 use crate::config::{AuthSecret, Transport};
 use crate::oauth::external::FileStamp;
@@ -64,11 +64,11 @@ impl Holds {
     }
 }
 
-impl Relay {
+impl Delivery {
     /// Loads the holds stored by an earlier run; each is probed at once.
     pub fn load_holds(&self) {
         let now = unix_now();
-        for (route, bytes) in self.spool.route_holds() {
+        for (route, bytes) in self.shared.spool.route_holds() {
             match serde_json::from_slice::<Hold>(&bytes) {
                 Ok(hold) => {
                     tracing::warn!(
@@ -76,7 +76,10 @@ impl Relay {
                         crate::clock::rfc5322(crate::clock::from_unix(hold.since)),
                         hold.reason
                     );
-                    let inputs = hold.source.as_deref().and_then(|s| self.tokens.inputs(s));
+                    let inputs = hold
+                        .source
+                        .as_deref()
+                        .and_then(|s| self.shared.tokens.inputs(s));
                     self.holds.lock().insert(
                         route,
                         Live {
@@ -110,10 +113,11 @@ impl Relay {
             reason: reason.clone(),
             source: source.map(str::to_string),
         };
-        self.spool
+        self.shared
+            .spool
             .hold_route(route, &serde_json::to_vec(&hold).unwrap_or_default())
             .await?;
-        let inputs = source.and_then(|s| self.tokens.inputs(s));
+        let inputs = source.and_then(|s| self.shared.tokens.inputs(s));
         let mut holds = self.holds.lock();
         if holds.contains_key(route) {
             return Ok(());
@@ -152,16 +156,16 @@ impl Relay {
         let mut claimed = Vec::new();
         let mut envs = Vec::new();
         let mut changed_at = Vec::new();
-        for env in self.spool.messages() {
+        for env in self.shared.spool.messages() {
             let Ok(mut env) = env else { continue };
-            if self.route_name(&env) != route {
+            if self.shared.route_name(&env) != route {
                 continue;
             }
             // One an attempt still has is left alone: its clock was running.
-            if !self.claim(&env.id) {
+            let Some(claim) = self.shared.spool.claim(&env.id) else {
                 continue;
-            }
-            claimed.push(env.id.clone());
+            };
+            claimed.push(claim);
             let mut changed = false;
             for r in env.recipients.iter_mut().filter(|r| !r.state.is_final()) {
                 if let Some(first) = r.first_failure.as_mut() {
@@ -176,14 +180,12 @@ impl Relay {
             envs.push(env);
         }
         let changed: Vec<&Envelope> = changed_at.iter().filter_map(|&i| envs.get(i)).collect();
-        let written = self.spool.reschedule(&changed, Some(route)).await;
-        for id in &claimed {
-            self.release(id);
-        }
+        let written = self.shared.spool.reschedule(&changed, Some(route)).await;
+        drop(claimed);
         written?;
         self.holds.lock().remove(route);
         for env in &envs {
-            self.schedule(env);
+            self.shared.schedule(env);
         }
         tracing::info!(
             "route {route}: resumed after {held}s on hold; {} queued message(s) back on the schedule",
@@ -206,7 +208,7 @@ impl Relay {
                             .hold
                             .source
                             .as_deref()
-                            .map(|s| self.tokens.inputs(s) != l.inputs)
+                            .map(|s| self.shared.tokens.inputs(s) != l.inputs)
                             .unwrap_or(false);
                         (changed || now >= l.next_probe)
                             .then(|| (l.hold.route.clone(), l.hold.source.clone(), changed))
@@ -225,9 +227,9 @@ impl Relay {
     /// One try at a session on a held route; resumes it if authentication
     /// passes (or fails for reasons that are not about credentials).
     pub(crate) async fn probe(&self, route_name: &str, source: Option<&str>) {
-        let inputs = source.and_then(|s| self.tokens.inputs(s));
+        let inputs = source.and_then(|s| self.shared.tokens.inputs(s));
         if let Some(s) = source {
-            self.tokens.forget_failure(s).await;
+            self.shared.tokens.forget_failure(s).await;
         }
         let config = self.config();
         let Some(route) = config.routes.get(route_name) else {
@@ -248,7 +250,7 @@ impl Relay {
             resolver: &resolver,
             tls: &tls,
             timeouts: &config.timeouts,
-            tokens: &self.tokens,
+            tokens: &self.shared.tokens,
             transcript: None,
         };
         let result = upstream::connect(smtp, &ctx).await;

@@ -17,17 +17,18 @@ mod smtp;
 
 use smtp::route_tls;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use tokio_rustls::TlsConnector;
 
 use crate::bounce::{self, BounceInput, FailedRecipient};
 use crate::clock::{from_unix, unix_now};
 use crate::config::{Config, Route, Timeouts, Transport};
+use crate::daemon::shared::Shared;
 use crate::oauth::Tokens;
 use crate::outcome::Outcome;
 use crate::spool::{Envelope, Notice, Recipient, Spool, State, StoreError};
@@ -36,22 +37,17 @@ use crate::upstream::{self, Connection, Resolver};
 pub use reload::Reloaded;
 pub use scheduler::Scheduler;
 
-/// Everything the listener and the workers share.
-pub struct Relay {
-    /// The configuration and what is built from it; a reload replaces it whole.
+/// Delivery's state: the daemon's [`Shared`] state plus what only delivery
+/// owns (route TLS clients and the resolver of the configuration in force,
+/// route holds, rate limiters, the workers' generation).
+pub struct Delivery {
+    pub shared: Arc<Shared>,
+    /// What is built from the configuration; a reload replaces it whole.
     current: RwLock<Arc<Generation>>,
     /// The generation the workers should belong to; [`STOPPING`] once the
     /// daemon stops. Workers of an older one finish their attempt and exit.
     generation: watch::Sender<u64>,
-    pub spool: Spool,
-    pub scheduler: Scheduler,
-    /// Messages a worker or a queue command is working on. Whoever holds an id
-    /// is the only one reading, changing or deleting that message.
-    busy: Mutex<HashSet<String>>,
-    released: Notify,
-    pub tokens: Arc<Tokens>,
     pub holds: hold::Holds,
-    pub metrics: crate::metrics::Metrics,
     /// Outside the [`Generation`]: what a route has sent must outlive a reload.
     limiters: ratelimit::Limiters,
 }
@@ -79,7 +75,7 @@ struct HoldRoute {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RelayError {
+pub enum DeliveryError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("route {route}: {reason}")]
@@ -92,20 +88,20 @@ pub enum RelayError {
     Stopping,
 }
 
-impl Relay {
-    pub fn new(config: Arc<Config>, spool: Spool) -> Result<Arc<Relay>, RelayError> {
+impl Delivery {
+    /// The daemon's shared state and delivery's own, for `config`.
+    pub fn new(config: Arc<Config>, spool: Spool) -> Result<Arc<Delivery>, DeliveryError> {
         let tls = route_tls(&config)?;
-        let resolver = Resolver::new(&config.dns).map_err(RelayError::Resolver)?;
-        let http_tls = upstream::tls::client_config(None).map_err(|e| RelayError::Tls {
+        let resolver = Resolver::new(&config.dns).map_err(DeliveryError::Resolver)?;
+        let http_tls = upstream::tls::client_config(None).map_err(|e| DeliveryError::Tls {
             route: "(token endpoints)".into(),
             reason: e.to_string(),
         })?;
-        let http = crate::oauth::tokens::http_client(http_tls).map_err(RelayError::Http)?;
+        let http = crate::oauth::tokens::http_client(http_tls).map_err(DeliveryError::Http)?;
         let tokens = Arc::new(Tokens::new(&config.token_sources, http));
-        Ok(Arc::new(Relay {
-            tokens,
+        Ok(Arc::new(Delivery {
+            shared: Arc::new(Shared::new(config.clone(), spool, tokens)),
             holds: hold::Holds::default(),
-            metrics: crate::metrics::Metrics::new(config.routes.keys()),
             limiters: ratelimit::Limiters::new(&config),
             current: RwLock::new(Arc::new(Generation {
                 number: 0,
@@ -114,10 +110,6 @@ impl Relay {
                 resolver,
             })),
             generation: watch::Sender::new(0),
-            spool,
-            scheduler: Scheduler::new(),
-            busy: Mutex::new(HashSet::new()),
-            released: Notify::new(),
         }))
     }
 
@@ -128,129 +120,26 @@ impl Relay {
             .clone()
     }
 
-    /// The configuration in force. Holders of the `Arc` (an open SMTP session,
-    /// an attempt) keep the settings they started with across a reload.
+    /// The configuration in force (see [`Shared::config`]).
     pub fn config(&self) -> Arc<Config> {
-        self.current().config.clone()
+        self.shared.config()
     }
 
     fn resolver(&self) -> Resolver {
         self.current().resolver.clone()
     }
 
-    /// Resolves once the daemon has begun to stop.
-    pub async fn stopped(&self) {
-        let mut rx = self.generation.subscribe();
-        let _ = rx.wait_for(|g| *g == STOPPING).await;
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        *self.generation.borrow() == STOPPING
-    }
-
-    /// Stops the workers taking new messages (attempts in flight go on).
-    pub fn stop_workers(&self) {
+    /// Stops the sessions and the workers taking new work (attempts in
+    /// flight go on).
+    pub fn stop(&self) {
+        self.shared.begin_stop();
         self.generation.send_replace(STOPPING);
     }
 
     /// Waits until no message is being worked on, or `limit` passes; false if
     /// some attempt was still running then.
     pub async fn idle_within(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if self
-                .busy
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-            {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
-                return false;
-            }
-        }
-    }
-
-    /// Takes a message for exclusive work; false if someone else has it.
-    pub fn claim(&self, id: &str) -> bool {
-        self.busy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string())
-    }
-
-    pub fn release(&self, id: &str) {
-        self.busy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        self.released.notify_waiters();
-    }
-
-    /// Claims a message, waiting up to `timeout` for an attempt in flight to end.
-    pub async fn claim_wait(&self, id: &str, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if self.claim(id) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
-                return false;
-            }
-        }
-    }
-
-    /// The route a message leaves through: decided now, from the current table.
-    pub fn route_name(&self, env: &Envelope) -> String {
-        self.config()
-            .routing
-            .lookup(&env.route_sender)
-            .route
-            .to_string()
-    }
-
-    /// Puts a stored message on the schedule (unless it is held).
-    pub fn schedule(&self, env: &Envelope) {
-        if env.held {
-            return;
-        }
-        if let Some(at) = env.next_due() {
-            self.scheduler
-                .schedule(&self.route_name(env), at, env.id.clone());
-        }
-    }
-
-    /// Re-schedules everything in the queue after a start; returns the count
-    /// of messages scheduled. A damaged message is counted in the metrics
-    /// and left alone; a queue that cannot be read is an error.
-    pub fn load_queue(&self) -> Result<usize, StoreError> {
-        let mut n = 0;
-        self.metrics.clear_damaged();
-        for env in self.spool.messages() {
-            match env {
-                Ok(env) => {
-                    self.metrics.loaded(&env);
-                    self.schedule(&env);
-                    n += 1;
-                }
-                Err(StoreError::Damaged { id, reason }) => {
-                    self.metrics.damaged();
-                    tracing::error!(
-                        id,
-                        "quarantined: {reason} (`smarthost queue delete {id}` removes it)"
-                    );
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(n)
+        self.shared.spool.idle_within(limit).await
     }
 
     /// Starts the workers of every route.
@@ -292,7 +181,7 @@ impl Relay {
             };
             let idle = conn.as_ref().map(|_| timeouts.idle);
             let next = tokio::select! {
-                next = self.scheduler.next(&route.name, idle) => next,
+                next = self.shared.scheduler.next(&route.name, idle) => next,
                 _ = changes.changed() => continue,
             };
             let Some(id) = next else {
@@ -304,9 +193,9 @@ impl Relay {
             if *self.generation.borrow() != generation {
                 // Taken off a schedule that a reload has just rebuilt: hand it
                 // back to whichever route the message has now, unless stopping.
-                if let Ok(Some(env)) = self.spool.load(&id) {
+                if let Ok(Some(env)) = self.shared.spool.load(&id) {
                     if *self.generation.borrow() != STOPPING {
-                        self.schedule(&env);
+                        self.shared.schedule(&env);
                     }
                 }
                 continue;
@@ -315,29 +204,33 @@ impl Relay {
                 // The resume puts every message of the route back on the schedule.
                 continue;
             }
-            if !self.claim(&id) {
+            let Some(claim) = self.shared.spool.claim(&id) else {
                 // A queue command has it; look again shortly (the envelope decides).
-                self.scheduler.schedule(&route.name, unix_now() + 1, id);
+                self.shared
+                    .scheduler
+                    .schedule(&route.name, unix_now() + 1, id);
                 continue;
-            }
+            };
             let result = self.attempt(&route, &id, &mut conn).await;
             // Counted from the attempt's end (see `ratelimit`), and counted even
             // when it failed: the upstream may have taken the message anyway.
             if let Some(p) = permit {
                 p.spend();
             }
-            self.release(&id);
+            drop(claim);
             match result {
                 Ok(()) => {}
                 Err(StoreError::Damaged { reason, .. }) => self.quarantine(&id, &reason).await,
                 Err(e) => {
                     // The queue itself failed: keep the message, look again later.
                     tracing::error!("{id}: delivery bookkeeping failed: {e}; retrying in 60s");
-                    let on = match self.spool.load(&id) {
-                        Ok(Some(env)) => self.route_name(&env),
+                    let on = match self.shared.spool.load(&id) {
+                        Ok(Some(env)) => self.shared.route_name(&env),
                         _ => route.name.clone(),
                     };
-                    self.scheduler.schedule(&on, unix_now() + 60, id.clone());
+                    self.shared
+                        .scheduler
+                        .schedule(&on, unix_now() + 60, id.clone());
                 }
             }
         }
@@ -350,8 +243,8 @@ impl Relay {
             id,
             "quarantined: {reason} (`smarthost queue delete {id}` removes it)"
         );
-        match self.spool.quarantine(id, reason).await {
-            Ok(()) => self.metrics.damaged(),
+        match self.shared.spool.quarantine(id, reason).await {
+            Ok(()) => self.shared.metrics.damaged(),
             // Not marked: the next start finds the damage again.
             Err(e) => tracing::error!(id, "cannot record the quarantine: {e}"),
         }
@@ -377,7 +270,9 @@ impl Relay {
             p = limiter.acquire(give_up) => p,
             _ = changes.changed() => return None,
         };
-        self.metrics.rate_limit_waited(route, waiting.elapsed());
+        self.shared
+            .metrics
+            .rate_limit_waited(route, waiting.elapsed());
         if permit.is_none() {
             if let Some(c) = conn.take() {
                 c.quit(timeouts).await;
@@ -392,7 +287,7 @@ impl Relay {
         id: &str,
         conn: &mut Option<Connection>,
     ) -> Result<(), StoreError> {
-        let Some(mut env) = self.spool.load(id)? else {
+        let Some(mut env) = self.shared.spool.load(id)? else {
             return Ok(());
         };
         if env.held {
@@ -401,10 +296,10 @@ impl Relay {
         let now = unix_now();
         let due = env.due_recipients(now);
         if due.is_empty() {
-            self.schedule(&env);
+            self.shared.schedule(&env);
             return Ok(());
         }
-        let body = self.spool.body(&env)?;
+        let body = self.shared.spool.body(&env)?;
         let rcpts: Vec<String> = due
             .iter()
             .filter_map(|&i| env.recipients.get(i).map(|r| r.address.clone()))
@@ -500,7 +395,7 @@ impl Relay {
         match bounce::build(&input) {
             Ok(bytes) => {
                 let mut b = Envelope {
-                    id: self.spool.new_id()?,
+                    id: self.shared.spool.new_id()?,
                     sender: String::new(),
                     route_sender: env.sender.clone(),
                     recipients: vec![Recipient::new(env.sender.clone(), now)],
@@ -555,12 +450,13 @@ impl Relay {
                 env.event(now, text);
             }
         }
-        self.spool
+        self.shared
+            .spool
             .record(env, due, finished_word(env), dsn.as_mut())
             .await?;
         // The current table's route: the attempt's, except across a reload.
-        let route = self.route_name(env);
-        self.metrics.attempted(&route, env, due);
+        let route = self.shared.route_name(env);
+        self.shared.metrics.attempted(&route, env, due);
 
         for (&i, o) in due.iter().zip(&outcomes) {
             let Some(r) = env.recipients.get(i) else {
@@ -579,15 +475,15 @@ impl Relay {
         }
         if let Some(Notice { envelope: b, .. }) = dsn {
             tracing::info!(id = %env.id, "sender non-delivery notification: {}", b.id);
-            self.metrics.notification(&b);
-            self.schedule(&b);
+            self.shared.metrics.notification(&b);
+            self.shared.schedule(&b);
         }
         if env.is_finished() {
             tracing::info!(id = %env.id, "removed");
         } else {
             // On the route the current table gives: a reload during the attempt
             // may have moved the message.
-            self.schedule(env);
+            self.shared.schedule(env);
         }
         Ok(())
     }

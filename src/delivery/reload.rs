@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::spool::StoreError;
 use crate::upstream::Resolver;
 
-use super::{smtp::route_tls, Generation, Relay, RelayError};
+use super::{smtp::route_tls, Delivery, DeliveryError, Generation};
 
 /// What a reload changed, for the log and `smarthost reload`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,30 +21,31 @@ pub struct Reloaded {
     pub needs_restart: Vec<String>,
 }
 
-impl Relay {
+impl Delivery {
     /// Puts a new, already validated configuration in force without dropping
     /// anything: open sessions and attempts in flight finish on the settings
     /// they started with; the workers of changed routes are replaced once their
     /// attempt ends; every queued message is scheduled again on the route the new
     /// table gives it. Fails, changing nothing, if the routes' TLS settings or
     /// the resolver cannot be built.
-    pub async fn reload(self: &Arc<Self>, config: Config) -> Result<Reloaded, RelayError> {
+    pub async fn reload(self: &Arc<Self>, config: Config) -> Result<Reloaded, DeliveryError> {
         let tls = route_tls(&config)?;
-        let resolver = Resolver::new(&config.dns).map_err(RelayError::Resolver)?;
+        let resolver = Resolver::new(&config.dns).map_err(DeliveryError::Resolver)?;
         let config = Arc::new(config);
         let old = self.current();
-        if self.is_stopping() {
-            return Err(RelayError::Stopping);
+        if self.shared.is_stopping() {
+            return Err(DeliveryError::Stopping);
         }
         let mut report = Reloaded {
             routes: config.routes.len(),
             needs_restart: restart_only_changes(&old.config, &config),
             ..Reloaded::default()
         };
-        self.tokens.reconfigure(&config.token_sources);
-        self.metrics.know_routes(config.routes.keys());
+        self.shared.tokens.reconfigure(&config.token_sources);
+        self.shared.metrics.know_routes(config.routes.keys());
         self.limiters.configure(&config);
         let number = old.number + 1;
+        self.shared.set_config(config.clone());
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Generation {
             number,
             config: config.clone(),
@@ -54,13 +55,13 @@ impl Relay {
         // Old workers leave after their attempt; the schedule is rebuilt from
         // the store, so no message stays queued under a route that is gone.
         self.generation.send_replace(number);
-        self.scheduler.clear();
+        self.shared.scheduler.clear();
         let now = unix_now();
         let mut moved = Vec::new();
         let mut claimed = Vec::new();
         // Ids only: holding 100,000 decoded envelopes would cost ~100 MiB.
         let mut ids = Vec::new();
-        for env in self.spool.messages() {
+        for env in self.shared.spool.messages() {
             let mut env = match env {
                 Ok(env) => env,
                 // Quarantined: on no schedule, whatever the routes.
@@ -77,13 +78,16 @@ impl Relay {
             // changed the route because the old one was not getting it out.
             // One in an attempt right now keeps its schedule; the attempt's
             // end puts it on the new route.
-            if after != before && !env.held && self.claim(&env.id) {
+            let claim = (after != before && !env.held)
+                .then(|| self.shared.spool.claim(&env.id))
+                .flatten();
+            if let Some(claim) = claim {
                 report.rerouted += 1;
                 for r in env.recipients.iter_mut().filter(|r| !r.state.is_final()) {
                     r.next_attempt = now;
                 }
                 env.event(now, format!("route {before} -> {after} by a reload"));
-                claimed.push(env.id.clone());
+                claimed.push(claim);
                 moved.push(env);
                 continue;
             }
@@ -92,21 +96,20 @@ impl Relay {
         let written = if claimed.is_empty() {
             Ok(())
         } else {
-            self.spool
+            self.shared
+                .spool
                 .reschedule(&moved.iter().collect::<Vec<_>>(), None)
                 .await
         };
-        for id in &claimed {
-            self.release(id);
-        }
+        drop(claimed);
         if let Err(e) = written {
             // The old due times stand; the messages still go out on the new route.
             tracing::error!("reload: cannot record the new routes' due times: {e}");
         }
         ids.extend(moved.into_iter().map(|env| env.id));
         for id in &ids {
-            if let Ok(Some(stored)) = self.spool.load(id) {
-                self.schedule(&stored);
+            if let Ok(Some(stored)) = self.shared.spool.load(id) {
+                self.shared.schedule(&stored);
             }
         }
         self.spawn_workers();

@@ -11,9 +11,9 @@ use crate::outcome::Outcome;
 use crate::spool::Envelope;
 use crate::upstream::{self, Connection, Failure};
 
-use super::{hold, HoldRoute, Relay, RelayError, Tried};
+use super::{hold, Delivery, DeliveryError, HoldRoute, Tried};
 
-impl Relay {
+impl Delivery {
     pub(super) fn tls_for(&self, route: &str) -> Option<TlsConnector> {
         self.current().tls.get(route).cloned()
     }
@@ -90,7 +90,7 @@ impl Relay {
             resolver: &resolver,
             tls: &tls,
             timeouts: t,
-            tokens: &self.tokens,
+            tokens: &self.shared.tokens,
             transcript: None,
         };
         match upstream::connect(smtp, &ctx).await {
@@ -131,12 +131,12 @@ impl Relay {
 }
 
 /// The TLS client settings of every SMTP route (its own CA file, or the system's).
-pub(super) fn route_tls(config: &Config) -> Result<HashMap<String, TlsConnector>, RelayError> {
+pub(super) fn route_tls(config: &Config) -> Result<HashMap<String, TlsConnector>, DeliveryError> {
     let mut tls = HashMap::new();
     for route in config.routes.values() {
         if let Transport::Smtp(s) = &route.transport {
             let c =
-                upstream::tls::connector(s.ca_file.as_deref()).map_err(|e| RelayError::Tls {
+                upstream::tls::connector(s.ca_file.as_deref()).map_err(|e| DeliveryError::Tls {
                     route: route.name.clone(),
                     reason: e.to_string(),
                 })?;

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 use super::exposition::CONTENT_TYPE;
 use crate::config::MetricsSettings;
-use crate::delivery::Relay;
+use crate::delivery::Delivery;
 
 /// How long the queue store may take to answer the health check's read.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,7 +37,7 @@ pub struct BindError {
 /// failure stops the start-up: an operator who configured metrics relies on
 /// them.
 pub async fn start(
-    relay: &Arc<Relay>,
+    relay: &Arc<Delivery>,
     settings: Option<&MetricsSettings>,
 ) -> Result<(), BindError> {
     let Some(addr) = settings.map(|s| s.listen) else {
@@ -56,7 +56,7 @@ pub async fn start(
 }
 
 /// Serves until the task is dropped.
-pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
+pub async fn serve(relay: Arc<Delivery>, listener: TcpListener) {
     crate::local_http::serve(listener, "metrics listener", move |req| {
         let relay = relay.clone();
         async move { answer(&req, &relay).await }
@@ -64,7 +64,7 @@ pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
     .await;
 }
 
-async fn answer(req: &Request<Incoming>, relay: &Arc<Relay>) -> Response<Full<Bytes>> {
+async fn answer(req: &Request<Incoming>, relay: &Arc<Delivery>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path != "/metrics" && path != "/healthz" {
         return respond(StatusCode::NOT_FOUND, PLAIN, "not found\n".into());
@@ -82,17 +82,20 @@ async fn answer(req: &Request<Incoming>, relay: &Arc<Relay>) -> Response<Full<By
     // hyper leaves out the body of a HEAD answer and keeps its length.
     if path == "/metrics" {
         let held: Vec<String> = relay.holds.list().into_iter().map(|h| h.route).collect();
-        let body = relay.metrics.render(&held, &relay.tokens.failures());
+        let body = relay
+            .shared
+            .metrics
+            .render(&held, &relay.shared.tokens.failures());
         return respond(StatusCode::OK, CONTENT_TYPE, body);
     }
     match health(relay).await {
         // Still serving: a damaged message needs the operator, not a restart.
-        Ok(()) if relay.metrics.damaged_count() > 0 => respond(
+        Ok(()) if relay.shared.metrics.damaged_count() > 0 => respond(
             StatusCode::OK,
             PLAIN,
             format!(
                 "degraded: {} damaged message(s) quarantined in the queue (see `smarthost queue list`)\n",
-                relay.metrics.damaged_count()
+                relay.shared.metrics.damaged_count()
             ),
         ),
         Ok(()) => respond(StatusCode::OK, PLAIN, "ok\n".into()),
@@ -105,14 +108,14 @@ async fn answer(req: &Request<Incoming>, relay: &Arc<Relay>) -> Response<Full<By
 }
 
 /// Why the daemon is not healthy, if it is not.
-async fn health(relay: &Arc<Relay>) -> Result<(), String> {
-    if relay.is_stopping() {
+async fn health(relay: &Arc<Delivery>) -> Result<(), String> {
+    if relay.shared.is_stopping() {
         return Err("stopping".into());
     }
-    if !relay.metrics.is_ready() {
+    if !relay.shared.metrics.is_ready() {
         return Err("starting".into());
     }
-    let store = relay.spool.clone();
+    let store = relay.shared.spool.clone();
     match tokio::time::timeout(
         STORE_TIMEOUT,
         tokio::task::spawn_blocking(move || store.ping()),

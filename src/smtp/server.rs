@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::session::Session;
-use crate::delivery::Relay;
+use crate::intake::Intake;
 use crate::intake::Peer;
 
 /// The listen backlog: what systemd's socket units use (SOMAXCONN; the kernel
@@ -63,18 +63,18 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// the local submission socket that `sendmail` uses. They share one connection
 /// limit. Once stopping, the listeners close at once and this returns when the
 /// last session has ended (each finishes the transaction it has open).
-pub async fn serve(relay: Arc<Relay>, listeners: Vec<TcpListener>, local: Option<UnixListener>) {
-    let max = relay.config().limits.max_connections;
+pub async fn serve(intake: Intake, listeners: Vec<TcpListener>, local: Option<UnixListener>) {
+    let max = intake.config().limits.max_connections;
     let limit = Arc::new(Semaphore::new(max));
     let mut tasks = Vec::new();
     for l in listeners {
-        let relay = relay.clone();
+        let intake = intake.clone();
         let limit = limit.clone();
-        tasks.push(tokio::spawn(accept_loop(relay, l, limit)));
+        tasks.push(tokio::spawn(accept_loop(intake, l, limit)));
     }
     if let Some(l) = local {
         tasks.push(tokio::spawn(accept_local_loop(
-            relay.clone(),
+            intake.clone(),
             l,
             limit.clone(),
         )));
@@ -88,11 +88,11 @@ pub async fn serve(relay: Arc<Relay>, listeners: Vec<TcpListener>, local: Option
         .await;
 }
 
-async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limit: Arc<Semaphore>) {
+async fn accept_loop(intake: Intake, listener: TcpListener, limit: Arc<Semaphore>) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = relay.stopped() => return,
+            _ = intake.stopped() => return,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -108,20 +108,20 @@ async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limit: Arc<Semaph
         let Some((permit, stream)) = admit(&limit, stream) else {
             continue;
         };
-        let relay = relay.clone();
+        let intake = intake.clone();
         tokio::spawn(async move {
             let (r, w) = stream.into_split();
-            Session::new(relay, Peer::Tcp(peer), r, w).run().await;
+            Session::new(intake, Peer::Tcp(peer), r, w).run().await;
             drop(permit);
         });
     }
 }
 
-async fn accept_local_loop(relay: Arc<Relay>, listener: UnixListener, limit: Arc<Semaphore>) {
+async fn accept_local_loop(intake: Intake, listener: UnixListener, limit: Arc<Semaphore>) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = relay.stopped() => return,
+            _ = intake.stopped() => return,
             a = listener.accept() => a,
         };
         let (stream, _) = match accepted {
@@ -143,10 +143,10 @@ async fn accept_local_loop(relay: Arc<Relay>, listener: UnixListener, limit: Arc
         let Some((permit, stream)) = admit(&limit, stream) else {
             continue;
         };
-        let relay = relay.clone();
+        let intake = intake.clone();
         tokio::spawn(async move {
             let (r, w) = stream.into_split();
-            Session::new(relay, Peer::Local { uid }, r, w).run().await;
+            Session::new(intake, Peer::Local { uid }, r, w).run().await;
             drop(permit);
         });
     }

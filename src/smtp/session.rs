@@ -12,8 +12,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 use super::data::{DataError, DataReceiver, Feed, Limits};
 use super::grammar::{self, Body, Command, Reply};
 use crate::config::Config;
-use crate::delivery::Relay;
-use crate::intake::{self, Incoming, Peer};
+use crate::intake::Intake;
+use crate::intake::{Incoming, Peer};
 use crate::spool::StoreError;
 
 /// RFC 5321 allows 512 octets a command line; extensions (SMTPUTF8 addresses,
@@ -35,7 +35,7 @@ struct Transaction {
 }
 
 pub struct Session<R, W> {
-    relay: Arc<Relay>,
+    intake: Intake,
     /// The settings the session started with: a reload applies to new sessions.
     config: Arc<Config>,
     peer: Peer,
@@ -58,15 +58,15 @@ enum Line {
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
-    pub fn new(relay: Arc<Relay>, peer: Peer, reader: R, writer: W) -> Self {
-        let config = relay.config();
+    pub fn new(intake: Intake, peer: Peer, reader: R, writer: W) -> Self {
+        let config = intake.config();
         let trusted = match &peer {
             Peer::Tcp(addr) => config.is_trusted(addr.ip()),
             // Local users may submit, as they may through sendmail.
             Peer::Local { .. } => true,
         };
         Session {
-            relay,
+            intake,
             config,
             peer,
             trusted,
@@ -227,7 +227,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             return self.send(503, "5.5.1", "Error: need MAIL command");
         };
         if !trusted {
-            // Never an open relay: only trusted networks may send anywhere.
+            // Never an open intake: only trusted networks may send anywhere.
             return self.send(554, "5.7.1", format!("<{to}>: Relay access denied"));
         }
         if tx.rcpts.len() >= max {
@@ -337,7 +337,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             eight_bit: tx.eight_bit,
             body,
         };
-        intake::enqueue(&self.relay, incoming).await
+        self.intake.enqueue(incoming).await
     }
 
     /// The next command line. When the daemon stops, a session between
@@ -345,12 +345,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// may finish it first, within the daemon's stop bound.
     async fn read_line(&mut self) -> std::io::Result<Line> {
         let timeout = self.config.timeouts.command;
-        let relay = self.relay.clone();
+        let intake = self.intake.clone();
         let stop = async {
             if self.tx.is_some() {
                 std::future::pending::<()>().await;
             }
-            relay.stopped().await
+            intake.stopped().await
         };
         tokio::select! {
             biased;

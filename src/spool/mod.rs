@@ -21,6 +21,9 @@
 //!   (never retried) and removed by id.
 //! - [`Spool::hold_route`]: a route held for its credentials, remembered.
 //!
+//! - [`Spool::claim`]: exclusive work on a message (an attempt, a queue
+//!   command), released when the [`Claim`] is dropped.
+//!
 //! Reads: [`Spool::load`], [`Spool::body`], [`Spool::messages`],
 //! [`Spool::history`], [`Spool::route_holds`].
 //!
@@ -29,6 +32,7 @@
 //! written by earlier versions in [`upgrade`]. Nothing outside this module
 //! knows a key or chooses a write mode.
 
+mod claims;
 pub mod envelope;
 pub mod history;
 pub mod records;
@@ -41,7 +45,10 @@ mod tests;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
+pub use claims::Claim;
 pub use envelope::{Envelope, Recipient, State};
 pub use history::Finished;
 use store::Store;
@@ -62,6 +69,7 @@ pub struct Notice {
 #[derive(Clone)]
 pub struct Spool {
     store: Store,
+    claims: Arc<claims::Claims>,
 }
 
 impl Spool {
@@ -70,7 +78,10 @@ impl Spool {
     /// left behind. Nothing is accepted before it returns.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Spool, StoreError> {
         let store = Store::open(path, cache_bytes)?;
-        let spool = Spool { store };
+        let spool = Spool {
+            store,
+            claims: Arc::default(),
+        };
         let upgraded = upgrade::run(&spool.store)?;
         if upgraded > 0 {
             tracing::info!("queue: {upgraded} message(s) converted to per-recipient records");
@@ -84,6 +95,23 @@ impl Spool {
             }
         }
         Ok(spool)
+    }
+
+    /// Exclusive work on message `id` until the claim is dropped; None while
+    /// someone else has it.
+    pub fn claim(&self, id: &str) -> Option<Claim> {
+        self.claims.claim(id)
+    }
+
+    /// [`Spool::claim`], waiting up to `timeout` for the holder to let go.
+    pub async fn claim_wait(&self, id: &str, timeout: Duration) -> Option<Claim> {
+        self.claims.claim_wait(id, timeout).await
+    }
+
+    /// Waits until no message is claimed, or `limit` passes; false if some
+    /// work was still going on then.
+    pub async fn idle_within(&self, limit: Duration) -> bool {
+        self.claims.idle_within(limit).await
     }
 
     pub fn path(&self) -> &Path {
@@ -121,6 +149,13 @@ impl Spool {
             return Ok(None);
         };
         self.assemble(id, &meta).map(Some)
+    }
+
+    /// What is still readable of a quarantined message's envelope (its body
+    /// may be what is lost), for a bounce that can still tell its sender.
+    pub fn readable_envelope(&self, id: &str) -> Option<Envelope> {
+        let meta = self.store.get(&records::meta_key(id)).ok()??;
+        self.assemble(id, &meta).ok()
     }
 
     fn assemble(&self, id: &str, meta: &[u8]) -> Result<Envelope, StoreError> {

@@ -39,7 +39,19 @@ pub fn salvage(from: &Path, to: &Path) -> Result<Salvaged, SalvageError> {
     if to.exists() {
         return Err(SalvageError::TargetExists(to.to_path_buf()));
     }
-    let old = open_damaged(from)?;
+    let (old, _copy) = match open_damaged(from) {
+        Ok(db) => (db, None),
+        // sled reads its newest snapshot first; one that is damaged (sled
+        // issue #1527) keeps the whole queue closed. A copy without the
+        // snapshots makes sled replay its log instead.
+        Err(first) => match without_snapshots(from, to) {
+            Ok(copy) => match open_damaged(&copy) {
+                Ok(db) => (db, Some(RemoveOnDrop(copy))),
+                Err(_) => return Err(first),
+            },
+            Err(_) => return Err(first),
+        },
+    };
     let fresh = Store::open(to, 8 << 20)?;
     let mut out = Salvaged::default();
     let mut iter = old.iter();
@@ -90,6 +102,47 @@ pub fn salvage(from: &Path, to: &Path) -> Result<Salvaged, SalvageError> {
         }
     }
     Ok(out)
+}
+
+/// A directory removed when dropped: the salvage's scratch copy.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies the queue's files, except sled's snapshots, to a scratch directory
+/// beside `to`; the original is never changed.
+fn without_snapshots(from: &Path, to: &Path) -> std::io::Result<PathBuf> {
+    let mut name = to.file_name().unwrap_or_default().to_os_string();
+    name.push(".without-snapshots");
+    let copy = to.with_file_name(name);
+    std::fs::create_dir_all(copy.join("blobs"))?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        let file = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if file.starts_with("snap.") || !path.is_file() {
+            continue;
+        }
+        std::fs::copy(&path, copy.join(&file))?;
+    }
+    if let Ok(blobs) = std::fs::read_dir(from.join("blobs")) {
+        for entry in blobs {
+            let path = entry?.path();
+            std::fs::copy(
+                &path,
+                copy.join("blobs")
+                    .join(path.file_name().unwrap_or_default()),
+            )?;
+        }
+    }
+    Ok(copy)
 }
 
 fn open_damaged(from: &Path) -> Result<sled::Db, SalvageError> {

@@ -1,0 +1,236 @@
+//! A message whose records are damaged on disk (an envelope that no longer
+//! decodes, a lost body part) is quarantined: `queue list` shows it with the
+//! reason, it is never retried, the metric counts it, `/healthz` says
+//! degraded, and `queue delete` / `queue bounce` take it out by id while the
+//! rest of the queue goes on.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{free_port, Relay};
+
+fn config() -> String {
+    // The route points at a closed port: every attempt defers, so the
+    // messages stay queued for the test to damage.
+    format!(
+        r#"retry = "F,1h,1h"
+[[route]]
+name = "up"
+host = "127.0.0.1"
+port = {}
+tls = "none"
+[routing]
+default = "up"
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+        free_port()
+    )
+}
+
+fn queue(relay: &Relay, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smarthost"))
+        .args(["queue", "--config"])
+        .arg(&relay.config_path)
+        .args(args)
+        .output()
+        .expect("queue command")
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (status, body.to_string())
+}
+
+fn metrics_addr(relay: &Relay) -> SocketAddr {
+    let log = relay.log();
+    let at = log.rfind("metrics on http://").expect("metrics logged") + 18;
+    let rest = &log[at..];
+    rest[..rest.find('/').expect("path")].parse().expect("addr")
+}
+
+fn damaged_gauge(relay: &Relay) -> String {
+    let (_, text) = http_get(metrics_addr(relay), "/metrics");
+    text.lines()
+        .find(|l| l.starts_with("smarthost_queue_damaged_messages "))
+        .expect("gauge")
+        .to_string()
+}
+
+/// Damages the stopped relay's queue the way a disk does, below the relay:
+/// one message's envelope is overwritten, another's first body part removed.
+fn damage(relay: &Relay, garbled: &str, bodiless: &str) {
+    // Text lines, then a CRC.
+    let conf = std::fs::read(relay.path("queue/conf")).expect("conf");
+    let conf = String::from_utf8_lossy(&conf);
+    let segment: usize = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("segment size");
+    let db = sled::Config::new()
+        .path(relay.path("queue"))
+        .segment_size(segment)
+        .open()
+        .expect("open queue");
+    let mut meta = b"m".to_vec();
+    meta.extend_from_slice(garbled.as_bytes());
+    assert!(db
+        .insert(meta, &b"{\"sender\": 17"[..])
+        .expect("insert")
+        .is_some());
+    let mut chunk = b"b".to_vec();
+    chunk.extend_from_slice(bodiless.as_bytes());
+    chunk.extend_from_slice(b"/\0\0\0\0");
+    assert!(db.remove(chunk).expect("remove").is_some());
+    db.flush().expect("flush");
+}
+
+#[test]
+fn damaged_messages_are_listed_never_retried_and_removable() {
+    let mut relay = Relay::start(&config());
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let msg = format!("Subject: m{i}\r\n\r\nbody {i}\r\n");
+            relay
+                .send(
+                    &format!("s{i}@src.test"),
+                    &[&format!("r{i}@dst.test")],
+                    msg.as_bytes(),
+                )
+                .expect("queued")
+        })
+        .collect();
+    assert!(
+        relay.wait_log("status=deferred", 3, Duration::from_secs(20)),
+        "{}",
+        relay.log()
+    );
+    relay.signal("TERM");
+    assert!(relay
+        .wait_exit(Duration::from_secs(20))
+        .is_some_and(|s| s.success()));
+    let (garbled, bodiless, healthy) = (&ids[0], &ids[1], &ids[2]);
+    damage(&relay, garbled, bodiless);
+    relay.spawn();
+
+    // Listed with its reason; the others as they were.
+    let listed = relay.queue_json().expect("list");
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let entry = listed
+        .iter()
+        .find(|m| m["id"] == garbled.as_str())
+        .expect("listed");
+    assert!(
+        entry["damaged"]
+            .as_str()
+            .expect("reason")
+            .contains("does not decode"),
+        "{entry}"
+    );
+    let text = String::from_utf8_lossy(&queue(&relay, &["list"]).stdout).into_owned();
+    assert!(
+        text.contains(&format!("{garbled}  DAMAGED, never tried")),
+        "{text}"
+    );
+    assert!(
+        relay.log().contains(&format!("{garbled}: quarantined")),
+        "{}",
+        relay.log()
+    );
+    assert_eq!(damaged_gauge(&relay), "smarthost_queue_damaged_messages 1");
+    let (status, body) = http_get(metrics_addr(&relay), "/healthz");
+    assert_eq!((status, body.as_str()), (200, "degraded: 1 damaged message(s) quarantined in the queue (see `smarthost queue list`)\n"));
+
+    // The lost body is found by the attempt a flush starts: quarantined,
+    // never tried again.
+    let out = queue(&relay, &["flush", bodiless]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        relay.wait_log("body part 0 of 1 is missing", 1, Duration::from_secs(20)),
+        "{}",
+        relay.log()
+    );
+    assert_eq!(damaged_gauge(&relay), "smarthost_queue_damaged_messages 2");
+    let listed = relay.queue_json().expect("list");
+    let entry = listed
+        .iter()
+        .find(|m| m["id"] == bodiless.as_str())
+        .expect("listed");
+    assert!(
+        entry["damaged"]
+            .as_str()
+            .expect("reason")
+            .contains("missing"),
+        "{entry}"
+    );
+    let out = queue(&relay, &["flush", bodiless]);
+    assert!(!out.status.success(), "a damaged message is not flushed");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("damaged"));
+    // A flush of everything skips them and tries the healthy one.
+    let tried_before = relay.log().matches(&format!("{healthy}: to=")).count();
+    assert!(queue(&relay, &["flush", "--all"]).status.success());
+    assert!(relay.wait_log(
+        &format!("{healthy}: to="),
+        tried_before + 1,
+        Duration::from_secs(20)
+    ));
+
+    // Removed by id: the unreadable one silently, the bodiless one with a
+    // notice to its sender.
+    let out = queue(&relay, &["delete", garbled]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = queue(&relay, &["bounce", bodiless]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bounced (damaged"));
+    assert!(relay
+        .log()
+        .contains(&format!("{bodiless}: sender non-delivery notification")));
+    assert_eq!(damaged_gauge(&relay), "smarthost_queue_damaged_messages 0");
+    let (status, body) = http_get(metrics_addr(&relay), "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let listed = relay.queue_json().expect("list");
+    let left: Vec<&str> = listed.iter().filter_map(|m| m["id"].as_str()).collect();
+    assert!(left.contains(&healthy.as_str()));
+    assert!(!left.contains(&garbled.as_str()) && !left.contains(&bodiless.as_str()));
+    assert!(listed.iter().all(|m| m.get("damaged").is_none()));
+
+    // Nothing of them comes back at the next start.
+    relay.restart();
+    assert!(relay
+        .queue_json()
+        .expect("list")
+        .iter()
+        .all(|m| m.get("damaged").is_none()));
+}
