@@ -944,7 +944,12 @@ state_dir = "{disk}/oauth"
     );
     assert!(
         queue_left.trim().is_empty(),
-        "seed {seed:#x}: the queue did not drain: {} message(s) left",
-        queue_left.lines().count()
+        "seed {seed:#x}: the queue did not drain: {} message(s) left, e.g. {:?}",
+        queue_left.lines().count(),
+        queue_left
+            .lines()
+            .take(3)
+            .map(|l| l.chars().take(300).collect::<String>())
+            .collect::<Vec<_>>()
     );
 }

@@ -475,8 +475,9 @@ impl State {
         let node = self.cur.get(&ino).ok_or(Errno::ENOENT)?;
         for child in node.entries.values() {
             if !self.dur.contains_key(child) {
-                let c = self.cur[child].empty_like();
-                self.dur.insert(*child, c);
+                if let Some(c) = self.cur.get(child) {
+                    self.dur.insert(*child, c.empty_like());
+                }
             }
         }
         let entries = node.entries.clone();
@@ -722,7 +723,10 @@ impl Filesystem for Ops {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let st = self.st();
         match st.child(parent.0, name) {
-            Ok(Some(ino)) => reply.entry(&TTL, &st.cur[&ino].attr(ino), Generation(0)),
+            Ok(Some(ino)) => match st.cur.get(&ino) {
+                Some(n) => reply.entry(&TTL, &n.attr(ino), Generation(0)),
+                None => reply.error(Errno::EIO),
+            },
             Ok(None) => reply.error(Errno::ENOENT),
             Err(e) => reply.error(e),
         }
@@ -808,7 +812,10 @@ impl Filesystem for Ops {
         match st.new_node(parent.0, name, node) {
             Ok(ino) => {
                 st.stats.creates += 1;
-                reply.entry(&TTL, &st.cur[&ino].attr(ino), Generation(0))
+                match st.cur.get(&ino) {
+                    Some(n) => reply.entry(&TTL, &n.attr(ino), Generation(0)),
+                    None => reply.error(Errno::EIO),
+                }
             }
             Err(e) => reply.error(e),
         }
@@ -834,7 +841,10 @@ impl Filesystem for Ops {
         match st.new_node(parent.0, name, node) {
             Ok(ino) => {
                 st.stats.mkdirs += 1;
-                reply.entry(&TTL, &st.cur[&ino].attr(ino), Generation(0))
+                match st.cur.get(&ino) {
+                    Some(n) => reply.entry(&TTL, &n.attr(ino), Generation(0)),
+                    None => reply.error(Errno::EIO),
+                }
             }
             Err(e) => reply.error(e),
         }
@@ -847,10 +857,14 @@ impl Filesystem for Ops {
             Ok(None) => return reply.error(Errno::ENOENT),
             Err(e) => return reply.error(e),
         };
-        if st.cur[&ino].kind == Kind::Dir {
-            return reply.error(Errno::EISDIR);
+        match st.cur.get(&ino) {
+            Some(n) if n.kind == Kind::Dir => return reply.error(Errno::EISDIR),
+            Some(_) => {}
+            None => return reply.error(Errno::EIO),
         }
-        let p = st.cur.get_mut(&parent.0).expect("checked");
+        let Some(p) = st.cur.get_mut(&parent.0) else {
+            return reply.error(Errno::EIO);
+        };
         p.entries.remove(name);
         p.mtime = SystemTime::now();
         st.log(MetaOp::Remove {
@@ -869,7 +883,9 @@ impl Filesystem for Ops {
             Ok(None) => return reply.error(Errno::ENOENT),
             Err(e) => return reply.error(e),
         };
-        let n = &st.cur[&ino];
+        let Some(n) = st.cur.get(&ino) else {
+            return reply.error(Errno::EIO);
+        };
         if n.kind != Kind::Dir {
             return reply.error(Errno::ENOTDIR);
         }
@@ -922,7 +938,9 @@ impl Filesystem for Ops {
             if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                 return reply.error(Errno::EEXIST);
             }
-            let (src, dst) = (&st.cur[&ino], &st.cur[&t]);
+            let (Some(src), Some(dst)) = (st.cur.get(&ino), st.cur.get(&t)) else {
+                return reply.error(Errno::EIO);
+            };
             match (src.kind, dst.kind) {
                 (Kind::File, Kind::Dir) => return reply.error(Errno::EISDIR),
                 (Kind::Dir, Kind::File) => return reply.error(Errno::ENOTDIR),
@@ -966,7 +984,8 @@ impl Filesystem for Ops {
         if !st.cur.contains_key(&ino.0) {
             return reply.error(Errno::ENOENT);
         }
-        if flags.0 & libc::O_TRUNC != 0 && st.cur[&ino.0].kind == Kind::File {
+        let is_file = st.cur.get(&ino.0).is_some_and(|n| n.kind == Kind::File);
+        if flags.0 & libc::O_TRUNC != 0 && is_file {
             if let Err(e) = st.truncate(ino.0, 0) {
                 return reply.error(e);
             }
@@ -991,7 +1010,7 @@ impl Filesystem for Ops {
         let ino = match st.child(parent.0, name) {
             Ok(Some(_)) if flags & libc::O_EXCL != 0 => return reply.error(Errno::EEXIST),
             Ok(Some(ino)) => {
-                if st.cur[&ino].kind == Kind::Dir {
+                if st.cur.get(&ino).is_none_or(|n| n.kind == Kind::Dir) {
                     return reply.error(Errno::EISDIR);
                 }
                 if flags & libc::O_TRUNC != 0 {
@@ -1022,7 +1041,9 @@ impl Filesystem for Ops {
         *st.open.entry(ino).or_default() += 1;
         let fh = st.next_fh;
         st.next_fh += 1;
-        let attr = st.cur[&ino].attr(ino);
+        let Some(attr) = st.cur.get(&ino).map(|n| n.attr(ino)) else {
+            return reply.error(Errno::EIO);
+        };
         reply.created(
             &TTL,
             &attr,
