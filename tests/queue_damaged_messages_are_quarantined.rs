@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{free_port, Relay};
+use common::{free_port, http, metrics_addr, Relay};
 
 fn config() -> String {
     // The route points at a closed port: every attempt defers, so the
@@ -42,30 +41,8 @@ fn queue(relay: &Relay, args: &[&str]) -> Output {
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("head");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    (status, body.to_string())
-}
-
-fn metrics_addr(relay: &Relay) -> SocketAddr {
-    let log = relay.log();
-    let at = log.rfind("metrics on http://").expect("metrics logged") + 18;
-    let rest = &log[at..];
-    rest[..rest.find('/').expect("path")].parse().expect("addr")
+    let (status, _, body) = http(addr, "GET", path);
+    (status, body)
 }
 
 fn damaged_gauge(relay: &Relay) -> String {

@@ -239,14 +239,19 @@ impl Delivery {
     /// Sets a damaged message aside for good: it is never tried again, and
     /// the operator sees it in `queue list` and the metrics.
     async fn quarantine(&self, id: &str, reason: &str) {
-        tracing::error!(
-            id,
-            "quarantined: {reason} (`smarthost queue delete {id}` removes it)"
-        );
         match self.shared.spool.quarantine(id, reason).await {
-            Ok(()) => self.shared.metrics.damaged(),
+            Ok(()) => {
+                self.shared.metrics.damaged();
+                tracing::error!(
+                    id,
+                    "quarantined: {reason} (`smarthost queue delete {id}` removes it)"
+                );
+            }
             // Not marked: the next start finds the damage again.
-            Err(e) => tracing::error!(id, "cannot record the quarantine: {e}"),
+            Err(e) => tracing::error!(
+                id,
+                "damaged ({reason}), and the quarantine cannot be recorded: {e}"
+            ),
         }
     }
 

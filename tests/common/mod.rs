@@ -522,3 +522,37 @@ pub fn strip_received(message: &[u8]) -> &[u8] {
     }
     message
 }
+
+/// The address the daemon bound for `listen = "127.0.0.1:0"`, from its log.
+pub fn metrics_addr(relay: &Relay) -> SocketAddr {
+    let log = relay.log();
+    let start = log
+        .rfind("metrics on http://")
+        .expect("metrics listener logged")
+        + 18;
+    let rest = &log[start..];
+    rest[..rest.find('/').expect("path")]
+        .parse()
+        .expect("metrics address")
+}
+
+/// One raw HTTP/1.1 exchange: (status, headers in lower case, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("response head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
