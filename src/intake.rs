@@ -79,34 +79,7 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>) -> Result<String, StoreError>
     let spool = &shared.spool;
     let id = spool.new_id()?;
     let now = unix_now();
-    let host = &shared.config().hostname;
-    let for_clause = match m.recipients.as_slice() {
-        [one] => format!("\r\n\tfor <{one}>"),
-        _ => String::new(),
-    };
-    let date = rfc5322(SystemTime::now());
-    let helo = m.helo.map(sanitize);
-    // Received (RFC 5321 4.4): the one header a relay adds.
-    let (received, client) = match m.peer {
-        Peer::Tcp(addr) => {
-            let helo = helo.unwrap_or_else(|| "unknown".into());
-            (
-                format!(
-                    "Received: from {helo} ([{}])\r\n\tby {host} (smarthost) with {} id {id}{for_clause};\r\n\t{date}\r\n",
-                    addr.ip(),
-                    m.protocol
-                ),
-                format!("{helo} [{}]", addr.ip()),
-            )
-        }
-        Peer::Local { uid } => (
-            format!(
-                "Received: by {host} (smarthost, from userid {uid})\r\n\twith {} id {id}{for_clause};\r\n\t{date}\r\n",
-                m.protocol
-            ),
-            format!("local uid={uid}"),
-        ),
-    };
+    let (received, client) = received(&m, &shared.config().hostname, &id);
     let message_id = header_value(&m.body, "message-id");
 
     let mut env = Envelope {
@@ -139,6 +112,37 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>) -> Result<String, StoreError>
     shared.metrics.accepted(&shared.route_name(&env), &env);
     shared.schedule(&env);
     Ok(id)
+}
+
+/// The Received header (RFC 5321 4.4: the one header a relay adds) and the
+/// client as logs name it.
+fn received(m: &Incoming<'_>, host: &str, id: &str) -> (String, String) {
+    let for_clause = match m.recipients.as_slice() {
+        [one] => format!("\r\n\tfor <{one}>"),
+        _ => String::new(),
+    };
+    let date = rfc5322(SystemTime::now());
+    let helo = m.helo.map(sanitize);
+    match m.peer {
+        Peer::Tcp(addr) => {
+            let helo = helo.unwrap_or_else(|| "unknown".into());
+            (
+                format!(
+                    "Received: from {helo} ([{}])\r\n\tby {host} (smarthost) with {} id {id}{for_clause};\r\n\t{date}\r\n",
+                    addr.ip(),
+                    m.protocol
+                ),
+                format!("{helo} [{}]", addr.ip()),
+            )
+        }
+        Peer::Local { uid } => (
+            format!(
+                "Received: by {host} (smarthost, from userid {uid})\r\n\twith {} id {id}{for_clause};\r\n\t{date}\r\n",
+                m.protocol
+            ),
+            format!("local uid={uid}"),
+        ),
+    }
 }
 
 /// A HELO name goes into a header: keep it to printable ASCII without spaces.

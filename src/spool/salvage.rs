@@ -54,6 +54,25 @@ pub fn salvage(from: &Path, to: &Path) -> Result<Salvaged, SalvageError> {
     };
     let fresh = Store::open(to, 8 << 20)?;
     let mut out = Salvaged::default();
+    copy_records(&old, &fresh, &mut out)?;
+    fresh.sync_blocking()?;
+    drop(fresh);
+    // As after a crash, so that opening it as a spool sweeps the parts whose
+    // message was lost; it also converts old-form records, and counting finds
+    // the damaged ones.
+    let _ = std::fs::remove_file(to.join(super::store::CLEAN_MARKER));
+    let spool = Spool::open(to, 8 << 20)?;
+    for m in spool.messages() {
+        out.messages += 1;
+        if matches!(m, Err(StoreError::Damaged { .. })) {
+            out.damaged += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Copies every record `old` still yields into `fresh`, PER_BATCH at a time.
+fn copy_records(old: &sled::Db, fresh: &Store, out: &mut Salvaged) -> Result<(), StoreError> {
     let mut iter = old.iter();
     let mut changes = Changes::new();
     let mut in_batch = 0;
@@ -89,19 +108,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<Salvaged, SalvageError> {
             in_batch = 0;
         }
     }
-    fresh.apply(changes)?;
-    fresh.sync_blocking()?;
-    drop(fresh);
-    // Opening it as a spool converts old-form records and sweeps parts whose
-    // message was lost; counting finds the damaged ones.
-    let spool = Spool::open(to, 8 << 20)?;
-    for m in spool.messages() {
-        out.messages += 1;
-        if matches!(m, Err(StoreError::Damaged { .. })) {
-            out.damaged += 1;
-        }
-    }
-    Ok(out)
+    fresh.apply(changes)
 }
 
 /// A directory removed when dropped: the salvage's scratch copy.

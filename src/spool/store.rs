@@ -42,8 +42,8 @@ mod files;
 
 pub use changes::Changes;
 use committer::*;
-pub(in crate::spool) use files::persisted_segment_size;
 use files::*;
+pub(in crate::spool) use files::{persisted_segment_size, CLEAN_MARKER};
 
 /// sled's log segment, which is also the size of each of its in-memory write
 /// buffers: several are in flight under load, and with 8 MiB ones a burst of

@@ -93,7 +93,7 @@ pub(super) fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError>
 /// Present in the queue directory only while no process has it open and the
 /// last one closed it after a final sync: the next start then skips
 /// [`sweep_orphans`].
-pub(super) const CLEAN_MARKER: &str = "closed-cleanly";
+pub(in crate::spool) const CLEAN_MARKER: &str = "closed-cleanly";
 
 pub(super) fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path)
