@@ -11,10 +11,9 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::{Action, Entry, Reply, Request, Selection};
 use crate::clock::unix_now;
-use crate::delivery::record::Failed;
 use crate::delivery::Delivery;
 use crate::metrics::Finish;
-use crate::spool::{Envelope, State, StoreError};
+use crate::spool::{Envelope, StoreError};
 
 /// A request line is small; anything bigger is not a client of ours.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -400,20 +399,7 @@ async fn bounce(
     now: u64,
 ) -> Result<(), ActError> {
     let reason = "bounced by the operator";
-    let mut failed = Vec::new();
-    for (index, r) in env.recipients.iter_mut().enumerate() {
-        if r.state.is_final() {
-            continue;
-        }
-        r.state = State::Bounced;
-        r.last_error = Some(reason.into());
-        failed.push(Failed {
-            index,
-            status: "5.0.0".into(),
-            reason: reason.into(),
-            diagnostic: None,
-        });
-    }
+    let failed = crate::delivery::record::give_up(env, reason);
     // A message whose body is lost is still bounced; the notice then says
     // what happened without the original attached.
     let body = match relay.shared.spool.body(env) {
@@ -443,11 +429,7 @@ async fn bounce(
             );
         }
     }
-    if let Some(b) = dsn.map(|n| n.envelope) {
-        tracing::info!(id = %env.id, "sender non-delivery notification: {}", b.id);
-        relay.shared.metrics.notification(&b);
-        relay.shared.schedule(&b);
-    }
+    relay.notice_stored(&env.id, dsn);
     Ok(())
 }
 

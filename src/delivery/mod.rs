@@ -478,11 +478,7 @@ impl Delivery {
                 detail = r.last_error.as_deref().unwrap_or(o.detail()),
             );
         }
-        if let Some(Notice { envelope: b, .. }) = dsn {
-            tracing::info!(id = %env.id, "sender non-delivery notification: {}", b.id);
-            self.shared.metrics.notification(&b);
-            self.shared.schedule(&b);
-        }
+        self.notice_stored(&env.id, dsn);
         if env.is_finished() {
             tracing::info!(id = %env.id, "removed");
         } else {
@@ -491,6 +487,18 @@ impl Delivery {
             self.shared.schedule(env);
         }
         Ok(())
+    }
+}
+
+impl Delivery {
+    /// A non-delivery notice about message `of` is durable: logged, counted
+    /// and put on the schedule.
+    pub(crate) fn notice_stored(&self, of: &str, notice: Option<Notice>) {
+        if let Some(Notice { envelope: b, .. }) = notice {
+            tracing::info!(id = of, "sender non-delivery notification: {}", b.id);
+            self.shared.metrics.notification(&b);
+            self.shared.schedule(&b);
+        }
     }
 }
 

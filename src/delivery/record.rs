@@ -95,6 +95,26 @@ pub fn apply(
     failed
 }
 
+/// The operator gives up on a message: every recipient not yet final bounces
+/// with `reason`; returns them for the notice.
+pub fn give_up(env: &mut Envelope, reason: &str) -> Vec<Failed> {
+    let mut failed = Vec::new();
+    for (index, r) in env.recipients.iter_mut().enumerate() {
+        if r.state.is_final() {
+            continue;
+        }
+        r.state = State::Bounced;
+        r.last_error = Some(reason.into());
+        failed.push(Failed {
+            index,
+            status: "5.0.0".into(),
+            reason: reason.into(),
+            diagnostic: None,
+        });
+    }
+    failed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +230,18 @@ mod tests {
         );
         assert_eq!(e.recipients[0].first_failure, Some(20_000));
         assert_eq!(e.recipients[0].state, State::Deferred);
+    }
+
+    #[test]
+    fn giving_up_bounces_only_what_is_not_final() {
+        let mut e = env(3);
+        e.recipients[1].state = State::Delivered;
+        e.recipients[2].state = State::Deferred;
+        let failed = give_up(&mut e, "bounced by the operator");
+        let at: Vec<usize> = failed.iter().map(|f| f.index).collect();
+        assert_eq!(at, vec![0, 2]);
+        assert_eq!(e.recipients[1].state, State::Delivered);
+        assert!(e.is_finished());
+        assert_eq!(failed[0].status, "5.0.0");
     }
 }
