@@ -48,34 +48,58 @@ fn secret_path_in(base: &Path, written: &Path, credentials: Option<&Path>) -> Pa
     base.join(written)
 }
 
+/// Why a secret file was not used. The text names the file, never its
+/// content.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "{} names $CREDENTIALS_DIRECTORY, which is not set: it exists only in a \
+         service started by systemd with LoadCredential= (to check by hand: \
+         CREDENTIALS_DIRECTORY=/path/to/credentials smarthost check)",
+        .0.display()
+    )]
+    NoCredentialsDirectory(PathBuf),
+    #[error("password_file {}: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `mode` holds the permission bits only.
+    #[error(
+        "password_file {} is readable by group or others (mode {mode:o}); chmod 600 it",
+        .path.display()
+    )]
+    Exposed { path: PathBuf, mode: u32 },
+    #[error("password_file {} is empty", .0.display())]
+    Empty(PathBuf),
+}
+
 /// Reads a secret file, refusing one that group or others can read: a password
 /// that every local user can read is already leaked.
-pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+pub fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
     let text = path.to_string_lossy();
     if CREDENTIALS.iter().any(|p| text.contains(p)) {
-        return Err(format!(
-            "{} names $CREDENTIALS_DIRECTORY, which is not set: it exists only in a \
-             service started by systemd with LoadCredential= (to check by hand: \
-             CREDENTIALS_DIRECTORY=/path/to/credentials smarthost check)",
-            path.display()
-        ));
+        return Err(SecretError::NoCredentialsDirectory(path.to_path_buf()));
     }
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("password_file {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode();
+    let unreadable = |source: std::io::Error| SecretError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(unreadable)?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "password_file {} is readable by group or others (mode {:o}); chmod 600 it",
-            path.display(),
-            mode & 0o777
-        ));
+        return Err(SecretError::Exposed {
+            path: path.to_path_buf(),
+            mode: mode & 0o777,
+        });
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("password_file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
     // A trailing newline is an editor artefact, never part of the password.
     let secret = text.trim_end_matches(['\r', '\n']);
     if secret.is_empty() {
-        return Err(format!("password_file {} is empty", path.display()));
+        return Err(SecretError::Empty(path.to_path_buf()));
     }
     Ok(Secret::new(secret))
 }
@@ -103,7 +127,11 @@ mod tests {
             );
             let unset = secret_path_in(base, Path::new(written), None);
             let err = read_secret_file(&unset).unwrap_err();
-            assert!(err.contains("LoadCredential="), "{err}");
+            assert!(
+                matches!(err, SecretError::NoCredentialsDirectory(_)),
+                "{err}"
+            );
+            assert!(err.to_string().contains("LoadCredential="), "{err}");
         }
     }
 }

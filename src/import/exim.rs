@@ -201,13 +201,26 @@ fn fields(data: &str) -> Vec<(String, String)> {
 
 // ---- host lists --------------------------------------------------------------
 
+/// Why a `host=` list is not one; each names the item as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum HostListError {
+    #[error("{0:?}: missing `]`")]
+    Unclosed(String),
+    #[error("{item:?}: bad port {port:?}")]
+    BadPort { item: String, port: String },
+    #[error("{0:?} is not a host name or address")]
+    BadHost(String),
+    #[error("no host")]
+    Empty,
+}
+
 /// An exim host list as `route_data` takes it: items separated by `:` (or
 /// the character after a leading `<`), a doubled separator standing for
 /// itself, so `host::587` is `host:587`. Colons inside `[...]` are taken as
 /// part of an IPv6 address, which exim would want doubled; nobody writes them
 /// so. Each item is `host`, `host:port`, `[address]` or `[address]:port`,
 /// optionally with `/MX`. Returns (host, port, MX lookup) triples.
-fn parse_hosts(list: &str) -> Result<Vec<(String, Option<u16>, bool)>, String> {
+fn parse_hosts(list: &str) -> Result<Vec<(String, Option<u16>, bool)>, HostListError> {
     let (sep, body) = match list.strip_prefix('<') {
         Some(r) => match r.chars().next() {
             Some(c) if c.is_ascii_punctuation() => (c, &r[c.len_utf8()..]),
@@ -253,7 +266,7 @@ fn parse_hosts(list: &str) -> Result<Vec<(String, Option<u16>, bool)>, String> {
         let (host, port) = if let Some(inner) = item.strip_prefix('[') {
             let (inside, after) = inner
                 .split_once(']')
-                .ok_or_else(|| format!("{item:?}: missing `]`"))?;
+                .ok_or_else(|| HostListError::Unclosed(item.into()))?;
             let port = match after {
                 "" => None,
                 p => Some(port(p.strip_prefix(':').unwrap_or(p), item)?),
@@ -273,21 +286,24 @@ fn parse_hosts(list: &str) -> Result<Vec<(String, Option<u16>, bool)>, String> {
                     .chars()
                     .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_')));
         if !valid {
-            return Err(format!("{item:?} is not a host name or address"));
+            return Err(HostListError::BadHost(item.into()));
         }
         hosts.push((host, port, mx));
     }
     if hosts.is_empty() {
-        return Err("no host".into());
+        return Err(HostListError::Empty);
     }
     Ok(hosts)
 }
 
-fn port(p: &str, item: &str) -> Result<u16, String> {
+fn port(p: &str, item: &str) -> Result<u16, HostListError> {
     p.parse::<u16>()
         .ok()
         .filter(|&p| p != 0)
-        .ok_or_else(|| format!("{item:?}: bad port {p:?}"))
+        .ok_or_else(|| HostListError::BadPort {
+            item: item.into(),
+            port: p.into(),
+        })
 }
 
 // ---- entries -----------------------------------------------------------------
@@ -335,7 +351,7 @@ fn entry(plan: &mut Plan, file: &str, e: &LsearchEntry) {
     let hosts = match parse_hosts(host_list) {
         Ok(h) => h,
         Err(why) => {
-            plan.untranslated(origin, format!("{key}: host="), why);
+            plan.untranslated(origin, format!("{key}: host="), why.to_string());
             return;
         }
     };

@@ -263,7 +263,7 @@ impl Postfix {
                 },
                 Err(e) => self
                     .plan
-                    .untranslated(origin, "maximal_queue_lifetime", e),
+                    .untranslated(origin, "maximal_queue_lifetime", e.to_string()),
             }
         } else {
             self.plan.note("maximal_queue_lifetime was not set: Postfix gave up after 5 days, smarthost's default schedule gives up after 4");

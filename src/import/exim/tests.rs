@@ -82,9 +82,22 @@ fn host_lists() {
         h("relay.example/MX"),
         Ok(vec![("relay.example".into(), None, true)])
     );
-    assert!(h("smtp.example.com::http").is_err());
-    assert!(h("").is_err());
-    assert!(h("bad host::25").is_err());
+    assert_eq!(
+        h("smtp.example.com::http"),
+        Err(HostListError::BadPort {
+            item: "smtp.example.com:http".into(),
+            port: "http".into()
+        })
+    );
+    assert_eq!(h(""), Err(HostListError::Empty));
+    assert_eq!(
+        h("bad host::25"),
+        Err(HostListError::BadHost("bad host:25".into()))
+    );
+    assert_eq!(
+        h("[2001:db8::25"),
+        Err(HostListError::Unclosed("[2001:db8::25".into()))
+    );
 }
 
 #[test]

@@ -80,7 +80,7 @@ impl Postfix {
                 Ok(h) => Some(h),
                 Err(e) => {
                     let origin = self.origin("relayhost");
-                    self.plan.untranslated(origin, "relayhost", e);
+                    self.plan.untranslated(origin, "relayhost", e.to_string());
                     None
                 }
             },
@@ -189,7 +189,8 @@ impl Postfix {
             Relay::Map(e) => match parse_nexthops(&e.value) {
                 Ok(h) => (h, e.origin.clone()),
                 Err(why) => {
-                    self.plan.untranslated(e.origin.clone(), e.key.clone(), why);
+                    self.plan
+                        .untranslated(e.origin.clone(), e.key.clone(), why.to_string());
                     return;
                 }
             },

@@ -95,10 +95,30 @@ fn nexthops() {
         hop("[192.0.2.1]:smtps"),
         Ok(("192.0.2.1".into(), 465, false))
     );
-    assert!(hop("2001:db8::1").is_err());
-    assert!(hop("[smtp.example.com:587").is_err());
-    assert!(hop("smtp.example.com:http").is_err());
-    assert!(hop("[a/b]:25").is_err());
+    assert_eq!(
+        hop("2001:db8::1"),
+        Err(NexthopError::BareIpv6("2001:db8::1".into()))
+    );
+    assert_eq!(
+        hop("[smtp.example.com:587"),
+        Err(NexthopError::Unclosed("[smtp.example.com:587".into()))
+    );
+    assert_eq!(
+        hop("smtp.example.com:http"),
+        Err(NexthopError::BadPort {
+            written: "smtp.example.com:http".into(),
+            port: "http".into()
+        })
+    );
+    assert_eq!(
+        hop("[a/b]:25"),
+        Err(NexthopError::BadHost("[a/b]:25".into()))
+    );
+    assert_eq!(
+        hop("[a.example]587"),
+        Err(NexthopError::BadPortAfterBracket("[a.example]587".into()))
+    );
+    assert_eq!(parse_nexthops(" , "), Err(NexthopError::Empty));
     let hops = parse_nexthops("[a.example]:587, [b.example]:587").unwrap();
     assert_eq!(hops.len(), 2);
     assert_eq!(hops[1].written, "[b.example]:587");
@@ -113,9 +133,25 @@ fn time_units() {
     assert_eq!(d("90m"), Ok(5400));
     assert_eq!(d("12h"), Ok(43200));
     assert_eq!(d("2w"), Ok(14 * 86400));
-    assert!(d("1y").is_err());
-    assert!(d("h").is_err());
-    assert!(d("1.5d").is_err());
+    assert_eq!(
+        d("1y"),
+        Err(TimeError::UnknownUnit {
+            value: "1y".into(),
+            unit: "y".into()
+        })
+    );
+    assert_eq!(d("h"), Err(TimeError::NotANumber("h".into())));
+    assert_eq!(
+        d("1.5d"),
+        Err(TimeError::UnknownUnit {
+            value: "1.5d".into(),
+            unit: ".5d".into()
+        })
+    );
+    assert_eq!(
+        d("99999999999999999w"),
+        Err(TimeError::TooLong("99999999999999999w".into()))
+    );
 }
 
 #[test]

@@ -67,14 +67,31 @@ pub(super) fn valid_host(h: &str) -> bool {
                 .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_')))
 }
 
+/// Why a next-hop is not one; each names the destination as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum NexthopError {
+    #[error("{0:?}: missing `]`")]
+    Unclosed(String),
+    #[error("{0:?}: bad port after `]`")]
+    BadPortAfterBracket(String),
+    #[error("{0:?}: an IPv6 address must be written [ipv6:address]")]
+    BareIpv6(String),
+    #[error("{written:?}: bad port {port:?}")]
+    BadPort { written: String, port: String },
+    #[error("{0:?}: not a host name or address")]
+    BadHost(String),
+    #[error("empty destination")]
+    Empty,
+}
+
 /// `[host]:port`, `[host]`, `host:port`, `host`, `[ipv6:2001:db8::1]:587`;
 /// the port may be a service name; the default is 25 (`smtp`).
-pub(super) fn parse_nexthop(s: &str) -> Result<Nexthop, String> {
+pub(super) fn parse_nexthop(s: &str) -> Result<Nexthop, NexthopError> {
     let written = s.to_string();
     let (host, port, mx) = if let Some(inner) = s.strip_prefix('[') {
         let (inside, after) = inner
             .split_once(']')
-            .ok_or_else(|| format!("{s:?}: missing `]`"))?;
+            .ok_or_else(|| NexthopError::Unclosed(s.into()))?;
         let inside = inside
             .strip_prefix("ipv6:")
             .or_else(|| inside.strip_prefix("IPv6:"))
@@ -84,25 +101,26 @@ pub(super) fn parse_nexthop(s: &str) -> Result<Nexthop, String> {
             p => p
                 .strip_prefix(':')
                 .and_then(service_port)
-                .ok_or_else(|| format!("{s:?}: bad port after `]`"))?,
+                .ok_or_else(|| NexthopError::BadPortAfterBracket(s.into()))?,
         };
         (inside.to_string(), port, false)
     } else if s.matches(':').count() > 1 {
-        return Err(format!(
-            "{s:?}: an IPv6 address must be written [ipv6:address]"
-        ));
+        return Err(NexthopError::BareIpv6(s.into()));
     } else {
         match s.split_once(':') {
             Some((h, p)) => (
                 h.to_string(),
-                service_port(p).ok_or_else(|| format!("{s:?}: bad port {p:?}"))?,
+                service_port(p).ok_or_else(|| NexthopError::BadPort {
+                    written: s.into(),
+                    port: p.into(),
+                })?,
                 true,
             ),
             None => (s.to_string(), 25, true),
         }
     };
     if !valid_host(&host) {
-        return Err(format!("{s:?}: not a host name or address"));
+        return Err(NexthopError::BadHost(s.into()));
     }
     Ok(Nexthop {
         written,
@@ -113,13 +131,13 @@ pub(super) fn parse_nexthop(s: &str) -> Result<Nexthop, String> {
 }
 
 /// Postfix 3.5 and later take several destinations, by comma or whitespace.
-pub(super) fn parse_nexthops(s: &str) -> Result<Vec<Nexthop>, String> {
+pub(super) fn parse_nexthops(s: &str) -> Result<Vec<Nexthop>, NexthopError> {
     let hops: Vec<Nexthop> = split_list(s)
         .into_iter()
         .map(parse_nexthop)
         .collect::<Result<_, _>>()?;
     if hops.is_empty() {
-        return Err("empty destination".into());
+        return Err(NexthopError::Empty);
     }
     Ok(hops)
 }
@@ -140,26 +158,40 @@ pub(super) fn boolean(s: &str) -> Option<bool> {
     }
 }
 
+/// Why a Postfix time value is not one; each names the value as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum TimeError {
+    #[error("{0:?} is not a number with a unit")]
+    NotANumber(String),
+    #[error("{value:?}: unknown time unit {unit:?}")]
+    UnknownUnit { value: String, unit: String },
+    #[error("{0:?} is too long")]
+    TooLong(String),
+}
+
 /// A Postfix time value: a number with an optional unit s, m, h, d or w
 /// (default d, as for `maximal_queue_lifetime`).
-pub(super) fn postfix_time(s: &str) -> Result<Duration, String> {
+pub(super) fn postfix_time(s: &str) -> Result<Duration, TimeError> {
     let s = s.trim();
     let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(digits_end);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number with a unit"))?;
+    let n: u64 = n.parse().map_err(|_| TimeError::NotANumber(s.into()))?;
     let scale = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "" | "d" => 86400,
         "w" => 7 * 86400,
-        _ => return Err(format!("{s:?}: unknown time unit {unit:?}")),
+        _ => {
+            return Err(TimeError::UnknownUnit {
+                value: s.into(),
+                unit: unit.into(),
+            })
+        }
     };
     n.checked_mul(scale)
         .map(Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long"))
+        .ok_or_else(|| TimeError::TooLong(s.into()))
 }
 
 /// The default retry schedule, ending at `lifetime` instead of its own final
