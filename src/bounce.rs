@@ -6,21 +6,19 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use lettre::address::{Address, Envelope};
+
+use crate::clock::{clamp, rfc5322};
+use crate::message_text::header_section;
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, Message, MultiPart, SinglePart};
 
-/// Cap on the returned header section, so a hostile sender cannot make us
-/// store and transmit an arbitrarily large bounce.
-const MAX_HEADER_SECTION: usize = 64 * 1024;
 /// RFC 5322 hard limit on a line, excluding CRLF.
 const MAX_LINE: usize = 998;
 /// Longest unbreakable run we emit; leaves room for a field name before it.
 const MAX_WORD: usize = 900;
-/// httpdate (and so lettre's `Date`) panics at or after year 10000.
-const MAX_DATE_SECS: u64 = 253_402_300_799;
 
 /// One recipient the report covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +79,7 @@ pub fn build(input: &BounceInput<'_>) -> Result<Vec<u8>, BounceError> {
     let to = sender
         .parse::<Address>()
         .map_err(|e| fail(format!("original sender {sender:?}: {e}")))?;
-    let now = clamp_time(input.now);
+    let now = clamp(input.now);
 
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
@@ -128,25 +126,6 @@ pub fn build(input: &BounceInput<'_>) -> Result<Vec<u8>, BounceError> {
         .multipart(report)
         .map_err(fail)?;
     Ok(message.formatted())
-}
-
-/// The header section of a raw message (up to and excluding the first empty line), CRLF line endings, bounded to 64 KiB so a giant header cannot blow up a bounce.
-pub fn header_section(message: &[u8]) -> &[u8] {
-    let mut end = 0;
-    while end < message.len() && message[end] != b'\n' && !message[end..].starts_with(b"\r\n") {
-        end = match message[end..].iter().position(|&b| b == b'\n') {
-            Some(i) => end + i + 1,
-            None => message.len(),
-        };
-    }
-    let section = &message[..end];
-    if section.len() <= MAX_HEADER_SECTION {
-        return section;
-    }
-    // Cut after a whole line so we never return half a field.
-    let bounded = &section[..MAX_HEADER_SECTION];
-    let cut = bounded.iter().rposition(|&b| b == b'\n');
-    cut.map_or(bounded, |i| &bounded[..=i])
 }
 
 fn fail(e: impl std::fmt::Display) -> BounceError {
@@ -204,7 +183,7 @@ fn delivery_status(input: &BounceInput<'_>, host: &str) -> String {
     let field = |name: &str, value: &str| wrap(&format!("{name}: "), " ", value, 78) + "\r\n";
     let mut out = field("Reporting-MTA", &format!("dns; {}", ascii(host)));
     out += &field("X-Smarthost-Queue-ID", &ascii(input.queue_id));
-    out += &field("Arrival-Date", &rfc5322_date(input.arrival));
+    out += &field("Arrival-Date", &rfc5322(input.arrival));
     for r in input.failed {
         out += "\r\n";
         out += &field("Final-Recipient", &dsn_address(&r.address));
@@ -216,7 +195,7 @@ fn delivery_status(input: &BounceInput<'_>, host: &str) -> String {
         if let Some(diag) = nonempty(&r.diagnostic) {
             out += &field("Diagnostic-Code", &format!("smtp; {}", ascii(diag)));
         }
-        out += &field("Last-Attempt-Date", &rfc5322_date(input.now));
+        out += &field("Last-Attempt-Date", &rfc5322(input.now));
     }
     out
 }
@@ -308,22 +287,6 @@ pub(crate) fn msgid_part(s: &str) -> String {
     atoms.join(".")
 }
 
-/// Avoids the panics in httpdate (also behind lettre's Date) for pre-1970
-/// clocks and dates past year 9999.
-fn clamp_time(t: SystemTime) -> SystemTime {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) if d.as_secs() <= MAX_DATE_SECS => t,
-        Ok(_) => UNIX_EPOCH + Duration::from_secs(MAX_DATE_SECS),
-        Err(_) => UNIX_EPOCH,
-    }
-}
-
-/// httpdate writes the obsolete "GMT" zone; RFC 5322 prefers a numeric one.
-fn rfc5322_date(t: SystemTime) -> String {
-    let date = httpdate::fmt_http_date(clamp_time(t));
-    format!("{}+0000", date.trim_end_matches("GMT"))
-}
-
 /// Bare CR or LF is illegal in a 7bit body and the section may have been cut
 /// mid-line, so every line ending becomes CRLF, including a final one.
 fn crlf_normalize(raw: &[u8]) -> Vec<u8> {
@@ -362,6 +325,7 @@ fn pick_boundary(parts: &[&SinglePart]) -> Result<String, BounceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const ORIGINAL: &[u8] =
         b"Received: from c\r\n\tby mx\r\nSubject: hi\r\n\r\nbody\r\n\r\nmore\r\n";
@@ -474,14 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn header_section_stops_at_the_blank_line_and_is_bounded() {
-        let msg = b"A: 1\r\nB: 2\r\n\r\nX\r\n\r\n";
-        assert_eq!(header_section(msg), b"A: 1\r\nB: 2\r\n");
-        assert_eq!(header_section(b"A: 1\r\nB: 2"), b"A: 1\r\nB: 2");
-        assert_eq!(header_section(b"\r\nbody"), b"");
-        let line = format!("X-Big: {}\r\n", "a".repeat(1000));
-        let cut = header_section(format!("{}\r\nbody", line.repeat(100)).as_bytes()).len();
-        assert!(cut <= MAX_HEADER_SECTION && cut.is_multiple_of(line.len()));
+    fn the_returned_headers_are_crlf_normalized() {
         let failed = two();
         let (_, parts) = parse(&bounce(&input(&failed, b"A: 1\n b\rC: 2\n\nbody\n")));
         assert_eq!(parts[2].1, "A: 1\r\n b\r\nC: 2\r\n");
@@ -502,7 +459,7 @@ mod tests {
         let original = format!("Subject: {y}\r\nX-8bit: gr\u{fc}n\0\r\n\r\nbody");
         let mut hostile = input(&failed, original.as_bytes());
         hostile.arrival = UNIX_EPOCH - Duration::from_secs(9);
-        hostile.now = UNIX_EPOCH + Duration::from_secs(MAX_DATE_SECS * 4);
+        hostile.now = UNIX_EPOCH + Duration::from_secs(253_402_300_799 * 4);
         let msg = bounce(&hostile);
         for line in msg.split("\r\n") {
             let ok = line.len() <= MAX_LINE && !line.contains(['\r', '\n']);

@@ -43,7 +43,7 @@ pub fn deliver(
     .map_err(std::io::Error::other)?;
     write_atomic(dir, &format!("{stem}.json"), &meta)?;
     write_atomic(dir, &format!("{stem}.eml"), body)?;
-    File::open(dir)?.sync_all()?;
+    crate::durable::sync_dir(dir)?;
     Ok(format!(
         "250 written to {}",
         dir.join(format!("{stem}.eml")).display()

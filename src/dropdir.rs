@@ -79,7 +79,7 @@ pub fn write(
         f.write_all(message)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &done)?;
-        sync_dir(dir, &f)
+        crate::durable::sync_dir_or_filesystem(dir, &f)
     })();
     if let Err(e) = result {
         // A file left in place would be delivered although sendmail failed.
@@ -88,19 +88,6 @@ pub fn write(
         return Err(io(e));
     }
     Ok(done)
-}
-
-/// Makes the rename into `dir` durable. A member of the drop group (the setgid
-/// `sendmail`) may only write and search the directory (mode 1730), not open
-/// it; then the file system holding `file` is synced as a whole instead.
-fn sync_dir(dir: &Path, file: &std::fs::File) -> std::io::Result<()> {
-    match std::fs::File::open(dir) {
-        Ok(d) => d.sync_all(),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            nix::unistd::syncfs(file).map_err(std::io::Error::from)
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// 64 random bits from the kernel, for unguessable file names.

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use crate::clock::{rfc5322, unix_now};
 use crate::config::Config;
 use crate::daemon::shared::Shared;
+use crate::message_text::header_value;
 use crate::spool::{Envelope, Recipient, StoreError};
 
 /// Who handed us a message.
@@ -159,63 +160,9 @@ pub fn sanitize(s: &str) -> String {
     }
 }
 
-/// The unfolded value of the first header field called `name` (lower case), for
-/// the Message-ID that `queue find` looks up. Only the header section is read.
-pub fn header_value(message: &[u8], name: &str) -> Option<String> {
-    let mut lines = message.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return None;
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let field = line.get(..colon).unwrap_or_default();
-        if !field.eq_ignore_ascii_case(name.as_bytes()) {
-            continue;
-        }
-        let mut value = String::from_utf8_lossy(line.get(colon + 1..).unwrap_or_default())
-            .trim()
-            .to_string();
-        while let Some(next) = lines.peek() {
-            if !next.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-                break;
-            }
-            let next = next.strip_suffix(b"\r").unwrap_or(next);
-            value.push(' ');
-            value.push_str(String::from_utf8_lossy(next).trim());
-            lines.next();
-        }
-        // Bounded: it is stored in the envelope and printed in logs.
-        let value: String = value
-            .trim()
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(512)
-            .collect();
-        return (!value.is_empty()).then_some(value);
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_folded_message_id_in_headers_only() {
-        let m = b"Subject: x\r\nMessage-ID:\r\n <abc@example.com>\r\n\r\nMessage-ID: <body@x>\r\n";
-        assert_eq!(
-            header_value(m, "message-id").as_deref(),
-            Some("<abc@example.com>")
-        );
-        assert_eq!(
-            header_value(b"A: b\r\n\r\nMessage-ID: <x>\r\n", "message-id"),
-            None
-        );
-        assert_eq!(header_value(b"", "message-id"), None);
-    }
 
     #[test]
     fn helo_names_are_sanitized() {

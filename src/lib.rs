@@ -29,8 +29,10 @@
 //! - [`bounce`]: RFC 3464 delivery status notifications.
 //! - [`capture`]: the `directory` route that writes messages to files.
 //! - [`intake`]: how a message enters the queue (SMTP sessions, local pickup).
+//! - [`message_text`]: a message's header section, a header's value, dot-stuffing.
 //! - [`sendmail`]: the `sendmail`/`mailq` command: flags ([`sendmail::args`]),
 //!   message preparation ([`sendmail::message`]), submission ([`sendmail::submit`]).
+//! - [`durable`]: syncing a directory so that the names in it survive a power cut.
 //! - [`dropdir`]: the drop directory sendmail falls back to when the daemon is down.
 //! - [`daemon`]: `smarthost serve`: start-up, systemd integration, reload, stop;
 //!   [`daemon::logging`] formats the log as Postfix-style text or JSON.
@@ -52,9 +54,11 @@ pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod dropdir;
+pub mod durable;
 pub mod import;
 pub mod intake;
 pub mod local_http;
+pub mod message_text;
 pub mod metrics;
 pub mod oauth;
 pub mod outcome;

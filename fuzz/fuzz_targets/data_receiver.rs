@@ -7,7 +7,7 @@
 //!   a leading dot is removed, NUL, long lines and size are errors.
 //! - The result does not depend on how the stream is split into reads.
 //! - An accepted message holds only CRLF line ends and no NUL, and dot-stuffed
-//!   again for the upstream (`upstream::dot_stuff`) it has exactly one
+//!   again for the upstream (`message_text::dot_stuff`) it has exactly one
 //!   terminator, at its end, and reads back as the same message.
 
 #![no_main]
@@ -17,7 +17,7 @@ mod common;
 use common::{assert_crlf_only, find};
 use libfuzzer_sys::fuzz_target;
 use smarthost::smtp::data::{DataError, DataReceiver, Feed, Limits};
-use smarthost::upstream::dot_stuff;
+use smarthost::message_text::dot_stuff;
 
 const LIMITS: [Limits; 2] = [
     Limits {

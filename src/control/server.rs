@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::{Action, Entry, Reply, Request, Selection};
 use crate::clock::unix_now;
 use crate::delivery::Delivery;
+use crate::message_text::header_section;
 use crate::metrics::Finish;
 use crate::spool::{Envelope, StoreError};
 
@@ -19,8 +20,6 @@ use crate::spool::{Envelope, StoreError};
 const MAX_REQUEST: u64 = 64 * 1024;
 /// How long an operation waits for a delivery attempt in flight on the message.
 const CLAIM_WAIT: Duration = Duration::from_secs(30);
-/// `queue show` prints at most this much of the header section.
-const MAX_HEADERS: usize = 64 * 1024;
 
 /// Binds a UNIX socket with `mode`, replacing a stale socket file left by a
 /// previous run, and gives it to `group` if set.
@@ -154,7 +153,7 @@ async fn run(relay: &Arc<Delivery>, request: Request, out: &mut Out) -> Result<u
                 }
                 Err(e) => return Err(e.to_string()),
             };
-            let headers = header_section(&body);
+            let headers = String::from_utf8_lossy(header_section(&body)).into_owned();
             let entry = Entry {
                 route: relay.shared.route_name(&env),
                 envelope: env,
@@ -465,29 +464,4 @@ async fn act_on_damaged(
     relay.shared.metrics.damaged_removed();
     tracing::info!(id, "damaged message removed by the operator ({reason})");
     Ok((detail.to_string(), None))
-}
-
-/// The message's header section as text, for `queue show`.
-fn header_section(message: &[u8]) -> String {
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 2)
-        .unwrap_or(message.len())
-        .min(MAX_HEADERS);
-    String::from_utf8_lossy(message.get(..end).unwrap_or_default()).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_section_stops_at_blank_line() {
-        assert_eq!(
-            header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"),
-            "A: 1\r\nB: 2\r\n"
-        );
-        assert_eq!(header_section(b"A: 1\r\n"), "A: 1\r\n");
-    }
 }

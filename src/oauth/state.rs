@@ -166,9 +166,7 @@ pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
     drop(f);
     adopt_owner(&tmp, dir);
     std::fs::rename(&tmp, path).map_err(io(path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
+    crate::durable::sync_dir(dir).map_err(io(dir))?;
     Ok(())
 }
 

@@ -8,6 +8,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::message_text::stuffed;
+
 /// Generous: the daemon answers DATA only after its fsync.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -82,8 +84,9 @@ pub fn submit(socket: &Path, m: &Submission<'_>, verbose: bool) -> Result<String
     }
     say(&mut writer, "DATA")?;
     conv.expect("DATA", 354)?;
-    writer.write_all(&dot_stuff(m.message)).map_err(lost)?;
-    writer.write_all(b".\r\n").map_err(lost)?;
+    for part in stuffed(m.message) {
+        writer.write_all(part).map_err(lost)?;
+    }
     let reply = conv.expect("end of data", 250)?;
     let _ = say(&mut writer, "QUIT");
     let id = reply
@@ -142,24 +145,6 @@ impl<R: Read> Conversation<'_, R> {
     }
 }
 
-/// RFC 5321 4.5.2: a line starting with "." gets another. The message is
-/// already CRLF-normalized by `message::read_message`.
-fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 64);
-    let mut at_line_start = true;
-    for &b in message {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// `sendmail -bs`: the caller speaks SMTP on stdin/stdout; relay it to the
 /// daemon's submission socket unchanged.
 pub fn proxy(socket: &Path) -> std::io::Result<()> {
@@ -185,15 +170,4 @@ pub fn proxy(socket: &Path) -> std::io::Result<()> {
     // The daemon ended the session (QUIT); stdin may stay open, don't wait on it.
     drop(upstream);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_stuffing() {
-        assert_eq!(dot_stuff(b".\r\n..x\r\na.b\r\n"), b"..\r\n...x\r\na.b\r\n");
-        assert_eq!(dot_stuff(b""), b"");
-    }
 }

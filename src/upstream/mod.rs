@@ -31,7 +31,6 @@ use crate::outcome::{self, Outcome};
 
 pub use resolve::Resolver;
 pub use transcript::Transcript;
-pub use wire::dot_stuff;
 
 use transcript::{Recorder, Tap};
 

@@ -96,12 +96,10 @@ pub(super) fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError>
 pub(in crate::spool) const CLEAN_MARKER: &str = "closed-cleanly";
 
 pub(super) fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+    crate::durable::sync_dir(path).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn sync_file(path: &Path) -> Result<(), StoreError> {
