@@ -15,7 +15,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -72,24 +72,36 @@ fn write_segmented(c: &mut Client, parts: &[&[u8]]) {
 }
 
 /// Exactly these messages were queued (counted in the log) and delivered, each
-/// from app@example.com to user@example.net only.
+/// from app@example.com to user@example.net only: once a sentinel message
+/// submitted after them is delivered too, the log and the capture directory
+/// hold these `n` and the sentinel, nothing else.
 fn assert_delivered(relay: &Relay, n: usize) -> Vec<Vec<u8>> {
     assert!(
         relay.wait_log("status=sent", n, Duration::from_secs(20)),
         "{}",
         relay.log()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    let sentinel = relay.sentinel();
     let log = relay.log();
-    assert_eq!(log.matches("from=<").count(), n, "{log}");
+    assert_eq!(log.matches("from=<").count(), n + 1, "{log}");
+    assert!(log.contains(&format!("{sentinel}: from=<")), "{log}");
     assert!(!log.contains("victim.example"), "{log}");
-    let got = captured(&relay.path("out"));
+    let mut got = captured(&relay.path("out"));
+    assert_eq!(got.len(), n + 1, "{log}");
+    got.retain(|(meta, _)| meta["queue_id"] != sentinel.as_str());
     assert_eq!(got.len(), n, "{log}");
     for (meta, _) in &got {
         assert_eq!(meta["sender"], "app@example.com");
         assert_eq!(meta["recipients"], serde_json::json!(["user@example.net"]));
     }
     got.into_iter().map(|(_, body)| body).collect()
+}
+
+/// Nothing was queued or delivered: a sentinel message submitted afterwards
+/// is delivered, and it is the only message queued and captured.
+fn assert_nothing_stored(relay: &Relay) {
+    let sentinel = relay.sentinel();
+    common::assert_only_sentinel(relay, &relay.path("out"), &sentinel);
 }
 
 #[test]
@@ -192,9 +204,7 @@ fn nul_dot_is_data_and_the_message_is_refused() {
     // The next reply answers the next command: no forged transaction ran.
     assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok");
     c.expect_cmd("QUIT", 221);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!relay.log().contains("from=<"), "{}", relay.log());
-    assert!(captured(&relay.path("out")).is_empty());
+    assert_nothing_stored(&relay);
 }
 
 /// BDAT (RFC 3030) is neither offered nor accepted, so no chunk length can
@@ -246,8 +256,7 @@ RCPT TO:<user@example.net>\r\nDATA\r\nSubject: outer\r\n\r\nfirst\n.\n"
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\r\n521 5.5.2 "), "{stdout}");
     assert!(!stdout.contains("queued as"), "{stdout}");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!relay.log().contains("from=<"), "{}", relay.log());
+    assert_nothing_stored(&relay);
 }
 
 // ---- outbound ---------------------------------------------------------------
@@ -258,6 +267,9 @@ RCPT TO:<user@example.net>\r\nDATA\r\nSubject: outer\r\n\r\nfirst\n.\n"
 struct RawUpstream {
     addr: SocketAddr,
     data: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Connections accepted and not yet ended: 0 once it has read and answered
+    /// everything every client sent it.
+    open: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -268,15 +280,20 @@ impl RawUpstream {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let data = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (d, s) = (data.clone(), stop.clone());
+        let (d, o, s) = (data.clone(), open.clone(), stop.clone());
         let acceptor = std::thread::spawn(move || {
             let mut conns = Vec::new();
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (d, s) = (d.clone(), s.clone());
-                        conns.push(std::thread::spawn(move || serve(stream, &d, &s)));
+                        let (d, o, s) = (d.clone(), o.clone(), s.clone());
+                        o.fetch_add(1, Ordering::SeqCst);
+                        conns.push(std::thread::spawn(move || {
+                            serve(stream, &d, &s);
+                            o.fetch_sub(1, Ordering::SeqCst);
+                        }));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -288,6 +305,7 @@ impl RawUpstream {
         RawUpstream {
             addr,
             data,
+            open,
             stop,
             acceptor: Some(acceptor),
         }
@@ -295,6 +313,11 @@ impl RawUpstream {
 
     fn messages(&self) -> Vec<Vec<u8>> {
         self.data.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every connection has ended, each after its last byte was handled.
+    fn all_closed(&self) -> bool {
+        self.open.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -436,7 +459,15 @@ default = "up"
         up.messages(),
         relay.log()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The sentinel: the relay closes its idle connections (after 1 s), and the
+    // upstream has then handled every byte it was sent, a smuggled second
+    // transaction included.
+    let closed = common::wait_for(Duration::from_secs(20), || up.all_closed());
+    assert!(
+        closed,
+        "the relay kept a connection open; log:\n{}",
+        relay.log()
+    );
     let raws = up.messages();
     assert_eq!(raws.len(), 2, "exactly two messages upstream");
     let mut texts: Vec<Vec<u8>> = raws.iter().map(|r| check_outbound(r)).collect();

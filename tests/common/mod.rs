@@ -50,6 +50,21 @@ pub fn have(cmd: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a test that needs `what` (a tool, root, IPv6) may run. Missing it
+/// fails the test under `CI=true`, where everything must be installed; elsewhere
+/// it says so loudly and the caller returns (skips).
+pub fn require(what: &str, ok: bool) -> bool {
+    if !ok {
+        let ci = std::env::var("CI").unwrap_or_default();
+        assert!(
+            ci.is_empty() || ci == "false" || ci == "0",
+            "CI={ci}: this test must run here, but it needs {what}"
+        );
+        eprintln!("SKIPPED (it needs {what}; under CI=true this fails)");
+    }
+    ok
+}
+
 /// Sends a signal by name (`TERM`, `HUP`) to a process.
 pub fn kill(pid: u32, name: &str) {
     let ok = Command::new("kill")
@@ -95,6 +110,10 @@ pub fn upstream_route(port: u16, extra: &str) -> String {
         "[[route]]\nname = \"up\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n{extra}\n[routing]\ndefault = \"up\"\n"
     )
 }
+
+/// The envelope of [`Relay::sentinel`].
+pub const SENTINEL_FROM: &str = "sentinel@example.com";
+pub const SENTINEL_TO: &str = "sentinel@example.net";
 
 pub struct Relay {
     child: Option<Child>,
@@ -271,6 +290,47 @@ impl Relay {
     /// Waits until the log contains `needle` `count` times.
     pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
         wait_for(timeout, || self.log().matches(needle).count() >= count)
+    }
+
+    /// The positive sentinel of a test that proves something did not happen:
+    /// submits one message from `sentinel@example.com` to
+    /// `sentinel@example.net` through the local submission socket (trusted, and
+    /// there whatever the relay listens on) and waits until the log says it was
+    /// sent; returns its queue id. The relay logs `<id>: from=<...>` before it
+    /// acknowledges a message, so whatever the test's earlier, finished sessions
+    /// had queued is in the log before the sentinel's line, and the sentinel's
+    /// delivery shows that delivery had its turn after them.
+    pub fn sentinel(&self) -> String {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_smarthost"))
+            .args(["sendmail", "-v", "-f", SENTINEL_FROM, SENTINEL_TO])
+            .env("SMARTHOST_CONFIG", &self.config_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn smarthost sendmail");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"Subject: sentinel\n\nsentinel\n")
+            .expect("write the sentinel");
+        let out = child.wait_with_output().expect("sendmail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let id = err
+            .lines()
+            .find_map(|l| l.strip_prefix("sendmail: queued as "))
+            .unwrap_or_else(|| panic!("sentinel not queued ({}): {err}", out.status))
+            .trim()
+            .to_string();
+        let sent = format!("{id}: to=<{SENTINEL_TO}>");
+        let ok = wait_for(Duration::from_secs(30), || {
+            self.log()
+                .lines()
+                .any(|l| l.contains(&sent) && l.contains(" status=sent "))
+        });
+        assert!(ok, "sentinel {id} not delivered; log:\n{}", self.log());
+        id
     }
 
     /// `smarthost queue list --json`: one JSON object per queued message, or the
@@ -505,6 +565,30 @@ pub fn captured(dir: &Path) -> Vec<(serde_json::Value, Vec<u8>)> {
         }
     }
     out
+}
+
+/// After [`Relay::sentinel`] returned `sentinel`: the sentinel is the one
+/// message the relay queued (its only `from=<` line) and the one the capture
+/// directory `dir` holds.
+#[track_caller]
+pub fn assert_only_sentinel(relay: &Relay, dir: &Path, sentinel: &str) {
+    let log = relay.log();
+    assert_eq!(
+        log.matches("from=<").count(),
+        1,
+        "something besides the sentinel was queued:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("{sentinel}: from=<{SENTINEL_FROM}>")),
+        "{log}"
+    );
+    let got = captured(dir);
+    let ids: Vec<&serde_json::Value> = got.iter().map(|(meta, _)| &meta["queue_id"]).collect();
+    assert_eq!(
+        ids,
+        [sentinel],
+        "something besides the sentinel was delivered"
+    );
 }
 
 /// The message without the first header if it is our Received header.
