@@ -80,10 +80,10 @@ pub enum DeliveryError {
     Store(#[from] StoreError),
     #[error("route {route}: {reason}")]
     Tls { route: String, reason: String },
-    #[error("DNS resolver: {0}")]
-    Resolver(String),
-    #[error("{0}")]
-    Http(String),
+    #[error(transparent)]
+    Resolver(#[from] crate::upstream::ResolveError),
+    #[error(transparent)]
+    Http(#[from] crate::oauth::tokens::HttpClientError),
     #[error("the daemon is stopping")]
     Stopping,
 }
@@ -92,12 +92,12 @@ impl Delivery {
     /// The daemon's shared state and delivery's own, for `config`.
     pub fn new(config: Arc<Config>, spool: Spool) -> Result<Arc<Delivery>, DeliveryError> {
         let tls = route_tls(&config)?;
-        let resolver = Resolver::new(&config.dns).map_err(DeliveryError::Resolver)?;
+        let resolver = Resolver::new(&config.dns)?;
         let http_tls = upstream::tls::client_config(None).map_err(|e| DeliveryError::Tls {
             route: "(token endpoints)".into(),
             reason: e.to_string(),
         })?;
-        let http = crate::oauth::tokens::http_client(http_tls).map_err(DeliveryError::Http)?;
+        let http = crate::oauth::tokens::http_client(http_tls)?;
         let tokens = Arc::new(Tokens::new(&config.token_sources, http));
         Ok(Arc::new(Delivery {
             shared: Arc::new(Shared::new(config.clone(), spool, tokens)),

@@ -30,7 +30,7 @@ impl Delivery {
     /// the resolver cannot be built.
     pub async fn reload(self: &Arc<Self>, config: Config) -> Result<Reloaded, DeliveryError> {
         let tls = route_tls(&config)?;
-        let resolver = Resolver::new(&config.dns).map_err(DeliveryError::Resolver)?;
+        let resolver = Resolver::new(&config.dns)?;
         let config = Arc::new(config);
         let old = self.current();
         if self.shared.is_stopping() {

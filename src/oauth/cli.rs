@@ -286,7 +286,7 @@ pub fn run(path: &Path, command: Command) -> u8 {
     };
     let local_tokens = || -> Result<(Config, Tokens), String> {
         let full = Config::load(path).map_err(|e| e.to_string())?;
-        let tokens = Tokens::with_system_roots(&full.token_sources)?;
+        let tokens = Tokens::with_system_roots(&full.token_sources).map_err(|e| e.to_string())?;
         Ok((full, tokens))
     };
     let runtime = || {
@@ -348,7 +348,7 @@ fn login(path: &Path, source: &str, flow: Option<super::login::Flow>, port: u16)
         return EX_USAGE;
     };
     let http = match crate::upstream::tls::client_config(None)
-        .map_err(|e| e.to_string())
+        .map_err(super::tokens::HttpClientError::from)
         .and_then(super::tokens::http_client)
     {
         Ok(h) => h,

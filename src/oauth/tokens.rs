@@ -79,8 +79,10 @@ impl Tokens {
 
     /// The cache the daemon and the commands use: token endpoints over HTTPS
     /// with the system roots, like upstream connections without a CA file.
-    pub fn with_system_roots(sources: &BTreeMap<String, TokenSource>) -> Result<Tokens, String> {
-        let tls = crate::upstream::tls::client_config(None).map_err(|e| e.to_string())?;
+    pub fn with_system_roots(
+        sources: &BTreeMap<String, TokenSource>,
+    ) -> Result<Tokens, HttpClientError> {
+        let tls = crate::upstream::tls::client_config(None)?;
         Ok(Tokens::new(sources, http_client(tls)?))
     }
 
@@ -439,17 +441,26 @@ fn not_logged_in(name: &str, o: &OAuth2Source) -> TokenError {
     ))
 }
 
+/// Why no HTTP client for token endpoints could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    #[error(transparent)]
+    Tls(#[from] crate::upstream::tls::TlsSetupError),
+    #[error("HTTP client: {0}")]
+    Build(#[from] reqwest::Error),
+}
+
 /// An HTTP client for token endpoints and HTTP token sources: the same TLS
 /// roots as upstream connections, no redirects (a token request that is
 /// redirected is misconfigured, and a redirect could carry the secret away).
-pub fn http_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, String> {
+pub fn http_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, HttpClientError> {
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(30))
         .user_agent(concat!("smarthost/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+        .map_err(HttpClientError::Build)
 }
 
 #[cfg(test)]

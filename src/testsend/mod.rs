@@ -141,9 +141,10 @@ pub async fn attempt(
             route: test.route.name.clone(),
             reason: e.to_string(),
         })?;
-    let resolver = Resolver::new(&config.dns).map_err(TestSendError::Internal)?;
-    let tokens =
-        Tokens::with_system_roots(&config.token_sources).map_err(TestSendError::Internal)?;
+    let resolver =
+        Resolver::new(&config.dns).map_err(|e| TestSendError::Internal(e.to_string()))?;
+    let tokens = Tokens::with_system_roots(&config.token_sources)
+        .map_err(|e| TestSendError::Internal(e.to_string()))?;
     let ctx = upstream::Context {
         hostname: &config.hostname,
         resolver: &resolver,

@@ -29,7 +29,7 @@ use crate::config::{AuthMechanism, AuthSecret, Credentials, Secret, SmtpRoute, T
 use crate::oauth::{Bearer, TokenError, Tokens};
 use crate::outcome::{self, Outcome};
 
-pub use resolve::Resolver;
+pub use resolve::{ResolveError, Resolver};
 pub use transcript::Transcript;
 
 use transcript::{Recorder, Tap};
@@ -236,12 +236,12 @@ async fn connect_with(
         let more_hosts = h + 1 < route.hosts.len();
         let addrs = match ctx.resolver.addresses(host, route.port).await {
             Ok(a) => a,
-            Err(reason) => {
+            Err(e) => {
                 if more_hosts {
-                    tracing::warn!("{host}:{}: {reason}; trying the next host", route.port);
+                    tracing::warn!("{host}:{}: {e}; trying the next host", route.port);
                 }
                 last = ConnectError {
-                    reason,
+                    reason: e.to_string(),
                     relay: Some(format!("{host}:{}", route.port)),
                     kind: Failure::Other,
                 };

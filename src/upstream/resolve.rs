@@ -16,6 +16,18 @@ use hickory_resolver::TokioResolver;
 
 use crate::config::Dns;
 
+/// Why names cannot be resolved: the resolver could not be set up, or one
+/// lookup failed (which defers that attempt).
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("DNS resolver: {0}")]
+    Setup(String),
+    #[error("cannot resolve {host}: {reason}")]
+    Lookup { host: String, reason: String },
+    #[error("cannot resolve {host}: no addresses")]
+    NoAddresses { host: String },
+}
+
 #[derive(Clone)]
 pub struct Resolver {
     inner: TokioResolver,
@@ -23,7 +35,7 @@ pub struct Resolver {
 
 impl Resolver {
     /// The name servers of `[dns]`, or the system's when it names none.
-    pub fn new(dns: &Dns) -> Result<Self, String> {
+    pub fn new(dns: &Dns) -> Result<Self, ResolveError> {
         if dns.nameservers.is_empty() {
             return Self::from_system();
         }
@@ -37,14 +49,14 @@ impl Resolver {
         let config = ResolverConfig::from_name_servers(servers.collect());
         let inner = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ResolveError::Setup(e.to_string()))?;
         Ok(Resolver { inner })
     }
 
     /// The system's resolver settings. Without a usable /etc/resolv.conf (a bare
     /// container) the relay still starts: IP literals and the hosts file work, and
     /// names fail per attempt (deferred) instead of the daemon refusing to run.
-    pub fn from_system() -> Result<Self, String> {
+    pub fn from_system() -> Result<Self, ResolveError> {
         let builder = match TokioResolver::builder_tokio() {
             Ok(b) => b,
             Err(e) => {
@@ -55,13 +67,15 @@ impl Resolver {
                 )
             }
         };
-        let inner = builder.build().map_err(|e| e.to_string())?;
+        let inner = builder
+            .build()
+            .map_err(|e| ResolveError::Setup(e.to_string()))?;
         Ok(Resolver { inner })
     }
 
     /// All socket addresses for `host:port`. An IP literal (optionally in
     /// brackets) is used as is; names go through the hosts file, then DNS.
-    pub async fn addresses(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    pub async fn addresses(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
@@ -70,10 +84,15 @@ impl Resolver {
             .inner
             .lookup_ip(bare)
             .await
-            .map_err(|e| format!("cannot resolve {host}: {}", describe(&e)))?;
+            .map_err(|e| ResolveError::Lookup {
+                host: host.to_string(),
+                reason: describe(&e),
+            })?;
         let addrs: Vec<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
         if addrs.is_empty() {
-            return Err(format!("cannot resolve {host}: no addresses"));
+            return Err(ResolveError::NoAddresses {
+                host: host.to_string(),
+            });
         }
         Ok(addrs)
     }
