@@ -167,9 +167,54 @@ fn smtp_route(name: &str, port: u16) -> String {
     format!("[[route]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n")
 }
 
+/// [`smtp_route`] with one connection: its one worker takes the due messages
+/// one at a time, in order (see [`sentinel`]).
+fn smtp_route_one(name: &str, port: u16) -> String {
+    format!("{}max_connections = 1\n", smtp_route(name, port))
+}
+
 /// Retries every 10 minutes for an hour: a deferred message stays queued for
 /// the whole test unless a queue command says otherwise.
 const LONG_RETRY: &str = "retry = \"F,1h,10m\"\n";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Waits until the unix clock (the schedule's, in whole seconds) is past
+/// `second`.
+fn after_second(second: u64) {
+    assert!(wait_for(Duration::from_secs(5), || unix_now() > second));
+}
+
+/// The sender of every [`sentinel`] message (its domain picks its route).
+fn is_sentinel(from: &str) -> bool {
+    from.starts_with("sentinel@")
+}
+
+/// The positive sentinel for "message X was not tried": submits a message
+/// from `from` (which picks the route) and waits until its `n`-th attempt is
+/// logged; its id. Call it once the unix second has passed the latest second
+/// at which X could wrongly have come due (a queue command's "look again in a
+/// second" included, see [`after_second`]). On a route with one connection
+/// ([`smtp_route_one`]) the one worker takes due messages in order of due
+/// second, then of id (ids grow with time), and logs each attempt before it
+/// takes the next: X would have been tried, and logged, first.
+fn sentinel(relay: &Relay, from: &str, n: usize) -> String {
+    assert!(is_sentinel(from), "{from}");
+    let id = submit(
+        relay,
+        from,
+        &["sentinel@dst.test"],
+        "sentinel",
+        &format!("sentinel-{}@src.test", unix_now()),
+    );
+    wait_attempts(relay, &id, n, Duration::from_secs(30));
+    id
+}
 
 // ---------------------------------------------------------------------------
 // Messages and the log
@@ -592,7 +637,7 @@ fn held_message_is_not_tried_until_released() {
     let down = closed_port();
     let relay = Relay::start(&format!(
         "{LONG_RETRY}{}[routing]\ndefault = \"down\"\n",
-        smtp_route("down", down.port)
+        smtp_route_one("down", down.port)
     ));
     let held = submit(
         &relay,
@@ -680,8 +725,10 @@ fn held_message_is_not_tried_until_released() {
     assert_eq!(out.code, 0, "{out:#?}");
     let again = wait_attempts(&relay, &other, 2, Duration::from_secs(5));
     assert!(again[1].contains("attempts=2 status=deferred"), "{again:?}");
-    // Enough time for a wrongly scheduled attempt to show up.
-    std::thread::sleep(Duration::from_secs(2));
+    // A later message on the route is tried after any slot the flush could
+    // have given the held one.
+    after_second(unix_now() + 1);
+    sentinel(&relay, "sentinel@src.test", 1);
     assert_eq!(
         attempts(&relay, &held).len(),
         1,
@@ -722,8 +769,8 @@ fn flush_by_id_route_and_all_delivers_at_once() {
     });
     let relay = Relay::start(&format!(
         "{LONG_RETRY}{}{}[routing]\ndefault = \"up\"\n[routing.senders]\n\"side.test\" = \"side\"\n",
-        smtp_route("up", server.port()),
-        smtp_route("side", server.port()),
+        smtp_route_one("up", server.port()),
+        smtp_route_one("side", server.port()),
     ));
     let one = submit(
         &relay,
@@ -765,10 +812,17 @@ fn flush_by_id_route_and_all_delivers_at_once() {
         }
     }
 
-    // The upstream is back; nothing happens on its own for ten minutes.
+    // The upstream is back; nothing happens on its own for ten minutes: a new
+    // message on each route goes, alone.
     server.set_script(|_, cmd| standard(cmd));
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(server.delivered().is_empty(), "{}", server.dump());
+    sentinel(&relay, "sentinel@src.test", 1);
+    sentinel(&relay, "sentinel@side.test", 1);
+    let delivered = server.delivered();
+    assert!(
+        delivered.len() == 2 && delivered.iter().all(|t| is_sentinel(&t.from)),
+        "{}",
+        server.dump()
+    );
 
     let sent = |id: &str, n: usize| {
         let lines = wait_attempts(&relay, id, n, Duration::from_secs(5));
@@ -817,9 +871,16 @@ fn flush_by_id_route_and_all_delivers_at_once() {
 
     let out = queue(&relay, &["list"]);
     assert_eq!(ok(&out), "Mail queue is empty\n");
-    // Each message arrived exactly once, with all its recipients.
-    std::thread::sleep(Duration::from_millis(500));
-    let delivered = server.delivered();
+    // Each message arrived exactly once, with all its recipients: a repeat
+    // would have gone before a message sent on each route now.
+    after_second(unix_now() + 1);
+    sentinel(&relay, "sentinel@src.test", 1);
+    sentinel(&relay, "sentinel@side.test", 1);
+    let delivered: Vec<_> = server
+        .delivered()
+        .into_iter()
+        .filter(|t| !is_sentinel(&t.from))
+        .collect();
     assert_eq!(delivered.len(), 3, "{}", server.dump());
     for (from, rcpts) in [
         ("one@src.test", vec!["r1@dst.test"]),
@@ -853,7 +914,7 @@ fn deleted_message_is_never_delivered_and_is_findable() {
     });
     let relay = Relay::start(&format!(
         "{LONG_RETRY}{}[routing]\ndefault = \"up\"\n",
-        smtp_route("up", server.port())
+        smtp_route_one("up", server.port())
     ));
     let keep = submit(
         &relay,
@@ -886,7 +947,9 @@ fn deleted_message_is_never_delivered_and_is_findable() {
     assert_eq!(ok(&out), format!("{keep}: flushed\n"));
     let lines = wait_attempts(&relay, &keep, 2, Duration::from_secs(5));
     assert!(lines[1].contains("status=sent"), "{lines:?}");
-    std::thread::sleep(Duration::from_secs(1));
+    // A later message on the route goes after any slot `gone` could have had.
+    after_second(unix_now() + 1);
+    sentinel(&relay, "sentinel@src.test", 1);
     assert_eq!(attempts(&relay, &gone).len(), 2, "{}", relay.log());
     assert!(
         server.delivered().iter().all(|t| t.from != "gone@src.test"),
@@ -945,7 +1008,7 @@ fn bounce_sends_a_dsn_to_the_sender_but_never_to_the_null_sender() {
     // becomes a directory, and the DSN (which leaves through the original
     // sender's route) is written there.
     let relay = Relay::start(&format!(
-        "{LONG_RETRY}[[route]]\nname = \"capture\"\ntype = \"directory\"\npath = \"{{dir}}/capture\"\n[routing]\ndefault = \"capture\"\n"
+        "{LONG_RETRY}[[route]]\nname = \"capture\"\ntype = \"directory\"\npath = \"{{dir}}/capture\"\nmax_connections = 1\n[routing]\ndefault = \"capture\"\n"
     ));
     let capture = relay.path("capture");
     std::fs::write(&capture, "not a directory yet").expect("blocker file");
@@ -1046,7 +1109,10 @@ fn bounce_sends_a_dsn_to_the_sender_but_never_to_the_null_sender() {
         1,
         Duration::from_secs(5)
     ));
-    std::thread::sleep(Duration::from_secs(1));
+    // A notice would be queued with the bounce, and delivered before a later
+    // message on the route.
+    after_second(unix_now() + 1);
+    let last = sentinel(&relay, "sentinel@src.test", 1);
     assert!(
         log_lines(&relay, &null, "non-delivery notification").is_empty(),
         "{}",
@@ -1059,7 +1125,11 @@ fn bounce_sends_a_dsn_to_the_sender_but_never_to_the_null_sender() {
             .count(),
         1
     );
-    assert_eq!(captured(&capture).len(), 1, "no DSN for a null sender");
+    let files: Vec<_> = captured(&capture)
+        .into_iter()
+        .filter(|(meta, _)| meta["queue_id"] != last.as_str())
+        .collect();
+    assert_eq!(files.len(), 1, "no DSN for a null sender");
     let out = queue(&relay, &["list"]);
     assert_eq!(ok(&out), "Mail queue is empty\n");
 }
@@ -1188,6 +1258,7 @@ fn hold_and_delete_during_an_attempt_are_not_undone_by_it() {
             Some("race@src.test") => {
                 Action::DelayedReply(STALL, "250 2.0.0 Ok: queued as SLOW".into())
             }
+            Some(from) if is_sentinel(from) => reply("451 4.3.0 Once"),
             _ => Action::DelayedReply(STALL, "451 4.3.0 Slow and then no".into()),
         },
         _ => standard(cmd),
@@ -1266,8 +1337,16 @@ fn hold_and_delete_during_an_attempt_are_not_undone_by_it() {
         );
     }
 
-    // Well past the 2 s retry: neither was tried again.
-    std::thread::sleep(Duration::from_secs(5));
+    // Neither is tried in the 2 s retry slot after its attempt, nor later: a
+    // message deferred two seconds after the commands returned is retried (and
+    // its retry logged) after the slots the two would have had.
+    after_second(unix_now() + 2);
+    let late = sentinel(&relay, "sentinel@src.test", 2);
+    assert!(
+        attempts(&relay, &late)[1].contains("attempts=2 status=sent"),
+        "{}",
+        relay.log()
+    );
     for (id, from) in [(&held, "hold@src.test"), (&deleted, "del@src.test")] {
         assert_eq!(attempts(&relay, id).len(), 1, "{}", relay.log());
         let txs: Vec<_> = server
