@@ -723,10 +723,25 @@ state_dir = "{disk}/oauth"
     let mut start_times = Vec::new();
     let mut drop_seq = 0;
     let mut max_backlog = 0;
-    let mut pauses = 0;
+    // (queue size checks, of which over MAX_BACKLOG)
+    let mut polls = (0usize, 0usize);
     let mut failure: Option<String> = None;
     for i in 0..cuts {
-        std::thread::sleep(Duration::from_millis(rng.range(300, 1500)));
+        // The load runs for a while. It pauses while much is waiting, so a
+        // long run stays a steady state rather than a queue that grows faster
+        // than it drains.
+        let until = Instant::now() + Duration::from_millis(rng.range(300, 1500));
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            std::thread::sleep(left.min(Duration::from_millis(200)));
+            if let Some(n) = queue_size(&bin, &config) {
+                let over = n > MAX_BACKLOG;
+                subs.pause(over);
+                paused.store(over, Ordering::SeqCst);
+                polls.0 += 1;
+                polls.1 += usize::from(over);
+                max_backlog = max_backlog.max(n);
+            }
+        }
         daemon.kill();
         // Now and then mail arrives while the daemon is down: the drop directory.
         let down_sends = if rng.next().is_multiple_of(3) {
@@ -787,14 +802,6 @@ state_dir = "{disk}/oauth"
                 break;
             }
         }
-        // The load pauses while much is waiting, so a long run stays a steady
-        // state rather than a queue that grows faster than it drains.
-        let backlog = queue_size(&bin, &config).unwrap_or(0);
-        let over = backlog > MAX_BACKLOG;
-        subs.pause(over);
-        paused.store(over, Ordering::SeqCst);
-        pauses += usize::from(over);
-        max_backlog = max_backlog.max(backlog);
     }
     // The load stops; the last start drains everything, holds included.
     std::thread::sleep(Duration::from_millis(300));
@@ -905,7 +912,7 @@ state_dir = "{disk}/oauth"
          deleted {}, bounced {}, uncertain {}); lost={} problems={} duplicates={duplicates} (in {duplicated} messages); \
          smtp cut off={} sendmail failed={}; cutfs: unsynced pages {dirty} (kept {kept}, torn {torn}), \
          metadata ops pending {} (kept {}), paths lost {lost_paths}, {} fsync {} fdatasync {} dir fsync; \
-         slowest start {:.2}s, queue at most {max_backlog} (paused after {pauses} cuts)",
+         slowest start {:.2}s, queue at most {max_backlog} (load paused {}% of the time)",
         bin.display(),
         reports.len(),
         loop_time.as_secs_f64(),
@@ -928,6 +935,7 @@ state_dir = "{disk}/oauth"
         stats.fdatasyncs,
         stats.fsyncdirs,
         slowest.as_secs_f64(),
+        polls.1 * 100 / polls.0.max(1),
     );
     for (t, why) in &ledger.uncertain {
         println!("power cuts: uncertain {t}: {}", why.trim());
