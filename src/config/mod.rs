@@ -297,167 +297,20 @@ impl Validator<'_> {
     }
 
     fn config(&mut self, raw: RawConfig, base: &Path) -> Option<Config> {
-        let hostname = match raw.hostname {
-            Some(h) if !h.trim().is_empty() => h.trim().to_string(),
-            Some(_) => {
-                self.problem(None, "hostname must not be empty");
-                String::new()
-            }
-            None => system_hostname(),
-        };
-
-        let listen_raw = raw.listen.unwrap_or_else(|| {
-            vec![
-                Spanned::new(0..0, "127.0.0.1:25".to_string()),
-                Spanned::new(0..0, "[::1]:25".to_string()),
-            ]
-        });
-        let mut listen = Vec::new();
-        for l in &listen_raw {
-            match l.get_ref().parse::<SocketAddr>() {
-                Ok(a) => listen.push(a),
-                Err(_) => self.problem(
-                    Some(l.span()),
-                    format!(
-                        "listen address {:?} is not IP:port (IPv6 as [::1]:25)",
-                        l.get_ref()
-                    ),
-                ),
-            }
-        }
-
-        let trusted_raw = raw.trusted_networks.unwrap_or_else(|| {
-            vec![
-                Spanned::new(0..0, "127.0.0.0/8".to_string()),
-                Spanned::new(0..0, "::1/128".to_string()),
-            ]
-        });
-        let mut trusted_networks = Vec::new();
-        for n in &trusted_raw {
-            let text = n.get_ref();
-            let parsed = text.parse::<IpNet>().or_else(|_| {
-                text.parse::<std::net::IpAddr>()
-                    .map(IpNet::from)
-                    .map_err(|_| ())
-            });
-            match parsed {
-                Ok(net) => trusted_networks.push(net),
-                Err(()) => self.problem(
-                    Some(n.span()),
-                    format!("trusted network {text:?} is not an address or CIDR network"),
-                ),
-            }
-        }
-
-        let retry = match &raw.retry {
-            None => Schedule::default(),
-            Some(s) => match s.get_ref().parse::<Schedule>() {
-                Ok(sched) => sched,
-                Err(e) => {
-                    self.problem(Some(s.span()), format!("retry schedule: {e}"));
-                    Schedule::default()
-                }
-            },
-        };
-
-        let limits = Limits {
-            max_message_size: raw.limits.max_message_size.unwrap_or(25 * 1024 * 1024),
-            max_recipients: raw.limits.max_recipients.unwrap_or(100),
-            max_line_length: raw.limits.max_line_length.unwrap_or(998),
-            max_connections: raw.limits.max_connections.unwrap_or(200),
-        };
-        if limits.max_message_size == 0 || limits.max_recipients == 0 {
-            self.problem(None, "limits must be greater than zero");
-        }
-        if limits.max_line_length < 78 || limits.max_connections == 0 {
-            self.problem(
-                None,
-                "limits.max_line_length must be at least 78 and max_connections at least 1",
-            );
-        }
-
-        let t = &raw.timeouts;
-        let timeouts = Timeouts {
-            command: self.duration(&t.command, Duration::from_secs(300)),
-            data: self.duration(&t.data, Duration::from_secs(600)),
-            connect: self.duration(&t.connect, Duration::from_secs(30)),
-            greeting: self.duration(&t.greeting, Duration::from_secs(300)),
-            upstream_command: self.duration(&t.upstream_command, Duration::from_secs(300)),
-            upstream_data: self.duration(&t.upstream_data, Duration::from_secs(600)),
-            idle: self.duration(&t.idle, Duration::from_secs(5)),
-        };
-
+        let hostname = self.hostname(raw.hostname);
+        let listen = self.listen(raw.listen);
+        let trusted_networks = self.trusted_networks(raw.trusted_networks);
+        let retry = self.retry(raw.retry.as_ref());
+        let limits = self.limits(&raw.limits);
+        let timeouts = self.timeouts(&raw.timeouts);
         let queue_path = base.join(
             raw.queue_path
                 .unwrap_or_else(|| PathBuf::from("/var/lib/smarthost/queue")),
         );
         let oauth = self.oauth_settings(raw.oauth, base, &queue_path);
-        let mut token_sources = BTreeMap::new();
-        for t in raw.token_sources {
-            let span = t.span();
-            if let Some(source) =
-                self.token_source(t.into_inner(), span.clone(), base, &oauth.state_dir)
-            {
-                if token_sources.contains_key(&source.name) {
-                    self.problem(
-                        Some(span),
-                        format!("token_source {:?} defined twice", source.name),
-                    );
-                } else {
-                    token_sources.insert(source.name.clone(), source);
-                }
-            }
-        }
-
-        let mut routes = HashMap::new();
-        for r in raw.routes {
-            let span = r.span();
-            let r = r.into_inner();
-            if let Some(route) = self.route(r, span.clone(), base, &token_sources) {
-                if routes.contains_key(&route.name) {
-                    self.problem(Some(span), format!("route {:?} defined twice", route.name));
-                } else {
-                    routes.insert(route.name.clone(), route);
-                }
-            }
-        }
-
-        let routing = match raw.routing {
-            None => {
-                self.problem(
-                    None,
-                    "missing [routing] table with a default route (routing.default = \"<route name>\")",
-                );
-                return None;
-            }
-            Some(rt) => {
-                let span = rt.span();
-                let rt = rt.into_inner();
-                if !routes.contains_key(&rt.default) {
-                    self.problem(
-                        Some(span.clone()),
-                        format!("routing.default names unknown route {:?}", rt.default),
-                    );
-                }
-                let mut table = RouteTable::new(rt.default.clone());
-                for (pattern, route) in &rt.senders {
-                    if !routes.contains_key(route.get_ref()) {
-                        self.problem(
-                            Some(route.span()),
-                            format!(
-                                "sender {pattern:?} names unknown route {:?}",
-                                route.get_ref()
-                            ),
-                        );
-                    }
-                    if let Err(e) = table.insert(pattern, route.get_ref().clone()) {
-                        self.problem(Some(route.span()), format!("sender {pattern:?}: {e}"));
-                    }
-                }
-                table
-            }
-        };
-
+        let token_sources = self.token_sources(raw.token_sources, base, &oauth.state_dir);
+        let routes = self.routes(raw.routes, base, &token_sources);
+        let routing = self.routing(raw.routing, &routes)?;
         let local = self.local(raw.local, base, &hostname);
         let metrics = self.metrics(raw.metrics);
         let dns = self.dns(raw.dns);
@@ -480,6 +333,200 @@ impl Validator<'_> {
             metrics,
             dns,
         })
+    }
+
+    /// Without a setting, the machine's own name.
+    fn hostname(&mut self, raw: Option<String>) -> String {
+        match raw {
+            Some(h) if !h.trim().is_empty() => h.trim().to_string(),
+            Some(_) => {
+                self.problem(None, "hostname must not be empty");
+                String::new()
+            }
+            None => system_hostname(),
+        }
+    }
+
+    /// Without a setting, loopback only: relaying for others is an explicit choice.
+    fn listen(&mut self, raw: Option<Vec<Spanned<String>>>) -> Vec<SocketAddr> {
+        let raw = raw.unwrap_or_else(|| {
+            vec![
+                Spanned::new(0..0, "127.0.0.1:25".to_string()),
+                Spanned::new(0..0, "[::1]:25".to_string()),
+            ]
+        });
+        let mut listen = Vec::new();
+        for l in &raw {
+            match l.get_ref().parse::<SocketAddr>() {
+                Ok(a) => listen.push(a),
+                Err(_) => self.problem(
+                    Some(l.span()),
+                    format!(
+                        "listen address {:?} is not IP:port (IPv6 as [::1]:25)",
+                        l.get_ref()
+                    ),
+                ),
+            }
+        }
+        listen
+    }
+
+    /// Networks as CIDR or single addresses; without a setting, loopback only.
+    fn trusted_networks(&mut self, raw: Option<Vec<Spanned<String>>>) -> Vec<IpNet> {
+        let raw = raw.unwrap_or_else(|| {
+            vec![
+                Spanned::new(0..0, "127.0.0.0/8".to_string()),
+                Spanned::new(0..0, "::1/128".to_string()),
+            ]
+        });
+        let mut trusted_networks = Vec::new();
+        for n in &raw {
+            let text = n.get_ref();
+            let parsed = text.parse::<IpNet>().or_else(|_| {
+                text.parse::<std::net::IpAddr>()
+                    .map(IpNet::from)
+                    .map_err(|_| ())
+            });
+            match parsed {
+                Ok(net) => trusted_networks.push(net),
+                Err(()) => self.problem(
+                    Some(n.span()),
+                    format!("trusted network {text:?} is not an address or CIDR network"),
+                ),
+            }
+        }
+        trusted_networks
+    }
+
+    fn retry(&mut self, raw: Option<&Spanned<String>>) -> Schedule {
+        let Some(s) = raw else {
+            return Schedule::default();
+        };
+        match s.get_ref().parse::<Schedule>() {
+            Ok(sched) => sched,
+            Err(e) => {
+                self.problem(Some(s.span()), format!("retry schedule: {e}"));
+                Schedule::default()
+            }
+        }
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
+        let limits = Limits {
+            max_message_size: raw.max_message_size.unwrap_or(25 * 1024 * 1024),
+            max_recipients: raw.max_recipients.unwrap_or(100),
+            max_line_length: raw.max_line_length.unwrap_or(998),
+            max_connections: raw.max_connections.unwrap_or(200),
+        };
+        if limits.max_message_size == 0 || limits.max_recipients == 0 {
+            self.problem(None, "limits must be greater than zero");
+        }
+        if limits.max_line_length < 78 || limits.max_connections == 0 {
+            self.problem(
+                None,
+                "limits.max_line_length must be at least 78 and max_connections at least 1",
+            );
+        }
+        limits
+    }
+
+    fn timeouts(&mut self, t: &RawTimeouts) -> Timeouts {
+        Timeouts {
+            command: self.duration(&t.command, Duration::from_secs(300)),
+            data: self.duration(&t.data, Duration::from_secs(600)),
+            connect: self.duration(&t.connect, Duration::from_secs(30)),
+            greeting: self.duration(&t.greeting, Duration::from_secs(300)),
+            upstream_command: self.duration(&t.upstream_command, Duration::from_secs(300)),
+            upstream_data: self.duration(&t.upstream_data, Duration::from_secs(600)),
+            idle: self.duration(&t.idle, Duration::from_secs(5)),
+        }
+    }
+
+    /// The valid sources by name; a name given twice is a problem, the first kept.
+    fn token_sources(
+        &mut self,
+        raw: Vec<Spanned<token::RawTokenSource>>,
+        base: &Path,
+        state_dir: &Path,
+    ) -> BTreeMap<String, TokenSource> {
+        let mut token_sources = BTreeMap::new();
+        for t in raw {
+            let span = t.span();
+            let Some(source) = self.token_source(t.into_inner(), span.clone(), base, state_dir)
+            else {
+                continue;
+            };
+            if token_sources.contains_key(&source.name) {
+                self.problem(
+                    Some(span),
+                    format!("token_source {:?} defined twice", source.name),
+                );
+            } else {
+                token_sources.insert(source.name.clone(), source);
+            }
+        }
+        token_sources
+    }
+
+    /// The valid routes by name; a name given twice is a problem, the first kept.
+    fn routes(
+        &mut self,
+        raw: Vec<Spanned<RawRoute>>,
+        base: &Path,
+        token_sources: &BTreeMap<String, TokenSource>,
+    ) -> HashMap<String, Route> {
+        let mut routes = HashMap::new();
+        for r in raw {
+            let span = r.span();
+            let Some(route) = self.route(r.into_inner(), span.clone(), base, token_sources) else {
+                continue;
+            };
+            if routes.contains_key(&route.name) {
+                self.problem(Some(span), format!("route {:?} defined twice", route.name));
+            } else {
+                routes.insert(route.name.clone(), route);
+            }
+        }
+        routes
+    }
+
+    /// None without a `[routing]` table: nothing else is worth checking then.
+    fn routing(
+        &mut self,
+        raw: Option<Spanned<RawRouting>>,
+        routes: &HashMap<String, Route>,
+    ) -> Option<RouteTable> {
+        let Some(rt) = raw else {
+            self.problem(
+                None,
+                "missing [routing] table with a default route (routing.default = \"<route name>\")",
+            );
+            return None;
+        };
+        let span = rt.span();
+        let rt = rt.into_inner();
+        if !routes.contains_key(&rt.default) {
+            self.problem(
+                Some(span),
+                format!("routing.default names unknown route {:?}", rt.default),
+            );
+        }
+        let mut table = RouteTable::new(rt.default.clone());
+        for (pattern, route) in &rt.senders {
+            if !routes.contains_key(route.get_ref()) {
+                self.problem(
+                    Some(route.span()),
+                    format!(
+                        "sender {pattern:?} names unknown route {:?}",
+                        route.get_ref()
+                    ),
+                );
+            }
+            if let Err(e) = table.insert(pattern, route.get_ref().clone()) {
+                self.problem(Some(route.span()), format!("sender {pattern:?}: {e}"));
+            }
+        }
+        Some(table)
     }
 }
 

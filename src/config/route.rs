@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::preset::Preset;
 use super::rate::{Rate, RawRates};
 use super::secret::{read_secret_file, Secret};
 use super::{Config, TokenSource, Validator};
@@ -124,6 +125,21 @@ pub struct Route {
     pub rates: Vec<Rate>,
 }
 
+impl RawRoute {
+    /// Fills in what the operator left out from the preset; a route that sets
+    /// its own `tls` gets that mode's default port, not the preset's.
+    fn fill_from(&mut self, p: &Preset) {
+        if self.host.is_none() && self.hosts.is_none() {
+            self.host = Some(p.host.to_string());
+        }
+        if self.tls.is_none() {
+            self.tls = Some("starttls".to_string());
+            self.port = self.port.or(Some(p.port));
+        }
+        self.max_connections = self.max_connections.or(Some(p.max_connections));
+    }
+}
+
 impl Validator<'_> {
     pub(super) fn route(
         &mut self,
@@ -144,14 +160,7 @@ impl Validator<'_> {
                 self.problem(here, format!("route {name:?}: a preset is for smtp routes"));
                 return None;
             }
-            if r.host.is_none() && r.hosts.is_none() {
-                r.host = Some(p.host.to_string());
-            }
-            if r.tls.is_none() {
-                r.tls = Some("starttls".to_string());
-                r.port = r.port.or(Some(p.port));
-            }
-            r.max_connections = r.max_connections.or(Some(p.max_connections));
+            r.fill_from(p);
         }
         let rates = match &r.rate {
             Some(raw) => self.rates(&name, raw, here.clone()),
@@ -164,119 +173,10 @@ impl Validator<'_> {
                 format!("route {name:?}: max_connections must be at least 1"),
             );
         }
-        let kind = r.kind.as_deref().unwrap_or("smtp");
-        let transport = match kind {
-            "directory" => {
-                let Some(path) = r.path else {
-                    self.problem(
-                        here,
-                        format!("route {name:?}: type = \"directory\" needs path"),
-                    );
-                    return None;
-                };
-                if r.host.is_some()
-                    || r.hosts.is_some()
-                    || r.username.is_some()
-                    || r.token_source.is_some()
-                    || r.helo.is_some()
-                {
-                    self.problem(
-                        here,
-                        format!("route {name:?}: a directory route takes only path"),
-                    );
-                    return None;
-                }
-                Transport::Directory(base.join(path))
-            }
-            "smtp" => {
-                if r.path.is_some() {
-                    self.problem(
-                        here.clone(),
-                        format!("route {name:?}: path is only for type = \"directory\""),
-                    );
-                }
-                let mut hosts: Vec<String> = Vec::new();
-                hosts.extend(r.host.clone());
-                hosts.extend(r.hosts.clone().unwrap_or_default());
-                hosts.retain(|h| !h.trim().is_empty());
-                if hosts.is_empty() {
-                    self.problem(here, format!("route {name:?}: host or hosts is required"));
-                    return None;
-                }
-                let tls = match r.tls.as_deref().unwrap_or("starttls") {
-                    "starttls" => TlsMode::StartTls,
-                    "tls" => TlsMode::Implicit,
-                    "none" => TlsMode::None,
-                    other => {
-                        self.problem(
-                            here,
-                            format!(
-                                "route {name:?}: tls = {other:?}; use \"starttls\", \"tls\" or \"none\""
-                            ),
-                        );
-                        return None;
-                    }
-                };
-                let port = r.port.unwrap_or(match tls {
-                    TlsMode::StartTls => 587,
-                    TlsMode::Implicit => 465,
-                    TlsMode::None => 25,
-                });
-                let credentials = self.credentials(&name, &r, here.clone(), base, sources);
-                if tls == TlsMode::None {
-                    let all_loopback = hosts.iter().all(|h| is_loopback_host(h));
-                    // Over loopback nobody but root can listen in; a local
-                    // stunnel or a test peer may take credentials in clear, but
-                    // only when the operator says so.
-                    let local_ok = all_loopback && r.allow_plaintext == Some(true);
-                    if (credentials.is_some() || r.username.is_some()) && !local_ok {
-                        self.problem(
-                            here.clone(),
-                            format!(
-                                "route {name:?}: tls = \"none\" with credentials would send them in clear text (allowed only to loopback hosts with allow_plaintext = true)"
-                            ),
-                        );
-                    }
-                    if !all_loopback && r.allow_plaintext != Some(true) {
-                        self.problem(
-                            here.clone(),
-                            format!(
-                                "route {name:?}: tls = \"none\" to a non-loopback host; set allow_plaintext = true if you really mean it"
-                            ),
-                        );
-                    }
-                }
-                if let Some(ca) = &r.ca_file {
-                    let ca = base.join(ca);
-                    if let Err(e) = std::fs::metadata(&ca) {
-                        self.problem(
-                            here.clone(),
-                            format!("route {name:?}: ca_file {}: {e}", ca.display()),
-                        );
-                    }
-                }
-                let helo = match r.helo.as_deref().map(str::trim) {
-                    None => None,
-                    Some(h) if is_helo_name(h) => Some(h.to_string()),
-                    Some(h) => {
-                        self.problem(
-                            here.clone(),
-                            format!(
-                                "route {name:?}: helo = {h:?} is not a host name or address literal"
-                            ),
-                        );
-                        None
-                    }
-                };
-                Transport::Smtp(SmtpRoute {
-                    hosts,
-                    port,
-                    tls,
-                    ca_file: r.ca_file.map(|p| base.join(p)),
-                    credentials,
-                    helo,
-                })
-            }
+        let kind = r.kind.clone().unwrap_or_else(|| "smtp".to_string());
+        let transport = match kind.as_str() {
+            "directory" => Transport::Directory(self.directory_route(&name, r, here, base)?),
+            "smtp" => Transport::Smtp(self.smtp_route(&name, r, here, base, sources)?),
             other => {
                 self.problem(
                     here,
@@ -293,6 +193,168 @@ impl Validator<'_> {
         })
     }
 
+    /// The directory a `type = "directory"` route writes to.
+    fn directory_route(
+        &mut self,
+        name: &str,
+        r: RawRoute,
+        here: Option<std::ops::Range<usize>>,
+        base: &Path,
+    ) -> Option<PathBuf> {
+        let Some(path) = r.path else {
+            self.problem(
+                here,
+                format!("route {name:?}: type = \"directory\" needs path"),
+            );
+            return None;
+        };
+        if r.host.is_some()
+            || r.hosts.is_some()
+            || r.username.is_some()
+            || r.token_source.is_some()
+            || r.helo.is_some()
+        {
+            self.problem(
+                here,
+                format!("route {name:?}: a directory route takes only path"),
+            );
+            return None;
+        }
+        Some(base.join(path))
+    }
+
+    fn smtp_route(
+        &mut self,
+        name: &str,
+        r: RawRoute,
+        here: Option<std::ops::Range<usize>>,
+        base: &Path,
+        sources: &BTreeMap<String, TokenSource>,
+    ) -> Option<SmtpRoute> {
+        if r.path.is_some() {
+            self.problem(
+                here.clone(),
+                format!("route {name:?}: path is only for type = \"directory\""),
+            );
+        }
+        let mut hosts: Vec<String> = Vec::new();
+        hosts.extend(r.host.clone());
+        hosts.extend(r.hosts.clone().unwrap_or_default());
+        hosts.retain(|h| !h.trim().is_empty());
+        if hosts.is_empty() {
+            self.problem(here, format!("route {name:?}: host or hosts is required"));
+            return None;
+        }
+        let tls = self.tls_mode(name, r.tls.as_deref(), here.clone())?;
+        let port = r.port.unwrap_or(match tls {
+            TlsMode::StartTls => 587,
+            TlsMode::Implicit => 465,
+            TlsMode::None => 25,
+        });
+        let credentials = self.credentials(name, &r, here.clone(), base, sources);
+        if tls == TlsMode::None {
+            let sends_credentials = credentials.is_some() || r.username.is_some();
+            self.plaintext(
+                name,
+                &hosts,
+                sends_credentials,
+                r.allow_plaintext,
+                here.clone(),
+            );
+        }
+        if let Some(ca) = &r.ca_file {
+            let ca = base.join(ca);
+            if let Err(e) = std::fs::metadata(&ca) {
+                self.problem(
+                    here.clone(),
+                    format!("route {name:?}: ca_file {}: {e}", ca.display()),
+                );
+            }
+        }
+        let helo = self.helo(name, r.helo.as_deref(), here);
+        Some(SmtpRoute {
+            hosts,
+            port,
+            tls,
+            ca_file: r.ca_file.map(|p| base.join(p)),
+            credentials,
+            helo,
+        })
+    }
+
+    fn tls_mode(
+        &mut self,
+        name: &str,
+        written: Option<&str>,
+        here: Option<std::ops::Range<usize>>,
+    ) -> Option<TlsMode> {
+        match written.unwrap_or("starttls") {
+            "starttls" => Some(TlsMode::StartTls),
+            "tls" => Some(TlsMode::Implicit),
+            "none" => Some(TlsMode::None),
+            other => {
+                self.problem(
+                    here,
+                    format!(
+                        "route {name:?}: tls = {other:?}; use \"starttls\", \"tls\" or \"none\""
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The problems of a `tls = "none"` route: clear text is for loopback
+    /// hosts, and only when the operator says so.
+    fn plaintext(
+        &mut self,
+        name: &str,
+        hosts: &[String],
+        sends_credentials: bool,
+        allow_plaintext: Option<bool>,
+        here: Option<std::ops::Range<usize>>,
+    ) {
+        let all_loopback = hosts.iter().all(|h| is_loopback_host(h));
+        // Over loopback nobody but root can listen in; a local
+        // stunnel or a test peer may take credentials in clear, but
+        // only when the operator says so.
+        let local_ok = all_loopback && allow_plaintext == Some(true);
+        if sends_credentials && !local_ok {
+            self.problem(
+                here.clone(),
+                format!(
+                    "route {name:?}: tls = \"none\" with credentials would send them in clear text (allowed only to loopback hosts with allow_plaintext = true)"
+                ),
+            );
+        }
+        if !all_loopback && allow_plaintext != Some(true) {
+            self.problem(
+                here,
+                format!(
+                    "route {name:?}: tls = \"none\" to a non-loopback host; set allow_plaintext = true if you really mean it"
+                ),
+            );
+        }
+    }
+
+    /// A bad `helo` is reported and the route falls back to `hostname`.
+    fn helo(
+        &mut self,
+        name: &str,
+        written: Option<&str>,
+        here: Option<std::ops::Range<usize>>,
+    ) -> Option<String> {
+        let h = written.map(str::trim)?;
+        if is_helo_name(h) {
+            return Some(h.to_string());
+        }
+        self.problem(
+            here,
+            format!("route {name:?}: helo = {h:?} is not a host name or address literal"),
+        );
+        None
+    }
+
     fn credentials(
         &mut self,
         name: &str,
@@ -301,6 +363,28 @@ impl Validator<'_> {
         base: &Path,
         sources: &BTreeMap<String, TokenSource>,
     ) -> Option<Credentials> {
+        let mechanism = self.auth_mechanism(name, r, here.clone())?;
+        if mechanism.uses_token() {
+            return self.token_credentials(name, mechanism, r, here, sources);
+        }
+        if r.token_source.is_some() {
+            self.problem(
+                here.clone(),
+                format!("route {name:?}: token_source needs auth = \"xoauth2\" or \"oauthbearer\""),
+            );
+        }
+        self.password_credentials(name, mechanism, r, here, base)
+    }
+
+    /// The mechanism `auth` names, or the one the other keys imply; None for
+    /// a route that does not authenticate (or names no known mechanism, which
+    /// is reported).
+    fn auth_mechanism(
+        &mut self,
+        name: &str,
+        r: &RawRoute,
+        here: Option<std::ops::Range<usize>>,
+    ) -> Option<AuthMechanism> {
         let mechanism = match r.auth.as_deref() {
             None if r.username.is_none()
                 && r.password_file.is_none()
@@ -332,43 +416,58 @@ impl Validator<'_> {
                 return None;
             }
         };
-        if mechanism.uses_token() {
-            if r.password_file.is_some() {
-                self.problem(
-                    here.clone(),
-                    format!("route {name:?}: auth = \"{mechanism}\" takes token_source, not password_file"),
-                );
-            }
-            let (Some(username), Some(source)) = (&r.username, &r.token_source) else {
-                self.problem(
-                    here,
-                    format!(
-                        "route {name:?}: auth = \"{mechanism}\" needs username and token_source"
-                    ),
-                );
-                return None;
-            };
-            if !sources.contains_key(source) {
-                self.problem(
-                    here,
-                    format!("route {name:?}: token_source {source:?} is not defined ([[token_source]] name = ...)"),
-                );
-                return None;
-            }
-            return Some(Credentials {
-                mechanism,
-                username: username.clone(),
-                secret: AuthSecret::Token {
-                    source: source.clone(),
-                },
-            });
-        }
-        if r.token_source.is_some() {
+        Some(mechanism)
+    }
+
+    /// XOAUTH2 and OAUTHBEARER: a user name and a defined token source.
+    fn token_credentials(
+        &mut self,
+        name: &str,
+        mechanism: AuthMechanism,
+        r: &RawRoute,
+        here: Option<std::ops::Range<usize>>,
+        sources: &BTreeMap<String, TokenSource>,
+    ) -> Option<Credentials> {
+        if r.password_file.is_some() {
             self.problem(
                 here.clone(),
-                format!("route {name:?}: token_source needs auth = \"xoauth2\" or \"oauthbearer\""),
+                format!(
+                    "route {name:?}: auth = \"{mechanism}\" takes token_source, not password_file"
+                ),
             );
         }
+        let (Some(username), Some(source)) = (&r.username, &r.token_source) else {
+            self.problem(
+                here,
+                format!("route {name:?}: auth = \"{mechanism}\" needs username and token_source"),
+            );
+            return None;
+        };
+        if !sources.contains_key(source) {
+            self.problem(
+                here,
+                format!("route {name:?}: token_source {source:?} is not defined ([[token_source]] name = ...)"),
+            );
+            return None;
+        }
+        Some(Credentials {
+            mechanism,
+            username: username.clone(),
+            secret: AuthSecret::Token {
+                source: source.clone(),
+            },
+        })
+    }
+
+    /// PLAIN and LOGIN: a user name and the password in its file.
+    fn password_credentials(
+        &mut self,
+        name: &str,
+        mechanism: AuthMechanism,
+        r: &RawRoute,
+        here: Option<std::ops::Range<usize>>,
+        base: &Path,
+    ) -> Option<Credentials> {
         let (Some(username), Some(password_file)) = (&r.username, &r.password_file) else {
             self.problem(
                 here,
@@ -377,32 +476,27 @@ impl Validator<'_> {
             return None;
         };
         let path = super::secret::secret_path(base, password_file);
-        if !self.read_secrets {
+        let password = if self.read_secrets {
+            match read_secret_file(&path) {
+                Ok(password) => password,
+                Err(e) => {
+                    self.problem(here, format!("route {name:?}: {e}"));
+                    return None;
+                }
+            }
+        } else {
             // Client commands (sendmail, queue) run as any user and never need the
             // upstream password: leave it unread rather than fail on its permissions.
-            return Some(Credentials {
-                mechanism,
-                username: username.clone(),
-                secret: AuthSecret::Password {
-                    password: Secret::new(""),
-                    file: path,
-                },
-            });
-        }
-        match read_secret_file(&path) {
-            Ok(password) => Some(Credentials {
-                mechanism,
-                username: username.clone(),
-                secret: AuthSecret::Password {
-                    password,
-                    file: path,
-                },
-            }),
-            Err(message) => {
-                self.problem(here, format!("route {name:?}: {message}"));
-                None
-            }
-        }
+            Secret::new("")
+        };
+        Some(Credentials {
+            mechanism,
+            username: username.clone(),
+            secret: AuthSecret::Password {
+                password,
+                file: path,
+            },
+        })
     }
 }
 

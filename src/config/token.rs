@@ -43,6 +43,42 @@ pub(super) struct RawTokenSource {
     share_as: Option<Vec<String>>,
 }
 
+/// The keys that only some types of source take.
+const OAUTH2_KEYS: &[&str] = &[
+    "provider",
+    "tenant",
+    "client_id",
+    "client_secret_file",
+    "grant",
+    "scopes",
+    "token_url",
+    "device_url",
+    "authorize_url",
+    "state_file",
+];
+
+impl RawTokenSource {
+    /// Each key that belongs to one type of source, and whether it is set.
+    fn typed_keys(&self) -> [(&'static str, bool); 14] {
+        [
+            ("provider", self.provider.is_some()),
+            ("tenant", self.tenant.is_some()),
+            ("client_id", self.client_id.is_some()),
+            ("client_secret_file", self.client_secret_file.is_some()),
+            ("grant", self.grant.is_some()),
+            ("scopes", self.scopes.is_some()),
+            ("token_url", self.token_url.is_some()),
+            ("device_url", self.device_url.is_some()),
+            ("authorize_url", self.authorize_url.is_some()),
+            ("state_file", self.state_file.is_some()),
+            ("command", self.command.is_some()),
+            ("path", self.path.is_some()),
+            ("url", self.url.is_some()),
+            ("account", self.account.is_some()),
+        ]
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOAuth {
@@ -279,133 +315,22 @@ impl Validator<'_> {
         }
         let timeout = self.duration(&r.timeout, Duration::from_secs(30));
         let share_as = r.share_as.clone().unwrap_or_default();
-        let only = |v: &mut Validator<'_>, allowed: &[&str]| {
-            let set: [(&str, bool); 14] = [
-                ("provider", r.provider.is_some()),
-                ("tenant", r.tenant.is_some()),
-                ("client_id", r.client_id.is_some()),
-                ("client_secret_file", r.client_secret_file.is_some()),
-                ("grant", r.grant.is_some()),
-                ("scopes", r.scopes.is_some()),
-                ("token_url", r.token_url.is_some()),
-                ("device_url", r.device_url.is_some()),
-                ("authorize_url", r.authorize_url.is_some()),
-                ("state_file", r.state_file.is_some()),
-                ("command", r.command.is_some()),
-                ("path", r.path.is_some()),
-                ("url", r.url.is_some()),
-                ("account", r.account.is_some()),
-            ];
-            for (key, present) in set {
-                if present && !allowed.contains(&key) {
-                    v.problem(
-                        Some(span.clone()),
-                        format!(
-                            "token_source {name:?}: {key} does not apply to type = {:?}",
-                            r.kind
-                        ),
-                    );
-                }
-            }
-            if !allowed.contains(&"state_file")
-                && (r.refresh_before.is_some() || r.keepalive.is_some())
-            {
-                v.problem(
-                    Some(span.clone()),
-                    format!(
-                        "token_source {name:?}: refresh_before and keepalive are for type = \"oauth2\""
-                    ),
-                );
-            }
-        };
         let kind = match r.kind.as_str() {
             "oauth2" => {
-                only(
-                    self,
-                    &[
-                        "provider",
-                        "tenant",
-                        "client_id",
-                        "client_secret_file",
-                        "grant",
-                        "scopes",
-                        "token_url",
-                        "device_url",
-                        "authorize_url",
-                        "state_file",
-                    ],
-                );
+                self.only_keys(&name, &r, &span, OAUTH2_KEYS);
                 TokenKind::OAuth2(self.oauth2(&name, &r, here, base, state_dir)?)
             }
             "command" => {
-                only(self, &["command"]);
-                match &r.command {
-                    Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
-                        TokenKind::Command(argv.clone())
-                    }
-                    _ => {
-                        self.problem(
-                            here,
-                            format!(
-                                "token_source {name:?}: type = \"command\" needs command = [\"program\", \"arg\", ...]"
-                            ),
-                        );
-                        return None;
-                    }
-                }
+                self.only_keys(&name, &r, &span, &["command"]);
+                self.command_source(&name, &r, here)?
             }
             "file" | "socket" => {
-                only(self, &["path"]);
-                let Some(p) = &r.path else {
-                    self.problem(
-                        here,
-                        format!("token_source {name:?}: type = {:?} needs path", r.kind),
-                    );
-                    return None;
-                };
-                if r.kind == "file" {
-                    TokenKind::File(base.join(p))
-                } else {
-                    TokenKind::Socket(base.join(p))
-                }
+                self.only_keys(&name, &r, &span, &["path"]);
+                self.path_source(&name, &r, here, base)?
             }
             "http" => {
-                only(self, &["url", "account"]);
-                let Some(u) = &r.url else {
-                    self.problem(
-                        here,
-                        format!("token_source {name:?}: type = \"http\" needs url"),
-                    );
-                    return None;
-                };
-                match url::Url::parse(u) {
-                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                        let mut shown = parsed.clone();
-                        let _ = shown.set_username("");
-                        let _ = shown.set_password(None);
-                        if parsed.scheme() == "http" && !is_loopback_url(&parsed) {
-                            self.problem(
-                                here.clone(),
-                                format!(
-                                    "token_source {name:?}: plain http to {shown} would send tokens in clear text; use https or a loopback address"
-                                ),
-                            );
-                        }
-                        TokenKind::Http {
-                            url: Secret::new(u.clone()),
-                            shown: shown.to_string(),
-                            account: r.account.clone(),
-                        }
-                    }
-                    // The URL may hold a password: name the problem, not the URL.
-                    _ => {
-                        self.problem(
-                            here,
-                            format!("token_source {name:?}: url is not an http(s) URL"),
-                        );
-                        return None;
-                    }
-                }
+                self.only_keys(&name, &r, &span, &["url", "account"]);
+                self.http_source(&name, &r, here)?
             }
             other => {
                 self.problem(
@@ -425,6 +350,123 @@ impl Validator<'_> {
         })
     }
 
+    /// Reports every key set that is not among `allowed`, the keys of the
+    /// source's type: a key of another type is a sign of a wrong `type`.
+    fn only_keys(
+        &mut self,
+        name: &str,
+        r: &RawTokenSource,
+        span: &std::ops::Range<usize>,
+        allowed: &[&str],
+    ) {
+        for (key, present) in r.typed_keys() {
+            if present && !allowed.contains(&key) {
+                self.problem(
+                    Some(span.clone()),
+                    format!(
+                        "token_source {name:?}: {key} does not apply to type = {:?}",
+                        r.kind
+                    ),
+                );
+            }
+        }
+        if !allowed.contains(&"state_file") && (r.refresh_before.is_some() || r.keepalive.is_some())
+        {
+            self.problem(
+                Some(span.clone()),
+                format!(
+                    "token_source {name:?}: refresh_before and keepalive are for type = \"oauth2\""
+                ),
+            );
+        }
+    }
+
+    fn command_source(
+        &mut self,
+        name: &str,
+        r: &RawTokenSource,
+        here: Option<std::ops::Range<usize>>,
+    ) -> Option<TokenKind> {
+        match &r.command {
+            Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
+                Some(TokenKind::Command(argv.clone()))
+            }
+            _ => {
+                self.problem(
+                    here,
+                    format!(
+                        "token_source {name:?}: type = \"command\" needs command = [\"program\", \"arg\", ...]"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `type = "file"` and `type = "socket"`: both name a path only.
+    fn path_source(
+        &mut self,
+        name: &str,
+        r: &RawTokenSource,
+        here: Option<std::ops::Range<usize>>,
+        base: &Path,
+    ) -> Option<TokenKind> {
+        let Some(p) = &r.path else {
+            self.problem(
+                here,
+                format!("token_source {name:?}: type = {:?} needs path", r.kind),
+            );
+            return None;
+        };
+        if r.kind == "file" {
+            Some(TokenKind::File(base.join(p)))
+        } else {
+            Some(TokenKind::Socket(base.join(p)))
+        }
+    }
+
+    fn http_source(
+        &mut self,
+        name: &str,
+        r: &RawTokenSource,
+        here: Option<std::ops::Range<usize>>,
+    ) -> Option<TokenKind> {
+        let Some(u) = &r.url else {
+            self.problem(
+                here,
+                format!("token_source {name:?}: type = \"http\" needs url"),
+            );
+            return None;
+        };
+        let parsed = match url::Url::parse(u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => parsed,
+            // The URL may hold a password: name the problem, not the URL.
+            _ => {
+                self.problem(
+                    here,
+                    format!("token_source {name:?}: url is not an http(s) URL"),
+                );
+                return None;
+            }
+        };
+        let mut shown = parsed.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        if parsed.scheme() == "http" && !is_loopback_url(&parsed) {
+            self.problem(
+                here,
+                format!(
+                    "token_source {name:?}: plain http to {shown} would send tokens in clear text; use https or a loopback address"
+                ),
+            );
+        }
+        Some(TokenKind::Http {
+            url: Secret::new(u.clone()),
+            shown: shown.to_string(),
+            account: r.account.clone(),
+        })
+    }
+
     fn oauth2(
         &mut self,
         name: &str,
@@ -433,87 +475,18 @@ impl Validator<'_> {
         base: &Path,
         state_dir: &Path,
     ) -> Option<OAuth2Source> {
-        let provider = match r.provider.as_deref().unwrap_or("generic") {
-            "google" => Provider::Google,
-            "microsoft" => Provider::Microsoft,
-            "generic" => Provider::Generic,
-            other => {
-                self.problem(
-                    here,
-                    format!(
-                        "token_source {name:?}: provider = {other:?}; use \"google\", \"microsoft\" or \"generic\""
-                    ),
-                );
-                return None;
-            }
-        };
-        let grant = match r.grant.as_deref().unwrap_or("refresh_token") {
-            "refresh_token" => Grant::RefreshToken,
-            "client_credentials" => Grant::ClientCredentials,
-            other => {
-                self.problem(
-                    here,
-                    format!(
-                        "token_source {name:?}: grant = {other:?}; use \"refresh_token\" or \"client_credentials\""
-                    ),
-                );
-                return None;
-            }
-        };
-        if r.tenant.is_some() && provider != Provider::Microsoft {
-            self.problem(
-                here.clone(),
-                format!("token_source {name:?}: tenant is for provider = \"microsoft\""),
-            );
-        }
-        let tenant = r.tenant.as_deref().unwrap_or("common");
-        if provider == Provider::Microsoft
-            && grant == Grant::ClientCredentials
-            && matches!(tenant, "common" | "organizations" | "consumers")
-        {
-            self.problem(
-                here.clone(),
-                format!(
-                    "token_source {name:?}: client_credentials needs tenant = your directory (tenant id or contoso.onmicrosoft.com)"
-                ),
-            );
-        }
-        if provider == Provider::Google && grant == Grant::ClientCredentials {
-            self.problem(
-                here.clone(),
-                format!(
-                    "token_source {name:?}: Google has no client_credentials grant for SMTP; use a service-account token through type = \"command\""
-                ),
-            );
-        }
+        let provider = self.provider(name, r.provider.as_deref(), here.clone())?;
+        let grant = self.grant(name, r.grant.as_deref(), here.clone())?;
+        let tenant = self.tenant(name, r.tenant.as_deref(), provider, grant, here.clone());
         let (p_token, p_device, p_authorize, p_scopes) = preset(provider, tenant, grant);
-        let token_url = match r.token_url.clone().or(p_token) {
-            Some(u) => u,
-            None => {
-                self.problem(
-                    here,
-                    format!("token_source {name:?}: provider = \"generic\" needs token_url"),
-                );
-                return None;
-            }
+        let Some(token_url) = r.token_url.clone().or(p_token) else {
+            self.problem(
+                here,
+                format!("token_source {name:?}: provider = \"generic\" needs token_url"),
+            );
+            return None;
         };
-        for (key, value) in [
-            ("token_url", Some(&token_url)),
-            ("device_url", r.device_url.as_ref()),
-            ("authorize_url", r.authorize_url.as_ref()),
-        ] {
-            let Some(value) = value else { continue };
-            match url::Url::parse(value) {
-                Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_url(&u)) => {
-                }
-                _ => self.problem(
-                    here.clone(),
-                    format!(
-                        "token_source {name:?}: {key} must be an https URL (http only to loopback)"
-                    ),
-                ),
-            }
-        }
+        self.endpoints(name, r, &token_url, here.clone());
         let Some(client_id) = r.client_id.clone().filter(|c| !c.trim().is_empty()) else {
             self.problem(
                 here,
@@ -525,22 +498,7 @@ impl Validator<'_> {
             .client_secret_file
             .as_ref()
             .map(|p| super::secret::secret_path(base, p));
-        if grant == Grant::ClientCredentials && secret_path.is_none() {
-            self.problem(
-                here.clone(),
-                format!("token_source {name:?}: client_credentials needs client_secret_file"),
-            );
-        }
-        let client_secret = match (&secret_path, self.read_secrets) {
-            (Some(p), true) => match read_secret_file(p) {
-                Ok(s) => Some(s),
-                Err(message) => {
-                    self.problem(here.clone(), format!("token_source {name:?}: {message}"));
-                    None
-                }
-            },
-            _ => None,
-        };
+        let client_secret = self.client_secret(name, grant, secret_path.as_deref(), here.clone());
         let scopes = r.scopes.clone().unwrap_or(p_scopes);
         if scopes.is_empty() {
             self.problem(
@@ -568,6 +526,140 @@ impl Validator<'_> {
             refresh_before,
             keepalive,
         })
+    }
+
+    fn provider(
+        &mut self,
+        name: &str,
+        written: Option<&str>,
+        here: Option<std::ops::Range<usize>>,
+    ) -> Option<Provider> {
+        match written.unwrap_or("generic") {
+            "google" => Some(Provider::Google),
+            "microsoft" => Some(Provider::Microsoft),
+            "generic" => Some(Provider::Generic),
+            other => {
+                self.problem(
+                    here,
+                    format!(
+                        "token_source {name:?}: provider = {other:?}; use \"google\", \"microsoft\" or \"generic\""
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn grant(
+        &mut self,
+        name: &str,
+        written: Option<&str>,
+        here: Option<std::ops::Range<usize>>,
+    ) -> Option<Grant> {
+        match written.unwrap_or("refresh_token") {
+            "refresh_token" => Some(Grant::RefreshToken),
+            "client_credentials" => Some(Grant::ClientCredentials),
+            other => {
+                self.problem(
+                    here,
+                    format!(
+                        "token_source {name:?}: grant = {other:?}; use \"refresh_token\" or \"client_credentials\""
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The Microsoft tenant (default `common`), with the combinations of
+    /// provider, tenant and grant that cannot get a token reported.
+    fn tenant<'r>(
+        &mut self,
+        name: &str,
+        written: Option<&'r str>,
+        provider: Provider,
+        grant: Grant,
+        here: Option<std::ops::Range<usize>>,
+    ) -> &'r str {
+        if written.is_some() && provider != Provider::Microsoft {
+            self.problem(
+                here.clone(),
+                format!("token_source {name:?}: tenant is for provider = \"microsoft\""),
+            );
+        }
+        let tenant = written.unwrap_or("common");
+        if provider == Provider::Microsoft
+            && grant == Grant::ClientCredentials
+            && matches!(tenant, "common" | "organizations" | "consumers")
+        {
+            self.problem(
+                here.clone(),
+                format!(
+                    "token_source {name:?}: client_credentials needs tenant = your directory (tenant id or contoso.onmicrosoft.com)"
+                ),
+            );
+        }
+        if provider == Provider::Google && grant == Grant::ClientCredentials {
+            self.problem(
+                here,
+                format!(
+                    "token_source {name:?}: Google has no client_credentials grant for SMTP; use a service-account token through type = \"command\""
+                ),
+            );
+        }
+        tenant
+    }
+
+    /// Tokens and codes travel to these URLs: https, or http to loopback only.
+    fn endpoints(
+        &mut self,
+        name: &str,
+        r: &RawTokenSource,
+        token_url: &str,
+        here: Option<std::ops::Range<usize>>,
+    ) {
+        for (key, value) in [
+            ("token_url", Some(token_url)),
+            ("device_url", r.device_url.as_deref()),
+            ("authorize_url", r.authorize_url.as_deref()),
+        ] {
+            let Some(value) = value else { continue };
+            match url::Url::parse(value) {
+                Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_url(&u)) => {
+                }
+                _ => self.problem(
+                    here.clone(),
+                    format!(
+                        "token_source {name:?}: {key} must be an https URL (http only to loopback)"
+                    ),
+                ),
+            }
+        }
+    }
+
+    /// The client secret, read unless this is a client command; required for
+    /// the client_credentials grant.
+    fn client_secret(
+        &mut self,
+        name: &str,
+        grant: Grant,
+        path: Option<&Path>,
+        here: Option<std::ops::Range<usize>>,
+    ) -> Option<Secret> {
+        if grant == Grant::ClientCredentials && path.is_none() {
+            self.problem(
+                here.clone(),
+                format!("token_source {name:?}: client_credentials needs client_secret_file"),
+            );
+        }
+        let path = path.filter(|_| self.read_secrets)?;
+        match read_secret_file(path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.problem(here, format!("token_source {name:?}: {e}"));
+                None
+            }
+        }
     }
 }
 
