@@ -152,7 +152,7 @@ pub async fn pickup(intake: &Intake) -> usize {
                 }
                 n += 1;
             }
-            Err(Pickup::Bad(reason)) => set_aside(&dir, &name, &reason),
+            Err(Pickup::Bad(reason)) => set_aside(&dir, &name, &reason.to_string()),
             Err(Pickup::Later(reason)) => {
                 tracing::warn!("{}: not picked up yet: {reason}", path.display());
                 // The queue is unavailable; the rest would fail the same way.
@@ -165,9 +165,49 @@ pub async fn pickup(intake: &Intake) -> usize {
 
 enum Pickup {
     /// The file can never be queued.
-    Bad(String),
+    Bad(Refused),
     /// Try again later (queue unavailable).
-    Later(String),
+    Later(crate::spool::StoreError),
+}
+
+/// Why a drop file can never be queued; it is set aside with this reason.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("cannot {op}: {reason}")]
+    Unreadable { op: &'static str, reason: String },
+    #[error("not a regular file")]
+    NotAFile,
+    #[error("larger than the message size limit")]
+    TooLarge,
+    #[error("no envelope line")]
+    NoEnvelope,
+    #[error("bad envelope: {0}")]
+    BadEnvelope(String),
+    #[error("unknown drop file version {0}")]
+    Version(u32),
+    #[error("sender <{address}>: {reason}")]
+    Sender { address: String, reason: String },
+    #[error("no recipients")]
+    NoRecipients,
+    #[error("more than {0} recipients")]
+    TooManyRecipients(usize),
+    #[error("recipient <{address}>: {reason}")]
+    Recipient { address: String, reason: String },
+    #[error("bare CR, bare LF or NUL in the message")]
+    BadLineEnding,
+    #[error("message does not end with CRLF")]
+    NoFinalCrlf,
+    #[error("a line is longer than {0} octets")]
+    LineTooLong(usize),
+}
+
+fn unreadable(op: &'static str) -> impl Fn(std::io::Error) -> Pickup {
+    move |e| {
+        Pickup::Bad(Refused::Unreadable {
+            op,
+            reason: e.to_string(),
+        })
+    }
 }
 
 async fn pickup_one(intake: &Intake, path: &Path) -> Result<String, Pickup> {
@@ -177,12 +217,10 @@ async fn pickup_one(intake: &Intake, path: &Path) -> Result<String, Pickup> {
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(path)
-        .map_err(|e| Pickup::Bad(format!("cannot open: {e}")))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Pickup::Bad(format!("cannot stat: {e}")))?;
+        .map_err(unreadable("open"))?;
+    let meta = file.metadata().map_err(unreadable("stat"))?;
     if !meta.is_file() {
-        return Err(Pickup::Bad("not a regular file".into()));
+        return Err(Pickup::Bad(Refused::NotAFile));
     }
     let uid = meta.uid();
     // The envelope line is bounded by the recipient limit; 1 MiB is ample.
@@ -190,16 +228,16 @@ async fn pickup_one(intake: &Intake, path: &Path) -> Result<String, Pickup> {
     let mut bytes = Vec::new();
     file.take(max + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| Pickup::Bad(format!("cannot read: {e}")))?;
+        .map_err(unreadable("read"))?;
     if bytes.len() as u64 > max {
-        return Err(Pickup::Bad("larger than the message size limit".into()));
+        return Err(Pickup::Bad(Refused::TooLarge));
     }
     let nl = bytes
         .iter()
         .position(|&b| b == b'\n')
-        .ok_or_else(|| Pickup::Bad("no envelope line".into()))?;
+        .ok_or(Pickup::Bad(Refused::NoEnvelope))?;
     let env: DropEnvelope = serde_json::from_slice(bytes.get(..nl).unwrap_or_default())
-        .map_err(|e| Pickup::Bad(format!("bad envelope: {e}")))?;
+        .map_err(|e| Pickup::Bad(Refused::BadEnvelope(e.to_string())))?;
     let body = bytes.split_off(nl + 1);
     check(&env, &body, &intake.config().limits).map_err(Pickup::Bad)?;
     let smtputf8 = needs_smtputf8(&env.sender) || env.recipients.iter().any(|r| needs_smtputf8(r));
@@ -213,32 +251,35 @@ async fn pickup_one(intake: &Intake, path: &Path) -> Result<String, Pickup> {
         smtputf8,
         body,
     };
-    intake
-        .enqueue(incoming)
-        .await
-        .map_err(|e| Pickup::Later(e.to_string()))
+    intake.enqueue(incoming).await.map_err(Pickup::Later)
 }
 
 /// A drop file may come from any member of the drop group: check it as strictly
 /// as an SMTP client.
-fn check(env: &DropEnvelope, body: &[u8], limits: &Limits) -> Result<(), String> {
+fn check(env: &DropEnvelope, body: &[u8], limits: &Limits) -> Result<(), Refused> {
     if env.version != FORMAT_VERSION {
-        return Err(format!("unknown drop file version {}", env.version));
+        return Err(Refused::Version(env.version));
     }
     if !env.sender.is_empty() {
-        validate_mailbox(&env.sender).map_err(|e| format!("sender <{}>: {e}", env.sender))?;
+        validate_mailbox(&env.sender).map_err(|e| Refused::Sender {
+            address: env.sender.clone(),
+            reason: e.to_string(),
+        })?;
     }
     if env.recipients.is_empty() {
-        return Err("no recipients".into());
+        return Err(Refused::NoRecipients);
     }
     if env.recipients.len() > limits.max_recipients {
-        return Err(format!("more than {} recipients", limits.max_recipients));
+        return Err(Refused::TooManyRecipients(limits.max_recipients));
     }
     for r in &env.recipients {
-        validate_mailbox(r).map_err(|e| format!("recipient <{r}>: {e}"))?;
+        validate_mailbox(r).map_err(|e| Refused::Recipient {
+            address: r.clone(),
+            reason: e.to_string(),
+        })?;
     }
     if body.len() as u64 > limits.max_message_size {
-        return Err("larger than the message size limit".into());
+        return Err(Refused::TooLarge);
     }
     // CRLF only, no NUL: what the SMTP path would accept.
     let mut prev = 0u8;
@@ -246,18 +287,15 @@ fn check(env: &DropEnvelope, body: &[u8], limits: &Limits) -> Result<(), String>
         let next = body.get(i + 1).copied();
         let bad = b == 0 || (b == b'\r' && next != Some(b'\n')) || (b == b'\n' && prev != b'\r');
         if bad {
-            return Err("bare CR, bare LF or NUL in the message".into());
+            return Err(Refused::BadLineEnding);
         }
         prev = b;
     }
     if !body.is_empty() && !body.ends_with(b"\r\n") {
-        return Err("message does not end with CRLF".into());
+        return Err(Refused::NoFinalCrlf);
     }
     if line_too_long(body, limits.max_line_length) {
-        return Err(format!(
-            "a line is longer than {} octets",
-            limits.max_line_length
-        ));
+        return Err(Refused::LineTooLong(limits.max_line_length));
     }
     Ok(())
 }
@@ -348,18 +386,35 @@ mod tests {
         let ok = env("a@example.com", &["b@example.net"]);
         assert_eq!(check(&ok, b"S: x\r\n\r\nhi\r\n", &limits), Ok(()));
         assert_eq!(check(&env("", &["b@example.net"]), b"", &limits), Ok(()));
-        assert!(check(&ok, b"S: x\n\r\n", &limits).is_err(), "bare LF");
-        assert!(check(&ok, b"S: x\r\r\n", &limits).is_err(), "bare CR");
-        assert!(check(&ok, b"S: \0\r\n", &limits).is_err(), "NUL");
-        assert!(check(&ok, b"S: x", &limits).is_err(), "no final CRLF");
-        assert!(check(&ok, &[b'a'; 101], &limits).is_err(), "too large");
-        assert!(check(&env("a@example.com", &[]), b"", &limits).is_err());
-        assert!(check(
-            &env("a@example.com", &["a@x.y", "b@x.y", "c@x.y"]),
-            b"",
-            &limits
-        )
-        .is_err());
+        assert_eq!(
+            check(&ok, b"S: x\n\r\n", &limits),
+            Err(Refused::BadLineEnding),
+            "bare LF"
+        );
+        assert_eq!(
+            check(&ok, b"S: x\r\r\n", &limits),
+            Err(Refused::BadLineEnding),
+            "bare CR"
+        );
+        assert_eq!(
+            check(&ok, b"S: \0\r\n", &limits),
+            Err(Refused::BadLineEnding),
+            "NUL"
+        );
+        assert_eq!(check(&ok, b"S: x", &limits), Err(Refused::NoFinalCrlf));
+        assert_eq!(check(&ok, &[b'a'; 101], &limits), Err(Refused::TooLarge));
+        assert_eq!(
+            check(&env("a@example.com", &[]), b"", &limits),
+            Err(Refused::NoRecipients)
+        );
+        assert_eq!(
+            check(
+                &env("a@example.com", &["a@x.y", "b@x.y", "c@x.y"]),
+                b"",
+                &limits
+            ),
+            Err(Refused::TooManyRecipients(2))
+        );
         assert!(check(&env("a@example.com", &["|cmd@x.y"]), b"", &limits).is_err());
         assert!(check(&env("bad sender", &["b@x.y"]), b"", &limits).is_err());
         let short = Limits {
