@@ -102,7 +102,10 @@ fn ten_thousand_idle_connections_the_limit_holds_memory_stays_bounded_and_client
     // 10,000 client sockets and a few spare; the relay inherits the limit.
     let got = raise_nofile(WANTED as u64 + 512);
     let count = WANTED.min(got.saturating_sub(512) as usize);
-    if count < WANTED {
+    if !common::require(
+        &format!("{WANTED} descriptors and a few spare (root): the hard limit is {got}"),
+        count >= WANTED,
+    ) {
         eprintln!(
             "LIMITED: only {got} descriptors here (hard limit; run as root for more): \
              opening {count} connections instead of {WANTED}"

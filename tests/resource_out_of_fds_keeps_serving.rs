@@ -50,8 +50,7 @@ fn send_on(c: &mut Client, token: &str) -> String {
 
 #[test]
 fn out_of_file_descriptors_the_relay_backs_off_keeps_its_sessions_and_recovers() {
-    if !common::have("prlimit") {
-        eprintln!("SKIPPED: prlimit (util-linux) is not installed");
+    if !common::require("prlimit (util-linux)", common::have("prlimit")) {
         return;
     }
     let relay = Relay::start(&format!("retry = \"F,10m,1s\"\n{}", common::CAPTURE_ROUTE));

@@ -4,7 +4,7 @@
 //! was; the daemon runs unprivileged, as the systemd unit says it does.
 //!
 //! Switching users needs root (as CI runs): without it each test says it
-//! skipped. Other users run a copy of the binary in a directory they can reach.
+//! skipped, or fails under `CI=true`. Other users run a copy of the binary in a directory they can reach.
 
 mod common;
 
@@ -20,10 +20,10 @@ const NOBODY: u32 = 65534;
 fn root_with_setpriv(test: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
     let ok = root && common::have("setpriv");
-    if !ok {
-        eprintln!("note: {test} SKIPPED: needs root and setpriv to act as other users");
-    }
-    ok
+    common::require(
+        &format!("root and setpriv to act as other users ({test})"),
+        ok,
+    )
 }
 
 /// The relay's directory made reachable by others (tempdirs are 0700), with a
