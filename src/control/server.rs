@@ -97,7 +97,7 @@ async fn handle(relay: Arc<Delivery>, stream: UnixStream) -> std::io::Result<()>
         Ok(count) => Reply::Done { count, error: None },
         Err(e) => Reply::Done {
             count: 0,
-            error: Some(e),
+            error: Some(e.to_string()),
         },
     };
     send(&mut out, &done).await?;
@@ -112,158 +112,199 @@ async fn send<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, reply: &Reply) -> s
 
 type Out = BufWriter<tokio::net::unix::OwnedWriteHalf>;
 
+/// Why a request failed as a whole (its text goes back in `Done`).
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}: no such message in the queue")]
+    NoSuchMessage(String),
+    #[error("no such message in the queue")]
+    NoneFound,
+    #[error("no messages selected (give queue ids, --route or --all)")]
+    NothingSelected,
+    #[error("no route named {0:?}")]
+    NoRoute(String),
+    #[error("{0}")]
+    Reload(String),
+    #[error(transparent)]
+    Token(#[from] crate::oauth::TokenError),
+    /// The client went away while the answer was being written.
+    #[error("writing the answer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Performs one request, streaming its items; returns how many there were.
-async fn run(relay: &Arc<Delivery>, request: Request, out: &mut Out) -> Result<usize, String> {
-    let io = |e: std::io::Error| e.to_string();
+async fn run(
+    relay: &Arc<Delivery>,
+    request: Request,
+    out: &mut Out,
+) -> Result<usize, RequestError> {
     match request {
-        Request::List => {
-            let mut n = 0;
-            for env in relay.shared.spool.messages() {
-                let reply = match env {
-                    Ok(env) => Reply::Queued(Entry {
-                        route: relay.shared.route_name(&env),
-                        envelope: env,
-                    }),
-                    // Listed, so the operator can see it and delete it.
-                    Err(StoreError::Damaged { id, reason }) => Reply::Damaged { id, reason },
-                    // A queue that cannot be read must not look empty.
-                    Err(e) => return Err(e.to_string()),
-                };
-                send(out, &reply).await.map_err(io)?;
-                n += 1;
-            }
-            for hold in relay.holds.list() {
-                send(out, &Reply::RouteHeld(hold)).await.map_err(io)?;
-            }
-            Ok(n)
+        Request::List => list(relay, out).await,
+        Request::Show { id } => show(relay, &id, out).await,
+        Request::Find { query } => find(relay, query.trim(), out).await,
+        Request::Reload => {
+            let r = crate::daemon::reload::run(relay)
+                .await
+                .map_err(RequestError::Reload)?;
+            send(out, &Reply::Reloaded(r)).await?;
+            Ok(1)
         }
-        Request::Show { id } => {
-            let loaded = relay.shared.spool.load(&id).and_then(|env| match env {
-                Some(env) => relay.shared.spool.body(&env).map(|body| Some((env, body))),
-                None => Ok(None),
-            });
-            let (env, body) = match loaded {
-                Ok(Some(found)) => found,
-                Ok(None) => return Err(format!("{id}: no such message in the queue")),
-                Err(StoreError::Damaged { id, reason }) => {
-                    send(out, &Reply::Damaged { id, reason })
-                        .await
-                        .map_err(io)?;
-                    return Ok(1);
-                }
-                Err(e) => return Err(e.to_string()),
-            };
-            let headers = String::from_utf8_lossy(header_section(&body)).into_owned();
+        Request::OAuthStatus => oauth_status(relay, out).await,
+        Request::OAuthToken { source, user } => oauth_token(relay, &source, user, out).await,
+        Request::Act { action, selection } => {
+            act_on_selection(relay, action, &selection, out).await
+        }
+    }
+}
+
+/// Every queued message (damaged ones with their reason), then the held routes.
+async fn list(relay: &Arc<Delivery>, out: &mut Out) -> Result<usize, RequestError> {
+    let mut n = 0;
+    for env in relay.shared.spool.messages() {
+        let reply = match env {
+            Ok(env) => Reply::Queued(Entry {
+                route: relay.shared.route_name(&env),
+                envelope: env,
+            }),
+            // Listed, so the operator can see it and delete it.
+            Err(StoreError::Damaged { id, reason }) => Reply::Damaged { id, reason },
+            // A queue that cannot be read must not look empty.
+            Err(e) => return Err(e.into()),
+        };
+        send(out, &reply).await?;
+        n += 1;
+    }
+    for hold in relay.holds.list() {
+        send(out, &Reply::RouteHeld(hold)).await?;
+    }
+    Ok(n)
+}
+
+async fn show(relay: &Arc<Delivery>, id: &str, out: &mut Out) -> Result<usize, RequestError> {
+    let spool = &relay.shared.spool;
+    let loaded = spool.load(id).and_then(|env| match env {
+        Some(env) => spool.body(&env).map(|body| Some((env, body))),
+        None => Ok(None),
+    });
+    let (env, body) = match loaded {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(RequestError::NoSuchMessage(id.to_string())),
+        Err(StoreError::Damaged { id, reason }) => {
+            send(out, &Reply::Damaged { id, reason }).await?;
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let headers = String::from_utf8_lossy(header_section(&body)).into_owned();
+    let entry = Entry {
+        route: relay.shared.route_name(&env),
+        envelope: env,
+    };
+    send(out, &Reply::Queued(entry)).await?;
+    send(out, &Reply::Headers(headers)).await?;
+    Ok(1)
+}
+
+async fn find(relay: &Arc<Delivery>, q: &str, out: &mut Out) -> Result<usize, RequestError> {
+    let mut n = 0;
+    for env in relay.shared.spool.messages().filter_map(Result::ok) {
+        if envelope_matches(&env, q) {
             let entry = Entry {
                 route: relay.shared.route_name(&env),
                 envelope: env,
             };
-            send(out, &Reply::Queued(entry)).await.map_err(io)?;
-            send(out, &Reply::Headers(headers)).await.map_err(io)?;
-            Ok(1)
-        }
-        Request::Find { query } => {
-            let mut n = 0;
-            let q = query.trim();
-            for env in relay.shared.spool.messages().filter_map(Result::ok) {
-                if envelope_matches(&env, q) {
-                    let entry = Entry {
-                        route: relay.shared.route_name(&env),
-                        envelope: env,
-                    };
-                    send(out, &Reply::Queued(entry)).await.map_err(io)?;
-                    n += 1;
-                }
-            }
-            // Newest first: the most recent fate of a message is the one asked about.
-            for f in relay.shared.spool.history().rev() {
-                if f.matches(q) {
-                    send(out, &Reply::Finished(f)).await.map_err(io)?;
-                    n += 1;
-                }
-            }
-            Ok(n)
-        }
-        Request::Reload => {
-            let r = crate::daemon::reload::run(relay).await?;
-            send(out, &Reply::Reloaded(r)).await.map_err(io)?;
-            Ok(1)
-        }
-        Request::OAuthStatus => {
-            let statuses =
-                crate::oauth::cli::check_all(&relay.config(), &relay.shared.tokens).await;
-            let mut n = 0;
-            for st in statuses {
-                send(out, &Reply::TokenStatus(st)).await.map_err(io)?;
-                n += 1;
-            }
-            for hold in relay.holds.list() {
-                send(out, &Reply::RouteHeld(hold)).await.map_err(io)?;
-            }
-            Ok(n)
-        }
-        Request::OAuthToken { source, user } => {
-            let user = user.unwrap_or_else(|| crate::oauth::cli::user_of(&relay.config(), &source));
-            let b = relay
-                .shared
-                .tokens
-                .bearer(&source, &user, false)
-                .await
-                .map_err(|e| e.to_string())?;
-            let reply = Reply::AccessToken {
-                user: b.user,
-                token: b.token.expose().to_string(),
-                expires_at: b.expires_at,
-            };
-            send(out, &reply).await.map_err(io)?;
-            Ok(1)
-        }
-        Request::Act { action, selection } => {
-            if selection.is_empty() {
-                return Err("no messages selected (give queue ids, --route or --all)".into());
-            }
-            let ids = select(relay, &selection)?;
-            if ids.is_empty() && !selection.ids.is_empty() {
-                return Err("no such message in the queue".into());
-            }
-            // A bulk flush (all, a route) skips held messages and messages that
-            // left meanwhile, as Postfix does; naming them by id is an error.
-            let bulk = selection.all || selection.route.is_some();
-            // Several messages at a time, so their writes share group commits
-            // (a flush of 100,000 queued messages took 30 s one by one);
-            // reported in order.
-            let mut n = 0;
-            let mut in_flight = std::collections::VecDeque::new();
-            let mut ids = ids.into_iter();
-            loop {
-                while in_flight.len() < ACT_CONCURRENCY {
-                    let Some(id) = ids.next() else { break };
-                    let (relay, task_id) = (relay.clone(), id.clone());
-                    let task = tokio::spawn(async move { act(&relay, &task_id, action).await });
-                    in_flight.push_back((id, task));
-                }
-                let Some((id, task)) = in_flight.pop_front() else {
-                    break;
-                };
-                let task = task.await;
-                let result = task.unwrap_or_else(|e| Err(ActError::Internal(e.to_string())));
-                let (ok, detail) = match result {
-                    Ok(detail) => (true, detail),
-                    Err(e @ (ActError::Held | ActError::NotFound)) if bulk => {
-                        (true, format!("skipped: {e}"))
-                    }
-                    Err(e) => (false, e.to_string()),
-                };
-                if ok {
-                    n += 1;
-                }
-                send(out, &Reply::Acted { id, ok, detail })
-                    .await
-                    .map_err(io)?;
-            }
-            Ok(n)
+            send(out, &Reply::Queued(entry)).await?;
+            n += 1;
         }
     }
+    // Newest first: the most recent fate of a message is the one asked about.
+    for f in relay.shared.spool.history().rev() {
+        if f.matches(q) {
+            send(out, &Reply::Finished(f)).await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+async fn oauth_status(relay: &Arc<Delivery>, out: &mut Out) -> Result<usize, RequestError> {
+    let statuses = crate::oauth::cli::check_all(&relay.config(), &relay.shared.tokens).await;
+    let mut n = 0;
+    for st in statuses {
+        send(out, &Reply::TokenStatus(st)).await?;
+        n += 1;
+    }
+    for hold in relay.holds.list() {
+        send(out, &Reply::RouteHeld(hold)).await?;
+    }
+    Ok(n)
+}
+
+async fn oauth_token(
+    relay: &Arc<Delivery>,
+    source: &str,
+    user: Option<String>,
+    out: &mut Out,
+) -> Result<usize, RequestError> {
+    let user = user.unwrap_or_else(|| crate::oauth::cli::user_of(&relay.config(), source));
+    let b = relay.shared.tokens.bearer(source, &user, false).await?;
+    let reply = Reply::AccessToken {
+        user: b.user,
+        token: b.token.expose().to_string(),
+        expires_at: b.expires_at,
+    };
+    send(out, &reply).await?;
+    Ok(1)
+}
+
+/// An action on every selected message, reported one line each, in order.
+async fn act_on_selection(
+    relay: &Arc<Delivery>,
+    action: Action,
+    selection: &Selection,
+    out: &mut Out,
+) -> Result<usize, RequestError> {
+    if selection.is_empty() {
+        return Err(RequestError::NothingSelected);
+    }
+    let ids = select(relay, selection)?;
+    if ids.is_empty() && !selection.ids.is_empty() {
+        return Err(RequestError::NoneFound);
+    }
+    // A bulk flush (all, a route) skips held messages and messages that
+    // left meanwhile, as Postfix does; naming them by id is an error.
+    let bulk = selection.all || selection.route.is_some();
+    // Several messages at a time, so their writes share group commits (a
+    // flush of 100,000 queued messages took 30 s one by one).
+    let mut n = 0;
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut ids = ids.into_iter();
+    loop {
+        while in_flight.len() < ACT_CONCURRENCY {
+            let Some(id) = ids.next() else { break };
+            let (relay, task_id) = (relay.clone(), id.clone());
+            let task = tokio::spawn(async move { act(&relay, &task_id, action).await });
+            in_flight.push_back((id, task));
+        }
+        let Some((id, task)) = in_flight.pop_front() else {
+            break;
+        };
+        let result = task
+            .await
+            .unwrap_or_else(|e| Err(ActError::Internal(e.to_string())));
+        let (ok, detail) = match result {
+            Ok(detail) => (true, detail),
+            Err(e @ (ActError::Held | ActError::NotFound)) if bulk => {
+                (true, format!("skipped: {e}"))
+            }
+            Err(e) => (false, e.to_string()),
+        };
+        n += usize::from(ok);
+        send(out, &Reply::Acted { id, ok, detail }).await?;
+    }
+    Ok(n)
 }
 
 fn envelope_matches(env: &Envelope, q: &str) -> bool {
@@ -283,14 +324,14 @@ fn envelope_matches(env: &Envelope, q: &str) -> bool {
 /// How many messages a bulk action works on at once.
 const ACT_CONCURRENCY: usize = 64;
 
-fn select(relay: &Delivery, s: &Selection) -> Result<Vec<String>, String> {
+fn select(relay: &Delivery, s: &Selection) -> Result<Vec<String>, RequestError> {
     if !s.all && s.route.is_none() {
         // Ids named explicitly: each is reported, found or not.
         return Ok(s.ids.clone());
     }
     if let Some(r) = &s.route {
         if !relay.config().routes.contains_key(r) {
-            return Err(format!("no route named {r:?}"));
+            return Err(RequestError::NoRoute(r.clone()));
         }
     }
     let mut ids = Vec::new();
@@ -300,7 +341,7 @@ fn select(relay: &Delivery, s: &Selection) -> Result<Vec<String>, String> {
             // A damaged message is on no route and never flushed in bulk;
             // it is deleted or bounced by its id.
             Err(StoreError::Damaged { .. }) => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         let wanted = s.all
             || s.route.as_deref() == Some(relay.shared.route_name(&env).as_str())
