@@ -125,8 +125,8 @@ enum RequestError {
     NothingSelected,
     #[error("no route named {0:?}")]
     NoRoute(String),
-    #[error("{0}")]
-    Reload(String),
+    #[error(transparent)]
+    Reload(#[from] crate::daemon::reload::ReloadError),
     #[error(transparent)]
     Token(#[from] crate::oauth::TokenError),
     /// The client went away while the answer was being written.
@@ -145,9 +145,7 @@ async fn run(
         Request::Show { id } => show(relay, &id, out).await,
         Request::Find { query } => find(relay, query.trim(), out).await,
         Request::Reload => {
-            let r = crate::daemon::reload::run(relay)
-                .await
-                .map_err(RequestError::Reload)?;
+            let r = crate::daemon::reload::run(relay).await?;
             send(out, &Reply::Reloaded(r)).await?;
             Ok(1)
         }

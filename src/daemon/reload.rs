@@ -12,20 +12,31 @@ use crate::delivery::{Delivery, Reloaded};
 /// One reload at a time: a second SIGHUP during a reload waits for it.
 static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Why a reload was refused; the configuration in force keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("reading the configuration: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Refused(#[from] crate::delivery::DeliveryError),
+}
+
 /// Re-reads the file the running configuration came from and puts it in force.
 /// The error text is what the operator needs to fix; it never holds a secret
 /// (config errors name files and settings, not their content).
-pub async fn run(relay: &Arc<Delivery>) -> Result<Reloaded, String> {
+pub async fn run(relay: &Arc<Delivery>) -> Result<Reloaded, ReloadError> {
     let _one = RELOADING.lock().await;
     systemd::reloading();
     let path = PathBuf::from(&relay.config().file);
     tracing::info!("reloading {}", path.display());
-    let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
-        .await
-        .map_err(|e| format!("reading the configuration: {e}"))
-        .and_then(|r| r.map_err(|e| e.to_string()));
+    let loaded = match tokio::task::spawn_blocking(move || Config::load(&path)).await {
+        Ok(config) => config.map_err(ReloadError::from),
+        Err(e) => Err(e.into()),
+    };
     let result = match loaded {
-        Ok(config) => relay.reload(config).await.map_err(|e| e.to_string()),
+        Ok(config) => relay.reload(config).await.map_err(ReloadError::from),
         Err(e) => Err(e),
     };
     match &result {

@@ -107,13 +107,28 @@ async fn answer(req: &Request<Incoming>, relay: &Arc<Delivery>) -> Response<Full
     }
 }
 
+/// Why the daemon is not healthy (`503 unavailable: ...`).
+#[derive(Debug, thiserror::Error)]
+enum Unhealthy {
+    #[error("stopping")]
+    Stopping,
+    #[error("starting")]
+    Starting,
+    #[error(transparent)]
+    Queue(#[from] crate::spool::StoreError),
+    #[error("queue check failed: {0}")]
+    Check(#[from] tokio::task::JoinError),
+    #[error("queue store did not answer within {}s", STORE_TIMEOUT.as_secs())]
+    Slow,
+}
+
 /// Why the daemon is not healthy, if it is not.
-async fn health(relay: &Arc<Delivery>) -> Result<(), String> {
+async fn health(relay: &Arc<Delivery>) -> Result<(), Unhealthy> {
     if relay.shared.is_stopping() {
-        return Err("stopping".into());
+        return Err(Unhealthy::Stopping);
     }
     if !relay.shared.metrics.is_ready() {
-        return Err("starting".into());
+        return Err(Unhealthy::Starting);
     }
     let store = relay.shared.spool.clone();
     match tokio::time::timeout(
@@ -123,12 +138,9 @@ async fn health(relay: &Arc<Delivery>) -> Result<(), String> {
     .await
     {
         Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e.to_string()),
-        Ok(Err(e)) => Err(format!("queue check failed: {e}")),
-        Err(_) => Err(format!(
-            "queue store did not answer within {}s",
-            STORE_TIMEOUT.as_secs()
-        )),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(Unhealthy::Slow),
     }
 }
 
