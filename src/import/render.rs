@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{provider_hint, Auth, Plan, SecretFile, Untranslated, Upstream};
+use super::{provider_hint, Auth, Plan, PlannedRoute, SecretFile, Untranslated, Upstream};
 use crate::config::{AuthMechanism, TlsMode};
 
 /// The import as it will be written.
@@ -25,8 +25,25 @@ impl Plan {
         let mut out = String::new();
         self.header(&mut out, now);
         self.globals(&mut out);
+        let sources = self.socket_sources();
+        for (path, name) in &sources {
+            token_source(&mut out, path, name);
+        }
+        let mut secrets = Vec::new();
+        for (route, name) in self.routes.iter().zip(&names) {
+            secrets.extend(route_table(&mut out, route, name, secrets_dir, &sources));
+        }
+        self.routing(&mut out, &names);
+        Rendered {
+            config: out,
+            secrets,
+            notes: self.notes.clone(),
+            untranslated: self.sorted_untranslated(),
+        }
+    }
 
-        // One token source per socket, named after it: routes share it.
+    /// One token source per socket, named after it: routes share it.
+    fn socket_sources(&self) -> Vec<(PathBuf, String)> {
         let mut paths: Vec<PathBuf> = Vec::new();
         for route in &self.routes {
             if let Auth::Socket { path, .. } = &route.upstream.auth {
@@ -35,7 +52,7 @@ impl Plan {
                 }
             }
         }
-        let source_names = numbered(
+        let names = numbered(
             paths
                 .iter()
                 .map(|p| {
@@ -45,86 +62,12 @@ impl Plan {
                 })
                 .collect(),
         );
-        let sources: Vec<(PathBuf, String)> = paths.into_iter().zip(source_names).collect();
-        for (path, name) in &sources {
-            let _ = writeln!(
-                out,
-                "# A credential-server socket (cloud_mdir_sync): XOAUTH2 strings for the user asked."
-            );
-            let _ = writeln!(out, "[[token_source]]");
-            let _ = writeln!(out, "name = {}", quote(name));
-            let _ = writeln!(out, "type = \"socket\"");
-            let _ = writeln!(out, "path = {}\n", quote(&path.display().to_string()));
-        }
+        paths.into_iter().zip(names).collect()
+    }
 
-        let mut secrets = Vec::new();
-        for (route, name) in self.routes.iter().zip(&names) {
-            let u = &route.upstream;
-            for note in &route.notes {
-                let _ = writeln!(out, "# {}", one_line(note));
-            }
-            if let Some(hint) = provider_hint(u) {
-                let _ = writeln!(out, "# {hint}");
-            }
-            let _ = writeln!(out, "[[route]]");
-            let _ = writeln!(out, "name = {}", quote(name));
-            match u.hosts.as_slice() {
-                [one] => {
-                    let _ = writeln!(out, "host = {}", quote(one));
-                }
-                many => {
-                    let list: Vec<String> = many.iter().map(|h| quote(h)).collect();
-                    let _ = writeln!(out, "hosts = [{}]", list.join(", "));
-                }
-            }
-            let _ = writeln!(out, "port = {}", u.port);
-            let _ = writeln!(out, "tls = {}", quote(&u.tls.to_string()));
-            if u.tls == TlsMode::None {
-                // Importers choose "none" only for loopback hosts.
-                let _ = writeln!(out, "allow_plaintext = true");
-            }
-            if let Some(ca) = &u.ca_file {
-                let _ = writeln!(out, "ca_file = {}", quote(&ca.display().to_string()));
-            }
-            if let Some(helo) = &u.helo {
-                let _ = writeln!(out, "helo = {}", quote(helo));
-            }
-            match &u.auth {
-                Auth::None => {}
-                Auth::Password {
-                    mechanism,
-                    username,
-                    password,
-                } => {
-                    let file = secrets_dir.join(format!("{name}.password"));
-                    if *mechanism != AuthMechanism::Plain {
-                        let _ = writeln!(out, "auth = {}", quote(&mechanism.to_string()));
-                    }
-                    let _ = writeln!(out, "username = {}", quote(username));
-                    let _ = writeln!(
-                        out,
-                        "password_file = {}",
-                        quote(&file.display().to_string())
-                    );
-                    secrets.push(SecretFile {
-                        path: file,
-                        value: password.clone(),
-                    });
-                }
-                Auth::Socket { username, path } => {
-                    let source = sources
-                        .iter()
-                        .find(|(p, _)| p == path)
-                        .map(|(_, n)| n.as_str())
-                        .unwrap_or(name);
-                    let _ = writeln!(out, "auth = \"xoauth2\"");
-                    let _ = writeln!(out, "username = {}", quote(username));
-                    let _ = writeln!(out, "token_source = {}", quote(source));
-                }
-            }
-            out.push('\n');
-        }
-
+    /// `[routing]`: the default route and the sender table, each entry with
+    /// where it came from.
+    fn routing(&self, out: &mut String, names: &[String]) {
         let _ = writeln!(out, "[routing]");
         match &self.default {
             Some(d) => {
@@ -135,25 +78,20 @@ impl Plan {
                 let _ = writeln!(out, "# default = ?  (the source had no default smarthost)");
             }
         }
-        if !self.senders.is_empty() {
-            let _ = writeln!(out, "\n[routing.senders]");
-            for s in &self.senders {
-                let name = names.get(s.route).map(String::as_str).unwrap_or("");
-                let _ = writeln!(
-                    out,
-                    "{} = {}  # {} {}",
-                    quote(&s.pattern),
-                    quote(name),
-                    one_line(&s.origin),
-                    one_line(&s.key)
-                );
-            }
+        if self.senders.is_empty() {
+            return;
         }
-        Rendered {
-            config: out,
-            secrets,
-            notes: self.notes.clone(),
-            untranslated: self.sorted_untranslated(),
+        let _ = writeln!(out, "\n[routing.senders]");
+        for s in &self.senders {
+            let name = names.get(s.route).map(String::as_str).unwrap_or("");
+            let _ = writeln!(
+                out,
+                "{} = {}  # {} {}",
+                quote(&s.pattern),
+                quote(name),
+                one_line(&s.origin),
+                one_line(&s.key)
+            );
         }
     }
 
@@ -245,6 +183,106 @@ impl Plan {
             );
         }
         out.push('\n');
+    }
+}
+
+fn token_source(out: &mut String, path: &Path, name: &str) {
+    let _ = writeln!(
+        out,
+        "# A credential-server socket (cloud_mdir_sync): XOAUTH2 strings for the user asked."
+    );
+    let _ = writeln!(out, "[[token_source]]");
+    let _ = writeln!(out, "name = {}", quote(name));
+    let _ = writeln!(out, "type = \"socket\"");
+    let _ = writeln!(out, "path = {}\n", quote(&path.display().to_string()));
+}
+
+/// A `[[route]]` table, its notes as comments before it; returns the
+/// password file it names, if any.
+fn route_table(
+    out: &mut String,
+    route: &PlannedRoute,
+    name: &str,
+    secrets_dir: &Path,
+    sources: &[(PathBuf, String)],
+) -> Option<SecretFile> {
+    let u = &route.upstream;
+    for note in &route.notes {
+        let _ = writeln!(out, "# {}", one_line(note));
+    }
+    if let Some(hint) = provider_hint(u) {
+        let _ = writeln!(out, "# {hint}");
+    }
+    let _ = writeln!(out, "[[route]]");
+    let _ = writeln!(out, "name = {}", quote(name));
+    match u.hosts.as_slice() {
+        [one] => {
+            let _ = writeln!(out, "host = {}", quote(one));
+        }
+        many => {
+            let list: Vec<String> = many.iter().map(|h| quote(h)).collect();
+            let _ = writeln!(out, "hosts = [{}]", list.join(", "));
+        }
+    }
+    let _ = writeln!(out, "port = {}", u.port);
+    let _ = writeln!(out, "tls = {}", quote(&u.tls.to_string()));
+    if u.tls == TlsMode::None {
+        // Importers choose "none" only for loopback hosts.
+        let _ = writeln!(out, "allow_plaintext = true");
+    }
+    if let Some(ca) = &u.ca_file {
+        let _ = writeln!(out, "ca_file = {}", quote(&ca.display().to_string()));
+    }
+    if let Some(helo) = &u.helo {
+        let _ = writeln!(out, "helo = {}", quote(helo));
+    }
+    let secret = route_auth(out, &u.auth, name, secrets_dir, sources);
+    out.push('\n');
+    secret
+}
+
+/// The route's authentication keys; a password goes to
+/// `<secrets_dir>/<route>.password`, never into the text.
+fn route_auth(
+    out: &mut String,
+    auth: &Auth,
+    name: &str,
+    secrets_dir: &Path,
+    sources: &[(PathBuf, String)],
+) -> Option<SecretFile> {
+    match auth {
+        Auth::None => None,
+        Auth::Password {
+            mechanism,
+            username,
+            password,
+        } => {
+            let file = secrets_dir.join(format!("{name}.password"));
+            if *mechanism != AuthMechanism::Plain {
+                let _ = writeln!(out, "auth = {}", quote(&mechanism.to_string()));
+            }
+            let _ = writeln!(out, "username = {}", quote(username));
+            let _ = writeln!(
+                out,
+                "password_file = {}",
+                quote(&file.display().to_string())
+            );
+            Some(SecretFile {
+                path: file,
+                value: password.clone(),
+            })
+        }
+        Auth::Socket { username, path } => {
+            let source = sources
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, n)| n.as_str())
+                .unwrap_or(name);
+            let _ = writeln!(out, "auth = \"xoauth2\"");
+            let _ = writeln!(out, "username = {}", quote(username));
+            let _ = writeln!(out, "token_source = {}", quote(source));
+            None
+        }
     }
 }
 

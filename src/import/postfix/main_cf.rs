@@ -142,27 +142,9 @@ impl Expander<'_> {
                     rest = after;
                     continue;
                 };
-                let inner = &inner_start[..end];
+                let group = self.group(&inner_start[..end], depth);
+                out.push_str(&group);
                 rest = &inner_start[end + 1..];
-                let name_end = inner
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(inner.len());
-                let (name, op) = inner.split_at(name_end);
-                let value = self.value_of(name, depth);
-                let chosen = match op.chars().next() {
-                    None => Some(value),
-                    Some('?') => (!value.is_empty()).then(|| unbrace(&op[1..]).to_string()),
-                    Some(':') => value.is_empty().then(|| unbrace(&op[1..]).to_string()),
-                    Some(_) => Some(value),
-                };
-                if let Some(t) = chosen {
-                    let t = if op.is_empty() {
-                        t
-                    } else {
-                        self.expand(&t, depth + 1)
-                    };
-                    out.push_str(&t);
-                }
             } else {
                 let name_end = after
                     .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -179,6 +161,27 @@ impl Expander<'_> {
         }
         out.push_str(rest);
         out
+    }
+
+    /// What `${...}` or `$(...)` stands for, given the text between the
+    /// brackets: the value, or the conditional text expanded in its turn.
+    fn group(&mut self, inner: &str, depth: usize) -> String {
+        let name_end = inner
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(inner.len());
+        let (name, op) = inner.split_at(name_end);
+        let value = self.value_of(name, depth);
+        let chosen = match op.chars().next() {
+            None => Some(value),
+            Some('?') => (!value.is_empty()).then(|| unbrace(&op[1..]).to_string()),
+            Some(':') => value.is_empty().then(|| unbrace(&op[1..]).to_string()),
+            Some(_) => Some(value),
+        };
+        match chosen {
+            Some(t) if !op.is_empty() => self.expand(&t, depth + 1),
+            Some(t) => t,
+            None => String::new(),
+        }
     }
 }
 

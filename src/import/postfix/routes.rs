@@ -55,36 +55,9 @@ impl Postfix {
     pub(super) fn routes(&mut self) {
         let policy = self.tls_policy();
         let sasl = self.sasl();
-        if let Some(h) = self.get("smtp_helo_name") {
-            let own = self.get("myhostname");
-            let raw = self
-                .main
-                .params
-                .get("smtp_helo_name")
-                .map(|p| p.raw.clone());
-            let is_default = matches!(raw.as_deref(), Some("$myhostname" | "${myhostname}"))
-                || own.as_deref() == Some(h.as_str());
-            if !h.is_empty() && !is_default {
-                if h.bytes().all(|b| b.is_ascii_graphic()) {
-                    self.helo = Some(h);
-                } else {
-                    self.report("smtp_helo_name", &h, "not a host name; routes use hostname");
-                }
-            }
-        }
+        self.helo_name();
         let relay_map = self.table("sender_dependent_relayhost_maps");
-
-        let default_hops = match self.get("relayhost").filter(|r| !r.is_empty()) {
-            None => None,
-            Some(r) => match parse_nexthops(&r) {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    let origin = self.origin("relayhost");
-                    self.plan.untranslated(origin, "relayhost", e.to_string());
-                    None
-                }
-            },
-        };
+        let default_hops = self.relayhost();
         let relay_origin = self.origin("relayhost");
         if let Some(hops) = &default_hops {
             let auth = self.host_credentials(sasl.as_ref(), hops);
@@ -94,8 +67,67 @@ impl Postfix {
                     .set_default(r, format!("relayhost ({relay_origin})"));
             }
         }
+        for key in self.sender_keys(&relay_map, sasl.as_ref()) {
+            self.sender(
+                &key,
+                &relay_map,
+                sasl.as_ref(),
+                default_hops.as_deref(),
+                &policy,
+            );
+        }
+        if !self.plan.has_default() {
+            if let Some(r) = self.plan.busiest_route() {
+                self.plan.untranslated(
+                    relay_origin,
+                    "relayhost",
+                    "empty: Postfix sent other senders' mail straight to the recipients' MX hosts, which smarthost does not do; routing.default is the route most senders use",
+                );
+                self.plan
+                    .set_default(r, "no relayhost: the route most senders use");
+            }
+        }
+    }
 
-        // Sender keys in the order the files give them: relay map first.
+    /// `smtp_helo_name`, kept for the routes when it is not the host name.
+    fn helo_name(&mut self) {
+        let Some(h) = self.get("smtp_helo_name") else {
+            return;
+        };
+        let own = self.get("myhostname");
+        let raw = self
+            .main
+            .params
+            .get("smtp_helo_name")
+            .map(|p| p.raw.clone());
+        let is_default = matches!(raw.as_deref(), Some("$myhostname" | "${myhostname}"))
+            || own.as_deref() == Some(h.as_str());
+        if h.is_empty() || is_default {
+            return;
+        }
+        if h.bytes().all(|b| b.is_ascii_graphic()) {
+            self.helo = Some(h);
+        } else {
+            self.report("smtp_helo_name", &h, "not a host name; routes use hostname");
+        }
+    }
+
+    /// The next-hops of `relayhost`, when it names any.
+    fn relayhost(&mut self) -> Option<Vec<Nexthop>> {
+        let r = self.get("relayhost").filter(|r| !r.is_empty())?;
+        match parse_nexthops(&r) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let origin = self.origin("relayhost");
+                self.plan.untranslated(origin, "relayhost", e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The sender keys in the order the files give them, relay map first;
+    /// keys Postfix never matched against a sender are reported instead.
+    fn sender_keys(&mut self, relay_map: &Table, sasl: Option<&Sasl>) -> Vec<Entry> {
         let mut keys: Vec<Entry> = Vec::new();
         for e in &relay_map.entries {
             if e.key.contains('@') {
@@ -108,7 +140,7 @@ impl Postfix {
                 );
             }
         }
-        if let Some(s) = &sasl {
+        if let Some(s) = sasl {
             for e in s.table.entries.iter().filter(|e| e.key.contains('@')) {
                 if !s.sender_dependent {
                     self.plan.note(format!(
@@ -130,27 +162,7 @@ impl Postfix {
                 );
             }
         }
-        for key in keys {
-            self.sender(
-                &key,
-                &relay_map,
-                sasl.as_ref(),
-                default_hops.as_deref(),
-                &policy,
-            );
-        }
-
-        if !self.plan.has_default() {
-            if let Some(r) = self.plan.busiest_route() {
-                self.plan.untranslated(
-                    relay_origin,
-                    "relayhost",
-                    "empty: Postfix sent other senders' mail straight to the recipients' MX hosts, which smarthost does not do; routing.default is the route most senders use",
-                );
-                self.plan
-                    .set_default(r, "no relayhost: the route most senders use");
-            }
-        }
+        keys
     }
 
     /// One sender key of either map, routed and authenticated as Postfix
@@ -175,36 +187,8 @@ impl Postfix {
         } else {
             key.key.clone()
         };
-        let mut relay = Relay::Default;
-        for k in [&key.key, &at_domain] {
-            if let Some(e) = relay_map.get(k) {
-                // DUNNO: stop looking and use relayhost.
-                if !e.value.eq_ignore_ascii_case("dunno") {
-                    relay = Relay::Map(e);
-                }
-                break;
-            }
-        }
-        let (hops, via) = match relay {
-            Relay::Map(e) => match parse_nexthops(&e.value) {
-                Ok(h) => (h, e.origin.clone()),
-                Err(why) => {
-                    self.plan
-                        .untranslated(e.origin.clone(), e.key.clone(), why.to_string());
-                    return;
-                }
-            },
-            Relay::Default => match default_hops {
-                Some(h) => (h.to_vec(), self.origin("relayhost")),
-                None => {
-                    self.plan.untranslated(
-                        key.origin.clone(),
-                        key.key.clone(),
-                        "neither the relay map nor relayhost names a relay for this sender: Postfix sent its mail to the recipients' MX hosts; it takes routing.default",
-                    );
-                    return;
-                }
-            },
+        let Some((hops, via)) = self.relay_for(key, &at_domain, relay_map, default_hops) else {
+            return;
         };
         let sender_entry = sasl.filter(|s| s.sender_dependent).and_then(|s| {
             s.table
@@ -225,6 +209,49 @@ impl Postfix {
                 self.plan.route_note(r, login);
             }
             self.plan.sender(&pattern, r, &key.origin, &key.key);
+        }
+    }
+
+    /// The next-hops for a sender key and where they were set: the relay
+    /// map's entry for the address, then for `@domain`, else relayhost.
+    /// None (reported) when neither gives a usable relay.
+    fn relay_for(
+        &mut self,
+        key: &Entry,
+        at_domain: &str,
+        relay_map: &Table,
+        default_hops: Option<&[Nexthop]>,
+    ) -> Option<(Vec<Nexthop>, String)> {
+        let mut relay = Relay::Default;
+        for k in [key.key.as_str(), at_domain] {
+            if let Some(e) = relay_map.get(k) {
+                // DUNNO: stop looking and use relayhost.
+                if !e.value.eq_ignore_ascii_case("dunno") {
+                    relay = Relay::Map(e);
+                }
+                break;
+            }
+        }
+        match relay {
+            Relay::Map(e) => match parse_nexthops(&e.value) {
+                Ok(h) => Some((h, e.origin.clone())),
+                Err(why) => {
+                    self.plan
+                        .untranslated(e.origin.clone(), e.key.clone(), why.to_string());
+                    None
+                }
+            },
+            Relay::Default => match default_hops {
+                Some(h) => Some((h.to_vec(), self.origin("relayhost"))),
+                None => {
+                    self.plan.untranslated(
+                        key.origin.clone(),
+                        key.key.clone(),
+                        "neither the relay map nor relayhost names a relay for this sender: Postfix sent its mail to the recipients' MX hosts; it takes routing.default",
+                    );
+                    None
+                }
+            },
         }
     }
 }
