@@ -23,7 +23,7 @@
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
-use super::{read, Auth, ImportError, Plan, Setting, Upstream};
+use super::{read, valid_host, Auth, ImportError, Plan, Setting, Upstream};
 use crate::config::{AuthMechanism, Secret, TlsMode};
 use crate::retry::Schedule;
 
@@ -280,12 +280,7 @@ fn parse_hosts(list: &str) -> Result<Vec<(String, Option<u16>, bool)>, HostListE
                 None => (item.to_string(), None),
             }
         };
-        let valid = host.parse::<std::net::IpAddr>().is_ok()
-            || (!host.is_empty()
-                && host
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_')));
-        if !valid {
+        if !valid_host(&host) {
             return Err(HostListError::BadHost(item.into()));
         }
         hosts.push((host, port, mx));

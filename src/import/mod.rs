@@ -259,6 +259,15 @@ pub fn is_loopback(host: &str) -> bool {
     ip.is_loopback()
 }
 
+/// A host name or IP address, as both importers accept one: the same
+/// characters whichever source a host comes from.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && (h.parse::<std::net::IpAddr>().is_ok()
+            || h.chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_')))
+}
+
 /// The comment a password route to a provider that is retiring passwords gets.
 fn provider_hint(upstream: &Upstream) -> Option<&'static str> {
     let Auth::Password { .. } = upstream.auth else {

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{is_loopback, read, shown, Auth, ImportError, Plan, Setting, Upstream};
+use super::{is_loopback, read, shown, valid_host, Auth, ImportError, Plan, Setting, Upstream};
 use crate::config::{AuthMechanism, Secret, TlsMode};
 use crate::retry::{Rule, Schedule, ScheduleError};
 

@@ -60,13 +60,6 @@ pub(super) fn service_port(s: &str) -> Option<u16> {
     }
 }
 
-pub(super) fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && (h.parse::<std::net::IpAddr>().is_ok()
-            || h.chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_')))
-}
-
 /// Why a next-hop is not one; each names the destination as written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum NexthopError {
