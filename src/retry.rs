@@ -103,7 +103,7 @@ pub enum ScheduleError {
     InvalidDuration {
         rule: String,
         value: String,
-        reason: String,
+        reason: DurationError,
     },
     #[error("retry rule `{rule}`: {field} must be greater than zero")]
     ZeroDuration { rule: String, field: &'static str },
@@ -288,28 +288,39 @@ fn parse_rule(rule: &str, previous_cutoff: Duration) -> Result<Rule, ScheduleErr
     Ok(parsed)
 }
 
+/// Why a duration in exim's format does not parse.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("expected <number><unit> groups with units s, m, h, d or w")]
+    Shape,
+    #[error("number without a unit (s, m, h, d or w)")]
+    NoUnit,
+    #[error(transparent)]
+    Value(#[from] humantime::DurationError),
+}
+
 /// Parses exim's time format (`2h`, `1d12h`). humantime alone would also accept units
 /// and forms exim rejects (`ms`, `y`, `1.5h`, spaces), which would not round-trip through
 /// `Display` and would surprise anyone copying rules from an exim configuration, so the
 /// shape is checked first and humantime does the arithmetic.
-fn parse_duration(value: &str) -> Result<Duration, String> {
+fn parse_duration(value: &str) -> Result<Duration, DurationError> {
     if value.is_empty() {
-        return Err("empty duration".to_string());
+        return Err(DurationError::Empty);
     }
     let mut pending_number = false;
     for c in value.chars() {
         match c {
             '0'..='9' => pending_number = true,
             's' | 'm' | 'h' | 'd' | 'w' if pending_number => pending_number = false,
-            _ => {
-                return Err("expected <number><unit> groups with units s, m, h, d or w".to_string())
-            }
+            _ => return Err(DurationError::Shape),
         }
     }
     if pending_number {
-        return Err("number without a unit (s, m, h, d or w)".to_string());
+        return Err(DurationError::NoUnit);
     }
-    humantime::parse_duration(value).map_err(|e| e.to_string())
+    Ok(humantime::parse_duration(value)?)
 }
 
 /// Formats a duration in exim's compact notation using the largest whole units, e.g.
