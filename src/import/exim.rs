@@ -39,6 +39,15 @@ pub enum RetryFrom {
     Config(PathBuf),
 }
 
+/// A file as reports name it: its name alone, which keeps report lines
+/// short.
+fn report_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// Translates the smart-hosts file `file`.
 pub fn import(file: &Path, retry: Option<&RetryFrom>) -> Result<Plan, ImportError> {
     let text = read(file)?;
@@ -51,10 +60,7 @@ pub fn import(file: &Path, retry: Option<&RetryFrom>) -> Result<Plan, ImportErro
     }
     let mut plan = Plan::new(format!("the exim smart-hosts file {shown}"), command);
     plan.note("routes use STARTTLS (implicit TLS on port 465), as an exim transport with hosts_require_tls = * did");
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or(shown);
+    let name = report_name(file);
     let (entries, orphans) = lsearch_entries(&text);
     for line in orphans {
         plan.untranslated(
@@ -221,6 +227,20 @@ enum HostListError {
 /// so. Each item is `host`, `host:port`, `[address]` or `[address]:port`,
 /// optionally with `/MX`. Returns (host, port, MX lookup) triples.
 fn parse_hosts(list: &str) -> Result<Vec<(String, Option<u16>, bool)>, HostListError> {
+    let hosts = host_list_items(list)
+        .iter()
+        .map(|i| i.trim())
+        .filter(|i| !i.is_empty())
+        .map(host_item)
+        .collect::<Result<Vec<_>, _>>()?;
+    if hosts.is_empty() {
+        return Err(HostListError::Empty);
+    }
+    Ok(hosts)
+}
+
+/// The items of a host list, separators undoubled, not yet trimmed.
+fn host_list_items(list: &str) -> Vec<String> {
     let (sep, body) = match list.strip_prefix('<') {
         Some(r) => match r.chars().next() {
             Some(c) if c.is_ascii_punctuation() => (c, &r[c.len_utf8()..]),
@@ -254,41 +274,40 @@ fn parse_hosts(list: &str) -> Result<Vec<(String, Option<u16>, bool)>, HostListE
         }
     }
     items.push(current);
-    let mut hosts = Vec::new();
-    for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
-        let (item, mx) = match item
-            .strip_suffix("/MX")
-            .or_else(|| item.strip_suffix("/mx"))
-        {
-            Some(i) => (i, true),
-            None => (item, false),
+    items
+}
+
+/// One item of a host list: `host`, `host:port`, `[address]`,
+/// `[address]:port`, a bare IPv6 address, each optionally with `/MX`.
+fn host_item(item: &str) -> Result<(String, Option<u16>, bool), HostListError> {
+    let (item, mx) = match item
+        .strip_suffix("/MX")
+        .or_else(|| item.strip_suffix("/mx"))
+    {
+        Some(i) => (i, true),
+        None => (item, false),
+    };
+    let (host, port) = if let Some(inner) = item.strip_prefix('[') {
+        let (inside, after) = inner
+            .split_once(']')
+            .ok_or_else(|| HostListError::Unclosed(item.into()))?;
+        let port = match after {
+            "" => None,
+            p => Some(port(p.strip_prefix(':').unwrap_or(p), item)?),
         };
-        let (host, port) = if let Some(inner) = item.strip_prefix('[') {
-            let (inside, after) = inner
-                .split_once(']')
-                .ok_or_else(|| HostListError::Unclosed(item.into()))?;
-            let port = match after {
-                "" => None,
-                p => Some(port(p.strip_prefix(':').unwrap_or(p), item)?),
-            };
-            (inside.to_string(), port)
-        } else if item.parse::<Ipv6Addr>().is_ok() {
-            (item.to_string(), None)
-        } else {
-            match item.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(port(p, item)?)),
-                None => (item.to_string(), None),
-            }
-        };
-        if !valid_host(&host) {
-            return Err(HostListError::BadHost(item.into()));
+        (inside.to_string(), port)
+    } else if item.parse::<Ipv6Addr>().is_ok() {
+        (item.to_string(), None)
+    } else {
+        match item.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(port(p, item)?)),
+            None => (item.to_string(), None),
         }
-        hosts.push((host, port, mx));
+    };
+    if !valid_host(&host) {
+        return Err(HostListError::BadHost(item.into()));
     }
-    if hosts.is_empty() {
-        return Err(HostListError::Empty);
-    }
-    Ok(hosts)
+    Ok((host, port, mx))
 }
 
 fn port(p: &str, item: &str) -> Result<u16, HostListError> {
@@ -306,39 +325,14 @@ fn port(p: &str, item: &str) -> Result<u16, HostListError> {
 fn entry(plan: &mut Plan, file: &str, e: &LsearchEntry) {
     let origin = format!("{file}:{}", e.line);
     let key = e.key.to_lowercase();
-    let data = match e.data.strip_prefix('=') {
-        // lsearch ends a key at a colon or white space only, so exim reads
-        // `key = host=...` as data starting with "=" and finds no fields; the
-        // intent is plain, so it is taken, and said.
-        Some(rest) => {
-            plan.note(format!(
-                "{origin}: `{} = ...` read as `{}: ...` (exim's lsearch wants a colon or white space after the key)",
-                e.key, e.key
-            ));
-            rest
-        }
-        None => e.data.as_str(),
-    };
-    let opts = fields(data);
+    let opts = fields(entry_data(plan, &origin, e));
     let get = |name: &str| {
         opts.iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
     };
-    for (name, _) in &opts {
-        if !matches!(
-            name.as_str(),
-            "host" | "helo" | "user" | "password" | "oauth"
-        ) {
-            // The name only: an unknown field may still hold a secret.
-            plan.untranslated(
-                origin.clone(),
-                format!("{key}: {name}="),
-                "not a field of the smart-hosts file (host, helo, user, password, oauth)",
-            );
-        }
-    }
+    unknown_fields(plan, &origin, &key, &opts);
     let Some(host_list) = get("host") else {
         plan.untranslated(origin, key, "no host=: exim could not route these senders");
         return;
@@ -352,11 +346,96 @@ fn entry(plan: &mut Plan, file: &str, e: &LsearchEntry) {
     };
     // exim's smtp transport connects to port 25 unless a host says otherwise.
     let port = hosts.first().and_then(|h| h.1).unwrap_or(25);
+    let kept = same_port(plan, &origin, &key, &hosts, port);
+    let helo = entry_helo(plan, &origin, &key, get("helo"));
+    let auth = entry_auth(
+        plan,
+        &origin,
+        &key,
+        get("user"),
+        get("oauth"),
+        get("password"),
+    );
+    let tls = if port == 465 {
+        plan.note("port 465 speaks only implicit TLS: routes to it use tls = \"tls\" (exim needs protocol = smtps for it)");
+        TlsMode::Implicit
+    } else {
+        TlsMode::StartTls
+    };
+    let upstream = Upstream {
+        hosts: kept,
+        port,
+        tls,
+        ca_file: None,
+        helo,
+        auth,
+    };
+    let route = plan.route(upstream, "");
+    route_senders(plan, route, &origin, &key, &e.key);
+}
+
+/// The entry's data; a `key = ...` line's is taken after the `=`.
+fn entry_data<'e>(plan: &mut Plan, origin: &str, e: &'e LsearchEntry) -> &'e str {
+    match e.data.strip_prefix('=') {
+        // lsearch ends a key at a colon or white space only, so exim reads
+        // `key = host=...` as data starting with "=" and finds no fields; the
+        // intent is plain, so it is taken, and said.
+        Some(rest) => {
+            plan.note(format!(
+                "{origin}: `{} = ...` read as `{}: ...` (exim's lsearch wants a colon or white space after the key)",
+                e.key, e.key
+            ));
+            rest
+        }
+        None => e.data.as_str(),
+    }
+}
+
+/// A `helo=` that is no host name is reported, and the route uses hostname.
+fn entry_helo(plan: &mut Plan, origin: &str, key: &str, helo: Option<&str>) -> Option<String> {
+    let h = helo?;
+    if h.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(h.to_string());
+    }
+    plan.untranslated(
+        origin,
+        format!("{key}: helo="),
+        "not a host name; the route uses hostname",
+    );
+    None
+}
+
+/// Reports fields the smart-hosts file does not have, by name only: an
+/// unknown field may still hold a secret.
+fn unknown_fields(plan: &mut Plan, origin: &str, key: &str, opts: &[(String, String)]) {
+    for (name, _) in opts {
+        if !matches!(
+            name.as_str(),
+            "host" | "helo" | "user" | "password" | "oauth"
+        ) {
+            plan.untranslated(
+                origin,
+                format!("{key}: {name}="),
+                "not a field of the smart-hosts file (host, helo, user, password, oauth)",
+            );
+        }
+    }
+}
+
+/// The hosts on `port`, the first host's: a route has one port, so the
+/// others are reported.
+fn same_port(
+    plan: &mut Plan,
+    origin: &str,
+    key: &str,
+    hosts: &[(String, Option<u16>, bool)],
+    port: u16,
+) -> Vec<String> {
     let mut kept = Vec::new();
-    for (host, p, mx) in &hosts {
+    for (host, p, mx) in hosts {
         if p.unwrap_or(25) != port {
             plan.untranslated(
-                origin.clone(),
+                origin,
                 format!("{key}: host {host}"),
                 "a route has one port: only the hosts with the first one's port are kept",
             );
@@ -369,20 +448,19 @@ fn entry(plan: &mut Plan, file: &str, e: &LsearchEntry) {
         }
         kept.push(host.clone());
     }
-    let helo = match get("helo") {
-        Some(h) if h.bytes().all(|b| b.is_ascii_graphic()) => Some(h.to_string()),
-        Some(_) => {
-            plan.untranslated(
-                origin.clone(),
-                format!("{key}: helo="),
-                "not a host name; the route uses hostname",
-            );
-            None
-        }
-        None => None,
-    };
-    let user = get("user");
-    let auth = match (user, get("oauth"), get("password")) {
+    kept
+}
+
+/// What the authenticators did with `user`, `oauth` and `password`.
+fn entry_auth(
+    plan: &mut Plan,
+    origin: &str,
+    key: &str,
+    user: Option<&str>,
+    oauth: Option<&str>,
+    password: Option<&str>,
+) -> Auth {
+    match (user, oauth, password) {
         (Some(user), Some(socket), password) => {
             if password.is_some() {
                 plan.note(format!(
@@ -401,7 +479,7 @@ fn entry(plan: &mut Plan, file: &str, e: &LsearchEntry) {
         },
         (Some(_), None, None) => {
             plan.untranslated(
-                origin.clone(),
+                origin,
                 format!("{key}: user="),
                 "neither password= nor oauth=: exim required authentication and had nothing to send; the route has no credentials",
             );
@@ -410,29 +488,19 @@ fn entry(plan: &mut Plan, file: &str, e: &LsearchEntry) {
         (None, oauth, password) => {
             if oauth.is_some() || password.is_some() {
                 plan.untranslated(
-                    origin.clone(),
+                    origin,
                     format!("{key}: password=/oauth="),
                     "no user=: exim sent no credentials, nor does the route",
                 );
             }
             Auth::None
         }
-    };
-    let tls = if port == 465 {
-        plan.note("port 465 speaks only implicit TLS: routes to it use tls = \"tls\" (exim needs protocol = smtps for it)");
-        TlsMode::Implicit
-    } else {
-        TlsMode::StartTls
-    };
-    let upstream = Upstream {
-        hosts: kept,
-        port,
-        tls,
-        ca_file: None,
-        helo,
-        auth,
-    };
-    let route = plan.route(upstream, "");
+    }
+}
+
+/// The senders an lsearch key stands for: `*` the default, `*@domain` the
+/// domain, `*.domain` the domain and below, anything else itself.
+fn route_senders(plan: &mut Plan, route: usize, origin: &str, key: &str, written: &str) {
     if key == "*" {
         if plan.has_default() {
             plan.untranslated(
@@ -444,13 +512,13 @@ fn entry(plan: &mut Plan, file: &str, e: &LsearchEntry) {
             plan.set_default(route, format!("{origin} *"));
         }
     } else if let Some(domain) = key.strip_prefix("*@") {
-        plan.sender(domain, route, &origin, &e.key);
+        plan.sender(domain, route, origin, written);
     } else if let Some(parent) = key.strip_prefix("*.") {
         // partial-lsearch: *.example.com matches example.com and below.
-        plan.sender(parent, route, &origin, &e.key);
-        plan.sender(&format!(".{parent}"), route, &origin, &e.key);
+        plan.sender(parent, route, origin, written);
+        plan.sender(&format!(".{parent}"), route, origin, written);
     } else {
-        plan.sender(&key, route, &origin, &e.key);
+        plan.sender(key, route, origin, written);
     }
 }
 
@@ -496,10 +564,7 @@ fn token(s: &str) -> (&str, &str) {
 
 fn retry_from_config(plan: &mut Plan, path: &Path) -> Result<(), ImportError> {
     let text = read(path)?;
-    let file = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let file = report_name(path);
     let mut in_retry = false;
     let mut found = false;
     for (line, l) in exim_config_lines(&text) {
@@ -513,7 +578,6 @@ fn retry_from_config(plan: &mut Plan, path: &Path) -> Result<(), ImportError> {
         let origin = format!("{file}:{line}");
         let (pattern, rest) = token(&l);
         let (error, rules) = token(rest);
-        let rules = rules.trim();
         if found || pattern != "*" || error != "*" {
             let why = if found {
                 "after the * * rule, which matches everything first"
@@ -524,31 +588,7 @@ fn retry_from_config(plan: &mut Plan, path: &Path) -> Result<(), ImportError> {
             continue;
         }
         found = true;
-        if rules.starts_with("senders=") {
-            plan.untranslated(
-                origin,
-                "retry rule * * senders=",
-                "schedules per sender are not supported",
-            );
-            continue;
-        }
-        if rules.is_empty() {
-            plan.untranslated(
-                origin,
-                "retry rule * * without times",
-                "no retries at all is not possible; the default schedule is kept",
-            );
-            continue;
-        }
-        match rules.parse::<Schedule>() {
-            Ok(s) => {
-                plan.retry = Some(Setting {
-                    value: s.to_string(),
-                    comment: format!("the * * retry rule of {origin}"),
-                })
-            }
-            Err(e) => plan.untranslated(origin, "retry rule * *", e.to_string()),
-        }
+        catch_all_rule(plan, origin, rules.trim());
     }
     if !found {
         plan.untranslated(
@@ -558,4 +598,34 @@ fn retry_from_config(plan: &mut Plan, path: &Path) -> Result<(), ImportError> {
         );
     }
     Ok(())
+}
+
+/// The times of the `* * ...` rule become the schedule, when smarthost can
+/// follow them.
+fn catch_all_rule(plan: &mut Plan, origin: String, rules: &str) {
+    if rules.starts_with("senders=") {
+        plan.untranslated(
+            origin,
+            "retry rule * * senders=",
+            "schedules per sender are not supported",
+        );
+        return;
+    }
+    if rules.is_empty() {
+        plan.untranslated(
+            origin,
+            "retry rule * * without times",
+            "no retries at all is not possible; the default schedule is kept",
+        );
+        return;
+    }
+    match rules.parse::<Schedule>() {
+        Ok(s) => {
+            plan.retry = Some(Setting {
+                value: s.to_string(),
+                comment: format!("the * * retry rule of {origin}"),
+            })
+        }
+        Err(e) => plan.untranslated(origin, "retry rule * *", e.to_string()),
+    }
 }

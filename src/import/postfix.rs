@@ -240,55 +240,8 @@ impl Postfix {
                 comment: "myhostname".into(),
             });
         }
-        if let Some(v) = self.get("maximal_queue_lifetime") {
-            let origin = self.origin("maximal_queue_lifetime");
-            match postfix_time(&v) {
-                Ok(d) if d.is_zero() => self.plan.untranslated(
-                    origin,
-                    "maximal_queue_lifetime = 0",
-                    "no retries at all is not possible; the default schedule is kept",
-                ),
-                Ok(d) => match schedule_ending_at(d) {
-                    Ok(s) => {
-                        self.plan.retry = Some(Setting {
-                            value: s.to_string(),
-                            comment: format!(
-                                "maximal_queue_lifetime = {v}: the default schedule, giving up after that"
-                            ),
-                        })
-                    }
-                    Err(e) => self
-                        .plan
-                        .untranslated(origin, "maximal_queue_lifetime", e.to_string()),
-                },
-                Err(e) => self
-                    .plan
-                    .untranslated(origin, "maximal_queue_lifetime", e.to_string()),
-            }
-        } else {
-            self.plan.note("maximal_queue_lifetime was not set: Postfix gave up after 5 days, smarthost's default schedule gives up after 4");
-        }
-        if let Some(v) = self.get("message_size_limit") {
-            let origin = self.origin("message_size_limit");
-            match v.parse::<u64>() {
-                Ok(0) => self.plan.untranslated(
-                    origin,
-                    "message_size_limit = 0",
-                    "smarthost always has a limit (default 25 MiB)",
-                ),
-                Ok(n) => {
-                    self.plan.max_message_size = Some(Setting {
-                        value: n,
-                        comment: "message_size_limit".into(),
-                    })
-                }
-                Err(_) => self.plan.untranslated(
-                    origin,
-                    "message_size_limit",
-                    format!("{v:?} is not a number of bytes"),
-                ),
-            }
-        }
+        self.queue_lifetime();
+        self.message_size_limit();
         self.listening();
         for name in ["smtp_tls_protocols", "smtp_tls_mandatory_protocols"] {
             if let Some(v) = self.get(name) {
@@ -311,6 +264,63 @@ impl Postfix {
                 _ => "smarthost sends credentials over TLS only, always",
             };
             self.unless_default(name, defaults, why);
+        }
+    }
+
+    /// `maximal_queue_lifetime` ends the default retry schedule.
+    fn queue_lifetime(&mut self) {
+        let Some(v) = self.get("maximal_queue_lifetime") else {
+            self.plan.note("maximal_queue_lifetime was not set: Postfix gave up after 5 days, smarthost's default schedule gives up after 4");
+            return;
+        };
+        let origin = self.origin("maximal_queue_lifetime");
+        match postfix_time(&v) {
+            Ok(d) if d.is_zero() => self.plan.untranslated(
+                origin,
+                "maximal_queue_lifetime = 0",
+                "no retries at all is not possible; the default schedule is kept",
+            ),
+            Ok(d) => match schedule_ending_at(d) {
+                Ok(s) => {
+                    self.plan.retry = Some(Setting {
+                        value: s.to_string(),
+                        comment: format!(
+                        "maximal_queue_lifetime = {v}: the default schedule, giving up after that"
+                    ),
+                    })
+                }
+                Err(e) => self
+                    .plan
+                    .untranslated(origin, "maximal_queue_lifetime", e.to_string()),
+            },
+            Err(e) => self
+                .plan
+                .untranslated(origin, "maximal_queue_lifetime", e.to_string()),
+        }
+    }
+
+    fn message_size_limit(&mut self) {
+        let Some(v) = self.get("message_size_limit") else {
+            return;
+        };
+        let origin = self.origin("message_size_limit");
+        match v.parse::<u64>() {
+            Ok(0) => self.plan.untranslated(
+                origin,
+                "message_size_limit = 0",
+                "smarthost always has a limit (default 25 MiB)",
+            ),
+            Ok(n) => {
+                self.plan.max_message_size = Some(Setting {
+                    value: n,
+                    comment: "message_size_limit".into(),
+                })
+            }
+            Err(_) => self.plan.untranslated(
+                origin,
+                "message_size_limit",
+                format!("{v:?} is not a number of bytes"),
+            ),
         }
     }
 
