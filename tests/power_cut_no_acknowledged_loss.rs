@@ -50,7 +50,7 @@ const BIG_RCPTS: usize = 100;
 const HOLD_RCPTS: usize = 30;
 /// Attempts a `soft.` recipient is deferred before it is accepted.
 const SOFT_DEFERRALS: usize = 3;
-/// Messages queued, above which the load pauses until the next cut.
+/// Messages queued, above which the SMTP stream pauses.
 const MAX_BACKLOG: usize = 300;
 
 fn relay_bin() -> PathBuf {
@@ -614,7 +614,6 @@ state_dir = "{disk}/oauth"
     let subs = Submitters::start(addr, 2, Arc::new(submission));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let gate = Arc::new(RwLock::new(()));
-    let paused = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
 
     // sendmail through the socket (the drop directory if the daemon is down).
@@ -622,14 +621,10 @@ state_dir = "{disk}/oauth"
     let sendmailer = {
         let (bin, config, ledger, seq) =
             (bin.clone(), config.clone(), ledger.clone(), sm_seq.clone());
-        let paused = paused.clone();
         Worker::start(
             stop.clone(),
             gate.clone(),
             move || {
-                if paused.load(Ordering::SeqCst) {
-                    return;
-                }
                 let token = format!("sm-{}", seq.fetch_add(1, Ordering::SeqCst));
                 let out = sendmail(&bin, &config, &token);
                 let mut l = ledger.lock().unwrap();
@@ -650,14 +645,13 @@ state_dir = "{disk}/oauth"
     let hold_seq = Arc::new(AtomicUsize::new(0));
     let operator = {
         let (bin, config, ledger) = (bin.clone(), config.clone(), ledger.clone());
-        let paused = paused.clone();
         let mut rng = Rng((seed ^ 0x0be7_a70e) | 1);
         Worker::start(
             stop.clone(),
             gate.clone(),
             move || {
                 // Now and then a held message is submitted.
-                if rng.next().is_multiple_of(6) && !paused.load(Ordering::SeqCst) {
+                if rng.next().is_multiple_of(6) {
                     let token = format!("hold-{}", hold_seq.fetch_add(1, Ordering::SeqCst));
                     if let Ok(mut c) = Submit::connect(addr) {
                         if let Ok(r) = c.send(&submission(&token)) {
@@ -727,16 +721,15 @@ state_dir = "{disk}/oauth"
     let mut polls = (0usize, 0usize);
     let mut failure: Option<String> = None;
     for i in 0..cuts {
-        // The load runs for a while. It pauses while much is waiting, so a
-        // long run stays a steady state rather than a queue that grows faster
-        // than it drains.
+        // The load runs for a while. The SMTP stream (by far the most mail)
+        // pauses while much is waiting, so a long run stays a steady state
+        // rather than a queue that grows faster than it drains.
         let until = Instant::now() + Duration::from_millis(rng.range(300, 1500));
         while let Some(left) = until.checked_duration_since(Instant::now()) {
             std::thread::sleep(left.min(Duration::from_millis(200)));
             if let Some(n) = queue_size(&bin, &config) {
                 let over = n > MAX_BACKLOG;
                 subs.pause(over);
-                paused.store(over, Ordering::SeqCst);
                 polls.0 += 1;
                 polls.1 += usize::from(over);
                 max_backlog = max_backlog.max(n);
@@ -912,7 +905,7 @@ state_dir = "{disk}/oauth"
          deleted {}, bounced {}, uncertain {}); lost={} problems={} duplicates={duplicates} (in {duplicated} messages); \
          smtp cut off={} sendmail failed={}; cutfs: unsynced pages {dirty} (kept {kept}, torn {torn}), \
          metadata ops pending {} (kept {}), paths lost {lost_paths}, {} fsync {} fdatasync {} dir fsync; \
-         slowest start {:.2}s, queue at most {max_backlog} (load paused {}% of the time)",
+         slowest start {:.2}s, queue at most {max_backlog} (SMTP stream paused {}% of the time)",
         bin.display(),
         reports.len(),
         loop_time.as_secs_f64(),
