@@ -6,7 +6,7 @@
 //! even by a race with another writer, and a crash leaves either no file or a
 //! complete one, never half a password.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -109,9 +109,7 @@ fn put(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<(), ImportEr
     };
     let _ = std::fs::remove_file(&tmp);
     placed.map_err(write_err(path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(write_err(dir))
+    crate::durable::sync_dir(dir).map_err(write_err(dir))
 }
 
 #[cfg(test)]
