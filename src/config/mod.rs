@@ -490,7 +490,8 @@ impl Validator<'_> {
         routes
     }
 
-    /// None without a `[routing]` table: nothing else is worth checking then.
+    /// None without a `[routing]` table: a config without a default route is
+    /// unusable, so validation stops there.
     fn routing(
         &mut self,
         raw: Option<Spanned<RawRouting>>,

@@ -304,8 +304,8 @@ impl Validator<'_> {
         }
     }
 
-    /// The problems of a `tls = "none"` route: clear text is for loopback
-    /// hosts, and only when the operator says so.
+    /// Reports a `tls = "none"` route that would send mail or credentials in
+    /// clear text where others could read them.
     fn plaintext(
         &mut self,
         name: &str,
@@ -315,9 +315,9 @@ impl Validator<'_> {
         here: Option<std::ops::Range<usize>>,
     ) {
         let all_loopback = hosts.iter().all(|h| is_loopback_host(h));
-        // Over loopback nobody but root can listen in; a local
-        // stunnel or a test peer may take credentials in clear, but
-        // only when the operator says so.
+        // Over loopback nobody but root can listen in; a local stunnel or a
+        // test peer may take credentials in clear, but only when the
+        // operator says so.
         let local_ok = all_loopback && allow_plaintext == Some(true);
         if sends_credentials && !local_ok {
             self.problem(

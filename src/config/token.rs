@@ -43,7 +43,7 @@ pub(super) struct RawTokenSource {
     share_as: Option<Vec<String>>,
 }
 
-/// The keys that only some types of source take.
+/// The keys of `type = "oauth2"`, besides the ones every type takes.
 const OAUTH2_KEYS: &[&str] = &[
     "provider",
     "tenant",
