@@ -57,6 +57,13 @@ enum Line {
     Stopping,
 }
 
+/// Whether the session goes on after a command.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Command,
+    End,
+}
+
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     pub fn new(intake: Intake, peer: Peer, reader: R, writer: W) -> Self {
         let config = intake.config();
@@ -113,86 +120,121 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             if self.reader.buffer().is_empty() {
                 self.flush().await?;
             }
-            let line = match self.read_line().await? {
-                Line::Command(l) => l,
-                Line::Eof => return Ok(()),
-                Line::Timeout => {
-                    let host = self.config.hostname.clone();
-                    self.send(421, "4.4.2", format!("{host} Error: timeout exceeded"));
-                    return self.flush().await;
-                }
-                Line::Stopping => {
-                    let host = self.config.hostname.clone();
-                    self.send(
-                        421,
-                        "4.3.2",
-                        format!("{host} Service shutting down, try again later"),
-                    );
-                    return self.flush().await;
-                }
-                Line::TooLong => {
-                    self.send(500, "5.5.2", "Error: line too long");
-                    self.errors += 1;
-                    continue;
-                }
+            let Some(line) = self.next_line().await? else {
+                return self.flush().await;
             };
             let cmd = match grammar::parse_command(&line) {
                 Ok(c) => c,
                 Err(e) => {
                     self.reply(e.reply());
-                    self.errors += 1;
-                    if self.errors >= MAX_ERRORS {
-                        self.send(421, "4.7.0", "Error: too many errors");
+                    if self.too_many_errors() {
                         return self.flush().await;
                     }
                     continue;
                 }
             };
-            match cmd {
-                Command::Ehlo(name) => {
-                    self.esmtp = true;
-                    self.helo = Some(name);
-                    self.tx = None;
-                    let l = &self.config.limits;
-                    let text = format!(
-                        "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n",
-                        self.config.hostname, l.max_message_size
-                    );
-                    self.out.extend_from_slice(text.as_bytes());
-                }
-                Command::Helo(name) => {
-                    self.esmtp = false;
-                    self.helo = Some(name);
-                    self.tx = None;
-                    let text = format!("250 {}\r\n", self.config.hostname);
-                    self.out.extend_from_slice(text.as_bytes());
-                }
-                Command::Mail { from, params } => self.mail(from, params),
-                Command::Rcpt { to } => self.rcpt(to),
-                Command::Data => {
-                    if !self.data().await? {
-                        return Ok(());
-                    }
-                }
-                Command::Rset => {
-                    self.tx = None;
-                    self.send(250, "2.0.0", "Ok");
-                }
-                Command::Noop => self.send(250, "2.0.0", "Ok"),
-                Command::Quit => {
-                    self.send(221, "2.0.0", "Bye");
-                    return self.flush().await;
-                }
-                Command::Vrfy => self.send(
-                    252,
-                    "2.5.2",
-                    "Cannot VRFY user, but will accept message and attempt delivery",
-                ),
-                Command::Help => self.send(214, "2.0.0", "See RFC 5321"),
-                Command::StartTls => self.send(502, "5.5.1", "STARTTLS not available"),
-                Command::Auth => self.send(502, "5.5.1", "AUTH not available"),
+            if self.command(cmd).await? == Next::End {
+                return self.flush().await;
             }
         }
+    }
+
+    /// The next command line, or None when the session ends (the client
+    /// left, timed out, or the daemon is stopping; the reply is queued).
+    async fn next_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        loop {
+            let host = self.config.hostname.clone();
+            match self.read_line().await? {
+                Line::Command(l) => return Ok(Some(l)),
+                Line::Eof => return Ok(None),
+                Line::Timeout => {
+                    self.send(421, "4.4.2", format!("{host} Error: timeout exceeded"));
+                    return Ok(None);
+                }
+                Line::Stopping => {
+                    let text = format!("{host} Service shutting down, try again later");
+                    self.send(421, "4.3.2", text);
+                    return Ok(None);
+                }
+                Line::TooLong => {
+                    self.send(500, "5.5.2", "Error: line too long");
+                    self.errors += 1;
+                    // Answered now unless more pipelined commands wait.
+                    if self.reader.buffer().is_empty() {
+                        self.flush().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts a command error; true (with the 421 queued) once there were
+    /// too many.
+    fn too_many_errors(&mut self) -> bool {
+        self.errors += 1;
+        if self.errors < MAX_ERRORS {
+            return false;
+        }
+        self.send(421, "4.7.0", "Error: too many errors");
+        true
+    }
+
+    /// One command, by its verb.
+    async fn command(&mut self, cmd: Command) -> std::io::Result<Next> {
+        match cmd {
+            Command::Ehlo(name) => self.ehlo(name),
+            Command::Helo(name) => self.helo(name),
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to } => self.rcpt(to),
+            Command::Data => {
+                if !self.data().await? {
+                    return Ok(Next::End);
+                }
+            }
+            Command::Rset => self.rset(),
+            Command::Noop => self.send(250, "2.0.0", "Ok"),
+            Command::Quit => {
+                self.send(221, "2.0.0", "Bye");
+                return Ok(Next::End);
+            }
+            Command::Vrfy => self.send(
+                252,
+                "2.5.2",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            ),
+            Command::Help => self.send(214, "2.0.0", "See RFC 5321"),
+            Command::StartTls => self.send(502, "5.5.1", "STARTTLS not available"),
+            Command::Auth => self.send(502, "5.5.1", "AUTH not available"),
+        }
+        Ok(Next::Command)
+    }
+
+    /// EHLO (RFC 5321 4.1.1.1): a new session state and the extensions.
+    fn ehlo(&mut self, name: String) {
+        self.esmtp = true;
+        self.helo = Some(name);
+        self.tx = None;
+        let l = &self.config.limits;
+        let text = format!(
+            "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n",
+            self.config.hostname, l.max_message_size
+        );
+        self.out.extend_from_slice(text.as_bytes());
+    }
+
+    /// HELO: plain SMTP, no extensions (and so no enhanced codes).
+    fn helo(&mut self, name: String) {
+        self.esmtp = false;
+        self.helo = Some(name);
+        self.tx = None;
+        let text = format!("250 {}\r\n", self.config.hostname);
+        self.out.extend_from_slice(text.as_bytes());
+    }
+
+    /// RSET (RFC 5321 4.1.1.5): the transaction is abandoned, the session stays.
+    fn rset(&mut self) {
+        self.tx = None;
+        self.send(250, "2.0.0", "Ok");
     }
 
     fn mail(&mut self, from: String, params: grammar::MailParams) {
