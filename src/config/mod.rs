@@ -545,6 +545,19 @@ fn parse_message(e: &toml::de::Error, text: &str) -> String {
     format!("TOML parse error at line {line}, column {column}: {message}")
 }
 
+/// Whether mail or tokens sent to `host` (a name, an address, or an address
+/// in brackets) stay on this machine: the one test for routes and token
+/// URLs alike.
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if h.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    h.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
+}
+
 fn system_hostname() -> String {
     for f in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
         if let Ok(s) = std::fs::read_to_string(f) {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::preset::Preset;
 use super::rate::{Rate, RawRates};
 use super::secret::{read_secret_file, Secret};
-use super::{Config, TokenSource, Validator};
+use super::{is_loopback_host, Config, TokenSource, Validator};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -505,16 +505,6 @@ impl Validator<'_> {
 /// judge; this only stops a typo from breaking the command line.
 fn is_helo_name(h: &str) -> bool {
     !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_graphic())
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    if h.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    h.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(false)
 }
 
 impl Route {

@@ -109,3 +109,45 @@ default = "up"
     assert!(lines.contains(&Some(6)), "{problems:?}");
     assert!(problems.iter().any(|p| p.message.contains("maybe")));
 }
+
+#[test]
+fn loopback_hosts_for_routes_and_token_urls() {
+    for host in [
+        "localhost",
+        "LocalHost",
+        "127.0.0.1",
+        "127.9.9.9",
+        "::1",
+        "[::1]",
+    ] {
+        assert!(is_loopback_host(host), "{host}");
+    }
+    for host in [
+        "smtp.example.com",
+        "192.0.2.1",
+        "[2001:db8::1]",
+        "",
+        "::ffff:127.0.0.1",
+    ] {
+        assert!(!is_loopback_host(host), "{host}");
+    }
+    let http = |url: &str| {
+        let text =
+            format!("{MINIMAL}[[token_source]]\nname = \"t\"\ntype = \"http\"\nurl = \"{url}\"\n");
+        parse(&text).map(|_| ()).map_err(|e| e.to_string())
+    };
+    for url in [
+        "http://localhost:8080/token",
+        "http://127.0.0.1/token",
+        "http://[::1]:8080/token",
+        "https://tokens.example.com/",
+    ] {
+        assert_eq!(http(url), Ok(()), "{url}");
+    }
+    let err = http("http://u:pw@tokens.example.com/").unwrap_err();
+    assert!(
+        err.contains("plain http to http://tokens.example.com/ would send tokens in clear text"),
+        "{err}"
+    );
+    assert!(!err.contains("pw"), "{err}");
+}

@@ -663,11 +663,7 @@ impl Validator<'_> {
     }
 }
 
+/// `host_str` writes an IPv6 host in brackets, which the host test takes.
 fn is_loopback_url(u: &url::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
+    u.host_str().is_some_and(super::is_loopback_host)
 }
