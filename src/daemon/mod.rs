@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 pub mod logging;
 pub mod memory;
+pub mod metrics_http;
 pub mod reload;
 pub mod shared;
 pub mod systemd;
@@ -128,7 +129,7 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
         if let Err(code) = start_sharing(&relay).await {
             return code;
         }
-        if let Err(e) = crate::metrics::http::start(&relay, config.metrics.as_ref()).await {
+        if let Err(e) = metrics_http::start(&relay, config.metrics.as_ref()).await {
             tracing::error!("{e}");
             return EX_OSERR;
         }

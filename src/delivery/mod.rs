@@ -457,7 +457,7 @@ impl Delivery {
         }
         self.shared
             .spool
-            .record(env, due, finished_word(env), dsn.as_mut())
+            .record(env, due, env.ending().word(), dsn.as_mut())
             .await?;
         // The current table's route: the attempt's, except across a reload.
         let route = self.shared.route_name(env);
@@ -507,19 +507,5 @@ fn status_word(state: State) -> &'static str {
         State::Delivered => "sent",
         State::Bounced => "bounced",
         _ => "deferred",
-    }
-}
-
-/// How a finished message ended, for its history record.
-pub(crate) fn finished_word(env: &Envelope) -> &'static str {
-    let delivered = env
-        .recipients
-        .iter()
-        .filter(|r| r.state == State::Delivered)
-        .count();
-    match delivered {
-        0 => "bounced",
-        n if n == env.recipients.len() => "delivered",
-        _ => "partly bounced",
     }
 }

@@ -4,7 +4,7 @@
 //! - [`exposition`]: the Prometheus text format (pure).
 //! - [`histogram`]: fixed-bucket histograms on atomics.
 //! - [`queue_index`]: queued messages by arrival, for the queue gauges.
-//! - [`http`]: the optional loopback listener for `/metrics` and `/healthz`.
+//! - the listener for `/metrics` and `/healthz` is the daemon's (`daemon::metrics_http`).
 //!
 //! Delivery outcomes are per recipient in this relay, so the delivery counters
 //! count recipients (`smarthost_recipients_*`); messages are counted where a
@@ -14,7 +14,6 @@
 
 pub mod exposition;
 pub mod histogram;
-pub mod http;
 pub mod queue_index;
 
 use std::collections::BTreeMap;
@@ -25,7 +24,7 @@ use exposition::{Exposition, Kind, Num};
 use histogram::{Histogram, DELIVERY_BUCKETS};
 use queue_index::QueueIndex;
 
-use crate::spool::{Envelope, State};
+use crate::spool::{Ending, Envelope, State};
 
 /// How a message left the queue, for `smarthost_messages_finished_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +55,10 @@ impl Finish {
     /// How a message whose every recipient is final ended (the word its
     /// history record gets).
     pub fn of(env: &Envelope) -> Finish {
-        match crate::delivery::finished_word(env) {
-            "delivered" => Finish::Delivered,
-            "bounced" => Finish::Bounced,
-            _ => Finish::PartlyBounced,
+        match env.ending() {
+            Ending::Delivered => Finish::Delivered,
+            Ending::Bounced => Finish::Bounced,
+            Ending::PartlyBounced => Finish::PartlyBounced,
         }
     }
 }

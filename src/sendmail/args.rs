@@ -476,7 +476,7 @@ fn add_recipients(out: &mut Vec<String>, arg: &str) -> Result<(), UsageError> {
     if arg.chars().any(char::is_control) {
         return Err(invalid("contains control characters"));
     }
-    let (addrs, warnings) = super::message::parse_address_list(arg);
+    let (addrs, warnings) = super::address_list::parse_address_list(arg);
     if !warnings.is_empty() {
         return Err(invalid("not a valid address"));
     }

@@ -4,7 +4,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::grammar::{find_unquoted, show, strip_prefix_ci, Reply};
+use super::lexical::{find_unquoted, show, strip_prefix_ci};
+use super::reply::Reply;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {

@@ -4,5 +4,7 @@
 pub mod address;
 pub mod data;
 pub mod grammar;
+mod lexical;
+pub mod reply;
 pub mod server;
 pub mod session;

@@ -140,6 +140,39 @@ impl Envelope {
     pub fn is_finished(&self) -> bool {
         self.recipients.iter().all(|r| r.state.is_final())
     }
+
+    /// How a message whose every recipient is final ended.
+    pub fn ending(&self) -> Ending {
+        let delivered = self
+            .recipients
+            .iter()
+            .filter(|r| r.state == State::Delivered)
+            .count();
+        match delivered {
+            0 => Ending::Bounced,
+            n if n == self.recipients.len() => Ending::Delivered,
+            _ => Ending::PartlyBounced,
+        }
+    }
+}
+
+/// How a finished message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Delivered,
+    Bounced,
+    PartlyBounced,
+}
+
+impl Ending {
+    /// The word its history record and `queue find` use.
+    pub fn word(self) -> &'static str {
+        match self {
+            Ending::Delivered => "delivered",
+            Ending::Bounced => "bounced",
+            Ending::PartlyBounced => "partly bounced",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use claims::Claim;
-pub use envelope::{Envelope, Recipient, State};
+pub use envelope::{Ending, Envelope, Recipient, State};
 pub use history::Finished;
 use store::Store;
 pub use store::StoreError;

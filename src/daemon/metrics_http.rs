@@ -18,9 +18,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use super::exposition::CONTENT_TYPE;
 use crate::config::MetricsSettings;
 use crate::delivery::Delivery;
+use crate::metrics::exposition::CONTENT_TYPE;
 
 /// How long the queue store may take to answer the health check's read.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
