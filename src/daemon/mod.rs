@@ -56,147 +56,185 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
             return EX_OSERR;
         }
     };
-    runtime.block_on(async move {
-        let spool = match Spool::open(&config.queue_path, config.queue_cache_size) {
-            Ok(s) => s,
-            // Documented in the README ("When the queue cannot be opened").
-            Err(e @ StoreError::Unopenable { .. }) => {
-                tracing::error!("{e}");
-                return EX_DATAERR;
-            }
-            Err(e) => {
-                tracing::error!("cannot open queue {}: {e}", config.queue_path.display());
-                return EX_CANTCREAT;
-            }
-        };
-        let relay = match Delivery::new(config.clone(), spool) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("{e}");
-                return EX_CONFIG;
-            }
-        };
-        relay.load_holds();
-        let queued = match relay.shared.load_queue() {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!("cannot read queue: {e}");
-                return EX_CANTCREAT;
-            }
-        };
-        let listeners = match activated {
-            Some(sockets) => {
-                let mut out = Vec::new();
-                for s in sockets {
-                    match tokio::net::TcpListener::from_std(s) {
-                        Ok(l) => out.push(l),
-                        Err(e) => {
-                            tracing::error!("socket activation: {e}");
-                            return EX_OSERR;
-                        }
-                    }
-                }
-                tracing::info!("socket-activated: the listen setting is not used");
-                out
-            }
-            None => match server::bind(&config.listen).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return EX_OSERR;
-                }
-            },
-        };
-        let local = &config.local;
-        let submit = match bind_socket(&local.submit_socket(), 0o666, None) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("submission socket {}: {e}", local.submit_socket().display());
-                return EX_OSERR;
-            }
-        };
-        let control = match bind_socket(
-            &local.control_socket(),
-            0o660,
-            local.control_group.as_deref(),
-        ) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("control socket {}: {e}", local.control_socket().display());
-                return EX_OSERR;
-            }
-        };
-        if let Err(code) = start_sharing(&relay).await {
-            return code;
+    runtime.block_on(serve(config, activated))
+}
+
+/// The listeners: the configured (or socket-activated) TCP ones, the
+/// submission socket and the control socket.
+struct Listeners {
+    tcp: Vec<tokio::net::TcpListener>,
+    submit: tokio::net::UnixListener,
+    control: tokio::net::UnixListener,
+}
+
+async fn serve(config: Arc<Config>, activated: Option<Vec<std::net::TcpListener>>) -> u8 {
+    let relay = match open(&config) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let queued = match relay.shared.load_queue() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("cannot read queue: {e}");
+            return EX_CANTCREAT;
         }
-        if let Err(e) = metrics_http::start(&relay, config.metrics.as_ref()).await {
+    };
+    let listeners = match bind(&config, activated).await {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    if let Err(code) = start_sharing(&relay).await {
+        return code;
+    }
+    if let Err(e) = metrics_http::start(&relay, config.metrics.as_ref()).await {
+        tracing::error!("{e}");
+        return EX_OSERR;
+    }
+    let sessions = match start(&relay, &config, listeners, queued).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    until_stopped(&relay, sessions).await
+}
+
+/// The spool and delivery's state; the exit code if either cannot be had.
+fn open(config: &Arc<Config>) -> Result<Arc<Delivery>, u8> {
+    let spool = match Spool::open(&config.queue_path, config.queue_cache_size) {
+        Ok(s) => s,
+        // Documented in the README ("When the queue cannot be opened").
+        Err(e @ StoreError::Unopenable { .. }) => {
             tracing::error!("{e}");
+            return Err(EX_DATAERR);
+        }
+        Err(e) => {
+            tracing::error!("cannot open queue {}: {e}", config.queue_path.display());
+            return Err(EX_CANTCREAT);
+        }
+    };
+    let relay = Delivery::new(config.clone(), spool).map_err(|e| {
+        tracing::error!("{e}");
+        EX_CONFIG
+    })?;
+    relay.load_holds();
+    Ok(relay)
+}
+
+async fn bind(
+    config: &Config,
+    activated: Option<Vec<std::net::TcpListener>>,
+) -> Result<Listeners, u8> {
+    let tcp = match activated {
+        Some(sockets) => {
+            let mut out = Vec::new();
+            for s in sockets {
+                out.push(tokio::net::TcpListener::from_std(s).map_err(|e| {
+                    tracing::error!("socket activation: {e}");
+                    EX_OSERR
+                })?);
+            }
+            tracing::info!("socket-activated: the listen setting is not used");
+            out
+        }
+        None => server::bind(&config.listen).await.map_err(|e| {
+            tracing::error!("{e}");
+            EX_OSERR
+        })?,
+    };
+    let local = &config.local;
+    let submit = bind_socket(&local.submit_socket(), 0o666, None).map_err(|e| {
+        tracing::error!("submission socket {}: {e}", local.submit_socket().display());
+        EX_OSERR
+    })?;
+    let group = local.control_group.as_deref();
+    let control = bind_socket(&local.control_socket(), 0o660, group).map_err(|e| {
+        tracing::error!("control socket {}: {e}", local.control_socket().display());
+        EX_OSERR
+    })?;
+    Ok(Listeners {
+        tcp,
+        submit,
+        control,
+    })
+}
+
+/// Picks up the drop directory, starts the workers, the background tasks and
+/// the sessions, and says "ready"; the sessions' task.
+async fn start(
+    relay: &Arc<Delivery>,
+    config: &Config,
+    listeners: Listeners,
+    queued: usize,
+) -> Result<tokio::task::JoinHandle<()>, u8> {
+    let local = &config.local;
+    if let Err(e) = dropdir::prepare(&local.drop_dir) {
+        // sendmail still works through the socket; only the fallback is lost.
+        tracing::warn!("drop directory {}: {e}", local.drop_dir.display());
+    }
+    // Mail dropped while the daemon was down is queued before anything else.
+    let intake = crate::intake::Intake::new(relay.shared.clone());
+    let picked = dropdir::pickup(&intake).await;
+    if picked > 0 {
+        tracing::info!("picked up {picked} message(s) from the drop directory");
+    }
+    relay.spawn_workers();
+    tokio::spawn(dropdir::run(intake.clone()));
+    tokio::spawn(control::server::serve(relay.clone(), listeners.control));
+    tokio::spawn(prune_history(relay.clone()));
+    tokio::spawn(reschedule_on_reopen(relay.clone()));
+    tokio::spawn(relay.clone().watch_holds());
+    tokio::spawn(keep_tokens_alive(relay.clone()));
+    let addrs: Vec<String> = listeners
+        .tcp
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    let sessions = tokio::spawn(server::serve(intake, listeners.tcp, Some(listeners.submit)));
+    tracing::info!(
+        "smarthost ready: listening on {} and {} with {} queued message(s)",
+        addrs.join(", "),
+        local.submit_socket().display(),
+        queued + picked
+    );
+    systemd::ready(&status_line(relay));
+    relay.shared.metrics.set_ready();
+    // Loading the queue allocated and freed a lot: start small.
+    memory::trim();
+    tokio::spawn(memory::trim_periodically());
+    tokio::spawn(report_status(relay.clone()));
+    if let Some(every) = systemd::watchdog_interval() {
+        tokio::spawn(watchdog(relay.clone(), every));
+    }
+    Ok(sessions)
+}
+
+/// Serves until SIGTERM (reloading on SIGHUP), then stops gracefully.
+async fn until_stopped(relay: &Arc<Delivery>, mut sessions: tokio::task::JoinHandle<()>) -> u8 {
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot handle signals: {e}");
             return EX_OSERR;
         }
-        if let Err(e) = dropdir::prepare(&local.drop_dir) {
-            // sendmail still works through the socket; only the fallback is lost.
-            tracing::warn!("drop directory {}: {e}", local.drop_dir.display());
-        }
-        // Mail dropped while the daemon was down is queued before anything else.
-        let intake = crate::intake::Intake::new(relay.shared.clone());
-        let picked = dropdir::pickup(&intake).await;
-        if picked > 0 {
-            tracing::info!("picked up {picked} message(s) from the drop directory");
-        }
-        relay.spawn_workers();
-        tokio::spawn(dropdir::run(intake.clone()));
-        tokio::spawn(control::server::serve(relay.clone(), control));
-        tokio::spawn(prune_history(relay.clone()));
-        tokio::spawn(reschedule_on_reopen(relay.clone()));
-        tokio::spawn(relay.clone().watch_holds());
-        tokio::spawn(keep_tokens_alive(relay.clone()));
-        let addrs: Vec<String> = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .map(|a| a.to_string())
-            .collect();
-        let mut sessions = tokio::spawn(server::serve(intake, listeners, Some(submit)));
-        tracing::info!(
-            "smarthost ready: listening on {} and {} with {} queued message(s)",
-            addrs.join(", "),
-            local.submit_socket().display(),
-            queued + picked
-        );
-        systemd::ready(&status_line(&relay));
-        relay.shared.metrics.set_ready();
-        // Loading the queue allocated and freed a lot: start small.
-        memory::trim();
-        tokio::spawn(memory::trim_periodically());
-        tokio::spawn(report_status(relay.clone()));
-        if let Some(every) = systemd::watchdog_interval() {
-            tokio::spawn(watchdog(relay.clone(), every));
-        }
-        let mut signals = match Signals::new() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot handle signals: {e}");
-                return EX_OSERR;
-            }
-        };
-        loop {
-            tokio::select! {
-                signal = signals.next() => match signal {
-                    Signal::Reload => {
-                        // The outcome is logged by reload::run; a refused config
-                        // leaves the old one serving.
-                        let _ = reload::run(&relay).await;
-                    }
-                    Signal::Stop => break,
-                },
-                _ = &mut sessions => {
-                    tracing::error!("the listeners stopped unexpectedly");
-                    break;
+    };
+    loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Signal::Reload => {
+                    // The outcome is logged by reload::run; a refused config
+                    // leaves the old one serving.
+                    let _ = reload::run(relay).await;
                 }
+                Signal::Stop => break,
+            },
+            _ = &mut sessions => {
+                tracing::error!("the listeners stopped unexpectedly");
+                break;
             }
         }
-        stop(&relay, sessions).await;
-        EX_OK
-    })
+    }
+    stop(relay, sessions).await;
+    EX_OK
 }
 
 /// How long a stop waits for open transactions and attempts in flight; below
