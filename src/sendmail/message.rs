@@ -201,9 +201,34 @@ pub fn prepare(raw: &[u8], opts: &PrepareOptions<'_>) -> Result<Prepared, Prepar
     let normalized = norm.finish().map_err(|_| PrepareError::Nul)?;
     let msg = strip_mbox_from(&normalized);
     let layout = split_header(msg);
-    let fields = &layout.fields;
     let mut warnings = Vec::new();
 
+    let recipients = envelope_recipients(msg, &layout.fields, opts, &mut warnings)?;
+    let mut out = Vec::with_capacity(msg.len() + 512);
+    let (message_id, id_added) =
+        add_missing_fields(msg, &layout.fields, opts, &mut out, &mut warnings)?;
+    copy_message(msg, &layout, id_added, opts, &mut out, &mut warnings);
+
+    let mut seen = HashSet::new();
+    warnings.retain(|w| seen.insert(w.clone()));
+    Ok(Prepared {
+        eight_bit: out.iter().any(|&b| b >= 0x80),
+        message: out,
+        recipients,
+        message_id,
+        warnings,
+    })
+}
+
+/// The recipients of the envelope: those of the header when `-t` asks for
+/// them (the Resent- set alone if there is one), then the command line's,
+/// qualified and without repeats.
+fn envelope_recipients(
+    msg: &[u8],
+    fields: &[Field],
+    opts: &PrepareOptions<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>, PrepareError> {
     let mut recipients = Vec::new();
     if opts.extract_recipients {
         let resent = fields.iter().any(|f| f.is(msg, RESENT_RECIPIENT_FIELDS));
@@ -215,23 +240,33 @@ pub fn prepare(raw: &[u8], opts: &PrepareOptions<'_>) -> Result<Prepared, Prepar
         for f in fields.iter().filter(|f| f.is(msg, names)) {
             let (addrs, warns) = parse_address_list(&f.unfolded(msg));
             recipients.extend(addrs);
-            field_warnings(&mut warnings, msg, f, warns);
+            field_warnings(warnings, msg, f, warns);
         }
     }
     recipients.extend(opts.cli_recipients.iter().cloned());
     let recipients = dedupe(
         recipients
             .iter()
-            .map(|r| qualify(opts, r, &mut warnings))
+            .map(|r| qualify(opts, r, warnings))
             .collect(),
     );
     if recipients.is_empty() {
         return Err(PrepareError::NoRecipients);
     }
+    Ok(recipients)
+}
 
-    let mut out = Vec::with_capacity(msg.len() + 512);
+/// Writes the From, Date and Message-ID fields the message lacks into `out`,
+/// and returns the Message-ID with whether it was added here.
+fn add_missing_fields(
+    msg: &[u8],
+    fields: &[Field],
+    opts: &PrepareOptions<'_>,
+    out: &mut Vec<u8>,
+    warnings: &mut Vec<String>,
+) -> Result<(String, bool), PrepareError> {
     if !fields.iter().any(|f| f.is(msg, &["from"])) {
-        out.extend_from_slice(from_field(opts, &mut warnings)?.as_bytes());
+        out.extend_from_slice(from_field(opts, warnings)?.as_bytes());
     }
     if !fields.iter().any(|f| f.is(msg, &["date"])) {
         out.extend_from_slice(format!("Date: {}\r\n", crate::clock::rfc5322(opts.now)).as_bytes());
@@ -255,8 +290,21 @@ pub fn prepare(raw: &[u8], opts: &PrepareOptions<'_>) -> Result<Prepared, Prepar
             id
         }
     };
+    Ok((message_id, id_added))
+}
 
-    for f in fields {
+/// Copies the message's own fields after the added ones, without Bcc and
+/// without the blank Message-ID that was replaced, with address fields
+/// qualified; then the separator and the body.
+fn copy_message(
+    msg: &[u8],
+    layout: &Layout,
+    id_added: bool,
+    opts: &PrepareOptions<'_>,
+    out: &mut Vec<u8>,
+    warnings: &mut Vec<String>,
+) {
+    for f in &layout.fields {
         if f.is(msg, BCC_FIELDS) {
             continue;
         }
@@ -265,8 +313,8 @@ pub fn prepare(raw: &[u8], opts: &PrepareOptions<'_>) -> Result<Prepared, Prepar
         }
         if f.is(msg, QUALIFIED_FIELDS) {
             let (_, warns) = parse_address_list(&f.unfolded(msg));
-            field_warnings(&mut warnings, msg, f, warns);
-            if let Some(rewritten) = rewrite_field(msg, f, opts, &mut warnings) {
+            field_warnings(warnings, msg, f, warns);
+            if let Some(rewritten) = rewrite_field(msg, f, opts, warnings) {
                 out.extend_from_slice(&rewritten);
                 continue;
             }
@@ -277,16 +325,6 @@ pub fn prepare(raw: &[u8], opts: &PrepareOptions<'_>) -> Result<Prepared, Prepar
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(msg.get(layout.body_start..).unwrap_or_default());
-
-    let mut seen = HashSet::new();
-    warnings.retain(|w| seen.insert(w.clone()));
-    Ok(Prepared {
-        eight_bit: out.iter().any(|&b| b >= 0x80),
-        message: out,
-        recipients,
-        message_id,
-        warnings,
-    })
 }
 
 /// Postfix drops a leading mbox "From " line, which would otherwise turn
