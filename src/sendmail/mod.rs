@@ -154,82 +154,18 @@ fn login_name() -> String {
 }
 
 fn deliver(config: &Config, inv: &Invocation) -> Result<(), Fail> {
-    let local = &config.local;
-    let sender = match inv.sender.as_deref() {
-        Some("") => String::new(),
-        Some(s) => local.qualify(s),
-        None => local.qualify(&login_name()),
-    };
-    if !sender.is_empty() {
-        validate_mailbox(&sender)
-            .map_err(|e| Fail(EX_USAGE, format!("invalid sender address <{sender}>: {e}")))?;
-    }
+    let sender = envelope_sender(config, inv)?;
     let max = config.limits.max_message_size;
-    let raw = message::read_message(std::io::stdin().lock(), inv.ignore_dots, max).map_err(
-        |e| match e {
-            InputError::TooLarge { limit } => Fail(
-                EX_DATAERR,
-                format!("message is larger than the limit of {limit} bytes; nothing was sent"),
-            ),
-            InputError::Nul => Fail(
-                EX_DATAERR,
-                "message contains NUL bytes; nothing was sent".into(),
-            ),
-            InputError::Io(e) => Fail(EX_IOERR, format!("reading the message: {e}")),
-        },
-    )?;
-    let unique = format!(
-        "{}.{}.{:x}",
-        crate::clock::unix_now(),
-        std::process::id(),
-        nanos()
-    );
-    let qualify = |a: &str| local.qualify(a);
-    let opts = PrepareOptions {
-        extract_recipients: inv.extract_recipients,
-        cli_recipients: &inv.recipients,
-        sender: &sender,
-        full_name: inv.full_name.as_deref(),
-        hostname: &config.hostname,
-        now: SystemTime::now(),
-        unique: &unique,
-        qualify: &qualify,
-    };
-    let prepared = message::prepare(&raw, &opts).map_err(|e| match e {
-        PrepareError::NoRecipients => Fail(
-            EX_USAGE,
-            "no recipients: give them on the command line or use -t".into(),
-        ),
-        other => Fail(EX_DATAERR, other.to_string()),
-    })?;
+    let raw = read_stdin(inv, max)?;
+    let prepared = prepare_message(config, inv, &sender, &raw)?;
     drop(raw);
     if inv.verbose {
         for w in &prepared.warnings {
             eprintln!("sendmail: warning: {w}");
         }
     }
-    if prepared.message.len() as u64 > max {
-        return Err(Fail(
-            EX_DATAERR,
-            format!("message is larger than the limit of {max} bytes; nothing was sent"),
-        ));
-    }
-    // The daemon refuses such a line at the end of DATA; refuse it here too, so
-    // that the drop directory does not take it while the daemon is down.
-    let max_line = config.limits.max_line_length;
-    if crate::dropdir::line_too_long(&prepared.message, max_line) {
-        return Err(Fail(
-            EX_DATAERR,
-            format!("message has a line longer than {max_line} bytes; nothing was sent"),
-        ));
-    }
-    let mut recipients = Vec::with_capacity(prepared.recipients.len());
-    for r in &prepared.recipients {
-        let r = local.qualify(r);
-        validate_mailbox(&r)
-            .map_err(|e| Fail(EX_NOUSER, format!("invalid recipient <{r}>: {e}")))?;
-        recipients.push(r);
-    }
+    check_limits(config, &prepared.message)?;
+    let recipients = envelope_recipients(config, &prepared.recipients)?;
     let smtputf8 = needs_smtputf8(&sender) || recipients.iter().any(|r| needs_smtputf8(r));
     let eight_bit = prepared.eight_bit || matches!(inv.body, Some(args::BodyType::EightBitMime));
     // More recipients than the daemon takes in one transaction: one copy per batch.
@@ -244,6 +180,105 @@ fn deliver(config: &Config, inv: &Invocation) -> Result<(), Fail> {
         submit_or_drop(config, &m, inv.verbose)?;
     }
     Ok(())
+}
+
+/// The envelope sender: `-f` qualified (`-f ""` is the null sender), else the
+/// login name qualified.
+fn envelope_sender(config: &Config, inv: &Invocation) -> Result<String, Fail> {
+    let local = &config.local;
+    let sender = match inv.sender.as_deref() {
+        Some("") => String::new(),
+        Some(s) => local.qualify(s),
+        None => local.qualify(&login_name()),
+    };
+    if !sender.is_empty() {
+        validate_mailbox(&sender)
+            .map_err(|e| Fail(EX_USAGE, format!("invalid sender address <{sender}>: {e}")))?;
+    }
+    Ok(sender)
+}
+
+/// Reads the message from stdin, refusing one over `max` bytes or with a NUL.
+fn read_stdin(inv: &Invocation, max: u64) -> Result<Vec<u8>, Fail> {
+    message::read_message(std::io::stdin().lock(), inv.ignore_dots, max).map_err(|e| match e {
+        InputError::TooLarge { limit } => Fail(
+            EX_DATAERR,
+            format!("message is larger than the limit of {limit} bytes; nothing was sent"),
+        ),
+        InputError::Nul => Fail(
+            EX_DATAERR,
+            "message contains NUL bytes; nothing was sent".into(),
+        ),
+        InputError::Io(e) => Fail(EX_IOERR, format!("reading the message: {e}")),
+    })
+}
+
+/// Completes the message read from stdin (see [`message::prepare`]).
+fn prepare_message(
+    config: &Config,
+    inv: &Invocation,
+    sender: &str,
+    raw: &[u8],
+) -> Result<message::Prepared, Fail> {
+    let local = &config.local;
+    let unique = format!(
+        "{}.{}.{:x}",
+        crate::clock::unix_now(),
+        std::process::id(),
+        nanos()
+    );
+    let qualify = |a: &str| local.qualify(a);
+    let opts = PrepareOptions {
+        extract_recipients: inv.extract_recipients,
+        cli_recipients: &inv.recipients,
+        sender,
+        full_name: inv.full_name.as_deref(),
+        hostname: &config.hostname,
+        now: SystemTime::now(),
+        unique: &unique,
+        qualify: &qualify,
+    };
+    message::prepare(raw, &opts).map_err(|e| match e {
+        PrepareError::NoRecipients => Fail(
+            EX_USAGE,
+            "no recipients: give them on the command line or use -t".into(),
+        ),
+        other => Fail(EX_DATAERR, other.to_string()),
+    })
+}
+
+/// Refuses a completed message the daemon would refuse: the added fields can
+/// take it over the size limit.
+fn check_limits(config: &Config, message: &[u8]) -> Result<(), Fail> {
+    let max = config.limits.max_message_size;
+    if message.len() as u64 > max {
+        return Err(Fail(
+            EX_DATAERR,
+            format!("message is larger than the limit of {max} bytes; nothing was sent"),
+        ));
+    }
+    // The daemon refuses such a line at the end of DATA; refuse it here too, so
+    // that the drop directory does not take it while the daemon is down.
+    let max_line = config.limits.max_line_length;
+    if crate::dropdir::line_too_long(message, max_line) {
+        return Err(Fail(
+            EX_DATAERR,
+            format!("message has a line longer than {max_line} bytes; nothing was sent"),
+        ));
+    }
+    Ok(())
+}
+
+/// The recipients qualified and checked, in order.
+fn envelope_recipients(config: &Config, recipients: &[String]) -> Result<Vec<String>, Fail> {
+    let mut out = Vec::with_capacity(recipients.len());
+    for r in recipients {
+        let r = config.local.qualify(r);
+        validate_mailbox(&r)
+            .map_err(|e| Fail(EX_NOUSER, format!("invalid recipient <{r}>: {e}")))?;
+        out.push(r);
+    }
+    Ok(out)
 }
 
 fn submit_or_drop(config: &Config, m: &Submission<'_>, verbose: bool) -> Result<(), Fail> {
