@@ -214,50 +214,7 @@ where
         .collect::<Result<Vec<String>, _>>()?;
 
     let mut inv = Invocation::default();
-    let mut i = 0;
-    let mut operands = args.len();
-    while let Some(arg) = args.get(i) {
-        i += 1;
-        if arg == "--" {
-            operands = i;
-            break;
-        }
-        if arg == "-" {
-            return Err(UsageError::LoneDash);
-        }
-        let Some(cluster) = arg.strip_prefix('-') else {
-            // POSIX getopt: the first operand ends the options, no permutation.
-            operands = i - 1;
-            break;
-        };
-        if cluster.starts_with('-') {
-            return Err(UsageError::UnknownOption(arg.clone()));
-        }
-        for (pos, c) in cluster.char_indices() {
-            let rest = cluster.get(pos + c.len_utf8()..).unwrap_or("");
-            if apply_flag(&mut inv, c) {
-                continue;
-            }
-            if c == 'q' {
-                // The interval is optional, so it can only come from the cluster.
-                inv.mode = Mode::Flush(parse_flush(rest)?);
-                break;
-            }
-            if !takes_argument(c) {
-                return Err(UsageError::UnknownOption(format!("-{c}")));
-            }
-            let (value, given) = if rest.is_empty() {
-                let value = args.get(i).ok_or(UsageError::MissingArgument(c))?;
-                i += 1;
-                (value.as_str(), format!("-{c} {value}"))
-            } else {
-                (rest, format!("-{c}{rest}"))
-            };
-            apply_option(&mut inv, c, value, given)?;
-            break;
-        }
-    }
-
+    let operands = parse_options(&mut inv, &args)?;
     for arg in args.get(operands..).unwrap_or(&[]) {
         add_recipients(&mut inv.recipients, arg)?;
     }
@@ -274,6 +231,63 @@ where
         }
     }
     Ok(inv)
+}
+
+/// Applies the options at the front of `args`; returns where the operands start.
+fn parse_options(inv: &mut Invocation, args: &[String]) -> Result<usize, UsageError> {
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        i += 1;
+        if arg == "--" {
+            return Ok(i);
+        }
+        if arg == "-" {
+            return Err(UsageError::LoneDash);
+        }
+        let Some(cluster) = arg.strip_prefix('-') else {
+            // POSIX getopt: the first operand ends the options, no permutation.
+            return Ok(i - 1);
+        };
+        if cluster.starts_with('-') {
+            return Err(UsageError::UnknownOption(arg.clone()));
+        }
+        apply_cluster(inv, cluster, args, &mut i)?;
+    }
+    Ok(args.len())
+}
+
+/// Applies one cluster of option letters (`-ti`, `-fsender`); an option that
+/// takes an argument ends it, and takes `args[*i]` when the cluster has no more.
+fn apply_cluster(
+    inv: &mut Invocation,
+    cluster: &str,
+    args: &[String],
+    i: &mut usize,
+) -> Result<(), UsageError> {
+    for (pos, c) in cluster.char_indices() {
+        let rest = cluster.get(pos + c.len_utf8()..).unwrap_or("");
+        if apply_flag(inv, c) {
+            continue;
+        }
+        if c == 'q' {
+            // The interval is optional, so it can only come from the cluster.
+            inv.mode = Mode::Flush(parse_flush(rest)?);
+            break;
+        }
+        if !takes_argument(c) {
+            return Err(UsageError::UnknownOption(format!("-{c}")));
+        }
+        let (value, given) = if rest.is_empty() {
+            let value = args.get(*i).ok_or(UsageError::MissingArgument(c))?;
+            *i += 1;
+            (value.as_str(), format!("-{c} {value}"))
+        } else {
+            (rest, format!("-{c}{rest}"))
+        };
+        apply_option(inv, c, value, given)?;
+        break;
+    }
+    Ok(())
 }
 
 /// Options without an argument. Returns false if `c` is not one.
