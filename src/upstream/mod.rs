@@ -16,6 +16,7 @@ pub mod transcript;
 mod wire;
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use mail_send::{Credentials as MsCredentials, SmtpClient};
@@ -217,14 +218,7 @@ async fn connect_with(
         Some(c) => Some(secret_for(c, ctx, fresh).await?),
         None => None,
     };
-    if let (Some(t), Some(s)) = (ctx.transcript, &secret) {
-        t.add_secret(s.expose());
-        if let (Secretish::Token(b), Some(c)) = (s, &route.credentials) {
-            if let AuthSecret::Token { source } = &c.secret {
-                t.note(&token_note(source, b, ctx.tokens.now()));
-            }
-        }
-    }
+    note_secret(route, ctx, secret.as_ref());
     let mut last = ConnectError {
         reason: "no hosts".into(),
         relay: None,
@@ -248,42 +242,80 @@ async fn connect_with(
                 continue;
             }
         };
-        let count = addrs.len();
-        for (i, addr) in addrs.into_iter().enumerate() {
-            let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
-            ctx.note(|| format!("connecting to {relay}"));
-            match connect_one(route, host, addr, ctx, secret.as_ref()).await {
-                Ok((client, caps)) => {
-                    return Ok(Connection {
-                        client,
-                        caps,
-                        relay,
-                        host: host.clone(),
-                        messages: 0,
-                        unread: Vec::new(),
-                        needs_reset: false,
-                    })
+        let tried = try_addresses(
+            route,
+            ctx,
+            host,
+            addrs,
+            more_hosts,
+            secret.as_ref(),
+            &mut last,
+        );
+        if let ControlFlow::Break(done) = tried.await {
+            return done;
+        }
+    }
+    Err(last)
+}
+
+/// Keeps the secret out of the transcript, and notes which token is used.
+fn note_secret(route: &SmtpRoute, ctx: &Context<'_>, secret: Option<&Secretish>) {
+    if let (Some(t), Some(s)) = (ctx.transcript, secret) {
+        t.add_secret(s.expose());
+        if let (Secretish::Token(b), Some(c)) = (s, &route.credentials) {
+            if let AuthSecret::Token { source } = &c.secret {
+                t.note(&token_note(source, b, ctx.tokens.now()));
+            }
+        }
+    }
+}
+
+/// Tries one host's addresses in turn, leaving the latest failure in `last`.
+/// Breaks with the session, or with a failure that stops the route.
+async fn try_addresses(
+    route: &SmtpRoute,
+    ctx: &Context<'_>,
+    host: &str,
+    addrs: Vec<SocketAddr>,
+    more_hosts: bool,
+    secret: Option<&Secretish>,
+    last: &mut ConnectError,
+) -> ControlFlow<Result<Connection, ConnectError>> {
+    let count = addrs.len();
+    for (i, addr) in addrs.into_iter().enumerate() {
+        let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
+        ctx.note(|| format!("connecting to {relay}"));
+        match connect_one(route, host, addr, ctx, secret).await {
+            Ok((client, caps)) => {
+                return ControlFlow::Break(Ok(Connection {
+                    client,
+                    caps,
+                    relay,
+                    host: host.to_string(),
+                    messages: 0,
+                    unread: Vec::new(),
+                    needs_reset: false,
+                }))
+            }
+            Err((reason, kind)) => {
+                ctx.note(|| format!("{relay}: {reason}"));
+                // The same credentials will be refused by every address.
+                let give_up = kind.stops_route();
+                if !give_up && (i + 1 < count || more_hosts) {
+                    tracing::warn!("{relay}: {reason}; trying the next address");
                 }
-                Err((reason, kind)) => {
-                    ctx.note(|| format!("{relay}: {reason}"));
-                    // The same credentials will be refused by every address.
-                    let give_up = kind.stops_route();
-                    if !give_up && (i + 1 < count || more_hosts) {
-                        tracing::warn!("{relay}: {reason}; trying the next address");
-                    }
-                    last = ConnectError {
-                        reason,
-                        relay: Some(relay),
-                        kind,
-                    };
-                    if give_up {
-                        return Err(last);
-                    }
+                *last = ConnectError {
+                    reason,
+                    relay: Some(relay),
+                    kind,
+                };
+                if give_up {
+                    return ControlFlow::Break(Err(last.clone()));
                 }
             }
         }
     }
-    Err(last)
+    ControlFlow::Continue(())
 }
 
 type Ready = (SmtpClient<Box<dyn Io>>, EhloResponse<String>);
@@ -316,38 +348,7 @@ async fn connect_one(
                 timeout: t.upstream_command,
             }
         }
-        TlsMode::StartTls => {
-            let mut plain = SmtpClient {
-                stream: Tap::new(tcp, recorder()),
-                timeout: t.upstream_command,
-            };
-            greeting(&mut plain, t).await?;
-            let caps = ehlo(&mut plain, helo, t).await?;
-            if !caps.has_capability(EXT_START_TLS) {
-                // Never fall back to clear text: the route asked for TLS.
-                quit(&mut plain, t).await;
-                return Err((
-                    "STARTTLS required but not offered by the server".into(),
-                    Failure::Other,
-                ));
-            }
-            let reply = within(t.upstream_command, "STARTTLS", plain.cmd(b"STARTTLS\r\n"))
-                .await
-                .map_err(|e| (e, Failure::Other))?;
-            if reply.code != 220 {
-                quit(&mut plain, t).await;
-                return Err((
-                    format!("STARTTLS refused: {}", outcome::reply_text(&reply)),
-                    Failure::Other,
-                ));
-            }
-            let (tcp, recorder) = plain.stream.into_parts();
-            let tls = tls_handshake(ctx, server_name, tcp).await?;
-            SmtpClient {
-                stream: tapped(tls, recorder),
-                timeout: t.upstream_command,
-            }
-        }
+        TlsMode::StartTls => start_tls(ctx, server_name, tcp, helo).await?,
         TlsMode::None => SmtpClient {
             stream: tapped(tcp, recorder()),
             timeout: t.upstream_command,
@@ -363,6 +364,47 @@ async fn connect_one(
         caps.auth_mechanisms = 0;
     }
     Ok((client, caps))
+}
+
+/// Greeting, EHLO and STARTTLS in clear text, then the TLS handshake; the
+/// caller says EHLO again over TLS, as RFC 3207 4.2 requires.
+async fn start_tls(
+    ctx: &Context<'_>,
+    server_name: rustls::pki_types::ServerName<'static>,
+    tcp: TcpStream,
+    helo: &str,
+) -> Result<SmtpClient<Box<dyn Io>>, (String, Failure)> {
+    let t = ctx.timeouts;
+    let mut plain = SmtpClient {
+        stream: Tap::new(tcp, ctx.transcript.map(Recorder::new)),
+        timeout: t.upstream_command,
+    };
+    greeting(&mut plain, t).await?;
+    let caps = ehlo(&mut plain, helo, t).await?;
+    if !caps.has_capability(EXT_START_TLS) {
+        // Never fall back to clear text: the route asked for TLS.
+        quit(&mut plain, t).await;
+        return Err((
+            "STARTTLS required but not offered by the server".into(),
+            Failure::Other,
+        ));
+    }
+    let reply = within(t.upstream_command, "STARTTLS", plain.cmd(b"STARTTLS\r\n"))
+        .await
+        .map_err(|e| (e, Failure::Other))?;
+    if reply.code != 220 {
+        quit(&mut plain, t).await;
+        return Err((
+            format!("STARTTLS refused: {}", outcome::reply_text(&reply)),
+            Failure::Other,
+        ));
+    }
+    let (tcp, recorder) = plain.stream.into_parts();
+    let tls = tls_handshake(ctx, server_name, tcp).await?;
+    Ok(SmtpClient {
+        stream: tapped(tls, recorder),
+        timeout: t.upstream_command,
+    })
 }
 
 /// AUTH with the route's mechanism and nothing else: offering a weaker one
@@ -390,72 +432,87 @@ async fn authenticate(
         ));
     }
     match secret {
-        Secretish::Token(bearer) => {
-            let mech = match creds.mechanism {
-                AuthMechanism::OAuthBearer => sasl::Mechanism::OAuthBearer,
-                _ => sasl::Mechanism::XOAuth2,
-            };
-            match sasl::authenticate(
-                client,
-                mech,
-                &bearer.user,
-                bearer.token.expose(),
-                host,
-                port,
-                t.upstream_command,
-            )
-            .await
-            {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    if e.in_step {
-                        quit(client, t).await;
-                    }
-                    // A 4xx (454 "temporary authentication failure") is the
-                    // server's trouble, not a refusal of the token.
-                    let kind = if e.rejected {
-                        Failure::AuthRejected
-                    } else {
-                        Failure::Other
-                    };
-                    Err((e.reason, kind))
-                }
-            }
-        }
+        Secretish::Token(bearer) => auth_token(client, creds, bearer, host, port, t).await,
         Secretish::Password(password) => {
             // Only the configured mechanism: mail-send would otherwise try others.
             let mut offered = caps.clone();
             offered.auth_mechanisms = bit;
-            let credentials = MsCredentials::Plain {
-                username: creds.username.clone(),
-                secret: password.expose().to_string(),
-            };
-            let what = format!("AUTH {name}");
-            let limit = t.upstream_command;
-            match tokio::time::timeout(limit, client.authenticate(&credentials, &offered)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(
-                    mail_send::Error::AuthenticationFailed(reply)
-                    | mail_send::Error::UnexpectedReply(reply),
-                )) => {
-                    // A refusal leaves the session in step: end it properly.
-                    quit(client, t).await;
-                    // RFC 4954 6: a 454 "temporary authentication failure" is
-                    // the server's trouble; only a 5xx refuses the password.
-                    let kind = if reply.code >= 500 {
-                        Failure::AuthRejected
-                    } else {
-                        Failure::Other
-                    };
-                    Err((format!("{what}: {}", outcome::reply_text(&reply)), kind))
-                }
-                // A silent or lost server says nothing about the password.
-                Ok(Err(mail_send::Error::Timeout)) | Err(_) => {
-                    Err((timed_out(&what, limit), Failure::Other))
-                }
-                Ok(Err(e)) => Err((format!("{what}: {}", ms_err(e)), Failure::Other)),
-            }
+            auth_password(client, &offered, name, creds, password, t).await
         }
+    }
+}
+
+/// XOAUTH2 or OAUTHBEARER with the bearer token (see [`sasl`]).
+async fn auth_token(
+    client: &mut SmtpClient<Box<dyn Io>>,
+    creds: &Credentials,
+    bearer: &Bearer,
+    host: &str,
+    port: u16,
+    t: &Timeouts,
+) -> Result<(), (String, Failure)> {
+    let mech = match creds.mechanism {
+        AuthMechanism::OAuthBearer => sasl::Mechanism::OAuthBearer,
+        _ => sasl::Mechanism::XOAuth2,
+    };
+    let token = bearer.token.expose();
+    let limit = t.upstream_command;
+    match sasl::authenticate(client, mech, &bearer.user, token, host, port, limit).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if e.in_step {
+                quit(client, t).await;
+            }
+            // A 4xx (454 "temporary authentication failure") is the
+            // server's trouble, not a refusal of the token.
+            let kind = if e.rejected {
+                Failure::AuthRejected
+            } else {
+                Failure::Other
+            };
+            Err((e.reason, kind))
+        }
+    }
+}
+
+/// PLAIN or LOGIN with the password, through mail-send; `offered` holds only
+/// the configured mechanism.
+async fn auth_password(
+    client: &mut SmtpClient<Box<dyn Io>>,
+    offered: &EhloResponse<String>,
+    name: &str,
+    creds: &Credentials,
+    password: &Secret,
+    t: &Timeouts,
+) -> Result<(), (String, Failure)> {
+    let credentials = MsCredentials::Plain {
+        username: creds.username.clone(),
+        secret: password.expose().to_string(),
+    };
+    let what = format!("AUTH {name}");
+    let limit = t.upstream_command;
+    match tokio::time::timeout(limit, client.authenticate(&credentials, offered)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(
+            mail_send::Error::AuthenticationFailed(reply)
+            | mail_send::Error::UnexpectedReply(reply),
+        )) => {
+            // A refusal leaves the session in step: end it properly.
+            quit(client, t).await;
+            // RFC 4954 6: a 454 "temporary authentication failure" is
+            // the server's trouble; only a 5xx refuses the password.
+            let kind = if reply.code >= 500 {
+                Failure::AuthRejected
+            } else {
+                Failure::Other
+            };
+            Err((format!("{what}: {}", outcome::reply_text(&reply)), kind))
+        }
+        // A silent or lost server says nothing about the password.
+        Ok(Err(mail_send::Error::Timeout)) | Err(_) => {
+            Err((timed_out(&what, limit), Failure::Other))
+        }
+        Ok(Err(e)) => Err((format!("{what}: {}", ms_err(e)), Failure::Other)),
     }
 }
 
