@@ -87,21 +87,7 @@ pub async fn authenticate<T: AsyncRead + AsyncWrite + Unpin>(
     timeout: Duration,
 ) -> Result<(), SaslError> {
     let what = format!("AUTH {}", mechanism.name());
-
-    // Fields are framed by 0x01: a control character in a value would cut or
-    // forge fields (or, in a token read from a file, is a trailing newline the
-    // server would refuse with a misleading "bad credentials").
-    if token.is_empty() {
-        return Err(not_sent(&what, "the token is empty"));
-    }
-    for (field, value) in [("user name", user), ("token", token), ("host name", host)] {
-        if value.chars().any(char::is_control) {
-            return Err(not_sent(
-                &what,
-                &format!("the {field} contains a control character"),
-            ));
-        }
-    }
+    check_fields(&what, user, token, host)?;
 
     let initial = match mechanism {
         Mechanism::XOAuth2 => xoauth2_initial(user, token),
@@ -119,17 +105,47 @@ pub async fn authenticate<T: AsyncRead + AsyncWrite + Unpin>(
     if reply.code != 334 {
         return finish(&what, &reply, None, &secrets);
     }
+    answer_challenge(client, timeout, &what, mechanism, &reply, &secrets).await
+}
 
+/// Refuses, before anything is sent, values that cannot go in the response.
+fn check_fields(what: &str, user: &str, token: &str, host: &str) -> Result<(), SaslError> {
+    // Fields are framed by 0x01: a control character in a value would cut or
+    // forge fields (or, in a token read from a file, is a trailing newline the
+    // server would refuse with a misleading "bad credentials").
+    if token.is_empty() {
+        return Err(not_sent(what, "the token is empty"));
+    }
+    for (field, value) in [("user name", user), ("token", token), ("host name", host)] {
+        if value.chars().any(char::is_control) {
+            return Err(not_sent(
+                what,
+                &format!("the {field} contains a control character"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Answers a 334 challenge to the initial response, and cancels a second one.
+async fn answer_challenge<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+    timeout: Duration,
+    what: &str,
+    mechanism: Mechanism,
+    challenge: &Response<String>,
+    secrets: &Secrets,
+) -> Result<(), SaslError> {
     // The token was sent up front, so any challenge is the server's way of
     // saying it failed (or something we do not understand): answer so that the
     // server ends the exchange with a real reply, and report what it said.
-    let said = describe_challenge(&reply.message);
+    let said = describe_challenge(&challenge.message);
     let reply = send(
         client,
         timeout,
-        &what,
+        what,
         mechanism.challenge_answer(),
-        &secrets,
+        secrets,
         Some(&said),
     )
     .await?;
@@ -137,7 +153,7 @@ pub async fn authenticate<T: AsyncRead + AsyncWrite + Unpin>(
     if reply.code == 334 {
         // Answering again could go on forever; "*" cancels (RFC 4954 4), and
         // the server must then reply 501.
-        let cancelled = send(client, timeout, &what, b"*\r\n", &secrets, Some(&said)).await?;
+        let cancelled = send(client, timeout, what, b"*\r\n", secrets, Some(&said)).await?;
         return Err(SaslError {
             reason: secrets.scrub(format!(
                 "{what}: server sent a second challenge; cancelled: {} ({said})",
@@ -147,7 +163,7 @@ pub async fn authenticate<T: AsyncRead + AsyncWrite + Unpin>(
             in_step: cancelled.code != 334,
         });
     }
-    finish(&what, &reply, Some(&said), &secrets)
+    finish(what, &reply, Some(&said), secrets)
 }
 
 /// The XOAUTH2 initial client response (unencoded).
