@@ -94,28 +94,7 @@ pub async fn command(argv: &[String], timeout: Duration) -> Result<Secret, Token
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| spawn_error(&source, e))?;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let run = async {
-        // Each pipe is moved into its reader so it is closed as soon as that
-        // reader stops: a command printing more than the cap then gets EPIPE
-        // instead of blocking until the timeout.
-        let out = async move {
-            match stdout {
-                Some(pipe) => read_capped(pipe, MAX_REPLY).await,
-                None => Ok((Vec::new(), false)),
-            }
-        };
-        let err = async move {
-            match stderr {
-                Some(pipe) => read_stderr(pipe).await,
-                None => Vec::new(),
-            }
-        };
-        let (out, err) = tokio::join!(out, err);
-        (out, err, child.wait().await)
-    };
-    let (out, err, status) = match tokio::time::timeout(timeout, run).await {
+    let (out, err, status) = match tokio::time::timeout(timeout, run_to_end(&mut child)).await {
         Ok(done) => done,
         Err(_) => {
             return Err(temporary(
@@ -134,19 +113,53 @@ pub async fn command(argv: &[String], timeout: Duration) -> Result<Secret, Token
     }
     let status = status.map_err(|e| temporary(&source, format!("waiting for it: {e}")))?;
     if !status.success() {
-        let how = match (status.code(), status.signal()) {
-            (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(signal)) => format!("killed by signal {signal}"),
-            (None, None) => "failed".to_string(),
-        };
-        let stderr = one_line(&err, STDERR_SHOWN);
-        return Err(if stderr.is_empty() {
-            temporary(&source, how)
-        } else {
-            temporary(&source, format!("{how}: {stderr}"))
-        });
+        return Err(exit_error(&source, status, &err));
     }
     token_from(&source, &out).map(Secret::new)
+}
+
+/// What a token command printed (capped), what it said on stderr, and how it ended.
+async fn run_to_end(
+    child: &mut tokio::process::Child,
+) -> (
+    std::io::Result<(Vec<u8>, bool)>,
+    Vec<u8>,
+    std::io::Result<std::process::ExitStatus>,
+) {
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    // Each pipe is moved into its reader so it is closed as soon as that
+    // reader stops: a command printing more than the cap then gets EPIPE
+    // instead of blocking until the timeout.
+    let out = async move {
+        match stdout {
+            Some(pipe) => read_capped(pipe, MAX_REPLY).await,
+            None => Ok((Vec::new(), false)),
+        }
+    };
+    let err = async move {
+        match stderr {
+            Some(pipe) => read_stderr(pipe).await,
+            None => Vec::new(),
+        }
+    };
+    let (out, err) = tokio::join!(out, err);
+    (out, err, child.wait().await)
+}
+
+/// A token command that failed: how it ended, with the first line of its stderr.
+fn exit_error(source: &str, status: std::process::ExitStatus, err: &[u8]) -> TokenError {
+    let how = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "failed".to_string(),
+    };
+    let stderr = one_line(err, STDERR_SHOWN);
+    if stderr.is_empty() {
+        temporary(source, how)
+    } else {
+        temporary(source, format!("{how}: {stderr}"))
+    }
 }
 
 /// Reads the token from `path`, with the stamp of the file it was read from.
@@ -191,23 +204,7 @@ pub async fn socket(path: &Path, user: &str, timeout: Duration) -> Result<Bearer
             format!("user {user:?} cannot be asked for: it must be one word"),
         ));
     }
-    let ask = async {
-        let mut stream = tokio::net::UnixStream::connect(path)
-            .await
-            .map_err(|e| connect_error(&source, e))?;
-        stream
-            .write_all(format!("SMTP {user}\n").as_bytes())
-            .await
-            .map_err(|e| temporary(&source, format!("sending the request: {e}")))?;
-        // The server reads the request until end of file before it answers.
-        stream
-            .shutdown()
-            .await
-            .map_err(|e| temporary(&source, format!("sending the request: {e}")))?;
-        read_reply_line(&mut stream)
-            .await
-            .map_err(|e| temporary(&source, format!("reading the reply: {e}")))
-    };
+    let ask = ask_socket(path, user, &source);
     let (reply, too_long) = match tokio::time::timeout(timeout, ask).await {
         Ok(done) => done?,
         Err(_) => {
@@ -249,6 +246,25 @@ pub async fn socket(path: &Path, user: &str, timeout: Duration) -> Result<Bearer
     })
 }
 
+/// Sends the credential server the request line and reads its one-line reply.
+async fn ask_socket(path: &Path, user: &str, source: &str) -> Result<(Vec<u8>, bool), TokenError> {
+    let mut stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|e| connect_error(source, e))?;
+    stream
+        .write_all(format!("SMTP {user}\n").as_bytes())
+        .await
+        .map_err(|e| temporary(source, format!("sending the request: {e}")))?;
+    // The server reads the request until end of file before it answers.
+    stream
+        .shutdown()
+        .await
+        .map_err(|e| temporary(source, format!("sending the request: {e}")))?;
+    read_reply_line(&mut stream)
+        .await
+        .map_err(|e| temporary(source, format!("reading the reply: {e}")))
+}
+
 /// Asks an EmailEngine-style authentication server at `url` for `account`'s token.
 pub async fn http(
     client: &reqwest::Client,
@@ -257,11 +273,32 @@ pub async fn http(
     timeout: Duration,
 ) -> Result<Bearer, TokenError> {
     let source = format!("http {}", redact_url(url.expose()));
+    let request = token_request(client, url, account, &source)?;
+    let body = match tokio::time::timeout(timeout, read_body(request, &source)).await {
+        Ok(done) => done?,
+        Err(_) => {
+            return Err(temporary(
+                &source,
+                format!("no reply within {}", humantime::format_duration(timeout)),
+            ))
+        }
+    };
+    bearer_from_json(&source, &body)
+}
+
+/// The GET request for `account`'s token, with the URL's credentials moved
+/// into a basic-auth header.
+fn token_request(
+    client: &reqwest::Client,
+    url: &Secret,
+    account: &str,
+    source: &str,
+) -> Result<reqwest::RequestBuilder, TokenError> {
     // url's parse errors describe the problem without quoting the input.
     let mut target =
-        Url::parse(url.expose()).map_err(|e| dead(&source, format!("not a valid URL: {e}")))?;
+        Url::parse(url.expose()).map_err(|e| dead(source, format!("not a valid URL: {e}")))?;
     if !matches!(target.scheme(), "http" | "https") {
-        return Err(dead(&source, "only http and https URLs are supported"));
+        return Err(dead(source, "only http and https URLs are supported"));
     }
     // Taken out of the URL by hand (reqwest would do it too) so that the
     // credentials can never reach an error's URL, and go in a header that
@@ -282,53 +319,48 @@ pub async fn http(
     if has_credentials {
         request = request.basic_auth(login, password);
     }
-    let ask = async {
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| request_error(&source, e))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(status_error(&source, status));
+    Ok(request)
+}
+
+/// Sends the request and reads a successful reply's body, at most 64 KiB.
+async fn read_body(request: reqwest::RequestBuilder, source: &str) -> Result<Vec<u8>, TokenError> {
+    let mut response = request.send().await.map_err(|e| request_error(source, e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(status_error(source, status));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| request_error(source, e))?
+    {
+        if body.len() + chunk.len() > MAX_REPLY {
+            return Err(dead(source, "reply is longer than 64 KiB"));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| request_error(&source, e))?
-        {
-            if body.len() + chunk.len() > MAX_REPLY {
-                return Err(dead(&source, "reply is longer than 64 KiB"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    };
-    let body = match tokio::time::timeout(timeout, ask).await {
-        Ok(done) => done?,
-        Err(_) => {
-            return Err(temporary(
-                &source,
-                format!("no reply within {}", humantime::format_duration(timeout)),
-            ))
-        }
-    };
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The token and user from the server's JSON reply.
+fn bearer_from_json(source: &str, body: &[u8]) -> Result<Bearer, TokenError> {
     // serde_json's messages can quote the offending value, which may be the
     // token, so only the fact of the failure is reported.
     let reply: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|_| dead(&source, "reply is not JSON"))?;
+        serde_json::from_slice(body).map_err(|_| dead(source, "reply is not JSON"))?;
     let token = reply
         .get("accessToken")
         .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| dead(&source, "reply has no accessToken"))?;
-    let token = token_from(&source, token.as_bytes())?;
+        .ok_or_else(|| dead(source, "reply has no accessToken"))?;
+    let token = token_from(source, token.as_bytes())?;
     let user = reply
         .get("user")
         .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| dead(&source, "reply has no user"))?;
+        .ok_or_else(|| dead(source, "reply has no user"))?;
     if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
         // It goes into the XOAUTH2 string, where \x01 is a separator.
-        return Err(dead(&source, "reply has a user that is not one word"));
+        return Err(dead(source, "reply has a user that is not one word"));
     }
     Ok(Bearer {
         user: user.to_string(),
