@@ -180,6 +180,14 @@ pub fn render(config: &Config, s: &Status, holds: &[Hold], now: u64) -> String {
     if let Some(t) = s.refreshed_at {
         let _ = writeln!(o, "  refresh token last used: {}", when(t, now));
     }
+    write_holds(&mut o, s, holds, now);
+    write_advice(&mut o, config, s, now);
+    o
+}
+
+/// The routes held because of this source, and for how long.
+fn write_holds(o: &mut String, s: &Status, holds: &[Hold], now: u64) {
+    use std::fmt::Write as _;
     for h in holds
         .iter()
         .filter(|h| h.source.as_deref() == Some(s.name.as_str()))
@@ -192,6 +200,12 @@ pub fn render(config: &Config, s: &Status, holds: &[Hold], now: u64) -> String {
             h.reason
         );
     }
+}
+
+/// What to do about the source: log in again, or use the refresh token
+/// before the provider revokes it.
+fn write_advice(o: &mut String, config: &Config, s: &Status, now: u64) {
+    use std::fmt::Write as _;
     if let Some(TokenKind::OAuth2(src)) = config.token_sources.get(&s.name).map(|t| &t.kind) {
         if src.grant == Grant::RefreshToken {
             let last = s.refreshed_at.or(s.obtained_at);
@@ -224,7 +238,6 @@ pub fn render(config: &Config, s: &Status, holds: &[Hold], now: u64) -> String {
             let _ = writeln!(o, "  do: smarthost oauth login {}", s.name);
         }
     }
-    o
 }
 
 /// Prints a current access token of `source` (and nothing else) for scripts.
