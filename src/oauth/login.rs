@@ -288,26 +288,7 @@ async fn device_flow(
 /// quotes the body: it holds the device code.
 fn parse_device(status: u16, body: &[u8]) -> Result<DeviceAuthorization, EndpointError> {
     let raw: Option<RawDevice> = serde_json::from_slice(body).ok();
-    if let Some(RawDevice {
-        error: Some(error),
-        error_description,
-        ..
-    }) = &raw
-    {
-        if status >= 500 {
-            return Err(EndpointError::Transport(format!(
-                "HTTP {status} ({})",
-                one_line(error, 64)
-            )));
-        }
-        return Err(EndpointError::OAuth {
-            error: one_line(error, 64),
-            description: error_description.clone(),
-        });
-    }
-    if status != 200 {
-        return Err(EndpointError::Transport(format!("HTTP {status}")));
-    }
+    device_refusal(status, raw.as_ref())?;
     let Some(raw) = raw else {
         return Err(EndpointError::Transport(
             "answer is not a JSON device authorization response".into(),
@@ -347,6 +328,32 @@ fn parse_device(status: u16, body: &[u8]) -> Result<DeviceAuthorization, Endpoin
         expires_in,
         interval,
     })
+}
+
+/// The endpoint's refusal: its OAuth error (a server error's as a transport
+/// failure, to be retried), or a status other than 200.
+fn device_refusal(status: u16, raw: Option<&RawDevice>) -> Result<(), EndpointError> {
+    if let Some(RawDevice {
+        error: Some(error),
+        error_description,
+        ..
+    }) = raw
+    {
+        if status >= 500 {
+            return Err(EndpointError::Transport(format!(
+                "HTTP {status} ({})",
+                one_line(error, 64)
+            )));
+        }
+        return Err(EndpointError::OAuth {
+            error: one_line(error, 64),
+            description: error_description.clone(),
+        });
+    }
+    if status != 200 {
+        return Err(EndpointError::Transport(format!("HTTP {status}")));
+    }
+    Ok(())
 }
 
 /// Some servers send numbers as strings.
@@ -490,17 +497,7 @@ async fn browser_flow(
     opts: &Options,
     out: &mut (dyn Write + Send),
 ) -> Result<TokenResponse, LoginError> {
-    let addr = format!("127.0.0.1:{}", opts.port);
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))
-        .await
-        .map_err(|source| LoginError::Listener {
-            addr: addr.clone(),
-            source,
-        })?;
-    let port = listener
-        .local_addr()
-        .map_err(|source| LoginError::Listener { addr, source })?
-        .port();
+    let (listener, port) = listen(opts).await?;
     let redirect_uri = redirect_uri(src.provider, port);
     let (verifier, challenge) = pkce_pair()?;
     let state = random_b64(16)?;
@@ -512,14 +509,7 @@ async fn browser_flow(
         done: AtomicBool::new(false),
         tx,
     });
-    let mut servers = Servers(vec![tokio::spawn(serve(listener, redirect.clone()))]);
-    if src.provider == Provider::Microsoft {
-        // `localhost` may resolve to ::1 first; browsers fall back to 127.0.0.1
-        // when refused, but listening there too spares that detour.
-        if let Ok(v6) = TcpListener::bind((Ipv6Addr::LOCALHOST, port)).await {
-            servers.0.push(tokio::spawn(serve(v6, redirect.clone())));
-        }
-    }
+    let servers = start_servers(listener, port, src.provider, &redirect).await;
 
     let o = LoginError::Output;
     writeln!(
@@ -533,18 +523,7 @@ async fn browser_flow(
     let wait = opts.wait.unwrap_or(BROWSER_WAIT);
     let outcome = with_countdown(out, Instant::now() + wait, rx.recv()).await;
     drop(servers);
-    let code = match outcome {
-        None => return Err(LoginError::TimedOut(show_duration(wait))),
-        Some(Some(Ok(code))) => code,
-        Some(Some(Err(e))) => return Err(LoginError::Authorization(e)),
-        // Cannot happen while `redirect` holds the sender.
-        Some(None) => {
-            return Err(LoginError::Listener {
-                addr: redirect_uri,
-                source: std::io::Error::other("the listener stopped"),
-            })
-        }
-    };
+    let code = code_from(outcome, wait, &redirect_uri)?;
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code.expose()),
@@ -554,6 +533,61 @@ async fn browser_flow(
     endpoint::post(http, &src.token_url, src, &form, source.timeout)
         .await
         .map_err(LoginError::TokenEndpoint)
+}
+
+/// Listens for the redirect on 127.0.0.1 at the configured port (0: any);
+/// returns the listener and its port.
+async fn listen(opts: &Options) -> Result<(TcpListener, u16), LoginError> {
+    let addr = format!("127.0.0.1:{}", opts.port);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))
+        .await
+        .map_err(|source| LoginError::Listener {
+            addr: addr.clone(),
+            source,
+        })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| LoginError::Listener { addr, source })?
+        .port();
+    Ok((listener, port))
+}
+
+/// Serves the redirect on `listener`, and for Microsoft on [::1] too.
+async fn start_servers(
+    listener: TcpListener,
+    port: u16,
+    provider: Provider,
+    redirect: &Arc<Redirect>,
+) -> Servers {
+    let mut servers = Servers(vec![tokio::spawn(serve(listener, Arc::clone(redirect)))]);
+    if provider == Provider::Microsoft {
+        // `localhost` may resolve to ::1 first; browsers fall back to 127.0.0.1
+        // when refused, but listening there too spares that detour.
+        if let Ok(v6) = TcpListener::bind((Ipv6Addr::LOCALHOST, port)).await {
+            servers
+                .0
+                .push(tokio::spawn(serve(v6, Arc::clone(redirect))));
+        }
+    }
+    servers
+}
+
+/// The authorization code from what the wait for the redirect gave.
+fn code_from(
+    outcome: Option<Option<Result<Secret, EndpointError>>>,
+    wait: Duration,
+    redirect_uri: &str,
+) -> Result<Secret, LoginError> {
+    match outcome {
+        None => Err(LoginError::TimedOut(show_duration(wait))),
+        Some(Some(Ok(code))) => Ok(code),
+        Some(Some(Err(e))) => Err(LoginError::Authorization(e)),
+        // Cannot happen while `redirect` holds the sender.
+        Some(None) => Err(LoginError::Listener {
+            addr: redirect_uri.to_string(),
+            source: std::io::Error::other("the listener stopped"),
+        }),
+    }
 }
 
 /// The listener tasks; stop accepting when the flow ends, however it ends.
