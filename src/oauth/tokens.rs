@@ -202,29 +202,7 @@ impl Tokens {
         };
         match &src.kind {
             TokenKind::OAuth2(o) => {
-                if !force {
-                    if let Some((t, use_until, exp)) = &cache.token {
-                        if now < *use_until {
-                            return Ok(bearer(t.clone(), *exp, false));
-                        }
-                    }
-                }
-                let (token, use_until, expires_at, fresh) = match o.grant {
-                    Grant::RefreshToken => self.refresh(slot, o, cache, force, now).await?,
-                    Grant::ClientCredentials => {
-                        let resp = endpoint::client_credentials(&self.http, o, src.timeout)
-                            .await
-                            .map_err(|e| e.into_token_error(&src.name))?;
-                        let life = resp.expires_in.unwrap_or(DEFAULT_LIFETIME);
-                        (
-                            resp.access_token,
-                            use_until(now, life, o.refresh_before),
-                            Some(now.saturating_add(life)),
-                            true,
-                        )
-                    }
-                };
-                cache.token = Some((token.clone(), use_until, expires_at));
+                let (token, expires_at, fresh) = self.oauth2(slot, o, cache, force, now).await?;
                 Ok(bearer(token, expires_at, fresh))
             }
             TokenKind::Command(argv) => {
@@ -252,6 +230,43 @@ impl Tokens {
         }
     }
 
+    /// An OAuth2 source's access token, its expiry and whether it was issued
+    /// now: the cached one while it may still be handed out, else a new one.
+    async fn oauth2(
+        &self,
+        slot: &Slot,
+        o: &OAuth2Source,
+        cache: &mut Cache,
+        force: bool,
+        now: u64,
+    ) -> Result<(Secret, Option<u64>, bool), TokenError> {
+        let src = &slot.source;
+        if !force {
+            if let Some((t, use_until, exp)) = &cache.token {
+                if now < *use_until {
+                    return Ok((t.clone(), *exp, false));
+                }
+            }
+        }
+        let (token, use_until, expires_at, fresh) = match o.grant {
+            Grant::RefreshToken => self.refresh(slot, o, cache, force, now).await?,
+            Grant::ClientCredentials => {
+                let resp = endpoint::client_credentials(&self.http, o, src.timeout)
+                    .await
+                    .map_err(|e| e.into_token_error(&src.name))?;
+                let life = resp.expires_in.unwrap_or(DEFAULT_LIFETIME);
+                (
+                    resp.access_token,
+                    use_until(now, life, o.refresh_before),
+                    Some(now.saturating_add(life)),
+                    true,
+                )
+            }
+        };
+        cache.token = Some((token.clone(), use_until, expires_at));
+        Ok((token, expires_at, fresh))
+    }
+
     /// The refresh-token grant, under the state file's lock from read to write:
     /// the token, when to stop handing it out, its expiry, and whether it was
     /// issued now (not taken from the state file).
@@ -268,14 +283,7 @@ impl Tokens {
         let _lock = state::lock_async(&o.state_file)
             .await
             .map_err(|e| TokenError::Temporary(format!("token source {name}: {e}")))?;
-        let mut st = match cache.unsaved.clone() {
-            Some(s) => s,
-            None => match state::load(&o.state_file) {
-                Ok(Some(s)) => s,
-                Ok(None) => return Err(not_logged_in(name, o)),
-                Err(e) => return Err(TokenError::Dead(format!("token source {name}: {e}"))),
-            },
-        };
+        let mut st = load_state(o, cache, name)?;
         if !force {
             // Another process (`oauth token`, a restart) may have refreshed.
             if let (Some(t), Some(exp)) = (st.access_token(), st.expires_at) {
@@ -302,20 +310,7 @@ impl Tokens {
         if resp.scope.is_some() {
             st.scope = resp.scope.clone();
         }
-        let mut stamped = lock(&slot.status);
-        stamped.refreshed_at = Some(now);
-        stamped.obtained_at = st.obtained_at;
-        drop(stamped);
-        match state::save(&o.state_file, &st) {
-            Ok(()) => cache.unsaved = None,
-            Err(e) => {
-                tracing::error!(
-                    "token source {name}: cannot save {} tokens: {e}; keeping them in memory",
-                    if rotated { "the rotated" } else { "new" }
-                );
-                cache.unsaved = Some(st);
-            }
-        }
+        record_refresh(slot, o, cache, st, rotated, now);
         Ok((
             resp.access_token,
             use_until(now, life, o.refresh_before),
@@ -419,6 +414,45 @@ impl Slot {
                 ..Status::default()
             }),
             failures: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The source's tokens: those that could not be saved, else the state file's.
+fn load_state(o: &OAuth2Source, cache: &Cache, name: &str) -> Result<State, TokenError> {
+    match cache.unsaved.clone() {
+        Some(s) => Ok(s),
+        None => match state::load(&o.state_file) {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(not_logged_in(name, o)),
+            Err(e) => Err(TokenError::Dead(format!("token source {name}: {e}"))),
+        },
+    }
+}
+
+/// Stamps the status with the refresh and saves the refreshed tokens; if they
+/// cannot be saved they are kept in memory, so a rotated refresh token is not lost.
+fn record_refresh(
+    slot: &Slot,
+    o: &OAuth2Source,
+    cache: &mut Cache,
+    st: State,
+    rotated: bool,
+    now: u64,
+) {
+    let name = &slot.source.name;
+    let mut stamped = lock(&slot.status);
+    stamped.refreshed_at = Some(now);
+    stamped.obtained_at = st.obtained_at;
+    drop(stamped);
+    match state::save(&o.state_file, &st) {
+        Ok(()) => cache.unsaved = None,
+        Err(e) => {
+            tracing::error!(
+                "token source {name}: cannot save {} tokens: {e}; keeping them in memory",
+                if rotated { "the rotated" } else { "new" }
+            );
+            cache.unsaved = Some(st);
         }
     }
 }
