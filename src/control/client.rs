@@ -96,149 +96,169 @@ pub enum Command {
 pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool, ClientError> {
     let now = crate::clock::unix_now();
     match command {
-        Command::List { json } => {
-            let mut summary = render::Summary::default();
-            let mut first = true;
-            let mut holds = Vec::new();
-            let mut damaged = Vec::new();
-            call(socket, &Request::List, |reply| {
-                if let Reply::RouteHeld(h) = reply {
-                    holds.push(h);
-                    return Ok(());
-                }
-                if let Reply::Damaged { id, reason } = reply {
-                    if json {
-                        return json_line(out, &serde_json::json!({ "id": id, "damaged": reason }));
-                    }
-                    damaged.push(render::render_damaged(&id, &reason));
-                    return Ok(());
-                }
-                if let Reply::Queued(e) = reply {
-                    if json {
-                        return json_line(out, &e);
-                    }
-                    if first {
-                        out.write_all(render::LIST_HEADER.as_bytes())?;
-                        first = false;
-                    }
-                    summary.add(&e);
-                    out.write_all(render::render_entry(&e, now).as_bytes())?;
-                }
-                Ok(())
-            })?;
-            if !json {
-                out.write_all(summary.render(now).as_bytes())?;
-                for d in &damaged {
-                    out.write_all(d.as_bytes())?;
-                }
-                for h in &holds {
-                    out.write_all(render::render_route_hold(h, now).as_bytes())?;
-                }
-            }
-            Ok(true)
+        Command::List { json } => list(socket, json, now, out),
+        Command::Show { id, json } => show(socket, id, json, now, out),
+        Command::Find { query, json } => find(socket, &query, json, now, out),
+        Command::Reload => reload(socket, out),
+        Command::Act { action, selection } => act(socket, action, selection, out),
+    }
+}
+
+/// `queue list` / mailq: the messages, a summary, the damaged ones, the held
+/// routes.
+fn list(socket: &Path, json: bool, now: u64, out: &mut dyn Write) -> Result<bool, ClientError> {
+    let mut summary = render::Summary::default();
+    let mut first = true;
+    let mut holds = Vec::new();
+    let mut damaged = Vec::new();
+    call(socket, &Request::List, |reply| match reply {
+        Reply::RouteHeld(h) => {
+            holds.push(h);
+            Ok(())
         }
-        Command::Show { id, json } => {
-            let mut entry = None;
-            let mut headers = String::new();
-            let mut damaged = None;
-            call(socket, &Request::Show { id }, |reply| {
-                match reply {
-                    Reply::Queued(e) => entry = Some(e),
-                    Reply::Headers(h) => headers = h,
-                    Reply::Damaged { id, reason } => damaged = Some((id, reason)),
-                    _ => {}
-                }
-                Ok(())
-            })?;
-            if let Some((id, reason)) = damaged {
-                if json {
-                    json_line(out, &serde_json::json!({ "id": id, "damaged": reason }))?;
-                } else {
-                    out.write_all(render::render_damaged(&id, &reason).as_bytes())?;
-                }
-                return Ok(true);
-            }
-            let Some(e) = entry else {
-                return Err(ClientError::Protocol("no message in the answer".into()));
-            };
-            if json {
-                json_line(
-                    out,
-                    &serde_json::json!({ "message": e, "headers": headers }),
-                )?;
-            } else {
-                out.write_all(render::render_show(&e, &headers, now).as_bytes())?;
-            }
-            Ok(true)
+        Reply::Damaged { id, reason } if json => json_line(out, &damaged_json(&id, &reason)),
+        Reply::Damaged { id, reason } => {
+            damaged.push(render::render_damaged(&id, &reason));
+            Ok(())
         }
-        Command::Find { query, json } => {
-            let found = call(
-                socket,
-                &Request::Find {
-                    query: query.clone(),
-                },
-                |reply| {
-                    if json {
-                        return match reply {
-                            Reply::Queued(e) => json_line(out, &e),
-                            Reply::Finished(f) => json_line(out, &f),
-                            _ => Ok(()),
-                        };
-                    }
-                    match reply {
-                        Reply::Queued(e) => {
-                            out.write_all(b"queued: ")?;
-                            out.write_all(render::render_entry(&e, now).as_bytes())
-                        }
-                        Reply::Finished(f) => out.write_all(render::render_finished(&f).as_bytes()),
-                        _ => Ok(()),
-                    }
-                },
-            )?;
-            if found == 0 {
-                if !json {
-                    writeln!(out, "{query}: not in the queue nor in the recent history")?;
-                }
-                return Ok(false);
+        Reply::Queued(e) if json => json_line(out, &e),
+        Reply::Queued(e) => {
+            if first {
+                out.write_all(render::LIST_HEADER.as_bytes())?;
+                first = false;
             }
-            Ok(true)
+            summary.add(&e);
+            out.write_all(render::render_entry(&e, now).as_bytes())
         }
-        Command::Reload => {
-            call(socket, &Request::Reload, |reply| {
-                if let Reply::Reloaded(r) = reply {
-                    writeln!(
-                        out,
-                        "reloaded: {} route(s); {} queued message(s) rescheduled, {} on a new route",
-                        r.routes, r.queued, r.rerouted
-                    )?;
-                    if !r.needs_restart.is_empty() {
-                        writeln!(
-                            out,
-                            "not applied until a restart: {}",
-                            r.needs_restart.join(", ")
-                        )?;
-                    }
-                }
-                Ok(())
-            })?;
-            Ok(true)
+        _ => Ok(()),
+    })?;
+    if !json {
+        out.write_all(summary.render(now).as_bytes())?;
+        for d in &damaged {
+            out.write_all(d.as_bytes())?;
         }
-        Command::Act { action, selection } => {
-            let mut all_ok = true;
-            call(socket, &Request::Act { action, selection }, |reply| {
-                if let Reply::Acted { id, ok, detail } = reply {
-                    all_ok &= ok;
-                    if ok {
-                        writeln!(out, "{id}: {detail}")?;
-                    } else {
-                        writeln!(out, "{id}: not {}: {detail}", action.past_tense())?;
-                    }
-                }
-                Ok(())
-            })?;
-            Ok(all_ok)
+        for h in &holds {
+            out.write_all(render::render_route_hold(h, now).as_bytes())?;
         }
     }
+    Ok(true)
+}
+
+fn damaged_json(id: &str, reason: &str) -> serde_json::Value {
+    serde_json::json!({ "id": id, "damaged": reason })
+}
+
+/// `queue show`: envelope, history and headers (or why it is damaged).
+fn show(
+    socket: &Path,
+    id: String,
+    json: bool,
+    now: u64,
+    out: &mut dyn Write,
+) -> Result<bool, ClientError> {
+    let mut entry = None;
+    let mut headers = String::new();
+    let mut damaged = None;
+    call(socket, &Request::Show { id }, |reply| {
+        match reply {
+            Reply::Queued(e) => entry = Some(e),
+            Reply::Headers(h) => headers = h,
+            Reply::Damaged { id, reason } => damaged = Some((id, reason)),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if let Some((id, reason)) = damaged {
+        if json {
+            json_line(out, &damaged_json(&id, &reason))?;
+        } else {
+            out.write_all(render::render_damaged(&id, &reason).as_bytes())?;
+        }
+        return Ok(true);
+    }
+    let Some(e) = entry else {
+        return Err(ClientError::Protocol("no message in the answer".into()));
+    };
+    if json {
+        json_line(
+            out,
+            &serde_json::json!({ "message": e, "headers": headers }),
+        )?;
+    } else {
+        out.write_all(render::render_show(&e, &headers, now).as_bytes())?;
+    }
+    Ok(true)
+}
+
+/// `queue find`: queued matches, then finished ones, newest first.
+fn find(
+    socket: &Path,
+    query: &str,
+    json: bool,
+    now: u64,
+    out: &mut dyn Write,
+) -> Result<bool, ClientError> {
+    let request = Request::Find {
+        query: query.to_string(),
+    };
+    let found = call(socket, &request, |reply| match reply {
+        Reply::Queued(e) if json => json_line(out, &e),
+        Reply::Finished(f) if json => json_line(out, &f),
+        Reply::Queued(e) => {
+            out.write_all(b"queued: ")?;
+            out.write_all(render::render_entry(&e, now).as_bytes())
+        }
+        Reply::Finished(f) => out.write_all(render::render_finished(&f).as_bytes()),
+        _ => Ok(()),
+    })?;
+    if found == 0 {
+        if !json {
+            writeln!(out, "{query}: not in the queue nor in the recent history")?;
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn reload(socket: &Path, out: &mut dyn Write) -> Result<bool, ClientError> {
+    call(socket, &Request::Reload, |reply| {
+        let Reply::Reloaded(r) = reply else {
+            return Ok(());
+        };
+        writeln!(
+            out,
+            "reloaded: {} route(s); {} queued message(s) rescheduled, {} on a new route",
+            r.routes, r.queued, r.rerouted
+        )?;
+        if !r.needs_restart.is_empty() {
+            let later = r.needs_restart.join(", ");
+            writeln!(out, "not applied until a restart: {later}")?;
+        }
+        Ok(())
+    })?;
+    Ok(true)
+}
+
+/// An action, one line per message; false if any of them failed.
+fn act(
+    socket: &Path,
+    action: Action,
+    selection: Selection,
+    out: &mut dyn Write,
+) -> Result<bool, ClientError> {
+    let mut all_ok = true;
+    call(socket, &Request::Act { action, selection }, |reply| {
+        if let Reply::Acted { id, ok, detail } = reply {
+            all_ok &= ok;
+            if ok {
+                writeln!(out, "{id}: {detail}")?;
+            } else {
+                writeln!(out, "{id}: not {}: {detail}", action.past_tense())?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(all_ok)
 }
 
 fn json_line<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {
