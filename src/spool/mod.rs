@@ -159,27 +159,26 @@ impl Spool {
     }
 
     fn assemble(&self, id: &str, meta: &[u8]) -> Result<Envelope, StoreError> {
-        let meta: Meta = serde_json::from_slice(meta)
+        let mut meta: Meta = serde_json::from_slice(meta)
             .map_err(|e| damaged(id, format!("its envelope does not decode: {e}")))?;
-        let mut recipients = Vec::with_capacity(meta.recipients.min(4096) as usize);
+        if let Some(only) = meta.only.take() {
+            return Ok(meta.into_envelope(id, vec![only]));
+        }
+        let expected = meta.recipients as usize;
+        let mut recipients = Vec::with_capacity(expected.min(4096));
         for item in self.store.scan(&records::numbered_prefix(b't', id)) {
             let (_, value) = item?;
             let r: Recipient = serde_json::from_slice(&value).map_err(|e| {
-                damaged(
-                    id,
-                    format!("recipient record {} does not decode: {e}", recipients.len()),
-                )
+                let at = recipients.len();
+                damaged(id, format!("recipient record {at} does not decode: {e}"))
             })?;
             recipients.push(r);
         }
-        if recipients.len() != meta.recipients as usize {
+        if recipients.len() != expected {
+            let missing = expected.saturating_sub(recipients.len());
             return Err(damaged(
                 id,
-                format!(
-                    "{} of its {} recipient records are missing",
-                    meta.recipients as usize - recipients.len().min(meta.recipients as usize),
-                    meta.recipients
-                ),
+                format!("{missing} of its {expected} recipient records are missing"),
             ));
         }
         Ok(meta.into_envelope(id, recipients))
@@ -270,8 +269,10 @@ impl Spool {
                 &Finished::from_envelope(env, unix_now(), outcome),
             );
         } else {
-            for &i in changed {
-                put_recipient(&mut changes, env, i);
+            if env.recipients.len() > 1 {
+                for &i in changed {
+                    put_recipient(&mut changes, env, i);
+                }
             }
             put_meta(&mut changes, env);
         }
@@ -533,10 +534,13 @@ fn put_message(changes: &mut Changes, env: &mut Envelope, head: &[u8], body: &[u
     put_whole(changes, env);
 }
 
-/// Every recipient, then the meta record.
+/// Every recipient, then the meta record (which holds the recipient of a
+/// one-recipient message itself).
 fn put_whole(changes: &mut Changes, env: &Envelope) {
-    for i in 0..env.recipients.len() {
-        put_recipient(changes, env, i);
+    if env.recipients.len() > 1 {
+        for i in 0..env.recipients.len() {
+            put_recipient(changes, env, i);
+        }
     }
     put_meta(changes, env);
 }
@@ -558,7 +562,12 @@ fn put_recipient(changes: &mut Changes, env: &Envelope, i: usize) {
 /// The meta record first (see [`Changes::in_order`]), then the rest.
 fn remove_message(changes: &mut Changes, env: &Envelope) {
     changes.remove(records::meta_key(&env.id));
-    for i in 0..env.recipients.len() {
+    let split = if env.recipients.len() > 1 {
+        env.recipients.len()
+    } else {
+        0
+    };
+    for i in 0..split {
         if let Ok(n) = u32::try_from(i) {
             changes.remove(records::recipient_key(&env.id, n));
         }

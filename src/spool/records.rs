@@ -7,7 +7,7 @@
 //! | key | value |
 //! |---|---|
 //! | `m<id>` | [`Meta`]: the envelope without its recipients (JSON) |
-//! | `t<id>/<u32 BE>` | one [`Recipient`] (JSON) |
+//! | `t<id>/<u32 BE>` | one [`Recipient`] (JSON), for messages of two or more |
 //! | `b<id>/<u32 BE>` | one body chunk of at most `CHUNK_SIZE` bytes |
 //! | `d<id>` | why the message is quarantined (UTF-8 text) |
 //! | `e<id>` | a whole envelope as main 951fa14 stored it (read by the upgrade only) |
@@ -61,6 +61,13 @@ pub struct Meta {
     pub message_id: Option<String>,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// The recipient of a one-recipient message, kept in this record rather
+    /// than in a `t` record: the commonest message (cron, a web form) then
+    /// costs one write per change instead of two. Bounded like any record:
+    /// one capped recipient and the capped events stay well under the
+    /// smallest bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Recipient>,
 }
 
 impl Meta {
@@ -85,6 +92,10 @@ impl Meta {
                     text: capped(&e.text, MAX_EVENT),
                 })
                 .collect(),
+            only: match env.recipients.as_slice() {
+                [one] => Some(stored_recipient(one)),
+                _ => None,
+            },
         }
     }
 
@@ -116,18 +127,31 @@ pub fn stored_recipient(r: &Recipient) -> Recipient {
     }
 }
 
-/// `text` cut to at most `max` bytes on a character boundary, marked with an
-/// ellipsis when cut. A reply starts with its code and enhanced code, which a
-/// cut from the end keeps.
+/// `text` cut so that its JSON encoding takes at most `max` bytes (quotes,
+/// backslashes and control characters count as escaped), on a character
+/// boundary, marked with an ellipsis when cut. A reply starts with its code
+/// and enhanced code, which a cut from the end keeps.
 pub fn capped(text: &str, max: usize) -> String {
-    if text.len() <= max {
+    let encoded = |c: char| match c {
+        '"' | '\\' => 2,
+        c if c.is_control() => 6,
+        c => c.len_utf8(),
+    };
+    if text.chars().map(encoded).sum::<usize>() <= max {
         return text.to_string();
     }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    let budget = max.saturating_sub(3);
+    let mut used = 0;
+    let mut out = String::new();
+    for c in text.chars() {
+        used += encoded(c);
+        if used > budget {
+            break;
+        }
+        out.push(c);
     }
-    format!("{}...", text.get(..end).unwrap_or_default())
+    out.push_str("...");
+    out
 }
 
 pub fn meta_key(id: &str) -> Vec<u8> {
@@ -191,6 +215,12 @@ mod tests {
         assert!(c.starts_with("451 4.7.0 "));
         assert!(c.ends_with("..."));
         assert_eq!(capped("250 ok", MAX_REPLY), "250 ok");
+        // Escapes count: the stored JSON stays within the cap.
+        for hostile in ["\"".repeat(400), "\\".repeat(400), "\u{1}".repeat(400)] {
+            let c = capped(&hostile, MAX_REPLY);
+            let json = serde_json::to_string(&c).unwrap();
+            assert!(json.len() <= MAX_REPLY + 2, "{}", json.len());
+        }
     }
 
     #[test]
