@@ -306,17 +306,8 @@ async fn act_on_selection(
 }
 
 fn envelope_matches(env: &Envelope, q: &str) -> bool {
-    let bare = q.trim_start_matches('<').trim_end_matches('>');
-    env.id.eq_ignore_ascii_case(q)
-        || env
-            .message_id
-            .as_deref()
-            .is_some_and(|m| m.trim_start_matches('<').trim_end_matches('>') == bare)
-        || env.sender.eq_ignore_ascii_case(bare)
-        || env
-            .recipients
-            .iter()
-            .any(|r| r.address.eq_ignore_ascii_case(bare))
+    let rcpts = env.recipients.iter().map(|r| r.address.as_str());
+    crate::spool::history::answers(q, &env.id, env.message_id.as_deref(), &env.sender, rcpts)
 }
 
 /// How many messages a bulk action works on at once.

@@ -81,23 +81,35 @@ impl Finished {
         self
     }
 
-    /// Whether this record answers `query`: a queue id, a Message-ID (with or
-    /// without angle brackets) or an address (sender or recipient).
+    /// Whether this record answers `query` (see [`answers`]).
     pub fn matches(&self, query: &str) -> bool {
-        let q = query.trim();
-        let bare = q.trim_start_matches('<').trim_end_matches('>');
-        self.id.eq_ignore_ascii_case(q)
-            || self
-                .message_id
-                .as_deref()
-                .map(|m| m.trim_start_matches('<').trim_end_matches('>') == bare)
-                .unwrap_or(false)
-            || self.sender.eq_ignore_ascii_case(bare)
-            || self
-                .recipients
-                .iter()
-                .any(|r| r.address.eq_ignore_ascii_case(bare))
+        let rcpts = self.recipients.iter().map(|r| r.address.as_str());
+        answers(
+            query,
+            &self.id,
+            self.message_id.as_deref(),
+            &self.sender,
+            rcpts,
+        )
     }
+}
+
+/// Whether a message answers `query` in `queue find`: its queue id, its
+/// Message-ID (with or without angle brackets) or an address (the sender or a
+/// recipient). One rule for queued and finished messages alike.
+pub fn answers<'a>(
+    query: &str,
+    id: &str,
+    message_id: Option<&str>,
+    sender: &str,
+    mut recipients: impl Iterator<Item = &'a str>,
+) -> bool {
+    let q = query.trim();
+    let bare = q.trim_start_matches('<').trim_end_matches('>');
+    id.eq_ignore_ascii_case(q)
+        || message_id.is_some_and(|m| m.trim_start_matches('<').trim_end_matches('>') == bare)
+        || sender.eq_ignore_ascii_case(bare)
+        || recipients.any(|r| r.eq_ignore_ascii_case(bare))
 }
 
 /// The key sorts by finish time, so pruning walks from the oldest.

@@ -368,6 +368,38 @@ impl State {
         }
     }
 
+    /// A new file or directory `name` in `parent`, owned by the caller, with
+    /// the permission bits of `mode`; counted in the stats.
+    fn create_node(
+        &mut self,
+        kind: Kind,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+    ) -> Result<u64, Errno> {
+        let perm = (mode & 0o7777) as u16;
+        let ino = self.new_node(
+            parent,
+            name,
+            Node::new(kind, perm, req.uid(), req.gid(), parent),
+        )?;
+        match kind {
+            Kind::File => self.stats.creates += 1,
+            Kind::Dir => self.stats.mkdirs += 1,
+        }
+        Ok(ino)
+    }
+
+    /// Answers a mknod or mkdir with the new node's attributes.
+    fn reply_new(&self, made: Result<u64, Errno>, reply: ReplyEntry) {
+        match made.map(|ino| self.cur.get(&ino).map(|n| n.attr(ino))) {
+            Ok(Some(attr)) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok(None) => reply.error(Errno::EIO),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn new_node(&mut self, parent: u64, name: &OsStr, node: Node) -> Result<u64, Errno> {
         if self.child(parent, name)?.is_some() {
             return Err(Errno::EEXIST);
@@ -802,23 +834,8 @@ impl Filesystem for Ops {
             return reply.error(Errno::EPERM);
         }
         let mut st = self.st();
-        let node = Node::new(
-            Kind::File,
-            (mode & !umask & 0o7777) as u16,
-            req.uid(),
-            req.gid(),
-            parent.0,
-        );
-        match st.new_node(parent.0, name, node) {
-            Ok(ino) => {
-                st.stats.creates += 1;
-                match st.cur.get(&ino) {
-                    Some(n) => reply.entry(&TTL, &n.attr(ino), Generation(0)),
-                    None => reply.error(Errno::EIO),
-                }
-            }
-            Err(e) => reply.error(e),
-        }
+        let made = st.create_node(Kind::File, req, parent.0, name, mode & !umask);
+        st.reply_new(made, reply);
     }
 
     fn mkdir(
@@ -831,23 +848,8 @@ impl Filesystem for Ops {
         reply: ReplyEntry,
     ) {
         let mut st = self.st();
-        let node = Node::new(
-            Kind::Dir,
-            (mode & !umask & 0o7777) as u16,
-            req.uid(),
-            req.gid(),
-            parent.0,
-        );
-        match st.new_node(parent.0, name, node) {
-            Ok(ino) => {
-                st.stats.mkdirs += 1;
-                match st.cur.get(&ino) {
-                    Some(n) => reply.entry(&TTL, &n.attr(ino), Generation(0)),
-                    None => reply.error(Errno::EIO),
-                }
-            }
-            Err(e) => reply.error(e),
-        }
+        let made = st.create_node(Kind::Dir, req, parent.0, name, mode & !umask);
+        st.reply_new(made, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -1020,22 +1022,10 @@ impl Filesystem for Ops {
                 }
                 ino
             }
-            Ok(None) => {
-                let node = Node::new(
-                    Kind::File,
-                    (mode & !umask & 0o7777) as u16,
-                    req.uid(),
-                    req.gid(),
-                    parent.0,
-                );
-                match st.new_node(parent.0, name, node) {
-                    Ok(ino) => {
-                        st.stats.creates += 1;
-                        ino
-                    }
-                    Err(e) => return reply.error(e),
-                }
-            }
+            Ok(None) => match st.create_node(Kind::File, req, parent.0, name, mode & !umask) {
+                Ok(ino) => ino,
+                Err(e) => return reply.error(e),
+            },
             Err(e) => return reply.error(e),
         };
         *st.open.entry(ino).or_default() += 1;
