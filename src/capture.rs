@@ -7,9 +7,11 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use crate::spool::BodyReader;
 
 #[derive(Serialize)]
 struct EnvelopeFile<'a> {
@@ -18,12 +20,13 @@ struct EnvelopeFile<'a> {
     recipients: &'a [&'a str],
 }
 
-pub fn deliver(
+/// Writes the message (read from `body` a chunk at a time) and its envelope.
+pub async fn deliver(
     dir: &Path,
     queue_id: &str,
     sender: &str,
     recipients: &[&str],
-    body: &[u8],
+    mut body: BodyReader,
 ) -> std::io::Result<String> {
     fs::create_dir_all(dir)?;
     // Recipients delivered in different attempts get different files.
@@ -41,8 +44,14 @@ pub fn deliver(
         recipients,
     })
     .map_err(std::io::Error::other)?;
-    write_atomic(dir, &format!("{stem}.json"), &meta)?;
-    write_atomic(dir, &format!("{stem}.eml"), body)?;
+    let (tmp, mut f) = temporary(dir, &format!("{stem}.json"))?;
+    f.write_all(&meta)?;
+    publish(f, &tmp, dir, &format!("{stem}.json"))?;
+    let (tmp, mut f) = temporary(dir, &format!("{stem}.eml"))?;
+    while let Some(chunk) = body.next().await.map_err(std::io::Error::other)? {
+        f.write_all(&chunk)?;
+    }
+    publish(f, &tmp, dir, &format!("{stem}.eml"))?;
     crate::durable::sync_dir(dir)?;
     Ok(format!(
         "250 written to {}",
@@ -50,24 +59,28 @@ pub fn deliver(
     ))
 }
 
-fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+fn temporary(dir: &Path, name: &str) -> std::io::Result<(PathBuf, File)> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(data)?;
+    let f = File::create(&tmp)?;
+    Ok((tmp, f))
+}
+
+fn publish(f: File, tmp: &Path, dir: &Path, name: &str) -> std::io::Result<()> {
     f.sync_all()?;
-    fs::rename(&tmp, dir.join(name))
+    fs::rename(tmp, dir.join(name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn writes_message_and_envelope() {
+    #[tokio::test]
+    async fn writes_message_and_envelope() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        deliver(&out, "ABC", "a@x", &["b@y"], b"Subject: s\r\n\r\nbody\r\n").unwrap();
-        deliver(&out, "ABC", "a@x", &["c@y"], b"Subject: s\r\n\r\nbody\r\n").unwrap();
+        let body = || BodyReader::from_bytes(b"Subject: s\r\n\r\nbody\r\n".to_vec());
+        deliver(&out, "ABC", "a@x", &["b@y"], body()).await.unwrap();
+        deliver(&out, "ABC", "a@x", &["c@y"], body()).await.unwrap();
         assert_eq!(
             fs::read(out.join("ABC.0.eml")).unwrap(),
             b"Subject: s\r\n\r\nbody\r\n"

@@ -11,7 +11,7 @@
 //! but nobody else may list or read them; unprivileged users submit through the
 //! socket instead, or through a `sendmail` that is setgid to that group.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -211,8 +211,51 @@ fn unreadable(op: &'static str) -> impl Fn(std::io::Error) -> Pickup {
 }
 
 async fn pickup_one(intake: &Intake, path: &Path) -> Result<String, Pickup> {
-    let limits = &intake.config().limits;
-    // Never follow a link someone planted: only regular files are mail.
+    let config = intake.config();
+    let limits = &config.limits;
+    let (file, uid) = open_drop_file(path)?;
+    let mut reader = std::io::BufReader::with_capacity(READ_CHUNK, file);
+    let env = read_envelope(&mut reader)?;
+    check_envelope(&env, limits).map_err(Pickup::Bad)?;
+    let smtputf8 = needs_smtputf8(&env.sender) || env.recipients.iter().any(|r| needs_smtputf8(r));
+    let peer = Peer::Local { uid };
+    let mut incoming = Incoming {
+        peer: &peer,
+        helo: None,
+        protocol: "local",
+        eight_bit: false,
+        sender: env.sender,
+        recipients: env.recipients,
+        smtputf8,
+    };
+    let mut receiving = intake.receive(&incoming).await.map_err(Pickup::Later)?;
+    // The message goes to the spool as it is read and checked: never whole
+    // in memory. A refusal drops what was written of it.
+    let mut check = BodyCheck::new(limits);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let n = reader.read(&mut chunk).map_err(unreadable("read"))?;
+        let Some(bytes) = chunk.get(..n).filter(|b| !b.is_empty()) else {
+            break;
+        };
+        check.feed(bytes).map_err(Pickup::Bad)?;
+        receiving.write(bytes).await.map_err(Pickup::Later)?;
+    }
+    incoming.eight_bit = check.finish().map_err(Pickup::Bad)?;
+    intake
+        .enqueue(incoming, receiving)
+        .await
+        .map_err(Pickup::Later)
+}
+
+/// Bytes read from a drop file at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// The envelope line is bounded by the recipient limit; 1 MiB is ample.
+const MAX_ENVELOPE: u64 = 1024 * 1024;
+
+/// Opens a drop file, never through a link someone planted: only regular
+/// files are mail. Returns it and its owner.
+fn open_drop_file(path: &Path) -> Result<(std::fs::File, u32), Pickup> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
@@ -222,41 +265,32 @@ async fn pickup_one(intake: &Intake, path: &Path) -> Result<String, Pickup> {
     if !meta.is_file() {
         return Err(Pickup::Bad(Refused::NotAFile));
     }
-    let uid = meta.uid();
-    // The envelope line is bounded by the recipient limit; 1 MiB is ample.
-    let max = limits.max_message_size.saturating_add(1024 * 1024);
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
+    Ok((file, meta.uid()))
+}
+
+fn read_envelope<R: std::io::BufRead>(reader: &mut R) -> Result<DropEnvelope, Pickup> {
+    let mut line = Vec::new();
+    reader
+        .take(MAX_ENVELOPE)
+        .read_until(b'\n', &mut line)
         .map_err(unreadable("read"))?;
-    if bytes.len() as u64 > max {
-        return Err(Pickup::Bad(Refused::TooLarge));
+    if line.last() != Some(&b'\n') {
+        return Err(Pickup::Bad(Refused::NoEnvelope));
     }
-    let nl = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or(Pickup::Bad(Refused::NoEnvelope))?;
-    let env: DropEnvelope = serde_json::from_slice(bytes.get(..nl).unwrap_or_default())
-        .map_err(|e| Pickup::Bad(Refused::BadEnvelope(e.to_string())))?;
-    let body = bytes.split_off(nl + 1);
-    check(&env, &body, &intake.config().limits).map_err(Pickup::Bad)?;
-    let smtputf8 = needs_smtputf8(&env.sender) || env.recipients.iter().any(|r| needs_smtputf8(r));
-    let incoming = Incoming {
-        peer: &Peer::Local { uid },
-        helo: None,
-        protocol: "local",
-        eight_bit: body.iter().any(|&b| b >= 0x80),
-        sender: env.sender,
-        recipients: env.recipients,
-        smtputf8,
-        body,
-    };
-    intake.enqueue(incoming).await.map_err(Pickup::Later)
+    serde_json::from_slice(&line).map_err(|e| Pickup::Bad(Refused::BadEnvelope(e.to_string())))
 }
 
 /// A drop file may come from any member of the drop group: check it as strictly
 /// as an SMTP client.
+#[cfg(test)]
 fn check(env: &DropEnvelope, body: &[u8], limits: &Limits) -> Result<(), Refused> {
+    check_envelope(env, limits)?;
+    let mut check = BodyCheck::new(limits);
+    check.feed(body)?;
+    check.finish().map(|_| ())
+}
+
+fn check_envelope(env: &DropEnvelope, limits: &Limits) -> Result<(), Refused> {
     if env.version != FORMAT_VERSION {
         return Err(Refused::Version(env.version));
     }
@@ -278,26 +312,70 @@ fn check(env: &DropEnvelope, body: &[u8], limits: &Limits) -> Result<(), Refused
             reason: e.to_string(),
         })?;
     }
-    if body.len() as u64 > limits.max_message_size {
-        return Err(Refused::TooLarge);
+    Ok(())
+}
+
+/// What the SMTP path would accept, checked as the message streams past:
+/// CRLF only, no NUL, lines and size within the limits, a final CRLF.
+struct BodyCheck {
+    max_size: u64,
+    max_line: usize,
+    size: u64,
+    prev: u8,
+    /// The current line so far, as the SMTP receiver counts it (with the
+    /// dot that transparency adds to a line starting with ".").
+    line: usize,
+    eight_bit: bool,
+}
+
+impl BodyCheck {
+    fn new(limits: &Limits) -> BodyCheck {
+        BodyCheck {
+            max_size: limits.max_message_size,
+            max_line: limits.max_line_length,
+            size: 0,
+            prev: b'\n',
+            line: 0,
+            eight_bit: false,
+        }
     }
-    // CRLF only, no NUL: what the SMTP path would accept.
-    let mut prev = 0u8;
-    for (i, &b) in body.iter().enumerate() {
-        let next = body.get(i + 1).copied();
-        let bad = b == 0 || (b == b'\r' && next != Some(b'\n')) || (b == b'\n' && prev != b'\r');
-        if bad {
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), Refused> {
+        self.size += bytes.len() as u64;
+        if self.size > self.max_size {
+            return Err(Refused::TooLarge);
+        }
+        for &b in bytes {
+            let bad =
+                b == 0 || (self.prev == b'\r' && b != b'\n') || (b == b'\n' && self.prev != b'\r');
+            if bad {
+                return Err(Refused::BadLineEnding);
+            }
+            match b {
+                b'\n' => self.line = 0,
+                b'\r' => {}
+                b'.' if self.prev == b'\n' => self.line += 2,
+                _ => self.line += 1,
+            }
+            if self.line > self.max_line {
+                return Err(Refused::LineTooLong(self.max_line));
+            }
+            self.eight_bit |= b >= 0x80;
+            self.prev = b;
+        }
+        Ok(())
+    }
+
+    /// Whether the message has 8-bit bytes, once it is whole.
+    fn finish(self) -> Result<bool, Refused> {
+        if self.prev == b'\r' {
             return Err(Refused::BadLineEnding);
         }
-        prev = b;
+        if self.size > 0 && self.prev != b'\n' {
+            return Err(Refused::NoFinalCrlf);
+        }
+        Ok(self.eight_bit)
     }
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
-        return Err(Refused::NoFinalCrlf);
-    }
-    if line_too_long(body, limits.max_line_length) {
-        return Err(Refused::LineTooLong(limits.max_line_length));
-    }
-    Ok(())
 }
 
 /// Whether a line of the (CRLF, unstuffed) message is longer than `max`

@@ -14,7 +14,7 @@ use crate::clock::{rfc5322, unix_now};
 use crate::config::Config;
 use crate::daemon::shared::Shared;
 use crate::message_text::header_value;
-use crate::spool::{Envelope, Recipient, StoreError};
+use crate::spool::{BodyWriter, Envelope, Recipient, StoreError};
 
 /// Who handed us a message.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ impl fmt::Display for Peer {
     }
 }
 
-/// A complete message, ready to be queued.
+/// A message's envelope, as its client gave it.
 pub struct Incoming<'a> {
     pub peer: &'a Peer,
     /// HELO/EHLO name, if the message came over SMTP.
@@ -45,7 +45,41 @@ pub struct Incoming<'a> {
     pub recipients: Vec<String>,
     pub smtputf8: bool,
     pub eight_bit: bool,
-    pub body: Vec<u8>,
+}
+
+/// A message whose body is arriving: written to the spool as it comes, in
+/// bounded buffers, queued only by [`Intake::enqueue`]. Dropped before that,
+/// nothing of it stays.
+pub struct Receiving {
+    id: String,
+    body: BodyWriter,
+    /// The header section so far (bounded), for the Message-ID.
+    head: Vec<u8>,
+    head_done: bool,
+}
+
+/// Header bytes kept for the Message-ID: a header section is rarely a
+/// tenth of this, and one larger is read no further.
+const HEAD_MAX: usize = 64 * 1024;
+
+impl Receiving {
+    /// Appends message bytes (unstuffed, CRLF).
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        if !self.head_done {
+            let room = HEAD_MAX.saturating_sub(self.head.len());
+            self.head
+                .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+            self.head_done = self.head.len() >= HEAD_MAX
+                || self.head.starts_with(b"\r\n")
+                || self.head.windows(4).any(|w| w == b"\r\n\r\n");
+        }
+        self.body.write(bytes).await
+    }
+
+    /// The queue id the message will have.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 /// The inbound side's handle on the daemon.
@@ -69,22 +103,34 @@ impl Intake {
         self.shared.stopped().await
     }
 
-    /// Queues a message: Received header, durable write, log line, schedule.
+    /// Starts a message from `m`: its queue id, and the Received header as
+    /// the first bytes of its body.
+    pub async fn receive(&self, m: &Incoming<'_>) -> Result<Receiving, StoreError> {
+        let id = self.shared.spool.new_id()?;
+        let (received, _) = received(m, &self.shared.config().hostname, &id);
+        let mut body = self.shared.spool.body_writer(&id);
+        body.write(received.as_bytes()).await?;
+        Ok(Receiving {
+            id,
+            body,
+            head: Vec::new(),
+            head_done: false,
+        })
+    }
+
+    /// Queues a received message: durable write, log line, schedule.
     /// Returns the queue id only once the message is on stable storage.
-    pub async fn enqueue(&self, m: Incoming<'_>) -> Result<String, StoreError> {
-        enqueue(&self.shared, m).await
+    pub async fn enqueue(&self, m: Incoming<'_>, r: Receiving) -> Result<String, StoreError> {
+        enqueue(&self.shared, m, r).await
     }
 }
 
-async fn enqueue(shared: &Shared, m: Incoming<'_>) -> Result<String, StoreError> {
+async fn enqueue(shared: &Shared, m: Incoming<'_>, r: Receiving) -> Result<String, StoreError> {
     let spool = &shared.spool;
-    let id = spool.new_id()?;
     let now = unix_now();
-    let (received, client) = received(&m, &shared.config().hostname, &id);
-    let message_id = header_value(&m.body, "message-id");
-
+    let (_, client) = received(&m, &shared.config().hostname, &r.id);
     let mut env = Envelope {
-        id: id.clone(),
+        id: r.id.clone(),
         route_sender: m.sender.clone(),
         sender: m.sender,
         recipients: m
@@ -96,14 +142,13 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>) -> Result<String, StoreError>
         smtputf8: m.smtputf8,
         eight_bit: m.eight_bit,
         client,
-        message_id,
+        message_id: header_value(&r.head, "message-id"),
         ..Default::default()
     };
     env.event(now, format!("received from {}", env.client));
-    spool.accept(&mut env, received.as_bytes(), &m.body).await?;
-    drop(m.body);
+    spool.accept(&mut env, r.body).await?;
     tracing::info!(
-        id = %id,
+        id = %env.id,
         from = %env.sender,
         size = env.size,
         nrcpt = env.recipients.len(),
@@ -112,7 +157,7 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>) -> Result<String, StoreError>
     );
     shared.metrics.accepted(&shared.route_name(&env), &env);
     shared.schedule(&env);
-    Ok(id)
+    Ok(env.id)
 }
 
 /// The Received header (RFC 5321 4.4: the one header a relay adds) and the

@@ -12,7 +12,6 @@ use tokio::net::{UnixListener, UnixStream};
 use super::{Action, Entry, Reply, Request, Selection};
 use crate::clock::unix_now;
 use crate::delivery::Delivery;
-use crate::message_text::header_section;
 use crate::metrics::Finish;
 use crate::spool::{Envelope, StoreError};
 
@@ -182,11 +181,15 @@ async fn list(relay: &Arc<Delivery>, out: &mut Out) -> Result<usize, RequestErro
 
 async fn show(relay: &Arc<Delivery>, id: &str, out: &mut Out) -> Result<usize, RequestError> {
     let spool = &relay.shared.spool;
-    let loaded = spool.load(id).and_then(|env| match env {
-        Some(env) => spool.body(&env).map(|body| Some((env, body))),
-        None => Ok(None),
-    });
-    let (env, body) = match loaded {
+    let loaded = match spool.load(id) {
+        Ok(Some(env)) => match spool.body(&env).header_section().await {
+            Ok(head) => Ok(Some((env, head))),
+            Err(e) => Err(e),
+        },
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let (env, head) = match loaded {
         Ok(Some(found)) => found,
         Ok(None) => return Err(RequestError::NoSuchMessage(id.to_string())),
         Err(StoreError::Damaged { id, reason }) => {
@@ -195,7 +198,7 @@ async fn show(relay: &Arc<Delivery>, id: &str, out: &mut Out) -> Result<usize, R
         }
         Err(e) => return Err(e.into()),
     };
-    let headers = String::from_utf8_lossy(header_section(&body)).into_owned();
+    let headers = String::from_utf8_lossy(&head).into_owned();
     let entry = Entry {
         route: relay.shared.route_name(&env),
         envelope: env,
@@ -431,12 +434,12 @@ async fn bounce(
     let failed = crate::delivery::record::give_up(env, reason);
     // A message whose body is lost is still bounced; the notice then says
     // what happened without the original attached.
-    let body = match relay.shared.spool.body(env) {
-        Ok(body) => body,
+    let head = match relay.shared.spool.body(env).header_section().await {
+        Ok(head) => head,
         Err(StoreError::Damaged { .. }) => Vec::new(),
         Err(e) => return Err(e.into()),
     };
-    let mut dsn = relay.bounce_for(env, &failed, None, &body, now)?;
+    let mut dsn = relay.bounce_for(env, &failed, None, &head, now)?;
     relay
         .shared
         .spool

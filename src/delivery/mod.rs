@@ -304,57 +304,44 @@ impl Delivery {
             self.shared.schedule(&env);
             return Ok(());
         }
-        let body = self.shared.spool.body(&env)?;
+        // A body that is missing or cut short is found before a word goes
+        // to the upstream: the message is quarantined, not half-sent.
+        self.shared.spool.check_body(&env)?;
         let rcpts: Vec<String> = due
             .iter()
             .filter_map(|&i| env.recipients.get(i).map(|r| r.address.clone()))
             .collect();
-
         let (outcomes, relay, remote_host) = match &route.transport {
-            Transport::Directory(dir) => {
-                let (dir, id2, sender, rc, b) = (
-                    dir.clone(),
-                    env.id.clone(),
-                    env.sender.clone(),
-                    rcpts.clone(),
-                    body.clone(),
-                );
-                let res = tokio::task::spawn_blocking(move || {
-                    let refs: Vec<&str> = rc.iter().map(String::as_str).collect();
-                    crate::capture::deliver(&dir, &id2, &sender, &refs, &b)
-                })
-                .await;
-                let o = match res {
-                    Ok(Ok(reply)) => Outcome::Sent { reply },
-                    Ok(Err(e)) => Outcome::deferred(format!("writing to directory: {e}")),
-                    Err(e) => Outcome::deferred(format!("writing to directory: {e}")),
-                };
-                (vec![o; rcpts.len()], "directory".to_string(), None)
-            }
-            Transport::Smtp(smtp) => {
-                match self
-                    .smtp_attempt(route, smtp, &env, &rcpts, &body, conn)
-                    .await
-                {
-                    Ok(r) => r,
-                    // Not an attempt: nothing is recorded against the message.
-                    Err(h) => {
-                        return self
-                            .hold_route(&route.name, h.source.as_deref(), h.reason)
-                            .await
-                    }
+            Transport::Directory(dir) => self.directory_attempt(dir, &env, &rcpts).await,
+            Transport::Smtp(smtp) => match self.smtp_attempt(route, smtp, &env, &rcpts, conn).await
+            {
+                Ok(r) => r,
+                // Not an attempt: nothing is recorded against the message.
+                Err(h) => {
+                    return self
+                        .hold_route(&route.name, h.source.as_deref(), h.reason)
+                        .await
                 }
-            }
+            },
         };
-        self.finish(
-            &mut env,
-            &due,
-            outcomes,
-            &relay,
-            remote_host.as_deref(),
-            &body,
-        )
-        .await
+        self.finish(&mut env, &due, outcomes, &relay, remote_host.as_deref())
+            .await
+    }
+
+    /// The `directory` route: the message written into a directory.
+    async fn directory_attempt(
+        &self,
+        dir: &std::path::Path,
+        env: &Envelope,
+        rcpts: &[String],
+    ) -> Tried {
+        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let body = self.shared.spool.body(env);
+        let o = match crate::capture::deliver(dir, &env.id, &env.sender, &refs, body).await {
+            Ok(reply) => Outcome::Sent { reply },
+            Err(e) => Outcome::deferred(format!("writing to directory: {e}")),
+        };
+        (vec![o; rcpts.len()], "directory".to_string(), None)
     }
 
     /// The DSN for `failed` recipients, to be stored with the change that
@@ -432,12 +419,23 @@ impl Delivery {
         outcomes: Vec<Outcome>,
         relay: &str,
         remote_host: Option<&str>,
-        body: &[u8],
     ) -> Result<(), StoreError> {
         let now = unix_now();
         let retry = self.config().retry.clone();
         let failed = record::apply(env, due, &outcomes, Some(relay), &retry, now);
-        let mut dsn = self.bounce_for(env, &failed, remote_host, body, now)?;
+        let head = if failed.is_empty() || env.sender.is_empty() {
+            Vec::new()
+        } else {
+            // Only the header section goes into a notice; one that cannot be
+            // read leaves the notice without it, never the sender untold.
+            self.shared
+                .spool
+                .body(env)
+                .header_section()
+                .await
+                .unwrap_or_default()
+        };
+        let mut dsn = self.bounce_for(env, &failed, remote_host, &head, now)?;
         let delay = now.saturating_sub(env.arrived);
         for (&i, o) in due.iter().zip(&outcomes) {
             if let Some(r) = env.recipients.get(i) {

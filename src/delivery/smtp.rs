@@ -26,7 +26,6 @@ impl Delivery {
         smtp: &SmtpRoute,
         env: &Envelope,
         rcpts: &[String],
-        body: &[u8],
         conn: &mut Option<Connection>,
     ) -> Result<Tried, HoldRoute> {
         let config = self.config();
@@ -50,9 +49,21 @@ impl Delivery {
                     Err(failed) => return Ok(failed),
                 },
             };
+            // Read afresh for each try: a retry sends the whole message again.
+            let mut body = self.shared.spool.body(env);
             let tr = c
-                .send(&env.sender, &refs, body, env.smtputf8, env.eight_bit, t)
+                .send(
+                    &env.sender,
+                    &refs,
+                    &mut body,
+                    env.smtputf8,
+                    env.eight_bit,
+                    t,
+                )
                 .await;
+            if let Some(e) = &tr.unreadable {
+                tracing::error!(id = %env.id, "message not sent: {e}");
+            }
             let relay = c.relay.clone();
             let host = c.host.clone();
             if !tr.reusable {

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::message_text::stuffed;
+use crate::message_text::dot_stuff;
 
 /// Generous: the daemon answers DATA only after its fsync.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -84,9 +84,7 @@ pub fn submit(socket: &Path, m: &Submission<'_>, verbose: bool) -> Result<String
     }
     say(&mut writer, "DATA")?;
     conv.expect("DATA", 354)?;
-    for part in stuffed(m.message) {
-        writer.write_all(part).map_err(lost)?;
-    }
+    writer.write_all(&dot_stuff(m.message)).map_err(lost)?;
     let reply = conv.expect("end of data", 250)?;
     let _ = say(&mut writer, "QUIT");
     let id = reply

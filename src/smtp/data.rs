@@ -70,7 +70,10 @@ enum Phase {
 #[derive(Debug)]
 pub struct DataReceiver {
     limits: Limits,
+    /// Unstuffed bytes the caller has not taken yet.
     buf: Vec<u8>,
+    /// Unstuffed bytes kept in all, taken or not.
+    kept: usize,
     error: Option<DataError>,
     phase: Phase,
     /// The DATA line's own CRLF counts as the line before the first one.
@@ -87,6 +90,7 @@ impl DataReceiver {
         Self {
             limits,
             buf: Vec::new(),
+            kept: 0,
             error: None,
             phase: Phase::Receiving,
             at_line_start: true,
@@ -138,7 +142,7 @@ impl DataReceiver {
                 // The limit this run crosses first, byte by byte, is the error,
                 // however the client's bytes were split into reads.
                 let line_room = self.limits.max_line.saturating_sub(self.line_len);
-                let size_room = self.limits.max_size.saturating_sub(self.buf.len());
+                let size_room = self.limits.max_size.saturating_sub(self.kept);
                 if size_room < line_room {
                     self.store(text);
                     self.grow_line(run);
@@ -163,7 +167,19 @@ impl DataReceiver {
         Feed::NeedMore
     }
 
-    /// After Feed::Done: the message, or the first error seen. Called before
+    /// The unstuffed bytes received since the last [`DataReceiver::taken`]:
+    /// the caller stores them as they come, so a message is never held whole.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The caller has stored [`DataReceiver::pending`].
+    pub fn taken(&mut self) {
+        self.buf.clear();
+    }
+
+    /// After Feed::Done: the rest of the message (what was not taken), or
+    /// the first error seen. Called before
     /// the terminator was seen it reports `BareLineEnding`, because a message
     /// whose end was never framed must not be accepted either.
     pub fn finish(self) -> Result<Vec<u8>, DataError> {
@@ -174,9 +190,13 @@ impl DataReceiver {
         }
     }
 
-    /// Bytes kept so far; 0 once an error has dropped the buffer.
+    /// Bytes kept so far; 0 once an error has dropped the message.
     pub fn received(&self) -> usize {
-        self.buf.len()
+        if self.error.is_some() {
+            0
+        } else {
+            self.kept
+        }
     }
 
     fn abort(&mut self) -> Feed {
@@ -205,9 +225,10 @@ impl DataReceiver {
         if self.error.is_some() {
             return;
         }
-        if self.buf.len().saturating_add(bytes.len()) > self.limits.max_size {
+        if self.kept.saturating_add(bytes.len()) > self.limits.max_size {
             self.fail(DataError::TooLarge);
         } else {
+            self.kept += bytes.len();
             self.buf.extend_from_slice(bytes);
         }
     }

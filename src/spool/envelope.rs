@@ -81,8 +81,12 @@ pub struct Envelope {
     pub arrived: u64,
     /// Body size in bytes.
     pub size: u64,
-    /// How many chunks the body is stored in.
+    /// How many chunks the body is stored in (records); 0 for a body in a
+    /// file of its own.
     pub chunks: u32,
+    /// The body is in its own file (see `spool::body`), not in records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_file: bool,
     /// The client asked for SMTPUTF8 (or an address needs it).
     pub smtputf8: bool,
     /// The client declared BODY=8BITMIME.

@@ -32,6 +32,7 @@
 //! written by earlier versions in [`upgrade`]. Nothing outside this module
 //! knows a key or chooses a write mode.
 
+pub mod body;
 mod claims;
 pub mod envelope;
 pub mod history;
@@ -45,9 +46,11 @@ mod tests;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use body::{BodyReader, BodyWriter};
 pub use claims::Claim;
 pub use envelope::{Ending, Envelope, Recipient, State};
 pub use history::Finished;
@@ -70,6 +73,8 @@ pub struct Notice {
 pub struct Spool {
     store: Store,
     claims: Arc<claims::Claims>,
+    /// Bytes in body files (see [`body`]), kept as they come and go.
+    file_bytes: Arc<AtomicU64>,
 }
 
 impl Spool {
@@ -78,9 +83,11 @@ impl Spool {
     /// left behind. Nothing is accepted before it returns.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Spool, StoreError> {
         let store = Store::open(path, cache_bytes)?;
+        body::prepare(path)?;
         let spool = Spool {
             store,
             claims: Arc::default(),
+            file_bytes: Arc::default(),
         };
         let upgraded = upgrade::run(&spool.store)?;
         if upgraded > 0 {
@@ -94,7 +101,23 @@ impl Spool {
                 );
             }
         }
+        spool.sweep_bodies()?;
         Ok(spool)
+    }
+
+    /// Body files without a message: what a session cut short by a crash
+    /// (or a stop that did not wait for it) left. Done at every start: it is
+    /// one directory listing, and a clean stop may leave them too.
+    fn sweep_bodies(&self) -> Result<(), StoreError> {
+        let (removed, bytes) = body::sweep(self.path(), |id| {
+            Ok(self.store.get(&records::meta_key(id))?.is_some()
+                || self.store.get(&records::damage_key(id))?.is_some())
+        })?;
+        self.file_bytes.store(bytes, Ordering::Relaxed);
+        if removed > 0 {
+            tracing::info!("queue: removed {removed} partial message body file(s)");
+        }
+        Ok(())
     }
 
     /// Exclusive work on message `id` until the claim is dropped; None while
@@ -123,20 +146,35 @@ impl Spool {
         self.store.new_id()
     }
 
-    /// Stores a new message: `head` then `body` as its bytes (never copied
-    /// into one buffer), `env` with its recipients. Sets `env.size` and
-    /// `env.chunks`. Returns once it is synced.
-    pub async fn accept(
-        &self,
-        env: &mut Envelope,
-        head: &[u8],
-        body: &[u8],
-    ) -> Result<(), StoreError> {
+    /// Where the body of new message `id` is written as it arrives; nothing
+    /// of it is queued until [`Spool::accept`].
+    pub fn body_writer(&self, id: &str) -> BodyWriter {
+        BodyWriter::new(self.path(), id)
+    }
+
+    /// Stores a new message: `body` as written, `env` with its recipients.
+    /// Sets `env.size`, `env.chunks` and `env.body_file`. Returns once it
+    /// is synced; on an error nothing of it is queued.
+    pub async fn accept(&self, env: &mut Envelope, mut body: BodyWriter) -> Result<(), StoreError> {
         // Body and recipients, then the meta record: a crash in between leaves
         // only records of a message that was never acknowledged.
         let mut changes = Changes::in_order();
-        put_message(&mut changes, env, head, body);
-        self.store.write(changes).await
+        if !body.in_file() {
+            put_message(&mut changes, env, &[], body.inline());
+            return self.store.write(changes).await;
+        }
+        body.finish_file().await?;
+        env.size = body.size();
+        env.chunks = 0;
+        env.body_file = true;
+        put_whole(&mut changes, env);
+        // Once the envelope may be on disk, the file is the message's: a
+        // failed sync leaves it to the next start's sweep, never removes it
+        // under an envelope that made it.
+        let generation = self.store.apply_to(changes)?;
+        body.keep();
+        self.file_bytes.fetch_add(env.size, Ordering::Relaxed);
+        self.store.commit_generation(generation).await
     }
 
     /// A queued message, assembled from its records. A message that cannot
@@ -184,27 +222,27 @@ impl Spool {
         Ok(meta.into_envelope(id, recipients))
     }
 
-    /// The message's bytes. A missing part is [`StoreError::Damaged`].
-    pub fn body(&self, env: &Envelope) -> Result<Vec<u8>, StoreError> {
-        let mut body = Vec::with_capacity(usize::try_from(env.size).unwrap_or(0));
+    /// Whether every part of the message's body is there, at its size,
+    /// without reading it: [`StoreError::Damaged`] if not.
+    pub fn check_body(&self, env: &Envelope) -> Result<(), StoreError> {
+        if env.body_file {
+            return body::check_file(self.path(), env);
+        }
         for i in 0..env.chunks {
-            match self.store.get(&records::chunk_key(&env.id, i))? {
-                Some(chunk) => body.extend_from_slice(&chunk),
-                None => {
-                    return Err(damaged(
-                        &env.id,
-                        format!("body part {i} of {} is missing", env.chunks),
-                    ))
-                }
+            if !self.store.contains(&records::chunk_key(&env.id, i))? {
+                return Err(damaged(
+                    &env.id,
+                    format!("body part {i} of {} is missing", env.chunks),
+                ));
             }
         }
-        if body.len() as u64 != env.size {
-            return Err(damaged(
-                &env.id,
-                format!("its body has {} bytes, not {}", body.len(), env.size),
-            ));
-        }
-        Ok(body)
+        Ok(())
+    }
+
+    /// The message's bytes, a chunk at a time. A missing part is
+    /// [`StoreError::Damaged`] when the reader gets there.
+    pub fn body(&self, env: &Envelope) -> BodyReader {
+        BodyReader::new(&self.store, env)
     }
 
     /// Every queued message in id (arrival) order, bodies not read; a damaged
@@ -279,7 +317,11 @@ impl Spool {
         if let Some(n) = notice {
             put_message(&mut changes, &mut n.envelope, &[], &n.body);
         }
-        self.store.write(changes).await
+        self.store.write(changes).await?;
+        if env.is_finished() {
+            self.remove_body(env);
+        }
+        Ok(())
     }
 
     /// The operator's hold: kept, never tried, never expired while held.
@@ -318,7 +360,9 @@ impl Spool {
         let mut changes = Changes::in_order();
         remove_message(&mut changes, env);
         put_history(&mut changes, &Finished::from_envelope(env, now, "deleted"));
-        self.store.write(changes).await
+        self.store.write(changes).await?;
+        self.remove_body(env);
+        Ok(())
     }
 
     /// Takes a message out as bounced (its unfinished recipients already
@@ -337,7 +381,22 @@ impl Spool {
         if let Some(n) = notice {
             put_message(&mut changes, &mut n.envelope, &[], &n.body);
         }
-        self.store.write(changes).await
+        self.store.write(changes).await?;
+        self.remove_body(env);
+        Ok(())
+    }
+
+    /// The body file of a message that has left the queue (its removal is
+    /// synced): the space comes back now.
+    fn remove_body(&self, env: &Envelope) {
+        if env.body_file {
+            body::remove(self.path(), env);
+            let _ = self
+                .file_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(env.size))
+                });
+        }
     }
 
     /// Stores new due times and retry clocks of several messages at once (each
@@ -386,6 +445,7 @@ impl Spool {
         }
         changes.remove(records::damage_key(id));
         self.store.write(changes).await?;
+        body::remove_id(self.path(), id);
         Ok(found)
     }
 
@@ -445,8 +505,9 @@ impl Spool {
         self.store.ping()
     }
 
+    /// The queue's records and its body files, in bytes.
     pub fn disk_size(&self) -> u64 {
-        self.store.disk_size()
+        self.store.disk_size() + self.file_bytes.load(Ordering::Relaxed)
     }
 
     /// Removes records whose message is gone: what an in-order change cut
@@ -491,6 +552,20 @@ impl Spool {
             self.store.sync_blocking()?;
         }
         Ok(removed)
+    }
+
+    /// [`Spool::accept`] of a message given whole.
+    #[cfg(test)]
+    pub async fn accept_bytes(
+        &self,
+        env: &mut Envelope,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut writer = self.body_writer(&env.id);
+        writer.write(head).await?;
+        writer.write(body).await?;
+        self.accept(env, writer).await
     }
 
     #[cfg(test)]

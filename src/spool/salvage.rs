@@ -57,6 +57,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<Salvaged, SalvageError> {
     copy_records(&old, &fresh, &mut out)?;
     fresh.sync_blocking()?;
     drop(fresh);
+    copy_bodies(from, to)?;
     // As after a crash, so that opening it as a spool sweeps the parts whose
     // message was lost; it also converts old-form records, and counting finds
     // the damaged ones.
@@ -109,6 +110,30 @@ fn copy_records(old: &sled::Db, fresh: &Store, out: &mut Salvaged) -> Result<(),
         }
     }
     fresh.apply(changes)
+}
+
+/// Copies the body files of large messages, each synced, then their
+/// directory: the fresh queue's sweep keeps those whose message was copied.
+fn copy_bodies(from: &Path, to: &Path) -> Result<(), SalvageError> {
+    let (old, new) = (from.join(super::body::DIR), to.join(super::body::DIR));
+    let unreadable = |path: &Path, e: std::io::Error| SalvageError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let entries = match std::fs::read_dir(&old) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(unreadable(&old, e)),
+    };
+    super::body::prepare(to)?;
+    for entry in entries {
+        let path = entry.map_err(|e| unreadable(&old, e))?.path();
+        let target = new.join(path.file_name().unwrap_or_default());
+        std::fs::copy(&path, &target)
+            .and_then(|_| std::fs::File::open(&target)?.sync_data())
+            .map_err(|e| unreadable(&path, e))?;
+    }
+    crate::durable::sync_dir(&new).map_err(|e| unreadable(&new, e))
 }
 
 /// A directory removed when dropped: the salvage's scratch copy.

@@ -38,6 +38,7 @@ use super::records;
 
 mod changes;
 mod committer;
+mod compact;
 mod files;
 
 pub use changes::Changes;
@@ -119,6 +120,8 @@ struct Inner {
     queue: Arc<Queue>,
     commits: Option<std_mpsc::Sender<Waiter>>,
     committer: Option<std::thread::JoinHandle<()>>,
+    /// The compaction thread, stopped by dropping its sender.
+    compactor: Option<(std_mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
 /// The sled database as it is open now, shared with the committer.
@@ -146,6 +149,8 @@ struct Handle {
     db: sled::Db,
     log: Arc<File>,
     generation: u64,
+    /// Added to sled's id counter, which a compacted copy starts afresh.
+    id_base: u64,
     /// The I/O error sled reported: it refuses every write until reopened.
     failed: Arc<Mutex<Option<Failure>>>,
 }
@@ -218,12 +223,20 @@ impl Handle {
         &self,
         prefix: &[u8],
     ) -> impl DoubleEndedIterator<Item = sled::Result<(sled::IVec, sled::IVec)>> {
-        let db = self.db.clone();
+        // The iterator holds a handle, not just sled's: while it lives,
+        // the queue is not compacted under it.
+        let h = self.clone();
         self.db.scan_prefix(prefix).map(move |item| {
             let (key, value) = item?;
-            db.contains_key(&key)?;
+            h.look_up(&key)?;
             Ok((key, value))
         })
+    }
+
+    /// A lookup for the cache's sake (see [`Handle::scan`]); a method, so
+    /// that a closure calling it holds the whole handle.
+    fn look_up(&self, key: &[u8]) -> sled::Result<bool> {
+        self.db.contains_key(key)
     }
 
     fn scan_keys(&self, prefix: &[u8]) -> impl Iterator<Item = sled::Result<sled::IVec>> {
@@ -265,6 +278,10 @@ impl Drop for Inner {
     // The committer holds a handle on the database; wait for it to let go so the
     // queue can be reopened at once (sled locks its files).
     fn drop(&mut self) {
+        if let Some((stop, t)) = self.compactor.take() {
+            drop(stop);
+            let _ = t.join();
+        }
         self.commits.take();
         if let Some(t) = self.committer.take() {
             let _ = t.join();
@@ -309,11 +326,13 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let compactor = compact::spawn(&queue)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 queue,
                 commits: Some(tx),
                 committer: Some(committer),
+                compactor: Some(compactor),
             }),
         })
     }
@@ -348,7 +367,7 @@ impl Store {
     /// sort by arrival and never repeat across restarts.
     pub fn new_id(&self) -> Result<String, StoreError> {
         let h = self.handle()?;
-        let n = h.check(h.db.generate_id())?;
+        let n = h.id_base + h.check(h.db.generate_id())?;
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -362,7 +381,7 @@ impl Store {
     }
 
     /// Applies the writes; the generation of the handle they went to.
-    fn apply_to(&self, changes: Changes) -> Result<u64, StoreError> {
+    pub(super) fn apply_to(&self, changes: Changes) -> Result<u64, StoreError> {
         if let Some((key, size)) = changes.largest().filter(|(_, n)| *n > self.bound()) {
             return Err(StoreError::TooLarge {
                 key: String::from_utf8_lossy(key).into_owned(),
@@ -403,7 +422,7 @@ impl Store {
         self.commit_generation(generation).await
     }
 
-    async fn commit_generation(&self, generation: u64) -> Result<(), StoreError> {
+    pub(super) async fn commit_generation(&self, generation: u64) -> Result<(), StoreError> {
         let (done, rx) = oneshot::channel();
         self.inner
             .commits
@@ -434,6 +453,12 @@ impl Store {
     pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
         let h = self.handle()?;
         h.check(h.db.get(key))
+    }
+
+    /// Whether `key` has a value, as last applied.
+    pub fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let h = self.handle()?;
+        h.check(h.db.contains_key(key))
     }
 
     /// Every record under `prefix`, in key order. A closed queue yields its

@@ -26,11 +26,11 @@ async fn roundtrip_large_body_in_chunks() {
         .map(|i| (i % 251) as u8)
         .collect();
     let mut env = envelope(&store);
-    store.accept(&mut env, &[], &body).await.unwrap();
+    store.accept_bytes(&mut env, &[], &body).await.unwrap();
     assert_eq!(env.chunks, 4);
     let back = store.load(&env.id).unwrap().unwrap();
     assert_eq!(back, env);
-    assert_eq!(store.body(&back).unwrap(), body);
+    assert_eq!(store.body(&back).read_all().await.unwrap(), body);
     // Nothing may go to sled's unsynced blob files.
     let blobs = std::fs::read_dir(dir.path().join("blobs"))
         .map(|d| d.count())
@@ -87,7 +87,7 @@ async fn an_unfinished_snapshot_does_not_keep_the_queue_closed() {
         let store = Spool::open(dir.path(), 1 << 20).unwrap();
         let mut env = envelope(&store);
         store
-            .accept(&mut env, &[], b"Subject: kept\r\n\r\nhi\r\n")
+            .accept_bytes(&mut env, &[], b"Subject: kept\r\n\r\nhi\r\n")
             .await
             .unwrap();
         env.id
@@ -164,7 +164,7 @@ async fn concurrent_commits_share_syncs() {
         tasks.push(tokio::spawn(async move {
             let mut env = envelope(&store);
             store
-                .accept(&mut env, &[], b"Subject: x\r\n\r\nhi\r\n")
+                .accept_bytes(&mut env, &[], b"Subject: x\r\n\r\nhi\r\n")
                 .await
                 .map(|_| env.id)
         }));
@@ -193,7 +193,7 @@ async fn an_older_segment_size_is_kept() {
     let store = Spool::open(dir.path(), 1 << 20).unwrap();
     let mut env = envelope(&store);
     store
-        .accept(&mut env, &[], b"Subject: old queue\r\n\r\nhi\r\n")
+        .accept_bytes(&mut env, &[], b"Subject: old queue\r\n\r\nhi\r\n")
         .await
         .unwrap();
     assert_eq!(store.store().bound(), record_bound(8 << 20));
@@ -221,10 +221,14 @@ async fn message_parts_chunk_like_one_buffer() {
     ] {
         let (head, body) = whole.split_at(split);
         let mut env = envelope(&store);
-        store.accept(&mut env, head, body).await.unwrap();
+        store.accept_bytes(&mut env, head, body).await.unwrap();
         assert_eq!(env.chunks, 3, "split at {split}");
         assert_eq!(env.size, whole.len() as u64);
-        assert_eq!(store.body(&env).unwrap(), whole, "split at {split}");
+        assert_eq!(
+            store.body(&env).read_all().await.unwrap(),
+            whole,
+            "split at {split}"
+        );
     }
 }
 
@@ -247,11 +251,11 @@ async fn in_order_changes_and_the_orphan_sweep() {
             "the marker is removed while the queue is open"
         );
         let mut gone = envelope(&store);
-        store.accept(&mut gone, &[], &body).await.unwrap();
+        store.accept_bytes(&mut gone, &[], &body).await.unwrap();
         store.delete(&mut gone, 5).await.unwrap();
 
         let mut kept = envelope(&store);
-        store.accept(&mut kept, &[], &body).await.unwrap();
+        store.accept_bytes(&mut kept, &[], &body).await.unwrap();
 
         // What a crash before the meta record leaves.
         let orphan_id = store.new_id().unwrap();
@@ -281,7 +285,7 @@ async fn in_order_changes_and_the_orphan_sweep() {
     assert_eq!(keys(&store, b"t"), 0);
     assert!(store.load(&orphan_id).unwrap().is_none());
     let back = store.load(&kept.id).unwrap().unwrap();
-    assert_eq!(store.body(&back).unwrap(), body);
+    assert_eq!(store.body(&back).read_all().await.unwrap(), body);
 }
 
 /// Opens again a queue just dropped: sled's background writers may hold its
@@ -316,7 +320,7 @@ async fn a_thousand_deferred_recipients_stay_out_of_blob_files() {
         .map(|i| Recipient::new(format!("user{i:04}@example.net"), 0))
         .collect();
     store
-        .accept(&mut env, &[], b"Subject: many\r\n\r\nhi\r\n")
+        .accept_bytes(&mut env, &[], b"Subject: many\r\n\r\nhi\r\n")
         .await
         .unwrap();
     let all: Vec<usize> = (0..1000).collect();
@@ -371,7 +375,10 @@ async fn an_oversized_record_is_refused_not_written() {
     let store = Spool::open(dir.path(), 1 << 20).unwrap();
     let mut env = envelope(&store);
     env.client = "c".repeat(20_000);
-    let err = store.accept(&mut env, &[], b"hi\r\n").await.unwrap_err();
+    let err = store
+        .accept_bytes(&mut env, &[], b"hi\r\n")
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, StoreError::TooLarge { bound: 15420, .. }),
         "{err}"
@@ -382,7 +389,7 @@ async fn an_oversized_record_is_refused_not_written() {
 async fn queued(store: &Spool, body: &[u8]) -> Envelope {
     let mut env = envelope(store);
     env.recipients.push(Recipient::new("c@example.net", 0));
-    store.accept(&mut env, &[], body).await.unwrap();
+    store.accept_bytes(&mut env, &[], body).await.unwrap();
     env
 }
 
@@ -422,7 +429,7 @@ async fn damaged_messages_are_quarantined_listed_and_discarded() {
     );
     let env = store.load(&lost_body.id).unwrap().unwrap();
     is_damaged(
-        store.body(&env).map(|_| None),
+        store.check_body(&env).map(|_| None),
         "body part 0 of 1 is missing",
     );
     // Delivery marks the last one; from then on it is damaged for everyone.
@@ -492,7 +499,7 @@ async fn whole_envelope_records_are_converted_at_open() {
         assert_eq!(back.recipients[3].state, State::Delivered);
         assert!(back.recipients[4].last_error.as_ref().unwrap().len() <= MAX_REPLY);
         assert_eq!(back.events, env.events);
-        assert_eq!(store.body(&back).unwrap(), b"hi\r\n");
+        assert_eq!(store.body(&back).read_all().await.unwrap(), b"hi\r\n");
     }
     is_damaged(store.load("0000000000BAD0"), "old form");
     drop(store);
@@ -526,7 +533,10 @@ async fn salvage_copies_every_readable_record() {
     let store = Spool::open(&to, 1 << 20).unwrap();
     for id in &ids {
         let env = store.load(id).unwrap().unwrap();
-        assert_eq!(store.body(&env).unwrap(), vec![b'a'; 3 * CHUNK_SIZE]);
+        assert_eq!(
+            store.body(&env).read_all().await.unwrap(),
+            vec![b'a'; 3 * CHUNK_SIZE]
+        );
     }
 }
 
@@ -537,7 +547,7 @@ async fn one_recipient_lives_in_the_meta_record() {
     let dir = tempfile::tempdir().unwrap();
     let store = Spool::open(dir.path(), 1 << 20).unwrap();
     let mut one = envelope(&store);
-    store.accept(&mut one, &[], b"hi\r\n").await.unwrap();
+    store.accept_bytes(&mut one, &[], b"hi\r\n").await.unwrap();
     assert_eq!(keys(&store, b"t"), 0);
     one.recipients[0].state = State::Deferred;
     one.recipients[0].last_error = Some(format!("451 4.3.0 {}", "\"".repeat(2000)));

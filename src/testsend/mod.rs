@@ -162,7 +162,14 @@ pub async fn attempt(
     let smtputf8 = needs_smtputf8(&test.from) || needs_smtputf8(&test.to);
     let t = &config.timeouts;
     let tr = conn
-        .send(&test.from, &[&test.to], &test.body, smtputf8, false, t)
+        .send(
+            &test.from,
+            &[&test.to],
+            &mut crate::spool::BodyReader::from_bytes(test.body.clone()),
+            smtputf8,
+            false,
+            t,
+        )
         .await;
     let relay = conn.relay.clone();
     if tr.reusable {

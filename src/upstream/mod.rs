@@ -108,6 +108,9 @@ pub struct Transaction {
     /// the caller may try again on a new connection. The outcomes defer
     /// everyone, for callers that do not.
     pub stale: bool,
+    /// The queued body could not be read mid-message (the connection was
+    /// given up without the final dot); the outcomes defer everyone.
+    pub unreadable: Option<crate::spool::StoreError>,
 }
 
 pub struct Context<'a> {

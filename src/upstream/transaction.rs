@@ -15,10 +15,11 @@ use std::time::Duration;
 use smtp_proto::{Response, EXT_8BIT_MIME, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8};
 use tokio::io::AsyncWriteExt;
 
-use super::wire::{self, ReadError};
+use super::wire::{self, ReadError, WriteError};
 use super::{timed_out, Connection, Transaction};
 use crate::config::Timeouts;
 use crate::outcome::{self, Outcome};
+use crate::spool::BodyReader;
 
 /// Commands per write when pipelining. RFC 2920 3.2 (deadlock): the client
 /// must read the replies before they fill the socket buffers; 128 commands
@@ -143,14 +144,15 @@ impl Connection {
         &mut self,
         sender: &str,
         recipients: &[&str],
-        body: &[u8],
+        body: &mut BodyReader,
         smtputf8: bool,
         eight_bit: bool,
         t: &Timeouts,
     ) -> Transaction {
         let reused = self.messages > 0;
         self.messages += 1;
-        let params = match self.mail_params(body.len(), smtputf8, eight_bit) {
+        let size = usize::try_from(body.size()).unwrap_or(usize::MAX);
+        let params = match self.mail_params(size, smtputf8, eight_bit) {
             Ok(p) => p,
             // Nothing was sent: the session is as ready as it was.
             Err(o) => return Transaction::all(o, recipients.len(), true),
@@ -173,6 +175,7 @@ impl Connection {
                     outcomes: settle(replies.rcpts, &rest),
                     reusable: self.unread.is_empty(),
                     stale: false,
+                    unreadable: None,
                 }
             }
             Envelope::Lost { lost, at } => Transaction {
@@ -181,6 +184,7 @@ impl Connection {
                 // Nothing about this message was heard: a kept connection
                 // that the server closed while it idled.
                 stale: reused && lost.closed && at == 0,
+                unreadable: None,
             },
         }
     }
@@ -258,28 +262,40 @@ impl Connection {
     }
 
     /// After 354: the message, then the verdict for the accepted recipients.
-    async fn data(&mut self, replies: Replies, body: &[u8], t: &Timeouts) -> Transaction {
-        let accepted = replies.accepted();
+    async fn data(&mut self, replies: Replies, body: &mut BodyReader, t: &Timeouts) -> Transaction {
         let stream = &mut self.client.stream;
-        let write = async {
-            if accepted {
-                wire::write_message(stream, body).await
-            } else {
-                // RFC 2920 3.1: a pipelining client must read the reply to
-                // DATA even when every recipient (or MAIL) was refused; if
-                // the server said 354 all the same, the client "should send
-                // a single dot". The message itself must not go to nobody,
-                // and the reply to the dot says nothing about any recipient.
+        let written = if replies.accepted() {
+            wire::write_message(stream, body, wire::DATA_BLOCK).await
+        } else {
+            // RFC 2920 3.1: a pipelining client must read the reply to
+            // DATA even when every recipient (or MAIL) was refused; if
+            // the server said 354 all the same, the client "should send
+            // a single dot". The message itself must not go to nobody,
+            // and the reply to the dot says nothing about any recipient.
+            let dot = async {
                 stream.write_all(b".\r\n").await?;
                 stream.flush().await
+            };
+            match tokio::time::timeout(wire::DATA_BLOCK, dot).await {
+                Ok(r) => r.map_err(WriteError::Io),
+                Err(_) => Err(WriteError::TimedOut),
             }
         };
-        let written = match tokio::time::timeout(t.upstream_data, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("sending message: {e}")),
-            Err(_) => Err("sending message: timed out".to_string()),
+        let reason = match written {
+            Ok(()) => None,
+            Err(WriteError::Io(e)) => Some(format!("sending message: {e}")),
+            Err(WriteError::TimedOut) => Some(format!(
+                "sending message: no progress in {}s",
+                wire::DATA_BLOCK.as_secs()
+            )),
+            Err(WriteError::Body(e)) => {
+                let reason = format!("reading the queued message: {e}");
+                let mut tr = Transaction::settled(replies.rcpts, Outcome::deferred(reason), false);
+                tr.unreadable = Some(e);
+                return tr;
+            }
         };
-        if let Err(reason) = written {
+        if let Some(reason) = reason {
             return Transaction::settled(replies.rcpts, Outcome::deferred(reason), false);
         }
         // A connection lost here may have delivered: deferring risks a
@@ -350,6 +366,7 @@ impl Transaction {
             outcomes: vec![o; n],
             reusable,
             stale: false,
+            unreadable: None,
         }
     }
 
@@ -358,6 +375,7 @@ impl Transaction {
             outcomes: settle(rcpts, &rest),
             reusable,
             stale: false,
+            unreadable: None,
         }
     }
 }

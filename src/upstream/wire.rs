@@ -3,15 +3,19 @@
 //!
 //! A pipelining server answers a whole command group in one segment, so the
 //! reader keeps whatever arrived after the reply it returns for the next read
-//! (mail-send's `read` drops it). The message goes out as slices of the stored
-//! body with the stuffing dots between them, through one bounded buffer, so an
-//! attempt never copies the whole message.
+//! (mail-send's `read` drops it). The message goes out as it is read from the
+//! queue, stuffed on the way, through one bounded buffer, so an attempt never
+//! holds the whole message.
 
 use smtp_proto::response::parser::ResponseReceiver;
 
-use crate::message_text::stuffed;
+use std::time::Duration;
+
 use smtp_proto::Response;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::message_text::DotStuffer;
+use crate::spool::{BodyReader, StoreError};
 
 /// Why no reply could be read.
 #[derive(Debug)]
@@ -54,20 +58,58 @@ pub(super) async fn read_reply<S: AsyncRead + Unpin>(
     }
 }
 
-/// Small runs (between dot lines) are gathered into writes of this size;
-/// larger ones go to the stream as they are.
+/// Stuffed bytes gathered into each write.
 const WRITE_BUFFER: usize = 64 * 1024;
 
-/// Writes the message (see [`stuffed`]) and flushes it.
+/// RFC 5321 4.5.3.2.5: each write of the message may take this long. A
+/// whole message may take as long as it needs, so a large one gets through
+/// a slow link; a server that stops reading is given up on after this.
+pub(super) const DATA_BLOCK: Duration = Duration::from_secs(180);
+
+/// Why the message could not be written.
+#[derive(Debug)]
+pub(super) enum WriteError {
+    Io(std::io::Error),
+    /// One write made no progress for [`DATA_BLOCK`].
+    TimedOut,
+    /// The queued body could not be read: the final dot was not sent, so
+    /// the server discards what it got when the connection closes.
+    Body(StoreError),
+}
+
+/// Writes the message, dot-stuffed as it is read (see [`DotStuffer`]),
+/// and flushes it: at most one buffer of it in memory.
 pub(super) async fn write_message<W: AsyncWrite + Unpin>(
     stream: &mut W,
-    body: &[u8],
-) -> std::io::Result<()> {
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, stream);
-    for part in stuffed(body) {
-        out.write_all(part).await?;
+    body: &mut BodyReader,
+    block: Duration,
+) -> Result<(), WriteError> {
+    let mut stuffer = DotStuffer::default();
+    let mut out = Vec::with_capacity(WRITE_BUFFER + 1024);
+    while let Some(piece) = body.next().await.map_err(WriteError::Body)? {
+        stuffer.push(&piece, &mut out);
+        if out.len() >= WRITE_BUFFER {
+            write_block(stream, &out, block).await?;
+            out.clear();
+        }
     }
-    out.flush().await
+    stuffer.finish(&mut out);
+    write_block(stream, &out, block).await?;
+    match tokio::time::timeout(block, stream.flush()).await {
+        Ok(r) => r.map_err(WriteError::Io),
+        Err(_) => Err(WriteError::TimedOut),
+    }
+}
+
+async fn write_block<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    bytes: &[u8],
+    block: Duration,
+) -> Result<(), WriteError> {
+    match tokio::time::timeout(block, stream.write_all(bytes)).await {
+        Ok(r) => r.map_err(WriteError::Io),
+        Err(_) => Err(WriteError::TimedOut),
+    }
 }
 
 #[cfg(test)]
@@ -81,7 +123,10 @@ mod tests {
             body.extend_from_slice(format!(".line {i}\r\nplain {i}\r\n").as_bytes());
         }
         let mut out = Vec::new();
-        write_message(&mut out, &body).await.expect("write");
+        let mut reader = BodyReader::from_bytes(body.clone());
+        write_message(&mut out, &mut reader, DATA_BLOCK)
+            .await
+            .expect("write");
         assert_eq!(out, crate::message_text::dot_stuff(&body));
     }
 

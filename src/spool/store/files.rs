@@ -10,6 +10,7 @@ pub(super) fn open_handle(
     cache_bytes: u64,
     generation: u64,
 ) -> Result<Handle, StoreError> {
+    compact::finish_swap(path)?;
     remove_unfinished_snapshots(path)?;
     let config = sled::Config::new()
         .path(path)
@@ -41,10 +42,15 @@ pub(super) fn open_handle(
         source,
     })?;
     sync_dir(path)?;
+    let id_base = match db.get(compact::ID_BASE_KEY)? {
+        Some(v) => <[u8; 8]>::try_from(v.as_ref()).map_or(0, u64::from_be_bytes),
+        None => 0,
+    };
     Ok(Handle {
         db,
         log: Arc::new(log),
         generation,
+        id_base,
         failed: Arc::new(Mutex::new(None)),
     })
 }
