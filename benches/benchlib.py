@@ -141,13 +141,13 @@ def memory(root):
     return sum(s[3] for s in tree.values()), sum(_pss(p) for p in tree)
 
 
-class PeakRss:
-    """Samples the tree's summed RSS and PSS every 100 ms while in a `with`
-    block (often enough for a peak that lasts, seldom enough not to load the
-    machine being measured)."""
+class Sampler:
+    """Calls sample() on a thread every `every` seconds while in a `with`
+    block, and once more at its end, so that a peak reached in the last
+    moments still counts."""
 
-    def __init__(self, root):
-        self.root, self.peak, self.peak_pss = root, 0, 0
+    def __init__(self, every):
+        self.every = every
         self._stop = threading.Event()
 
     def __enter__(self):
@@ -155,19 +155,49 @@ class PeakRss:
         self._thread.start()
         return self
 
-    def _sample(self):
-        rss, pss = memory(self.root)
-        self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
-
     def _run(self):
         while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(0.1)
+            self.sample()
+            self._stop.wait(self.every)
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self._sample()
+        self.sample()
+
+
+class PeakRss(Sampler):
+    """The tree's peak summed RSS and PSS, sampled every 100 ms (often enough
+    for a peak that lasts, seldom enough not to load the machine being
+    measured). With kill_above (bytes of RSS) the root is killed once it
+    passes that: a relay that holds every body in memory would otherwise take
+    the whole machine down with it, and past such a size the exact figure
+    tells nothing more."""
+
+    def __init__(self, root, kill_above=None):
+        super().__init__(0.1)
+        self.root, self.peak, self.peak_pss = root, 0, 0
+        self.kill_above, self.killed = kill_above, False
+
+    def sample(self):
+        rss, pss = memory(self.root)
+        self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+        if self.kill_above and rss > self.kill_above and not self.killed:
+            self.killed = True
+            os.kill(self.root, signal.SIGKILL)
+
+
+class PeakDisk(Sampler):
+    """The peak size of a directory (see du), sampled every second: a
+    100,000-file walk takes a good part of that."""
+
+    def __init__(self, path):
+        super().__init__(1.0)
+        self.path, self.apparent, self.allocated = path, 0, 0
+
+    def sample(self):
+        apparent, allocated = du(self.path)
+        self.apparent, self.allocated = max(self.apparent, apparent), max(self.allocated, allocated)
 
 
 # --- smtp-sink -------------------------------------------------------------------
@@ -207,6 +237,16 @@ class Sink:
         return int(found[-1]) if found else 0
 
 
+def drained(relay, sink, target, timeout=600):
+    """Waits until the sink has `target` messages and the relay's queue is empty."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sink.count() >= target and relay.queue_empty():
+            return time.monotonic()
+        time.sleep(0.005)
+    die(f"{relay.name}: sink has {sink.count()} of {target} after {timeout}s")
+
+
 def smtp_source(port, messages, sessions, size):
     subprocess.run(
         [
@@ -228,11 +268,18 @@ class Postfix:
 
     name = "postfix"
 
-    def __init__(self, workdir, sink_port):
+    def __init__(self, workdir, sink_port, message_size_limit=20480000):
         self.workdir = workdir
         self.port = free_port()
         self.backup = os.path.join(workdir, "postfix-etc")
         shutil.copytree("/etc/postfix", self.backup, symlinks=True)
+        try:
+            self._start(sink_port, message_size_limit)
+        except BaseException:
+            self.stop()  # a start that failed half way must not leave main.cf changed
+            raise
+
+    def _start(self, sink_port, message_size_limit):
         if not os.path.exists("/etc/postfix/main.cf"):
             open("/etc/postfix/main.cf", "w").close()
         subprocess.run([tool("postfix"), "stop"], capture_output=True)
@@ -251,7 +298,9 @@ class Postfix:
                 "compatibility_level = 3.6",
                 "myhostname = bench.test",
                 "smtpd_banner = bench.test ESMTP",
-                "message_size_limit = 20480000",
+                f"message_size_limit = {message_size_limit}",
+                # qmgr will not run with a mailbox limit below the message limit.
+                "mailbox_size_limit = 0",
             ],
             check=True,
         )
@@ -288,7 +337,8 @@ class Smarthost:
 
     name = "smarthost"
 
-    def __init__(self, workdir, sink_port, binary, max_connections=20, extra="", top=""):
+    def __init__(self, workdir, sink_port, binary, max_connections=20, extra="", top="",
+                 max_message_size=20480000):
         self.workdir = os.path.join(workdir, "smarthost")
         os.makedirs(self.workdir, exist_ok=True)
         self.binary = binary
@@ -304,7 +354,7 @@ queue_path = "{self.queue}"
 {top}
 [limits]
 max_connections = 1000
-max_message_size = 20480000
+max_message_size = {max_message_size}
 [[route]]
 name = "sink"
 host = "127.0.0.1"
@@ -365,21 +415,45 @@ def build_release():
         cwd=ROOT,
         check=True,
     )
+    # Cargo honours CARGO_TARGET_DIR: a build kept apart from a developer's own.
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     return (
-        os.path.join(ROOT, "target/release/smarthost"),
-        os.path.join(ROOT, "target/release/examples/accept_latency"),
+        os.path.join(target, "release/smarthost"),
+        os.path.join(target, "release/examples/accept_latency"),
     )
 
 
-def disk_bytes(path):
-    total = 0
+def smarthost_binary():
+    """SMARTHOST_BIN when set (to measure any build, say the one before a
+    change against the one after), else the release build of this tree."""
+    binary = os.environ.get("SMARTHOST_BIN")
+    if not binary:
+        return build_release()[0]
+    if not os.access(binary, os.X_OK):
+        die(f"SMARTHOST_BIN={binary} is not an executable")
+    return os.path.abspath(binary)
+
+
+def du(path):
+    """(apparent, allocated) bytes of everything below path, as du counts
+    them: directories included (an ext4 directory that once listed 100,000
+    files keeps its blocks when they are gone), hard links once."""
+    seen, apparent, allocated = set(), 0, 0
     for d, _, files in os.walk(path):
-        for name in files:
+        for name in [""] + files:  # "": the directory itself
             try:
-                total += os.lstat(os.path.join(d, name)).st_blocks * 512
+                st = os.lstat(os.path.join(d, name))
             except OSError:
-                pass
-    return total
+                continue  # removed while we walked: the relay is busy
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                apparent += st.st_size
+                allocated += st.st_blocks * 512
+    return apparent, allocated
+
+
+def disk_bytes(path):
+    return du(path)[1]
 
 
 # --- durability ------------------------------------------------------------------

@@ -12,14 +12,6 @@
 # /etc/postfix afterwards); installs postfix and strace when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
-for t in smtp-source:postfix strace:strace python3:python3; do
-  command -v "${t%%:*}" >/dev/null || [ -x "/usr/sbin/${t%%:*}" ] || missing+=("${t#*:}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  # Postfix is only the baseline here: install it without a mail system.
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  postfix stop >/dev/null 2>&1 || true
-fi
+. benches/needs.sh
+needs smtp-source:postfix strace:strace python3:python3
 exec python3 benches/relay_vs_postfix.py

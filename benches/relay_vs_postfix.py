@@ -37,16 +37,6 @@ SESSIONS = env_list("BENCH_SESSIONS", "1 20 100")
 LATENCY_MESSAGES = int(os.environ.get("BENCH_LATENCY_MESSAGES", "1000"))
 
 
-def drained(relay, sink, target, timeout=600):
-    """Waits until the sink has `target` messages and the relay's queue is empty."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if sink.count() >= target and relay.queue_empty():
-            return time.monotonic()
-        time.sleep(0.005)
-    b.die(f"{relay.name}: sink has {sink.count()} of {target} after {timeout}s")
-
-
 def run_cell(relay, sink, size, sessions):
     before = sink.count()
     cpu0 = b.cpu_seconds(relay.pid())
@@ -54,7 +44,7 @@ def run_cell(relay, sink, size, sessions):
         start = time.monotonic()
         b.smtp_source(relay.port, MESSAGES, sessions, size)
         accepted = time.monotonic()
-        done = drained(relay, sink, before + MESSAGES)
+        done = b.drained(relay, sink, before + MESSAGES)
     cpu = b.cpu_seconds(relay.pid()) - cpu0
     return {
         "accept": MESSAGES / (accepted - start),
@@ -75,7 +65,7 @@ def latency(relay, sink, client, sessions):
         text=True,
     ).stdout
     fields = dict(kv.split("=") for kv in out.split())
-    drained(relay, sink, before + LATENCY_MESSAGES)
+    b.drained(relay, sink, before + LATENCY_MESSAGES)
     return float(fields["p50_ms"]), float(fields["p99_ms"])
 
 
@@ -99,7 +89,7 @@ def main():
         for relay in relays:
             before = sinks[relay.name].count()
             c = b.durability(relay)
-            drained(relay, sinks[relay.name], before + 200)
+            b.drained(relay, sinks[relay.name], before + 200)
             real = c["fsync"] + c["fdatasync"]
             verdict = "durable" if real > 0 else "NOT DURABLE"
             say(f"| {relay.name} | {c['fsync']} | {c['fdatasync']} | {c['sync_file_range']} | {verdict} |")
