@@ -132,7 +132,7 @@ async fn partial_bodies_are_removed() {
         assert_eq!(files(dir.path()).len(), 2);
     }
     let spool = Spool::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(files(dir.path()), [kept_id.clone()]);
+    assert_eq!(files(dir.path()), std::slice::from_ref(&kept_id));
     let env = spool.load(&kept_id).unwrap().unwrap();
     assert_eq!(
         spool.body(&env).read_all().await.unwrap().len(),
