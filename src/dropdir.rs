@@ -47,12 +47,13 @@ pub enum DropError {
     Io { dir: String, source: std::io::Error },
 }
 
-/// Writes a complete, durable drop file (sendmail's side). Returns its path.
+/// Writes a complete, durable drop file (sendmail's side), the message
+/// copied from `message` as it is read. Returns its path.
 pub fn write(
     dir: &Path,
     sender: &str,
     recipients: &[String],
-    message: &[u8],
+    message: &mut dyn Read,
 ) -> Result<PathBuf, DropError> {
     let io = |source| DropError::Io {
         dir: dir.display().to_string(),
@@ -76,7 +77,7 @@ pub fn write(
             .mode(0o640)
             .open(&tmp)?;
         f.write_all(&line)?;
-        f.write_all(message)?;
+        std::io::copy(message, &mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &done)?;
         crate::durable::sync_dir_or_filesystem(dir, &f)
@@ -433,7 +434,7 @@ mod tests {
             dir.path(),
             "a@example.com",
             &["b@example.net".into()],
-            b"Subject: x\r\n\r\nhi\r\n",
+            &mut &b"Subject: x\r\n\r\nhi\r\n"[..],
         )
         .unwrap();
         let name = p.file_name().unwrap().to_string_lossy().to_string();

@@ -1012,6 +1012,64 @@ fn overlong_line_refused_with_or_without_daemon() {
     assert_eq!(queued_count(&relay), q0 + 1);
 }
 
+/// A 40 MB attachment through sendmail held to 48 MiB of data (`prlimit`):
+/// it passes only if sendmail never holds the message whole. Delivered
+/// intact with the daemon up; with it down, left in the drop directory and
+/// delivered intact once it starts.
+#[test]
+fn a_large_message_streams_through_with_or_without_daemon() {
+    let have_prlimit = Command::new("prlimit").arg("--version").output().is_ok();
+    if !common::require("prlimit (util-linux)", have_prlimit) {
+        return;
+    }
+    let config = format!("{CAPTURE}\n[limits]\nmax_message_size = 64000000\n");
+    let mut relay = Relay::start(&config);
+    let mut input = b"Subject: attachment\n\n".to_vec();
+    let mut body = Vec::new();
+    let mut n = 0u64;
+    while body.len() < 40 << 20 {
+        body.extend_from_slice(
+            format!("{n:012} QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9w\r\n")
+                .as_bytes(),
+        );
+        n += 1;
+    }
+    // LF on the way in, CRLF in the queue.
+    input.extend_from_slice(
+        &body
+            .iter()
+            .copied()
+            .filter(|&b| b != b'\r')
+            .collect::<Vec<u8>>(),
+    );
+    let limited = |relay: &Relay| {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--data={}", 48 << 20))
+            .arg("--")
+            .arg(BIN)
+            .args(["sendmail", "-v", "-i", "big@example.net"])
+            .env("SMARTHOST_CONFIG", &relay.config_path);
+        run(cmd, &input)
+    };
+    let out = limited(&relay);
+    out.assert_code(0, "40 MB, daemon up");
+    let (_, eml) = captured_id(&relay, &out.queue_id());
+    assert!(
+        eml.ends_with(&body),
+        "delivered altered ({} bytes)",
+        eml.len()
+    );
+    assert!(eml.len() < body.len() + 4096, "{} bytes", eml.len());
+
+    relay.kill();
+    let out = limited(&relay);
+    out.assert_code(0, "40 MB, daemon down");
+    assert_eq!(drop_files(&relay).len(), 1, "{}", out.describe());
+    relay.spawn();
+    let all = wait_captured(&relay, 2);
+    assert!(all.iter().all(|(_, eml)| eml.ends_with(&body)));
+}
+
 // ---------------------------------------------------------------------------
 // 8. Legacy flags, -bi, -bp, -q, -bd
 

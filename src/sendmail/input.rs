@@ -15,31 +15,166 @@ pub enum InputError {
 }
 
 const CHUNK: usize = 64 * 1024;
+/// What stays in memory: a message larger than this (with its whole header
+/// section inside it) goes on to a temporary file as it is read.
+pub const HOLD: usize = 1024 * 1024;
 
 /// Reads the message from `input`, normalizing every line end (LF, CRLF or a
 /// bare CR) to CRLF. Unless `ignore_dots`, a line with a single "." ends the
 /// input and is not part of the message. Input is not dot-stuffed: ".." stays.
 pub fn read_message<R: Read>(
-    mut input: R,
+    input: R,
     ignore_dots: bool,
     max_size: u64,
 ) -> Result<Vec<u8>, InputError> {
     let mut norm = Normalizer::new(ignore_dots, max_size);
+    match each_read(input, |chunk| norm.feed(chunk))? {
+        Flow::End => Ok(norm.out),
+        Flow::More => norm.finish(),
+    }
+}
+
+/// Hands `input` to `feed` a read at a time, until its end or until `feed`
+/// says [`Flow::End`] (a lone dot); which of the two it was.
+fn each_read<R: Read>(
+    mut input: R,
+    mut feed: impl FnMut(&[u8]) -> Result<Flow, InputError>,
+) -> Result<Flow, InputError> {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let len = match input.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(Flow::More),
             Ok(len) => len,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(InputError::Io(e)),
         };
         // A misbehaving reader could claim more than the buffer holds.
-        let chunk = buf.get(..len).unwrap_or(&buf);
-        if norm.feed(chunk)? == Flow::End {
-            return Ok(norm.out);
+        if feed(buf.get(..len).unwrap_or(&buf))? == Flow::End {
+            return Ok(Flow::End);
         }
     }
-    norm.finish()
+}
+
+/// A message read from standard input: its start in memory (the whole
+/// header section at least, which is all [`super::message::prepare`] edits)
+/// and, past [`HOLD`], the rest in an unnamed temporary file, so a large
+/// attachment is never held whole.
+pub struct Input {
+    pub head: Vec<u8>,
+    pub rest: Option<Rest>,
+}
+
+/// The part of a message past its head, normalized, in a temporary file
+/// that vanishes with the process.
+pub struct Rest {
+    file: std::fs::File,
+    pub len: u64,
+    pub eight_bit: bool,
+    /// The longest line as an SMTP receiver counts it (see
+    /// [`crate::dropdir::line_too_long`]).
+    pub longest_line: usize,
+}
+
+impl Rest {
+    fn new() -> std::io::Result<Rest> {
+        Ok(Rest {
+            file: tempfile::tempfile()?,
+            len: 0,
+            eight_bit: false,
+            longest_line: 0,
+        })
+    }
+
+    fn append(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.eight_bit |= lines.iter().any(|&b| b >= 0x80);
+        for line in lines.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let stuffed = usize::from(line.first() == Some(&b'.'));
+            self.longest_line = self.longest_line.max(line.len() + stuffed);
+        }
+        self.len += lines.len() as u64;
+        (&self.file).write_all(lines)
+    }
+
+    /// The rest from its start, to be read as many times as needed (a copy
+    /// per batch of recipients, the drop directory after a failed submit).
+    pub fn reader(&self) -> std::io::Result<impl Read + '_> {
+        use std::io::{Seek, SeekFrom};
+        (&self.file).seek(SeekFrom::Start(0))?;
+        Ok(&self.file)
+    }
+}
+
+/// [`read_message`], keeping at most about [`HOLD`] bytes in memory once
+/// the header section is complete.
+pub fn read_spilling<R: Read>(
+    input: R,
+    ignore_dots: bool,
+    max_size: u64,
+) -> Result<Input, InputError> {
+    let mut norm = Normalizer::new(ignore_dots, max_size);
+    let mut spill = Spill::default();
+    let flow = each_read(input, |chunk| {
+        let flow = norm.feed(chunk)?;
+        spill.step(&mut norm)?;
+        Ok(flow)
+    })?;
+    match flow {
+        Flow::End => spill.end(norm.out),
+        Flow::More => spill.end(norm.finish()?),
+    }
+}
+
+/// Where [`read_spilling`] puts what leaves memory.
+#[derive(Default)]
+struct Spill {
+    head: Option<Vec<u8>>,
+    rest: Option<Rest>,
+    /// How far the search for the header section's end has looked.
+    searched: usize,
+}
+
+impl Spill {
+    fn step(&mut self, norm: &mut Normalizer) -> Result<(), InputError> {
+        if let Some(rest) = &mut self.rest {
+            if norm.out.len() >= CHUNK {
+                rest.append(&norm.take_lines())?;
+            }
+        } else if norm.out.len() >= HOLD && self.header_complete(&norm.out) {
+            self.rest = Some(Rest::new()?);
+            self.head = Some(norm.take_lines());
+        }
+        Ok(())
+    }
+
+    fn header_complete(&mut self, out: &[u8]) -> bool {
+        if out.starts_with(b"\r\n") {
+            return true;
+        }
+        let from = self.searched.saturating_sub(3);
+        let found = out
+            .get(from..)
+            .is_some_and(|tail| tail.windows(4).any(|w| w == b"\r\n\r\n"));
+        self.searched = out.len();
+        found
+    }
+
+    fn end(self, out: Vec<u8>) -> Result<Input, InputError> {
+        match (self.head, self.rest) {
+            (Some(head), Some(mut rest)) => {
+                rest.append(&out)?;
+                Ok(Input {
+                    head,
+                    rest: Some(rest),
+                })
+            }
+            _ => Ok(Input {
+                head: out,
+                rest: None,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +187,8 @@ pub(super) enum Flow {
 /// split across two reads is still one line end.
 pub(super) struct Normalizer {
     out: Vec<u8>,
+    /// Bytes of output already taken by [`Normalizer::take_lines`].
+    taken: u64,
     line_start: usize,
     pending_cr: bool,
     ignore_dots: bool,
@@ -62,6 +199,7 @@ impl Normalizer {
     pub(super) fn new(ignore_dots: bool, max_size: u64) -> Self {
         Self {
             out: Vec::new(),
+            taken: 0,
             line_start: 0,
             pending_cr: false,
             ignore_dots,
@@ -121,12 +259,21 @@ impl Normalizer {
 
     fn check_size(&self) -> Result<(), InputError> {
         // A pending lone "." may yet be the terminator, which is not counted.
-        if self.out.len() as u64 > self.max_size && !self.is_lone_dot() {
+        if self.taken + self.out.len() as u64 > self.max_size && !self.is_lone_dot() {
             return Err(InputError::TooLarge {
                 limit: self.max_size,
             });
         }
         Ok(())
+    }
+
+    /// The complete lines of output so far, leaving the line under way.
+    fn take_lines(&mut self) -> Vec<u8> {
+        let partial = self.out.split_off(self.line_start);
+        let lines = std::mem::replace(&mut self.out, partial);
+        self.taken += lines.len() as u64;
+        self.line_start = 0;
+        lines
     }
 
     pub(super) fn finish(mut self) -> Result<Vec<u8>, InputError> {
@@ -137,3 +284,6 @@ impl Normalizer {
         Ok(self.out)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -156,24 +156,29 @@ fn login_name() -> String {
 fn deliver(config: &Config, inv: &Invocation) -> Result<(), Fail> {
     let sender = envelope_sender(config, inv)?;
     let max = config.limits.max_message_size;
-    let raw = read_stdin(inv, max)?;
-    let prepared = prepare_message(config, inv, &sender, &raw)?;
-    drop(raw);
+    let input = read_stdin(inv, max)?;
+    // Only the head is completed (its header section is all that changes);
+    // the rest of a large message follows it unread until it is sent.
+    let prepared = prepare_message(config, inv, &sender, &input.head)?;
+    drop(input.head);
     if inv.verbose {
         for w in &prepared.warnings {
             eprintln!("sendmail: warning: {w}");
         }
     }
-    check_limits(config, &prepared.message)?;
+    check_limits(config, &prepared.message, input.rest.as_ref())?;
     let recipients = envelope_recipients(config, &prepared.recipients)?;
     let smtputf8 = needs_smtputf8(&sender) || recipients.iter().any(|r| needs_smtputf8(r));
-    let eight_bit = prepared.eight_bit || matches!(inv.body, Some(args::BodyType::EightBitMime));
+    let eight_bit = prepared.eight_bit
+        || input.rest.as_ref().is_some_and(|r| r.eight_bit)
+        || matches!(inv.body, Some(args::BodyType::EightBitMime));
     // More recipients than the daemon takes in one transaction: one copy per batch.
     for batch in recipients.chunks(config.limits.max_recipients.max(1)) {
         let m = Submission {
             sender: &sender,
             recipients: batch,
-            message: &prepared.message,
+            head: &prepared.message,
+            rest: input.rest.as_ref(),
             eight_bit,
             smtputf8,
         };
@@ -199,8 +204,8 @@ fn envelope_sender(config: &Config, inv: &Invocation) -> Result<String, Fail> {
 }
 
 /// Reads the message from stdin, refusing one over `max` bytes or with a NUL.
-fn read_stdin(inv: &Invocation, max: u64) -> Result<Vec<u8>, Fail> {
-    message::read_message(std::io::stdin().lock(), inv.ignore_dots, max).map_err(|e| match e {
+fn read_stdin(inv: &Invocation, max: u64) -> Result<input::Input, Fail> {
+    input::read_spilling(std::io::stdin().lock(), inv.ignore_dots, max).map_err(|e| match e {
         InputError::TooLarge { limit } => Fail(
             EX_DATAERR,
             format!("message is larger than the limit of {limit} bytes; nothing was sent"),
@@ -249,9 +254,9 @@ fn prepare_message(
 
 /// Refuses a completed message the daemon would refuse: the added fields can
 /// take it over the size limit.
-fn check_limits(config: &Config, message: &[u8]) -> Result<(), Fail> {
+fn check_limits(config: &Config, message: &[u8], rest: Option<&input::Rest>) -> Result<(), Fail> {
     let max = config.limits.max_message_size;
-    if message.len() as u64 > max {
+    if message.len() as u64 + rest.map_or(0, |r| r.len) > max {
         return Err(Fail(
             EX_DATAERR,
             format!("message is larger than the limit of {max} bytes; nothing was sent"),
@@ -260,7 +265,9 @@ fn check_limits(config: &Config, message: &[u8]) -> Result<(), Fail> {
     // The daemon refuses such a line at the end of DATA; refuse it here too, so
     // that the drop directory does not take it while the daemon is down.
     let max_line = config.limits.max_line_length;
-    if crate::dropdir::line_too_long(message, max_line) {
+    if crate::dropdir::line_too_long(message, max_line)
+        || rest.is_some_and(|r| r.longest_line > max_line)
+    {
         return Err(Fail(
             EX_DATAERR,
             format!("message has a line longer than {max_line} bytes; nothing was sent"),
@@ -320,7 +327,13 @@ fn submit_or_drop(config: &Config, m: &Submission<'_>, verbose: bool) -> Result<
 }
 
 fn drop_message(dir: &Path, m: &Submission<'_>) -> Result<PathBuf, crate::dropdir::DropError> {
-    crate::dropdir::write(dir, m.sender, m.recipients, m.message)
+    let mut message = m
+        .message()
+        .map_err(|source| crate::dropdir::DropError::Io {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    crate::dropdir::write(dir, m.sender, m.recipients, &mut message)
 }
 
 fn nanos() -> u32 {

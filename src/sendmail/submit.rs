@@ -8,7 +8,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::message_text::dot_stuff;
+use super::input::Rest;
+use crate::message_text::DotStuffer;
 
 /// Generous: the daemon answers DATA only after its fsync.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -39,9 +40,23 @@ impl std::fmt::Display for Reply {
 pub struct Submission<'a> {
     pub sender: &'a str,
     pub recipients: &'a [String],
-    pub message: &'a [u8],
+    /// The message's start, in memory.
+    pub head: &'a [u8],
+    /// The rest of a large message (see [`Rest`]).
+    pub rest: Option<&'a Rest>,
     pub eight_bit: bool,
     pub smtputf8: bool,
+}
+
+impl Submission<'_> {
+    /// The whole message from its first byte, read as it is sent.
+    pub fn message(&self) -> std::io::Result<Box<dyn Read + '_>> {
+        let head = std::io::Cursor::new(self.head);
+        Ok(match self.rest {
+            Some(rest) => Box::new(head.chain(rest.reader()?)),
+            None => Box::new(head),
+        })
+    }
 }
 
 /// Submits the message; returns the daemon's queue id. With `verbose`, the
@@ -84,7 +99,7 @@ pub fn submit(socket: &Path, m: &Submission<'_>, verbose: bool) -> Result<String
     }
     say(&mut writer, "DATA")?;
     conv.expect("DATA", 354)?;
-    writer.write_all(&dot_stuff(m.message)).map_err(lost)?;
+    send_message(&mut writer, m).map_err(lost)?;
     let reply = conv.expect("end of data", 250)?;
     let _ = say(&mut writer, "QUIT");
     let id = reply
@@ -94,6 +109,29 @@ pub fn submit(socket: &Path, m: &Submission<'_>, verbose: bool) -> Result<String
         .unwrap_or_default();
     Ok(id)
 }
+
+/// The message, dot-stuffed as it is read, in writes of [`CHUNK`] bytes.
+fn send_message(writer: &mut UnixStream, m: &Submission<'_>) -> std::io::Result<()> {
+    let mut message = m.message()?;
+    let mut stuffer = DotStuffer::default();
+    let mut buf = vec![0u8; CHUNK];
+    let mut out = Vec::with_capacity(CHUNK + 1024);
+    loop {
+        let n = match message.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        stuffer.push(buf.get(..n).unwrap_or_default(), &mut out);
+        writer.write_all(&out)?;
+        out.clear();
+    }
+    stuffer.finish(&mut out);
+    writer.write_all(&out)
+}
+
+const CHUNK: usize = 64 * 1024;
 
 struct Conversation<'a, R> {
     reader: &'a mut BufReader<R>,
