@@ -10,67 +10,26 @@
 //! connection is the positive sign that the partial message existed; the log
 //! lines are the signs that it was removed.
 
+#[path = "common/bodies.rs"]
+mod bodies;
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{captured, Client, Relay};
-
-const FROM: &str = "big@src.test";
-const TO: &str = "sink@dst.test";
+use bodies::{
+    assert_bodies_gone, assert_nothing_left, bodies, body_files, message, open_data, wait_captured,
+    FROM, TO,
+};
+use common::{captured, Relay};
 
 fn relay() -> Relay {
     Relay::start(&format!("retry = \"F,1m,1s\"\n{}", common::CAPTURE_ROUTE))
-}
-
-/// A CRLF message of at least `size` bytes, ~76-octet lines, no dot lines.
-fn message(token: &str, size: usize) -> Vec<u8> {
-    let mut m = format!(
-        "From: {FROM}\r\nTo: {TO}\r\nSubject: big {token}\r\nMessage-ID: <{token}@big.test>\r\n\r\n"
-    )
-    .into_bytes();
-    let mut n = 0u64;
-    while m.len() < size {
-        m.extend_from_slice(
-            format!("{token} line {n:08} ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n")
-                .as_bytes(),
-        );
-        n += 1;
-    }
-    m
-}
-
-fn bodies(relay: &Relay) -> PathBuf {
-    relay.path("queue/bodies")
-}
-
-/// The names of the files in `bodies/` (none if it does not exist).
-fn body_files(relay: &Relay) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(bodies(relay)) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 fn is_queue_id(s: &str) -> bool {
     s.len() == 14
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-}
-
-/// A session that has had its 354 and is ready for the message.
-fn open_data(relay: &Relay) -> Client {
-    let mut c = Client::connect(relay.addr());
-    c.expect(220);
-    c.expect_cmd("EHLO client.test", 250);
-    c.expect_cmd(&format!("MAIL FROM:<{FROM}>"), 250);
-    c.expect_cmd(&format!("RCPT TO:<{TO}>"), 250);
-    c.expect_cmd("DATA", 354);
-    c
 }
 
 /// Waits until a body file appears in `bodies/` (the message is being
@@ -94,32 +53,6 @@ fn wait_body_file(relay: &Relay) -> String {
         "body file {id:?} is not named by a queue id"
     );
     id
-}
-
-/// Nothing in `bodies/` and nothing in `queue list`.
-#[track_caller]
-fn assert_nothing_left(relay: &Relay) {
-    assert_eq!(body_files(relay), Vec::<String>::new(), "left in bodies/");
-    let queue = relay
-        .queue_json()
-        .unwrap_or_else(|e| panic!("queue list: {e}"));
-    assert!(queue.is_empty(), "queued: {queue:?}");
-}
-
-/// Waits until `id` is in the capture directory; its bytes without our
-/// Received header.
-fn wait_captured(relay: &Relay, id: &str) -> Vec<u8> {
-    let out = relay.path("out");
-    let mut found = None;
-    let ok = common::wait_for(Duration::from_secs(30), || {
-        found = captured(&out)
-            .into_iter()
-            .find(|(meta, _)| meta["queue_id"] == id)
-            .map(|(_, body)| body);
-        found.is_some()
-    });
-    assert!(ok, "{id} not delivered; log:\n{}", relay.log());
-    common::strip_received(&found.unwrap_or_default()).to_vec()
 }
 
 /// Delivered queue ids, in the capture directory.
@@ -204,6 +137,5 @@ fn partial_body_of_a_killed_relay_is_removed_at_the_next_start() {
         relay.queue_json()
     );
     // A delivered message's body file goes with it.
-    let gone = common::wait_for(Duration::from_secs(10), || body_files(&relay).is_empty());
-    assert!(gone, "bodies/ after delivery: {:?}", body_files(&relay));
+    assert_bodies_gone(&relay);
 }

@@ -14,10 +14,10 @@ mod common;
 mod scripted;
 #[path = "common/stream.rs"]
 mod stream;
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,66 +25,7 @@ use std::time::{Duration, Instant};
 use common::Relay;
 use scripted::{reply, standard, Cmd, ScriptedServer};
 use stream::{Submission, Submitters};
-
-/// A tmpfs of its own, unmounted on drop.
-struct Tmpfs {
-    mnt: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&mnt)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(Tmpfs { mnt, _dir: dir })
-    }
-
-    /// Writes a file until the filesystem is full; its size.
-    fn fill(&self, name: &str) -> u64 {
-        let mut f = std::fs::File::create(self.mnt.join(name)).expect("create filler");
-        let chunk = vec![0x5a_u8; 64 * 1024];
-        let mut n = 0u64;
-        loop {
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(k) => n += k as u64,
-                Err(e) => {
-                    assert_eq!(e.raw_os_error(), Some(28), "filling: {e}");
-                    break;
-                }
-            }
-        }
-        // A last partial block.
-        let mut byte = [0u8; 1];
-        while f.write(&byte).is_ok_and(|k| k == 1) {
-            n += 1;
-            byte[0] = byte[0].wrapping_add(1);
-        }
-        n
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: the relay may not have let go of its files yet.
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-    }
-}
+use tmpfs::Tmpfs;
 
 fn message(token: &str) -> Vec<u8> {
     // ~40 KiB of base64-like text: more than sled has room for in a full disk.
@@ -113,12 +54,8 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
     // segments and is reused only after cleaning, see the store's churn test):
     // on a tmpfs of 64 MiB sled fills the space by itself, and then cannot
     // even reopen until someone else frees some.
-    let fs = match Tmpfs::mount("256m") {
-        Ok(fs) => fs,
-        Err(e) => {
-            common::require(&format!("a tmpfs of its own (root): {e}"), false);
-            return;
-        }
+    let Some(fs) = Tmpfs::mount_or_skip("256m") else {
+        return;
     };
     // The upstream defers everything until told otherwise, so acknowledged mail
     // stays queued on the full disk.
@@ -128,16 +65,10 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
         Cmd::Rcpt { .. } if !gate.load(Ordering::SeqCst) => reply("451 4.3.0 try again later"),
         _ => standard(cmd),
     });
-    let queue = fs.mnt.join("queue");
-    std::fs::create_dir(&queue).expect("queue directory");
-    let mut relay = Relay::start_with(
-        &format!(
-            "retry = \"F,10m,1s\"\n{}",
-            common::upstream_route(server.port(), "")
-        ),
-        &[],
-        |dir: &Path| std::os::unix::fs::symlink(&queue, dir.join("queue")).expect("symlink"),
-    );
+    let mut relay = fs.start_relay(&format!(
+        "retry = \"F,10m,1s\"\n{}",
+        common::upstream_route(server.port(), "")
+    ));
     let pid = relay.pid().expect("relay runs");
 
     let mut acked = Vec::new();

@@ -29,7 +29,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,7 @@ struct SlowLink {
     stop: Arc<AtomicBool>,
     /// The most bytes one connection has carried client → upstream.
     up: Arc<AtomicU64>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Joins the connections' threads before it ends.
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -84,14 +84,12 @@ impl SlowLink {
         let addr = listener.local_addr().expect("proxy address");
         let stop = Arc::new(AtomicBool::new(false));
         let up = Arc::new(AtomicU64::new(0));
-        let threads = Arc::new(Mutex::new(Vec::new()));
-        let (s, u, t) = (stop.clone(), up.clone(), threads.clone());
-        let acceptor = std::thread::spawn(move || accept_loop(&listener, upstream, &s, &u, &t));
+        let (s, u) = (stop.clone(), up.clone());
+        let acceptor = std::thread::spawn(move || accept_loop(&listener, upstream, &s, &u));
         SlowLink {
             addr,
             stop,
             up,
-            threads,
             acceptor: Some(acceptor),
         }
     }
@@ -103,25 +101,18 @@ impl Drop for SlowLink {
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
-        let handles: Vec<JoinHandle<()>> = self
-            .threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect();
-        for h in handles {
-            let _ = h.join();
-        }
     }
 }
 
+/// Accepts and connects each client to `upstream` until `stop`; then waits
+/// for the connections' threads to end.
 fn accept_loop(
     listener: &TcpListener,
     upstream: SocketAddr,
     stop: &Arc<AtomicBool>,
     up: &Arc<AtomicU64>,
-    threads: &Mutex<Vec<JoinHandle<()>>>,
 ) {
+    let mut threads = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         let client = match listener.accept() {
             Ok((client, _)) => client,
@@ -133,14 +124,11 @@ fn accept_loop(
         let Ok(server) = TcpStream::connect(upstream) else {
             continue;
         };
-        let pipes = [
-            pipe(&client, &server, Some(up.clone()), stop.clone()),
-            pipe(&server, &client, None, stop.clone()),
-        ];
-        threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(pipes);
+        threads.push(pipe(&client, &server, Some(up.clone()), stop.clone()));
+        threads.push(pipe(&server, &client, None, stop.clone()));
+    }
+    for t in threads {
+        let _ = t.join();
     }
 }
 
