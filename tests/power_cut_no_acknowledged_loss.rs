@@ -82,11 +82,7 @@ fn long_reply(code: &str) -> String {
 /// drain, then 250. Each address names the token, so the upstream can count
 /// the attempts of each message.
 fn recipients(token: &str) -> Vec<String> {
-    let seq: u64 = token
-        .rsplit('-')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let seq = seq_of(token);
     let one = |kind: &str| format!("{kind}.{token}@dst.test");
     if token.starts_with("hold-") {
         return (0..HOLD_RCPTS)
@@ -111,14 +107,26 @@ fn recipients(token: &str) -> Vec<String> {
     }
 }
 
+/// The number at the end of a token.
+fn seq_of(token: &str) -> u64 {
+    token
+        .rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One message in eight is past the spool's inline bound (128 KiB), so its
+/// body goes to a file of its own: both ways of storing a body are cut.
 fn message(token: &str, rcpts: &[String]) -> String {
+    let filler_lines = if seq_of(token) % 8 == 7 { 5000 } else { 20 };
     format!(
         "From: {SENDER}\r\nTo: undisclosed-recipients:;\r\nSubject: power cut {token} ({} rcpt)\r\n\
          X-Crash-Token: {token}\r\nMessage-ID: <{token}.{}@cut.test>\r\n\r\nbody of {token}\r\n\
          .dot line\r\n{}\r\n",
         rcpts.len(),
         std::process::id(),
-        "filler line to give the body some size ".repeat(20)
+        "filler line to give the body some size\r\n".repeat(filler_lines)
     )
 }
 
