@@ -72,7 +72,10 @@ def latency(relay, sink, client, sessions):
 def main():
     if os.geteuid() != 0:
         b.die("needs root to reconfigure the local Postfix")
-    binary, client = b.build_release()
+    # The latency client always comes from this tree; the relay may be any
+    # build (SMARTHOST_BIN), to set one change against the one before.
+    _, client = b.build_release()
+    binary = b.smarthost_binary()
     work = tempfile.mkdtemp(prefix="smarthost-bench-")
     sinks = {"postfix": b.Sink(work, "postfix"), "smarthost": b.Sink(work, "smarthost")}
     relays = []

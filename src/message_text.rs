@@ -89,27 +89,29 @@ impl Default for DotStuffer {
 }
 
 impl DotStuffer {
-    /// Appends `piece`, stuffed, to `out`.
+    /// Appends `piece`, stuffed, to `out`: the runs between lines that
+    /// start with a dot are copied whole.
     pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        let Some(&last) = piece.last() else {
+            return;
+        };
+        if self.at_line_start && piece.first() == Some(&b'.') {
+            out.push(b'.');
+        }
         let mut rest = piece;
-        while !rest.is_empty() {
-            if self.at_line_start && rest.first() == Some(&b'.') {
-                out.push(b'.');
-            }
-            let (line, tail) = match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => rest.split_at(i + 1),
-                None => (rest, &b""[..]),
-            };
-            out.extend_from_slice(line);
-            self.at_line_start = line.ends_with(b"\n");
+        while let Some(at) = next_dot_line(rest) {
+            let (run, tail) = rest.split_at(at);
+            out.extend_from_slice(run);
+            out.push(b'.');
             rest = tail;
         }
-        self.empty &= piece.is_empty();
-        match piece {
-            [.., a, b] => self.last = [*a, *b],
-            [b] => self.last = [self.last[1], *b],
-            [] => {}
-        }
+        out.extend_from_slice(rest);
+        self.at_line_start = last == b'\n';
+        self.empty = false;
+        self.last = match piece {
+            [.., a, b] => [*a, *b],
+            _ => [self.last[1], last],
+        };
     }
 
     /// Appends the end of the message to `out`.
@@ -119,6 +121,19 @@ impl DotStuffer {
         }
         out.extend_from_slice(b".\r\n");
     }
+}
+
+/// Where the next line starting with `.` begins in `bytes`, after offset 0.
+fn next_dot_line(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = bytes.get(from..)?.iter().position(|&b| b == b'\n') {
+        let start = from + i + 1;
+        if bytes.get(start) == Some(&b'.') {
+            return Some(start);
+        }
+        from = start;
+    }
+    None
 }
 
 /// [`DotStuffer`] in one buffer, for a message held whole.

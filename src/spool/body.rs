@@ -56,7 +56,8 @@ impl BodyWriter {
         BodyWriter {
             dir: queue.join(DIR),
             id: id.to_string(),
-            pending: Vec::new(),
+            // Most mail fits: no regrowth for it.
+            pending: Vec::with_capacity(16 * 1024),
             file: None,
             spilled: false,
             size: 0,

@@ -141,6 +141,9 @@ struct Queue {
     /// The generation of the last handle opened; watched by whoever must know
     /// that unsynced writes may have been lost.
     reopened: watch::Sender<u64>,
+    /// When the committer last synced a group: compaction waits for a quiet
+    /// queue.
+    last_commit: Mutex<std::time::Instant>,
 }
 
 /// One opening of the sled database.
@@ -316,6 +319,7 @@ impl Store {
             crashed,
             open: RwLock::new(Ok(handle)),
             reopened: watch::Sender::new(0),
+            last_commit: Mutex::new(std::time::Instant::now()),
         });
         let (tx, rx) = std_mpsc::channel::<Waiter>();
         let committer_queue = queue.clone();

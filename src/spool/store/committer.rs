@@ -37,6 +37,7 @@ pub(super) fn committer(queue: &Queue, rx: std_mpsc::Receiver<Waiter>) {
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
         let synced = queue.sync();
+        *queue.last_commit.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
         if let Err(e) = &synced {
             tracing::error!(error = %e.text, "queue sync failed; nothing in this group was acknowledged");
         }
@@ -52,6 +53,14 @@ pub(super) fn committer(queue: &Queue, rx: std_mpsc::Receiver<Waiter>) {
 }
 
 impl Queue {
+    /// How long since the committer last synced a group.
+    pub(super) fn idle_for(&self) -> Duration {
+        self.last_commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
     /// The last user is gone: sync what is left and leave the marker, unless
     /// the queue failed (writes may have been cut short by the reopen).
     pub(super) fn close_cleanly(&self) {

@@ -29,8 +29,16 @@ use super::*;
 pub(super) const FLOOR: u64 = 64 << 20;
 /// Compacted when the live records are less than 1/RATIO of the files.
 const RATIO: u64 = 5;
-/// How often the committer looks.
-pub(super) const CHECK_EVERY: Duration = Duration::from_secs(60);
+/// How often the compaction thread looks while the queue is quiet (no
+/// commit for [`QUIET`]): after a backlog drained, the space comes back
+/// within about this.
+const CHECK_EVERY: Duration = Duration::from_secs(60);
+const QUIET: Duration = Duration::from_secs(5);
+/// How often it looks all the same while the queue is never quiet: the
+/// look reads up to a fifth of the queue, a cost a busy relay should not
+/// pay every minute.
+const CHECK_BUSY: Duration = Duration::from_secs(600);
+const TICK: Duration = Duration::from_secs(5);
 /// The key holding the id counter's base (see [`Store::new_id`]): a fresh
 /// database counts from 0 again.
 pub(super) const ID_BASE_KEY: &[u8] = b"i";
@@ -41,9 +49,9 @@ const MOVING: &str = "compact.moving";
 /// Records copied per batch.
 const PER_BATCH: usize = 1000;
 
-/// Starts the thread that looks every [`CHECK_EVERY`]; it ends when the
-/// returned sender is dropped. Its own thread: the look (a scan) must not
-/// hold up the group commit.
+/// Starts the thread that looks now and then (see [`CHECK_EVERY`]); it ends
+/// when the returned sender is dropped. Its own thread: the look (a scan)
+/// must not hold up the group commit.
 pub(super) fn spawn(
     queue: &Arc<Queue>,
 ) -> Result<(std_mpsc::Sender<()>, std::thread::JoinHandle<()>), StoreError> {
@@ -53,7 +61,14 @@ pub(super) fn spawn(
     let thread = std::thread::Builder::new()
         .name("queue-compact".into())
         .spawn(move || {
-            while let Err(std_mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECK_EVERY) {
+            let mut looked = Instant::now();
+            while let Err(std_mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
+                let since = looked.elapsed();
+                let quiet = queue.idle_for() >= QUIET;
+                if !(since >= CHECK_BUSY || (since >= CHECK_EVERY && quiet)) {
+                    continue;
+                }
+                looked = Instant::now();
                 if let Err(e) = queue.maybe_compact(FLOOR) {
                     tracing::error!("queue {}: cannot compact: {e}", queue.path.display());
                 }
