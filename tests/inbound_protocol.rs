@@ -70,6 +70,40 @@ fn accepts_and_delivers_with_received_header() {
         .contains(&format!("{id}: to=<b@example.net> relay=directory")));
 }
 
+/// An empty message, and one whose first segment keeps no byte (the dot
+/// or CR of a line end), are messages like any other: queued with `250`.
+#[test]
+fn empty_and_split_first_segments_are_queued() {
+    let relay = Relay::start(CAPTURE);
+    let mut ids = Vec::new();
+    for first in [&b".\r\n"[..], b".", b"\r"] {
+        let mut c = session(&relay);
+        c.expect_cmd("MAIL FROM:<a@example.com>", 250);
+        c.expect_cmd("RCPT TO:<b@example.net>", 250);
+        c.expect_cmd("DATA", 354);
+        c.write(first);
+        // Not a wait for anything: it makes the first bytes their own
+        // segment, as a slow client's would be.
+        std::thread::sleep(Duration::from_millis(50));
+        let rest: &[u8] = match first {
+            b".\r\n" => b"",
+            b"." => b"x\r\n.\r\n",
+            _ => b"\nafter a blank line\r\n.\r\n",
+        };
+        c.write(rest);
+        let reply = c.read_reply();
+        assert!(
+            reply.starts_with("250 2.0.0 Ok: queued as "),
+            "{first:?}: {reply}"
+        );
+        ids.push(reply.rsplit(' ').next().unwrap_or_default().to_string());
+    }
+    let got = common::wait_for(Duration::from_secs(10), || {
+        captured(&relay.path("out")).len() == ids.len()
+    });
+    assert!(got, "{}", relay.log());
+}
+
 #[test]
 fn commands_out_of_order_and_syntax() {
     let relay = Relay::start(CAPTURE);

@@ -190,6 +190,12 @@ impl DataReceiver {
         }
     }
 
+    /// Whether the message is refused already (it is then read to its end
+    /// and nothing of it kept).
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
     /// Bytes kept so far; 0 once an error has dropped the message.
     pub fn received(&self) -> usize {
         if self.error.is_some() {

@@ -62,13 +62,16 @@ enum Received {
 /// Where the message is going while it arrives: the spool, or the error
 /// that stopped it there (answered after the final dot, as SMTP requires).
 enum Stored {
-    Writing(Option<Receiving>),
+    Writing(Receiving),
     Failed(StoreError),
+    /// The DATA receiver refused the message (too large, a long line):
+    /// nothing of it is kept.
+    Refused,
 }
 
 impl Stored {
     async fn write(&mut self, bytes: &[u8]) {
-        if let Stored::Writing(Some(r)) = self {
+        if let Stored::Writing(r) = self {
             if bytes.is_empty() {
                 return;
             }
@@ -326,15 +329,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
             Some(_) => {}
         }
+        // A queue that cannot take the message says so before the client
+        // sends it, not after 25 MB.
+        let Some(tx) = &self.tx else {
+            return Ok(true);
+        };
+        let mut body = match self.intake.receive(&self.incoming(tx)).await {
+            Ok(r) => Stored::Writing(r),
+            Err(e) => {
+                self.refuse_queue(&e);
+                return Ok(true);
+            }
+        };
         self.send(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
         self.flush().await?;
-        let mut body = Stored::Writing(None);
-        if let Some(tx) = &self.tx {
-            body = match self.intake.receive(&self.incoming(tx)).await {
-                Ok(r) => Stored::Writing(Some(r)),
-                Err(e) => Stored::Failed(e),
-            };
-        }
         let limits = &self.config.limits;
         let mut rx = DataReceiver::new(Limits {
             max_size: usize::try_from(limits.max_message_size).unwrap_or(usize::MAX),
@@ -406,9 +414,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 Feed::Done { consumed } => self.reader.consume(consumed),
                 Feed::Abort => return Ok(Received::Unframed),
             }
-            if rx.received() == 0 {
+            if rx.failed() {
                 // Refused already (too large, a long line): keep nothing.
-                *body = Stored::Writing(None);
+                *body = Stored::Refused;
             }
             body.write(rx.pending()).await;
             rx.taken();
@@ -422,20 +430,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// answer (`250` only once it is synced).
     async fn queue(&mut self, tx: Transaction, body: Stored) {
         let result = match body {
-            Stored::Writing(Some(r)) => self.intake.enqueue(self.incoming(&tx), r).await,
-            Stored::Writing(None) => return self.send(451, "4.3.0", "Queue unavailable"),
+            Stored::Writing(r) => self.intake.enqueue(self.incoming(&tx), r).await,
             Stored::Failed(e) => Err(e),
+            // The receiver's refusal was answered instead.
+            Stored::Refused => return,
         };
         match result {
             Ok(id) => self.send(250, "2.0.0", format!("Ok: queued as {id}")),
-            Err(e) => {
-                tracing::error!(peer = %self.peer, "cannot queue message: {e}");
-                if e.is_disk_full() {
-                    self.send(452, "4.3.1", "Insufficient system storage");
-                } else {
-                    self.send(451, "4.3.0", "Queue unavailable, try again later");
-                }
-            }
+            Err(e) => self.refuse_queue(&e),
+        }
+    }
+
+    /// The queue could not take the message: `452` for a full disk, `451`
+    /// for the rest; the client keeps it and tries again.
+    fn refuse_queue(&mut self, e: &StoreError) {
+        tracing::error!(peer = %self.peer, "cannot queue message: {e}");
+        if e.is_disk_full() {
+            self.send(452, "4.3.1", "Insufficient system storage");
+        } else {
+            self.send(451, "4.3.0", "Queue unavailable, try again later");
         }
     }
 
