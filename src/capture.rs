@@ -5,11 +5,10 @@
 //! Files are written to a temporary name, fsynced, renamed and the directory
 //! fsynced, so a reader never sees a half-written message and "sent" means on disk.
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 
 use crate::spool::BodyReader;
 
@@ -21,6 +20,7 @@ struct EnvelopeFile<'a> {
 }
 
 /// Writes the message (read from `body` a chunk at a time) and its envelope.
+/// The file work runs on tokio's blocking threads, never on a runtime worker.
 pub async fn deliver(
     dir: &Path,
     queue_id: &str,
@@ -28,46 +28,62 @@ pub async fn deliver(
     recipients: &[&str],
     mut body: BodyReader,
 ) -> std::io::Result<String> {
-    fs::create_dir_all(dir)?;
-    // Recipients delivered in different attempts get different files.
-    let mut n = 0u32;
-    let stem = loop {
-        let stem = format!("{queue_id}.{n}");
-        if !dir.join(format!("{stem}.eml")).exists() {
-            break stem;
-        }
-        n += 1;
-    };
+    tokio::fs::create_dir_all(dir).await?;
+    let stem = free_stem(dir, queue_id).await;
     let meta = serde_json::to_vec_pretty(&EnvelopeFile {
         queue_id,
         sender,
         recipients,
     })
     .map_err(std::io::Error::other)?;
-    let (tmp, mut f) = temporary(dir, &format!("{stem}.json"))?;
-    f.write_all(&meta)?;
-    publish(f, &tmp, dir, &format!("{stem}.json"))?;
-    let (tmp, mut f) = temporary(dir, &format!("{stem}.eml"))?;
+    let (tmp, mut f) = temporary(dir, &format!("{stem}.json")).await?;
+    f.write_all(&meta).await?;
+    publish(f, &tmp, dir, &format!("{stem}.json")).await?;
+    let (tmp, mut f) = temporary(dir, &format!("{stem}.eml")).await?;
     while let Some(chunk) = body.next().await.map_err(std::io::Error::other)? {
-        f.write_all(&chunk)?;
+        f.write_all(&chunk).await?;
     }
-    publish(f, &tmp, dir, &format!("{stem}.eml"))?;
-    crate::durable::sync_dir(dir)?;
+    publish(f, &tmp, dir, &format!("{stem}.eml")).await?;
+    let owned = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::durable::sync_dir(&owned))
+        .await
+        .map_err(std::io::Error::other)??;
     Ok(format!(
         "250 written to {}",
         dir.join(format!("{stem}.eml")).display()
     ))
 }
 
-fn temporary(dir: &Path, name: &str) -> std::io::Result<(PathBuf, File)> {
+/// Recipients delivered in different attempts get different files.
+async fn free_stem(dir: &Path, queue_id: &str) -> String {
+    let mut n = 0u32;
+    loop {
+        let stem = format!("{queue_id}.{n}");
+        if !tokio::fs::try_exists(dir.join(format!("{stem}.eml")))
+            .await
+            .unwrap_or(false)
+        {
+            return stem;
+        }
+        n += 1;
+    }
+}
+
+async fn temporary(dir: &Path, name: &str) -> std::io::Result<(PathBuf, tokio::fs::File)> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    let f = File::create(&tmp)?;
+    let f = tokio::fs::File::create(&tmp).await?;
     Ok((tmp, f))
 }
 
-fn publish(f: File, tmp: &Path, dir: &Path, name: &str) -> std::io::Result<()> {
-    f.sync_all()?;
-    fs::rename(tmp, dir.join(name))
+async fn publish(
+    mut f: tokio::fs::File,
+    tmp: &Path,
+    dir: &Path,
+    name: &str,
+) -> std::io::Result<()> {
+    f.flush().await?;
+    f.sync_all().await?;
+    tokio::fs::rename(tmp, dir.join(name)).await
 }
 
 #[cfg(test)]
@@ -82,11 +98,11 @@ mod tests {
         deliver(&out, "ABC", "a@x", &["b@y"], body()).await.unwrap();
         deliver(&out, "ABC", "a@x", &["c@y"], body()).await.unwrap();
         assert_eq!(
-            fs::read(out.join("ABC.0.eml")).unwrap(),
+            std::fs::read(out.join("ABC.0.eml")).unwrap(),
             b"Subject: s\r\n\r\nbody\r\n"
         );
         let meta: serde_json::Value =
-            serde_json::from_slice(&fs::read(out.join("ABC.1.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(out.join("ABC.1.json")).unwrap()).unwrap();
         assert_eq!(meta["recipients"][0], "c@y");
         assert_eq!(meta["sender"], "a@x");
     }

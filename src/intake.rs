@@ -67,11 +67,14 @@ impl Receiving {
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         if !self.head_done {
             let room = HEAD_MAX.saturating_sub(self.head.len());
+            // Only the new bytes (and the three before them) are searched.
+            let from = self.head.len().saturating_sub(3);
             self.head
                 .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+            let tail = self.head.get(from..).unwrap_or_default();
             self.head_done = self.head.len() >= HEAD_MAX
                 || self.head.starts_with(b"\r\n")
-                || self.head.windows(4).any(|w| w == b"\r\n\r\n");
+                || tail.windows(4).any(|w| w == b"\r\n\r\n");
         }
         self.body.write(bytes).await
     }

@@ -180,6 +180,7 @@ async fn start(
     tokio::spawn(dropdir::run(intake.clone()));
     tokio::spawn(control::server::serve(relay.clone(), listeners.control));
     tokio::spawn(prune_history(relay.clone()));
+    tokio::spawn(sweep_bodies(relay.clone()));
     tokio::spawn(reschedule_on_reopen(relay.clone()));
     tokio::spawn(relay.clone().watch_holds());
     tokio::spawn(keep_tokens_alive(relay.clone()));
@@ -400,6 +401,22 @@ async fn prune_history(relay: Arc<Delivery>) {
         }
         ticks = (ticks + 1) % HOURLY;
         tokio::time::sleep(LOOK_EVERY).await;
+    }
+}
+
+/// Removes body files no message owns (a failed commit, a session dropped
+/// while it created its file) every few minutes, not only at the next
+/// start: on a disk that filled up, that space matters.
+async fn sweep_bodies(relay: Arc<Delivery>) {
+    const EVERY: Duration = Duration::from_secs(300);
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let spool = relay.shared.spool.clone();
+        match tokio::task::spawn_blocking(move || spool.sweep_bodies()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("sweeping body files: {e}"),
+            Err(e) => tracing::warn!("sweeping body files: {e}"),
+        }
     }
 }
 

@@ -344,6 +344,18 @@ impl Delivery {
         (vec![o; rcpts.len()], "directory".to_string(), None)
     }
 
+    /// The original's header section for a notice. One that cannot be read
+    /// leaves the notice without it, never the sender untold.
+    pub(crate) async fn notice_head(&self, env: &Envelope) -> Vec<u8> {
+        match self.shared.spool.body(env).header_section().await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!(id = %env.id, "the notice goes without the original's header: {e}");
+                Vec::new()
+            }
+        }
+    }
+
     /// The DSN for `failed` recipients, to be stored with the change that
     /// failed them and scheduled once that is durable. None for the null
     /// sender.
@@ -423,17 +435,10 @@ impl Delivery {
         let now = unix_now();
         let retry = self.config().retry.clone();
         let failed = record::apply(env, due, &outcomes, Some(relay), &retry, now);
-        let head = if failed.is_empty() || env.sender.is_empty() {
+        let head = if failed.is_empty() {
             Vec::new()
         } else {
-            // Only the header section goes into a notice; one that cannot be
-            // read leaves the notice without it, never the sender untold.
-            self.shared
-                .spool
-                .body(env)
-                .header_section()
-                .await
-                .unwrap_or_default()
+            self.notice_head(env).await
         };
         let mut dsn = self.bounce_for(env, &failed, remote_host, &head, now)?;
         let delay = now.saturating_sub(env.arrived);

@@ -4,6 +4,8 @@
 
 use std::io::{ErrorKind, Read};
 
+use super::message::field_name_len;
+
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     #[error("cannot read the message: {0}")]
@@ -12,6 +14,13 @@ pub enum InputError {
     Nul,
     #[error("message exceeds the maximum size of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// Found while reading, before the line is held whole.
+    #[error("message has a line longer than {limit} bytes")]
+    LineTooLong { limit: usize },
+    /// The part of a large message past its head could not be kept in a
+    /// temporary file.
+    #[error("cannot keep the message in a temporary file: {0}")]
+    Spill(std::io::Error),
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -107,14 +116,19 @@ impl Rest {
 }
 
 /// [`read_message`], keeping at most about [`HOLD`] bytes in memory once
-/// the header section is complete.
+/// the header section is complete, and refusing a line longer than
+/// `max_line` (as an SMTP receiver counts it) as soon as it is.
 pub fn read_spilling<R: Read>(
     input: R,
     ignore_dots: bool,
     max_size: u64,
+    max_line: usize,
 ) -> Result<Input, InputError> {
     let mut norm = Normalizer::new(ignore_dots, max_size);
-    let mut spill = Spill::default();
+    let mut spill = Spill {
+        max_line,
+        ..Spill::default()
+    };
     let flow = each_read(input, |chunk| {
         let flow = norm.feed(chunk)?;
         spill.step(&mut norm)?;
@@ -131,39 +145,65 @@ pub fn read_spilling<R: Read>(
 struct Spill {
     head: Option<Vec<u8>>,
     rest: Option<Rest>,
-    /// How far the search for the header section's end has looked.
+    max_line: usize,
+    /// How far the search for the header section's end has looked, and
+    /// whether it found it.
     searched: usize,
+    header_done: bool,
 }
 
 impl Spill {
     fn step(&mut self, norm: &mut Normalizer) -> Result<(), InputError> {
+        self.check_line(norm)?;
         if let Some(rest) = &mut self.rest {
             if norm.out.len() >= CHUNK {
-                rest.append(&norm.take_lines())?;
+                rest.append(&norm.take_lines()).map_err(InputError::Spill)?;
             }
         } else if norm.out.len() >= HOLD && self.header_complete(&norm.out) {
-            self.rest = Some(Rest::new()?);
+            self.rest = Some(Rest::new().map_err(InputError::Spill)?);
             self.head = Some(norm.take_lines());
         }
         Ok(())
     }
 
-    fn header_complete(&mut self, out: &[u8]) -> bool {
-        if out.starts_with(b"\r\n") {
-            return true;
+    /// The line under way, refused once it is too long: never held whole.
+    fn check_line(&self, norm: &Normalizer) -> Result<(), InputError> {
+        let line = norm.out.get(norm.line_start..).unwrap_or_default();
+        let stuffed = usize::from(line.first() == Some(&b'.'));
+        if line.len() + stuffed > self.max_line {
+            return Err(InputError::LineTooLong {
+                limit: self.max_line,
+            });
         }
-        let from = self.searched.saturating_sub(3);
-        let found = out
-            .get(from..)
-            .is_some_and(|tail| tail.windows(4).any(|w| w == b"\r\n\r\n"));
-        self.searched = out.len();
-        found
+        Ok(())
+    }
+
+    /// Whether the header section ends within the complete lines of `out`,
+    /// by `prepare`'s rule: at the blank line or at the first line that is
+    /// no header field (a leading mbox "From " line aside).
+    fn header_complete(&mut self, out: &[u8]) -> bool {
+        while !self.header_done {
+            let Some(rest) = out.get(self.searched..) else {
+                return false;
+            };
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                return false;
+            };
+            let first = self.searched == 0;
+            let line = rest.get(..nl).unwrap_or_default();
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            self.searched += nl + 1;
+            let continues = !first && matches!(line.first(), Some(b' ' | b'\t'));
+            let mbox = first && line.starts_with(b"From ");
+            self.header_done = !continues && !mbox && field_name_len(line).is_none();
+        }
+        true
     }
 
     fn end(self, out: Vec<u8>) -> Result<Input, InputError> {
         match (self.head, self.rest) {
             (Some(head), Some(mut rest)) => {
-                rest.append(&out)?;
+                rest.append(&out).map_err(InputError::Spill)?;
                 Ok(Input {
                     head,
                     rest: Some(rest),

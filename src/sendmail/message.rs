@@ -159,7 +159,7 @@ fn split_header(msg: &[u8]) -> Layout {
 
 /// If `line` starts a header field, the offset of its colon. Like Postfix's
 /// is_header(), whitespace between name and colon (obsolete syntax) is allowed.
-fn field_name_len(line: &[u8]) -> Option<usize> {
+pub(super) fn field_name_len(line: &[u8]) -> Option<usize> {
     let name_len = line
         .iter()
         .position(|&b| !(0x21..=0x7e).contains(&b) || b == b':')?;

@@ -156,7 +156,7 @@ fn login_name() -> String {
 fn deliver(config: &Config, inv: &Invocation) -> Result<(), Fail> {
     let sender = envelope_sender(config, inv)?;
     let max = config.limits.max_message_size;
-    let input = read_stdin(inv, max)?;
+    let input = read_stdin(config, inv, max)?;
     // Only the head is completed (its header section is all that changes);
     // the rest of a large message follows it unread until it is sent.
     let prepared = prepare_message(config, inv, &sender, &input.head)?;
@@ -204,17 +204,32 @@ fn envelope_sender(config: &Config, inv: &Invocation) -> Result<String, Fail> {
 }
 
 /// Reads the message from stdin, refusing one over `max` bytes or with a NUL.
-fn read_stdin(inv: &Invocation, max: u64) -> Result<input::Input, Fail> {
-    input::read_spilling(std::io::stdin().lock(), inv.ignore_dots, max).map_err(|e| match e {
-        InputError::TooLarge { limit } => Fail(
-            EX_DATAERR,
-            format!("message is larger than the limit of {limit} bytes; nothing was sent"),
-        ),
-        InputError::Nul => Fail(
-            EX_DATAERR,
-            "message contains NUL bytes; nothing was sent".into(),
-        ),
-        InputError::Io(e) => Fail(EX_IOERR, format!("reading the message: {e}")),
+fn read_stdin(config: &Config, inv: &Invocation, max: u64) -> Result<input::Input, Fail> {
+    let max_line = config.limits.max_line_length;
+    input::read_spilling(std::io::stdin().lock(), inv.ignore_dots, max, max_line).map_err(|e| {
+        match e {
+            InputError::TooLarge { limit } => Fail(
+                EX_DATAERR,
+                format!("message is larger than the limit of {limit} bytes; nothing was sent"),
+            ),
+            InputError::Nul => Fail(
+                EX_DATAERR,
+                "message contains NUL bytes; nothing was sent".into(),
+            ),
+            InputError::LineTooLong { limit } => Fail(
+                EX_DATAERR,
+                format!("message has a line longer than {limit} bytes; nothing was sent"),
+            ),
+            InputError::Spill(e) => {
+                let full = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                );
+                let code = if full { EX_TEMPFAIL } else { EX_CANTCREAT };
+                Fail(code, format!("{}; nothing was sent", InputError::Spill(e)))
+            }
+            InputError::Io(e) => Fail(EX_IOERR, format!("reading the message: {e}")),
+        }
     })
 }
 
@@ -306,6 +321,9 @@ fn submit_or_drop(config: &Config, m: &Submission<'_>, verbose: bool) -> Result<
                 _ => EX_DATAERR,
             };
             Err(Fail(code, format!("refused at {command}: {reply}")))
+        }
+        Err(e @ SubmitError::Unreadable(_)) => {
+            Err(Fail(EX_IOERR, format!("{e}; nothing was sent")))
         }
         Err(SubmitError::Unreachable(why)) => {
             let dir = &config.local.drop_dir;

@@ -22,6 +22,10 @@ pub enum SubmitError {
     /// The daemon refused the message or a recipient.
     #[error("{command}: {reply}")]
     Refused { command: &'static str, reply: Reply },
+    /// The message could not be read back (from its temporary file) while
+    /// it was sent; the daemon got no final dot, so it kept nothing.
+    #[error("reading the message back: {0}")]
+    Unreadable(std::io::Error),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +103,7 @@ pub fn submit(socket: &Path, m: &Submission<'_>, verbose: bool) -> Result<String
     }
     say(&mut writer, "DATA")?;
     conv.expect("DATA", 354)?;
-    send_message(&mut writer, m).map_err(lost)?;
+    send_message(&mut writer, m)?;
     let reply = conv.expect("end of data", 250)?;
     let _ = say(&mut writer, "QUIT");
     let id = reply
@@ -111,8 +115,9 @@ pub fn submit(socket: &Path, m: &Submission<'_>, verbose: bool) -> Result<String
 }
 
 /// The message, dot-stuffed as it is read, in writes of [`CHUNK`] bytes.
-fn send_message(writer: &mut UnixStream, m: &Submission<'_>) -> std::io::Result<()> {
-    let mut message = m.message()?;
+fn send_message(writer: &mut UnixStream, m: &Submission<'_>) -> Result<(), SubmitError> {
+    let lost = |e: std::io::Error| SubmitError::Unreachable(e.to_string());
+    let mut message = m.message().map_err(SubmitError::Unreadable)?;
     let mut stuffer = DotStuffer::default();
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::with_capacity(CHUNK + 1024);
@@ -121,14 +126,14 @@ fn send_message(writer: &mut UnixStream, m: &Submission<'_>) -> std::io::Result<
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(SubmitError::Unreadable(e)),
         };
         stuffer.push(buf.get(..n).unwrap_or_default(), &mut out);
-        writer.write_all(&out)?;
+        writer.write_all(&out).map_err(lost)?;
         out.clear();
     }
     stuffer.finish(&mut out);
-    writer.write_all(&out)
+    writer.write_all(&out).map_err(lost)
 }
 
 const CHUNK: usize = 64 * 1024;

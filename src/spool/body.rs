@@ -16,10 +16,12 @@
 //!
 //! Delivery reads a body with a [`BodyReader`], one chunk at a time.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::records;
 use super::store::{Store, StoreError};
@@ -41,6 +43,8 @@ pub const DIR: &str = "bodies";
 pub struct BodyWriter {
     dir: PathBuf,
     id: String,
+    /// The ids of bodies being written, which a sweep must leave alone.
+    writing: Writing,
     /// Bytes not yet in the file (or the whole body while it is small).
     pending: Vec<u8>,
     /// Set once the body outgrew [`INLINE_MAX`]; None while a blocking write
@@ -51,11 +55,20 @@ pub struct BodyWriter {
     kept: bool,
 }
 
+/// The ids of the bodies being written now.
+pub(super) type Writing = Arc<Mutex<HashSet<String>>>;
+
+fn writing(set: &Writing) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl BodyWriter {
-    pub(super) fn new(queue: &Path, id: &str) -> BodyWriter {
+    pub(super) fn new(queue: &Path, id: &str, set: &Writing) -> BodyWriter {
+        writing(set).insert(id.to_string());
         BodyWriter {
             dir: queue.join(DIR),
             id: id.to_string(),
+            writing: set.clone(),
             // Most mail fits: no regrowth for it.
             pending: Vec::with_capacity(16 * 1024),
             file: None,
@@ -107,9 +120,11 @@ impl BodyWriter {
 
     async fn spill(&mut self) -> Result<(), StoreError> {
         let path = self.path();
+        // Set first: a session dropped while the file is being created
+        // still removes it (or the next sweep does).
+        self.spilled = true;
         let file = blocking(&path, create).await?;
         self.file = Some(file);
-        self.spilled = true;
         Ok(())
     }
 
@@ -130,6 +145,9 @@ impl BodyWriter {
         })
         .await?;
         bytes.clear();
+        // The buffer grew to the inline bound before the spill; a file
+        // needs no more than a write's worth.
+        bytes.shrink_to(FILE_WRITE);
         self.pending = bytes;
         self.file = Some(file);
         Ok(())
@@ -142,6 +160,7 @@ impl BodyWriter {
 
 impl Drop for BodyWriter {
     fn drop(&mut self) {
+        writing(&self.writing).remove(&self.id);
         if self.spilled && !self.kept {
             self.file.take();
             match std::fs::remove_file(self.path()) {
@@ -285,8 +304,8 @@ impl BodyReader {
         }
     }
 
-    /// The whole body in one buffer: for what needs it whole (tests, a
-    /// salvage of small bodies).
+    /// The whole body in one buffer, for tests.
+    #[cfg(test)]
     pub async fn read_all(mut self) -> Result<Vec<u8>, StoreError> {
         let mut all = Vec::with_capacity(usize::try_from(self.size).unwrap_or(0).min(1 << 20));
         while let Some(c) = self.next().await? {
@@ -448,10 +467,12 @@ pub(super) fn prepare(queue: &Path) -> Result<(), StoreError> {
 }
 
 /// Removes every body file whose message is not queued (`queued` says which
-/// ids are): bodies of messages a crash cut short. Returns how many went and
-/// the bytes the others take.
+/// ids are) and that is not being written: what a crash, a failed commit or
+/// a session dropped mid-spill left. Returns how many went and the bytes the
+/// others take. A file that cannot be removed is only space: logged, left.
 pub(super) fn sweep(
     queue: &Path,
+    set: &Writing,
     queued: impl Fn(&str) -> Result<bool, StoreError>,
 ) -> Result<(usize, u64), StoreError> {
     let dir = queue.join(DIR);
@@ -463,14 +484,14 @@ pub(super) fn sweep(
     for entry in std::fs::read_dir(&dir).map_err(io)? {
         let entry = entry.map_err(io)?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if queued(&name)? {
+        if writing(set).contains(&name) || queued(&name)? {
             bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
             continue;
         }
         match std::fs::remove_file(entry.path()) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
+            Err(e) => tracing::warn!("cannot remove {}: {e}", entry.path().display()),
         }
     }
     Ok((removed, bytes))

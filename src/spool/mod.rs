@@ -75,6 +75,8 @@ pub struct Spool {
     claims: Arc<claims::Claims>,
     /// Bytes in body files (see [`body`]), kept as they come and go.
     file_bytes: Arc<AtomicU64>,
+    /// The bodies being written now (see [`Spool::sweep_bodies`]).
+    writing: body::Writing,
 }
 
 impl Spool {
@@ -88,6 +90,7 @@ impl Spool {
             store,
             claims: Arc::default(),
             file_bytes: Arc::default(),
+            writing: Arc::default(),
         };
         let upgraded = upgrade::run(&spool.store)?;
         if upgraded > 0 {
@@ -105,11 +108,12 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Body files without a message: what a session cut short by a crash
-    /// (or a stop that did not wait for it) left. Done at every start: it is
-    /// one directory listing, and a clean stop may leave them too.
-    fn sweep_bodies(&self) -> Result<(), StoreError> {
-        let (removed, bytes) = body::sweep(self.path(), |id| {
+    /// Removes body files without a message: what a crash, a stop that did
+    /// not wait for a session, a failed commit or a session dropped while it
+    /// created its file left. At every start, and now and then (one
+    /// directory listing and a lookup per file).
+    pub fn sweep_bodies(&self) -> Result<(), StoreError> {
+        let (removed, bytes) = body::sweep(self.path(), &self.writing, |id| {
             Ok(self.store.get(&records::meta_key(id))?.is_some()
                 || self.store.get(&records::damage_key(id))?.is_some())
         })?;
@@ -149,7 +153,7 @@ impl Spool {
     /// Where the body of new message `id` is written as it arrives; nothing
     /// of it is queued until [`Spool::accept`].
     pub fn body_writer(&self, id: &str) -> BodyWriter {
-        BodyWriter::new(self.path(), id)
+        BodyWriter::new(self.path(), id, &self.writing)
     }
 
     /// Stores a new message: `body` as written, `env` with its recipients.
@@ -445,7 +449,14 @@ impl Spool {
         }
         changes.remove(records::damage_key(id));
         self.store.write(changes).await?;
+        let size =
+            std::fs::symlink_metadata(self.path().join(body::DIR).join(id)).map_or(0, |m| m.len());
         body::remove_id(self.path(), id);
+        let _ = self
+            .file_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(size))
+            });
         Ok(found)
     }
 

@@ -285,7 +285,7 @@ impl Connection {
             Ok(()) => None,
             Err(WriteError::Io(e)) => Some(format!("sending message: {e}")),
             Err(WriteError::TimedOut) => Some(format!(
-                "sending message: no progress in {}s",
+                "sending message: a 64 KiB write took over {}s",
                 wire::DATA_BLOCK.as_secs()
             )),
             Err(WriteError::Body(e)) => {

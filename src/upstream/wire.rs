@@ -70,7 +70,7 @@ pub(super) const DATA_BLOCK: Duration = Duration::from_secs(180);
 #[derive(Debug)]
 pub(super) enum WriteError {
     Io(std::io::Error),
-    /// One write made no progress for [`DATA_BLOCK`].
+    /// One write of up to 64 KiB took longer than [`DATA_BLOCK`].
     TimedOut,
     /// The queued body could not be read: the final dot was not sent, so
     /// the server discards what it got when the connection closes.

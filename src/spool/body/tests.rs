@@ -177,3 +177,19 @@ async fn the_header_section_is_read_alone() {
     let head = spool.body(&env).header_section().await.unwrap();
     assert_eq!(head, b"Received: x\r\nSubject: big\r\nX-A: 1\r\n");
 }
+
+/// The sweep while running: a body being written stays, one nobody owns
+/// (a failed commit, a cancelled spill) goes.
+#[tokio::test]
+async fn the_running_sweep_spares_bodies_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let env = envelope(&spool);
+    let mut writer = spool.body_writer(&env.id);
+    writer.write(&big(INLINE_MAX + 1)).await.unwrap();
+    std::fs::write(dir.path().join(DIR).join("0000000000ABCD"), b"orphan").unwrap();
+    spool.sweep_bodies().unwrap();
+    assert_eq!(files(dir.path()), std::slice::from_ref(&env.id));
+    drop(writer);
+    assert!(files(dir.path()).is_empty());
+}

@@ -1,9 +1,9 @@
 //! Giving the disk back. sled reuses the space of records it no longer needs
 //! but never returns it: a queue that held 100,000 messages through an
 //! upstream outage kept its 580 MiB after they were delivered. When the live
-//! records fill less than a fifth of the files, the committer copies them
-//! into a fresh database (`compact.tmp`), syncs it and swaps it in; the space
-//! comes back at once, without a restart.
+//! records fill less than a fifth of the files (and at most [`MAX_COPY`]),
+//! the compaction thread copies them into a fresh database (`compact.tmp`),
+//! syncs it and swaps it in; the space comes back, without a restart.
 //!
 //! The swap is made of steps that a crash can interrupt anywhere, finished
 //! by [`finish_swap`] at the next open:
@@ -17,9 +17,10 @@
 //! A copy that never reached step 1 is removed. Nothing else of the queue
 //! directory (body files, the clean-close marker) is touched.
 //!
-//! While the copy is made, every read and write of the queue waits: it only
-//! runs when what is left to copy is small, and only when nobody holds the
-//! database (an iterator, a write under way), so it never waits on them.
+//! While the copy is made, every read and write of the queue waits (sessions
+//! and deliveries block their runtime thread meanwhile): it only runs when
+//! at most [`MAX_COPY`] bytes are left to copy, and only when nobody holds
+//! the database (an iterator, a write under way), so it never waits on them.
 
 use std::time::Instant;
 
@@ -27,8 +28,11 @@ use super::*;
 
 /// A queue smaller than this is left as it is.
 pub(super) const FLOOR: u64 = 64 << 20;
-/// Compacted when the live records are less than 1/RATIO of the files.
+/// Compacted when the live records are less than 1/RATIO of the files...
 const RATIO: u64 = 5;
+/// ...and at most this many bytes: every read and write of the queue waits
+/// while they are copied (about a second for this much here).
+const MAX_COPY: u64 = 64 << 20;
 /// How often the compaction thread looks while the queue is quiet (no
 /// commit for [`QUIET`]): after a backlog drained, the space comes back
 /// within about this.
@@ -84,7 +88,7 @@ impl Queue {
     pub(super) fn maybe_compact(&self, floor: u64) -> Result<Option<(u64, u64)>, StoreError> {
         let h = self.handle()?;
         let on_disk = h.check(h.db.size_on_disk())?;
-        if on_disk < floor || live_exceeds(&h, on_disk / RATIO)? {
+        if on_disk < floor || live_exceeds(&h, (on_disk / RATIO).min(MAX_COPY))? {
             return Ok(None);
         }
         drop(h);
@@ -117,14 +121,16 @@ impl Queue {
             return Err(e);
         }
         rename(&self.path.join(TMP), &self.path.join(READY))?;
-        sync_dir(&self.path)?;
-        // The copy is the queue now: the old handle goes, the swap finishes
-        // (here or, after a crash, at the next open).
+        // The copy is the queue now, whatever happens next: the old handle
+        // never serves again (writes to it would be lost to the copy). A
+        // failure from here leaves the queue closed; the committer's reopen
+        // finishes the swap.
         let generation = old.generation;
         *slot = Err(Failure {
             kind: std::io::ErrorKind::Other,
             text: "the queue is being compacted".into(),
         });
+        sync_dir(&self.path)?;
         let new = open_handle(&self.path, self.cache_bytes, generation)?;
         let after = new.check(new.db.size_on_disk())?;
         *slot = Ok(new);
