@@ -1,4 +1,4 @@
-//! A body over 128 KiB is written to `<queue>/bodies/<QUEUEID>` while DATA
+//! A body over 64 KiB is written to `<queue>/bodies/<QUEUEID>` while DATA
 //! arrives. A session that ends before the final dot must leave nothing:
 //! when the client hangs up, the relay removes the partial file and logs
 //! `partial message removed`, naming the queue id; when the relay itself is killed
@@ -42,7 +42,7 @@ fn wait_body_file(relay: &Relay) -> String {
     });
     assert!(
         seen,
-        "no file in {} while a body over 128 KiB arrived; log:\n{}",
+        "no file in {} while a body over 64 KiB arrived; log:\n{}",
         bodies(relay).display(),
         relay.log()
     );

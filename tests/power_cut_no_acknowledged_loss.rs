@@ -116,7 +116,7 @@ fn seq_of(token: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// One message in eight is past the spool's inline bound (128 KiB), so its
+/// One message in eight is past the spool's inline bound (64 KiB), so its
 /// body goes to a file of its own: both ways of storing a body are cut.
 fn message(token: &str, rcpts: &[String]) -> String {
     let filler_lines = if seq_of(token) % 8 == 7 { 5000 } else { 20 };

@@ -1,6 +1,6 @@
 //! Shared by the big-message tests: a message of a given size, an SMTP session
 //! opened up to the message, and what a relay keeps of bodies on disk: a body
-//! over 128 KiB is written to `<queue>/bodies/<QUEUEID>` while DATA arrives.
+//! over 64 KiB is written to `<queue>/bodies/<QUEUEID>` while DATA arrives.
 //! The relay's only route is [`crate::common::CAPTURE_ROUTE`].
 //!
 //! Include it with `#[path = "common/bodies.rs"] mod bodies;` beside
