@@ -110,7 +110,7 @@ impl Intake {
     /// the first bytes of its body.
     pub async fn receive(&self, m: &Incoming<'_>) -> Result<Receiving, StoreError> {
         let id = self.shared.spool.new_id()?;
-        let (received, _) = received(m, &self.shared.config().hostname, &id);
+        let received = received(m, &self.shared.config().hostname, &id);
         let mut body = self.shared.spool.body_writer(&id);
         body.write(received.as_bytes()).await?;
         Ok(Receiving {
@@ -131,7 +131,7 @@ impl Intake {
 async fn enqueue(shared: &Shared, m: Incoming<'_>, r: Receiving) -> Result<String, StoreError> {
     let spool = &shared.spool;
     let now = unix_now();
-    let (_, client) = received(&m, &shared.config().hostname, &r.id);
+    let client = client(&m);
     let mut env = Envelope {
         id: r.id.clone(),
         route_sender: m.sender.clone(),
@@ -163,34 +163,37 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>, r: Receiving) -> Result<Strin
     Ok(env.id)
 }
 
-/// The Received header (RFC 5321 4.4: the one header a relay adds) and the
-/// client as logs name it.
-fn received(m: &Incoming<'_>, host: &str, id: &str) -> (String, String) {
+/// The Received header (RFC 5321 4.4: the one header a relay adds).
+fn received(m: &Incoming<'_>, host: &str, id: &str) -> String {
     let for_clause = match m.recipients.as_slice() {
         [one] => format!("\r\n\tfor <{one}>"),
         _ => String::new(),
     };
     let date = rfc5322(SystemTime::now());
-    let helo = m.helo.map(sanitize);
     match m.peer {
         Peer::Tcp(addr) => {
-            let helo = helo.unwrap_or_else(|| "unknown".into());
-            (
-                format!(
-                    "Received: from {helo} ([{}])\r\n\tby {host} (smarthost) with {} id {id}{for_clause};\r\n\t{date}\r\n",
-                    addr.ip(),
-                    m.protocol
-                ),
-                format!("{helo} [{}]", addr.ip()),
+            let helo = m.helo.map_or_else(|| "unknown".into(), sanitize);
+            format!(
+                "Received: from {helo} ([{}])\r\n\tby {host} (smarthost) with {} id {id}{for_clause};\r\n\t{date}\r\n",
+                addr.ip(),
+                m.protocol
             )
         }
-        Peer::Local { uid } => (
-            format!(
-                "Received: by {host} (smarthost, from userid {uid})\r\n\twith {} id {id}{for_clause};\r\n\t{date}\r\n",
-                m.protocol
-            ),
-            format!("local uid={uid}"),
+        Peer::Local { uid } => format!(
+            "Received: by {host} (smarthost, from userid {uid})\r\n\twith {} id {id}{for_clause};\r\n\t{date}\r\n",
+            m.protocol
         ),
+    }
+}
+
+/// The client as logs name it: `helo [ip]` or `local uid=N`.
+fn client(m: &Incoming<'_>) -> String {
+    match m.peer {
+        Peer::Tcp(addr) => {
+            let helo = m.helo.map_or_else(|| "unknown".into(), sanitize);
+            format!("{helo} [{}]", addr.ip())
+        }
+        Peer::Local { uid } => format!("local uid={uid}"),
     }
 }
 

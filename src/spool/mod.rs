@@ -39,7 +39,9 @@ pub mod history;
 pub mod records;
 pub mod salvage;
 mod store;
+mod sweep;
 mod upgrade;
+mod writes;
 
 #[cfg(test)]
 mod tests;
@@ -58,7 +60,8 @@ use store::Store;
 pub use store::StoreError;
 
 use records::Meta;
-use store::{Changes, CHUNK_SIZE};
+use store::Changes;
+use writes::{put_history, put_message, put_meta, put_recipient, put_whole, remove_message};
 
 /// A non-delivery notice to queue with the change that caused it: its
 /// envelope (`id` from [`Spool::new_id`]) and its bytes.
@@ -164,7 +167,7 @@ impl Spool {
         // only records of a message that was never acknowledged.
         let mut changes = Changes::in_order();
         if !body.in_file() {
-            put_message(&mut changes, env, &[], body.inline());
+            put_message(&mut changes, env, body.inline());
             return self.store.write(changes).await;
         }
         body.finish_file().await?;
@@ -319,7 +322,7 @@ impl Spool {
             put_meta(&mut changes, env);
         }
         if let Some(n) = notice {
-            put_message(&mut changes, &mut n.envelope, &[], &n.body);
+            put_message(&mut changes, &mut n.envelope, &n.body);
         }
         self.store.write(changes).await?;
         if env.is_finished() {
@@ -383,7 +386,7 @@ impl Spool {
         remove_message(&mut changes, env);
         put_history(&mut changes, &Finished::from_envelope(env, now, "bounced"));
         if let Some(n) = notice {
-            put_message(&mut changes, &mut n.envelope, &[], &n.body);
+            put_message(&mut changes, &mut n.envelope, &n.body);
         }
         self.store.write(changes).await?;
         self.remove_body(env);
@@ -521,50 +524,6 @@ impl Spool {
         self.store.disk_size() + self.file_bytes.load(Ordering::Relaxed)
     }
 
-    /// Removes records whose message is gone: what an in-order change cut
-    /// short by a crash leaves behind. Only keys and one lookup per message
-    /// are read.
-    fn sweep_orphans(&self) -> Result<usize, StoreError> {
-        let mut changes = Changes::in_order();
-        let mut removed = 0;
-        for kind in [b't', b'b'] {
-            let mut last: Option<(Vec<u8>, bool)> = None;
-            for key in self.store.scan_keys(&[kind]) {
-                let key = key?;
-                let Some(id) = records::id_of_numbered(&key) else {
-                    continue;
-                };
-                let orphan = match &last {
-                    Some((prev, orphan)) if prev.as_slice() == id => *orphan,
-                    _ => {
-                        let id_text = String::from_utf8_lossy(id);
-                        let orphan = [
-                            records::meta_key(&id_text),
-                            records::legacy_key(&id_text),
-                            records::damage_key(&id_text),
-                        ]
-                        .iter()
-                        .map(|k| self.store.get(k).map(|v| v.is_none()))
-                        .collect::<Result<Vec<bool>, _>>()?
-                        .into_iter()
-                        .all(|none| none);
-                        last = Some((id.to_vec(), orphan));
-                        orphan
-                    }
-                };
-                if orphan {
-                    changes.remove(key);
-                    removed += 1;
-                }
-            }
-        }
-        if removed > 0 {
-            self.store.apply(changes)?;
-            self.store.sync_blocking()?;
-        }
-        Ok(removed)
-    }
-
     /// [`Spool::accept`] of a message given whole.
     #[cfg(test)]
     pub async fn accept_bytes(
@@ -594,77 +553,4 @@ fn damaged(id: &str, reason: impl Into<String>) -> StoreError {
 
 fn unix_now() -> u64 {
     crate::clock::unix_now()
-}
-
-/// A new message's records: body chunks, recipients, then its meta record.
-fn put_message(changes: &mut Changes, env: &mut Envelope, head: &[u8], body: &[u8]) {
-    let total = head.len() + body.len();
-    let mut n = 0u32;
-    let mut at = 0;
-    while at < total {
-        let end = (at + CHUNK_SIZE).min(total);
-        let mut chunk = Vec::with_capacity(end - at);
-        if at < head.len() {
-            chunk.extend_from_slice(head.get(at..end.min(head.len())).unwrap_or_default());
-        }
-        if end > head.len() {
-            let from = at.max(head.len()) - head.len();
-            chunk.extend_from_slice(body.get(from..end - head.len()).unwrap_or_default());
-        }
-        changes.insert(records::chunk_key(&env.id, n), chunk);
-        n += 1;
-        at = end;
-    }
-    env.chunks = n;
-    env.size = total as u64;
-    put_whole(changes, env);
-}
-
-/// Every recipient, then the meta record (which holds the recipient of a
-/// one-recipient message itself).
-fn put_whole(changes: &mut Changes, env: &Envelope) {
-    if env.recipients.len() > 1 {
-        for i in 0..env.recipients.len() {
-            put_recipient(changes, env, i);
-        }
-    }
-    put_meta(changes, env);
-}
-
-fn put_meta(changes: &mut Changes, env: &Envelope) {
-    // Serializing a plain struct of strings and integers cannot fail.
-    let value = serde_json::to_vec(&Meta::of(env)).unwrap_or_default();
-    changes.insert(records::meta_key(&env.id), value);
-}
-
-fn put_recipient(changes: &mut Changes, env: &Envelope, i: usize) {
-    let (Some(r), Ok(n)) = (env.recipients.get(i), u32::try_from(i)) else {
-        return;
-    };
-    let value = serde_json::to_vec(&records::stored_recipient(r)).unwrap_or_default();
-    changes.insert(records::recipient_key(&env.id, n), value);
-}
-
-/// The meta record first (see [`Changes::in_order`]), then the rest.
-fn remove_message(changes: &mut Changes, env: &Envelope) {
-    changes.remove(records::meta_key(&env.id));
-    let split = if env.recipients.len() > 1 {
-        env.recipients.len()
-    } else {
-        0
-    };
-    for i in 0..split {
-        if let Ok(n) = u32::try_from(i) {
-            changes.remove(records::recipient_key(&env.id, n));
-        }
-    }
-    for i in 0..env.chunks {
-        changes.remove(records::chunk_key(&env.id, i));
-    }
-}
-
-fn put_history(changes: &mut Changes, f: &Finished) {
-    let value = serde_json::to_vec(f).unwrap_or_default();
-    changes.insert(history::key(f.finished, &f.id), value);
-    changes.history_added += 1;
 }

@@ -1,5 +1,6 @@
 use super::envelope::Event;
 use super::records::*;
+use super::store::CHUNK_SIZE;
 use super::*;
 
 fn envelope(store: &Spool) -> Envelope {
@@ -54,7 +55,7 @@ async fn churn_does_not_grow_disk_without_bound() {
     for i in 0..6000 {
         let mut env = envelope(&store);
         let mut c = Changes::new();
-        put_message(&mut c, &mut env, &[], &body);
+        put_message(&mut c, &mut env, &body);
         store.store().apply(c).unwrap();
         let mut c = Changes::new();
         remove_message(&mut c, &env);

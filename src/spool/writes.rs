@@ -1,0 +1,68 @@
+//! The records each change of a message writes or removes, in the order
+//! the spool's operations rely on (see [`Changes::in_order`]).
+
+use super::history::Finished;
+use super::records::{self, Meta};
+use super::store::{Changes, CHUNK_SIZE};
+use super::{history, Envelope};
+
+/// A new message's records: body chunks, recipients, then its meta record.
+pub(super) fn put_message(changes: &mut Changes, env: &mut Envelope, body: &[u8]) {
+    let mut n = 0u32;
+    for chunk in body.chunks(CHUNK_SIZE) {
+        changes.insert(records::chunk_key(&env.id, n), chunk.to_vec());
+        n += 1;
+    }
+    env.chunks = n;
+    env.size = body.len() as u64;
+    put_whole(changes, env);
+}
+
+/// Every recipient, then the meta record (which holds the recipient of a
+/// one-recipient message itself).
+pub(super) fn put_whole(changes: &mut Changes, env: &Envelope) {
+    if env.recipients.len() > 1 {
+        for i in 0..env.recipients.len() {
+            put_recipient(changes, env, i);
+        }
+    }
+    put_meta(changes, env);
+}
+
+pub(super) fn put_meta(changes: &mut Changes, env: &Envelope) {
+    // Serializing a plain struct of strings and integers cannot fail.
+    let value = serde_json::to_vec(&Meta::of(env)).unwrap_or_default();
+    changes.insert(records::meta_key(&env.id), value);
+}
+
+pub(super) fn put_recipient(changes: &mut Changes, env: &Envelope, i: usize) {
+    let (Some(r), Ok(n)) = (env.recipients.get(i), u32::try_from(i)) else {
+        return;
+    };
+    let value = serde_json::to_vec(&records::stored_recipient(r)).unwrap_or_default();
+    changes.insert(records::recipient_key(&env.id, n), value);
+}
+
+/// The meta record first (see [`Changes::in_order`]), then the rest.
+pub(super) fn remove_message(changes: &mut Changes, env: &Envelope) {
+    changes.remove(records::meta_key(&env.id));
+    let split = if env.recipients.len() > 1 {
+        env.recipients.len()
+    } else {
+        0
+    };
+    for i in 0..split {
+        if let Ok(n) = u32::try_from(i) {
+            changes.remove(records::recipient_key(&env.id, n));
+        }
+    }
+    for i in 0..env.chunks {
+        changes.remove(records::chunk_key(&env.id, i));
+    }
+}
+
+pub(super) fn put_history(changes: &mut Changes, f: &Finished) {
+    let value = serde_json::to_vec(f).unwrap_or_default();
+    changes.insert(history::key(f.finished, &f.id), value);
+    changes.history_added += 1;
+}
