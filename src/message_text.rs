@@ -125,15 +125,9 @@ impl DotStuffer {
 
 /// Where the next line starting with `.` begins in `bytes`, after offset 0.
 fn next_dot_line(bytes: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = bytes.get(from..)?.iter().position(|&b| b == b'\n') {
-        let start = from + i + 1;
-        if bytes.get(start) == Some(&b'.') {
-            return Some(start);
-        }
-        from = start;
-    }
-    None
+    static DOT_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\n."));
+    DOT_LINE.find(bytes).map(|at| at + 1)
 }
 
 /// [`DotStuffer`] in one buffer, for a message held whole.

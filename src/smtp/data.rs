@@ -240,35 +240,10 @@ impl DataReceiver {
     }
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// Index of the first CR, LF or NUL, eight bytes at a time: this scan is
-/// nearly the whole cost of receiving, and a per-byte loop halves throughput.
+/// Index of the first CR, LF or NUL: this scan is nearly the whole cost of
+/// receiving, and a per-byte loop halves throughput.
 fn find_special(hay: &[u8]) -> Option<usize> {
-    // Sets the high bit of the first zero byte exactly (borrows only
-    // propagate upward, so later bytes may be flagged spuriously, never
-    // earlier ones); the lowest set bit is therefore the first match.
-    fn zero_bytes(v: u64) -> u64 {
-        v.wrapping_sub(ONES) & !v & HIGHS
-    }
-    let mut chunks = hay.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
-            break;
-        };
-        let x = u64::from_le_bytes(bytes);
-        let hits = zero_bytes(x) | zero_bytes(x ^ (ONES * 0x0d)) | zero_bytes(x ^ (ONES * 0x0a));
-        if hits != 0 {
-            return Some(offset + (hits.trailing_zeros() / 8) as usize);
-        }
-        offset += 8;
-    }
-    let tail = hay.get(offset..).unwrap_or_default();
-    tail.iter()
-        .position(|&b| matches!(b, b'\r' | b'\n' | 0))
-        .map(|p| offset + p)
+    memchr::memchr3(b'\r', b'\n', 0, hay)
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //!
 //! A body of at most [`INLINE_MAX`] bytes is kept in memory while it arrives
 //! and stored in the queue's records with its envelope: one group-committed
-//! write, which is what makes small messages fast. A larger body moves to a
-//! file of its own, `bodies/<id>`, as soon as it outgrows that, and is then
-//! written as it arrives through one buffer of [`FILE_WRITE`] bytes; it is
+//! write, which is what makes small messages fast. A larger body goes to a
+//! file of its own, `bodies/<id>`, written as it arrives whenever
+//! [`FILE_WRITE`] bytes are pending (the first write creates the file); it is
 //! synced (data, then the directory entry) before its envelope is written, so
 //! an acknowledged message never points at a body that is not on disk. A
 //! file is removed as soon as its message leaves the queue, which gives the
@@ -35,8 +35,15 @@ use super::Envelope;
 /// seconds per 1,000): sled writes a large value more than once. 200
 /// sessions at once hold at most 13 MiB of such buffers.
 pub const INLINE_MAX: usize = 64 * 1024;
-/// Bytes gathered before each write to a body file, and read per chunk.
-pub const FILE_WRITE: usize = 64 * 1024;
+/// Bytes gathered in memory before each write to a body file, the first
+/// (which creates the file) included: a message of up to this size goes to
+/// the disk in one trip to the blocking pool, with its sync. 200 sessions
+/// at once hold at most 26 MiB of such buffers.
+pub const FILE_WRITE: usize = 128 * 1024;
+/// Bytes read from a body file per chunk: a 100 KB message in one trip to
+/// the blocking pool. Deliveries are few (bounded by the routes'
+/// connections), so the buffer costs little.
+pub const FILE_READ: usize = 128 * 1024;
 /// The directory of body files, inside the queue directory.
 pub const DIR: &str = "bodies";
 
@@ -92,10 +99,7 @@ impl BodyWriter {
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.pending.extend_from_slice(bytes);
         self.size += bytes.len() as u64;
-        if !self.spilled && self.pending.len() > INLINE_MAX {
-            self.spill().await?;
-        }
-        if self.spilled && self.pending.len() >= FILE_WRITE {
+        if self.pending.len() >= FILE_WRITE {
             self.write_pending(false).await?;
         }
         Ok(())
@@ -103,7 +107,7 @@ impl BodyWriter {
 
     /// Whether the body is (to be) stored in a file of its own.
     pub(super) fn in_file(&self) -> bool {
-        self.spilled
+        self.spilled || self.size > INLINE_MAX as u64
     }
 
     /// The body of a small message, whole.
@@ -122,23 +126,24 @@ impl BodyWriter {
         self.kept = true;
     }
 
-    async fn spill(&mut self) -> Result<(), StoreError> {
-        let path = self.path();
+    /// Writes what is pending, creating the file first on the first write:
+    /// one trip to the blocking pool either way (each
+    /// trip is two thread switches, a large share of a 100 KB message's cost).
+    async fn write_pending(&mut self, sync: bool) -> Result<(), StoreError> {
+        let file = self.file.take();
+        if file.is_none() && self.spilled {
+            return Err(io_error(&self.path(), "the body file is gone"));
+        }
         // Set first: a session dropped while the file is being created
         // still removes it (or the next sweep does).
         self.spilled = true;
-        let file = blocking(&path, create).await?;
-        self.file = Some(file);
-        Ok(())
-    }
-
-    async fn write_pending(&mut self, sync: bool) -> Result<(), StoreError> {
-        let Some(mut file) = self.file.take() else {
-            return Err(io_error(&self.path(), "the body file is gone"));
-        };
         let bytes = std::mem::take(&mut self.pending);
         let dir = self.dir.clone();
         let (file, mut bytes) = blocking(&self.path(), move |path| {
+            let mut file = match file {
+                Some(f) => f,
+                None => create(path)?,
+            };
             file.write_all(&bytes)
                 .map_err(|e| (path.to_path_buf(), e))?;
             if sync {
@@ -149,8 +154,8 @@ impl BodyWriter {
         })
         .await?;
         bytes.clear();
-        // The buffer grew to the inline bound before the spill; a file
-        // needs no more than a write's worth.
+        // One large piece may have grown the buffer; the next writes need
+        // no more than a write's worth.
         bytes.shrink_to(FILE_WRITE);
         self.pending = bytes;
         self.file = Some(file);
@@ -290,7 +295,16 @@ impl BodyReader {
                 next,
                 chunks,
             } => record_chunk(store, &self.id, next, *chunks)?,
-            Source::File { path, file } => file_chunk(&self.id, path, file).await?,
+            Source::File { path, file } => {
+                // The recorded size ends the body: no trip to the disk to
+                // find the end of the file.
+                let left = self.size.saturating_sub(self.read).min(FILE_READ as u64);
+                if left == 0 {
+                    None
+                } else {
+                    file_chunk(&self.id, path, file, left).await?
+                }
+            }
         };
         match chunk {
             Some(c) => {
@@ -370,6 +384,7 @@ async fn file_chunk(
     id: &str,
     path: &Path,
     slot: &mut Option<File>,
+    want: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let file = match slot.take() {
         Some(f) => f,
@@ -390,8 +405,8 @@ async fn file_chunk(
         },
     };
     let (file, chunk) = blocking(path, move |path| {
-        let mut chunk = Vec::with_capacity(FILE_WRITE);
-        let mut limited = (&file).take(FILE_WRITE as u64);
+        let mut chunk = Vec::with_capacity(usize::try_from(want).unwrap_or(FILE_READ));
+        let mut limited = (&file).take(want);
         limited
             .read_to_end(&mut chunk)
             .map_err(|e| (path.to_path_buf(), e))?;

@@ -48,7 +48,7 @@ async fn a_large_body_goes_to_its_own_file_and_reads_back() {
     let mut reader = spool.body(&back);
     let mut read = Vec::new();
     while let Some(chunk) = reader.next().await.unwrap() {
-        assert!(chunk.len() <= FILE_WRITE);
+        assert!(chunk.len() <= FILE_READ);
         read.extend_from_slice(&chunk);
     }
     assert_eq!(read, body);
@@ -114,6 +114,8 @@ async fn partial_bodies_are_removed() {
         let env = envelope(&spool);
         let mut writer = spool.body_writer(&env.id);
         writer.write(&big(INLINE_MAX + 1)).await.unwrap();
+        assert!(files(dir.path()).is_empty(), "still in memory");
+        writer.write(&big(FILE_WRITE)).await.unwrap();
         assert_eq!(files(dir.path()).len(), 1);
         drop(writer);
         assert!(files(dir.path()).is_empty());
@@ -126,7 +128,7 @@ async fn partial_bodies_are_removed() {
         kept_id = kept.id;
         let crashed = envelope(&spool);
         let mut writer = spool.body_writer(&crashed.id);
-        writer.write(&big(INLINE_MAX + 1)).await.unwrap();
+        writer.write(&big(FILE_WRITE)).await.unwrap();
         // A crash: the writer never runs its drop.
         std::mem::forget(writer);
         assert_eq!(files(dir.path()).len(), 2);
@@ -162,6 +164,30 @@ async fn a_missing_or_short_file_is_damage() {
     assert!(gone.to_string().contains("body file is missing"), "{gone}");
 }
 
+/// A body file that grew is damage for the check; a reader already going
+/// sends the recorded bytes and no more.
+#[tokio::test]
+async fn a_grown_file_is_damage_and_reads_stop_at_the_recorded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut env = envelope(&spool);
+    let body = big(2 * FILE_READ);
+    spool.accept_bytes(&mut env, &[], &body).await.unwrap();
+    let mut reader = spool.body(&env);
+    let first = reader.next().await.unwrap().unwrap();
+    let path = dir.path().join(DIR).join(&env.id);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(b"trailing").unwrap();
+    let grown = spool.check_body(&env).unwrap_err();
+    assert!(matches!(grown, StoreError::Damaged { .. }), "{grown}");
+    let second = reader.next().await.unwrap().unwrap();
+    assert_eq!([first, second].concat(), body);
+    assert!(reader.next().await.unwrap().is_none());
+}
+
 /// The header section is read without reading the rest.
 #[tokio::test]
 async fn the_header_section_is_read_alone() {
@@ -186,7 +212,7 @@ async fn the_running_sweep_spares_bodies_being_written() {
     let spool = Spool::open(dir.path(), 1 << 20).unwrap();
     let env = envelope(&spool);
     let mut writer = spool.body_writer(&env.id);
-    writer.write(&big(INLINE_MAX + 1)).await.unwrap();
+    writer.write(&big(FILE_WRITE)).await.unwrap();
     std::fs::write(dir.path().join(DIR).join("0000000000ABCD"), b"orphan").unwrap();
     spool.sweep_bodies().unwrap();
     assert_eq!(files(dir.path()), std::slice::from_ref(&env.id));
