@@ -191,13 +191,7 @@ impl Delivery {
                 continue;
             };
             if *self.generation.borrow() != generation {
-                // Taken off a schedule that a reload has just rebuilt: hand it
-                // back to whichever route the message has now, unless stopping.
-                if let Ok(Some(env)) = self.shared.spool.load(&id) {
-                    if *self.generation.borrow() != STOPPING {
-                        self.shared.schedule(&env);
-                    }
-                }
+                self.hand_back(&id);
                 continue;
             }
             if self.holds.is_held(&route.name) {
@@ -218,20 +212,33 @@ impl Delivery {
                 p.spend();
             }
             drop(claim);
-            match result {
-                Ok(()) => {}
-                Err(StoreError::Damaged { reason, .. }) => self.quarantine(&id, &reason).await,
-                Err(e) => {
-                    // The queue itself failed: keep the message, look again later.
-                    tracing::error!("{id}: delivery bookkeeping failed: {e}; retrying in 60s");
-                    let on = match self.shared.spool.load(&id) {
-                        Ok(Some(env)) => self.shared.route_name(&env),
-                        _ => route.name.clone(),
-                    };
-                    self.shared
-                        .scheduler
-                        .schedule(&on, unix_now() + 60, id.clone());
-                }
+            self.settle(&route, id, result).await;
+        }
+    }
+
+    /// A message taken off a schedule that a reload has just rebuilt goes
+    /// back to whichever route it has now, unless the daemon is stopping.
+    fn hand_back(&self, id: &str) {
+        if let Ok(Some(env)) = self.shared.spool.load(id) {
+            if *self.generation.borrow() != STOPPING {
+                self.shared.schedule(&env);
+            }
+        }
+    }
+
+    /// After an attempt: a damaged message is set aside; one whose
+    /// bookkeeping failed stays queued and is looked at again later.
+    async fn settle(&self, route: &Route, id: String, result: Result<(), StoreError>) {
+        match result {
+            Ok(()) => {}
+            Err(StoreError::Damaged { reason, .. }) => self.quarantine(&id, &reason).await,
+            Err(e) => {
+                tracing::error!("{id}: delivery bookkeeping failed: {e}; retrying in 60s");
+                let on = match self.shared.spool.load(&id) {
+                    Ok(Some(env)) => self.shared.route_name(&env),
+                    _ => route.name.clone(),
+                };
+                self.shared.scheduler.schedule(&on, unix_now() + 60, id);
             }
         }
     }

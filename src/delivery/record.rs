@@ -3,7 +3,7 @@
 
 use crate::outcome::Outcome;
 use crate::retry::{Retry, Schedule};
-use crate::spool::{Envelope, State};
+use crate::spool::{Envelope, Recipient, State};
 
 /// Retry interval for a [`Outcome::Waiting`] recipient whose schedule has run
 /// out: exim's final interval.
@@ -35,10 +35,11 @@ pub fn apply(
         };
         r.attempts = r.attempts.saturating_add(1);
         r.relay = relay.map(str::to_string);
-        match outcome {
+        let bounce = match outcome {
             Outcome::Sent { reply } => {
                 r.state = State::Delivered;
                 r.last_error = Some(reply.clone());
+                None
             }
             Outcome::Bounced {
                 status,
@@ -47,52 +48,66 @@ pub fn apply(
             } => {
                 r.state = State::Bounced;
                 r.last_error = Some(reason.clone());
-                failed.push(Failed {
-                    index,
-                    status: status.clone(),
-                    reason: reason.clone(),
-                    diagnostic: diagnostic.clone(),
-                });
+                Some((status.clone(), reason.clone(), diagnostic.clone()))
             }
             Outcome::Waiting { reason } => {
-                // The schedule as if the message had failed first now, without
-                // recording a first failure: this wait is not on its clock.
-                let previous = r.last_interval.map(std::time::Duration::from_secs);
-                let first = r.first_failure.unwrap_or(now);
-                let interval = match schedule.next(first, now, previous) {
-                    Retry::At { interval, .. } => interval.as_secs(),
-                    Retry::GiveUp => r.last_interval.unwrap_or(WAITING_RETRY),
-                };
-                r.state = State::Deferred;
-                r.next_attempt = now.saturating_add(interval.max(1));
-                r.last_error = Some(reason.clone());
+                wait(r, reason, schedule, now);
+                None
             }
-            Outcome::Deferred { reason } => {
-                let first = *r.first_failure.get_or_insert(now);
-                let previous = r.last_interval.map(std::time::Duration::from_secs);
-                match schedule.next(first, now, previous) {
-                    Retry::At { time, interval } => {
-                        r.state = State::Deferred;
-                        r.next_attempt = time;
-                        r.last_interval = Some(interval.as_secs());
-                        r.last_error = Some(reason.clone());
-                    }
-                    Retry::GiveUp => {
-                        let reason = format!("retry timeout exceeded (last error: {reason})");
-                        r.state = State::Bounced;
-                        r.last_error = Some(reason.clone());
-                        failed.push(Failed {
-                            index,
-                            status: "5.4.7".into(),
-                            reason,
-                            diagnostic: None,
-                        });
-                    }
-                }
-            }
+            Outcome::Deferred { reason } => defer(r, reason, schedule, now),
+        };
+        if let Some((status, reason, diagnostic)) = bounce {
+            failed.push(Failed {
+                index,
+                status,
+                reason,
+                diagnostic,
+            });
         }
     }
     failed
+}
+
+/// A recipient that waits (a held route, a rate limit): the schedule as if
+/// the message had failed first now, without recording a first failure, as
+/// this wait is not on its clock.
+fn wait(r: &mut Recipient, reason: &str, schedule: &Schedule, now: u64) {
+    let previous = r.last_interval.map(std::time::Duration::from_secs);
+    let first = r.first_failure.unwrap_or(now);
+    let interval = match schedule.next(first, now, previous) {
+        Retry::At { interval, .. } => interval.as_secs(),
+        Retry::GiveUp => r.last_interval.unwrap_or(WAITING_RETRY),
+    };
+    r.state = State::Deferred;
+    r.next_attempt = now.saturating_add(interval.max(1));
+    r.last_error = Some(reason.to_string());
+}
+
+/// A temporary failure: the next attempt from the schedule, or a bounce
+/// (status, reason, no diagnostic) once the schedule is exhausted.
+fn defer(
+    r: &mut Recipient,
+    reason: &str,
+    schedule: &Schedule,
+    now: u64,
+) -> Option<(String, String, Option<String>)> {
+    let first = *r.first_failure.get_or_insert(now);
+    let previous = r.last_interval.map(std::time::Duration::from_secs);
+    match schedule.next(first, now, previous) {
+        Retry::At { time, interval } => {
+            r.state = State::Deferred;
+            r.next_attempt = time;
+            r.last_interval = Some(interval.as_secs());
+            r.last_error = Some(reason.to_string());
+            None
+        }
+        Retry::GiveUp => {
+            let reason = format!("retry timeout exceeded (last error: {reason})");
+            r.state = State::Bounced;
+            r.last_error = Some(reason.clone());
+            Some(("5.4.7".into(), reason, None))
+        }
+    }
 }
 
 /// The operator gives up on a message: every recipient not yet final bounces

@@ -56,6 +56,15 @@ impl Delivery {
         // the store, so no message stays queued under a route that is gone.
         self.generation.send_replace(number);
         self.shared.scheduler.clear();
+        self.schedule_queue_anew(&old.config, &config, &mut report)
+            .await;
+        self.spawn_workers();
+        Ok(report)
+    }
+
+    /// Puts every queued message on the schedule of the route `new` gives it;
+    /// one whose route changed is due at once.
+    async fn schedule_queue_anew(&self, old: &Config, new: &Config, report: &mut Reloaded) {
         let now = unix_now();
         let mut moved = Vec::new();
         let mut claimed = Vec::new();
@@ -72,8 +81,8 @@ impl Delivery {
                 }
             };
             report.queued += 1;
-            let before = old.config.routing.lookup(&env.route_sender).route;
-            let after = config.routing.lookup(&env.route_sender).route;
+            let before = old.routing.lookup(&env.route_sender).route;
+            let after = new.routing.lookup(&env.route_sender).route;
             // A message on a new route is tried there at once: the operator
             // changed the route because the old one was not getting it out.
             // One in an attempt right now keeps its schedule; the attempt's
@@ -81,39 +90,32 @@ impl Delivery {
             let claim = (after != before && !env.held)
                 .then(|| self.shared.spool.claim(&env.id))
                 .flatten();
-            if let Some(claim) = claim {
-                report.rerouted += 1;
-                for r in env.recipients.iter_mut().filter(|r| !r.state.is_final()) {
-                    r.next_attempt = now;
-                }
-                env.event(now, format!("route {before} -> {after} by a reload"));
-                claimed.push(claim);
-                moved.push(env);
+            let Some(claim) = claim else {
+                ids.push(env.id);
                 continue;
+            };
+            report.rerouted += 1;
+            for r in env.recipients.iter_mut().filter(|r| !r.state.is_final()) {
+                r.next_attempt = now;
             }
-            ids.push(env.id);
+            env.event(now, format!("route {before} -> {after} by a reload"));
+            claimed.push(claim);
+            moved.push(env);
         }
-        let written = if claimed.is_empty() {
-            Ok(())
-        } else {
-            self.shared
-                .spool
-                .reschedule(&moved.iter().collect::<Vec<_>>(), None)
-                .await
-        };
+        if !claimed.is_empty() {
+            let moved: Vec<_> = moved.iter().collect();
+            if let Err(e) = self.shared.spool.reschedule(&moved, None).await {
+                // The old due times stand; the messages still go out on the new route.
+                tracing::error!("reload: cannot record the new routes' due times: {e}");
+            }
+        }
         drop(claimed);
-        if let Err(e) = written {
-            // The old due times stand; the messages still go out on the new route.
-            tracing::error!("reload: cannot record the new routes' due times: {e}");
-        }
         ids.extend(moved.into_iter().map(|env| env.id));
         for id in &ids {
             if let Ok(Some(stored)) = self.shared.spool.load(id) {
                 self.shared.schedule(&stored);
             }
         }
-        self.spawn_workers();
-        Ok(report)
     }
 }
 

@@ -359,41 +359,44 @@ impl Metrics {
     }
 }
 
+type Read = fn(&RouteCounters) -> Num;
+
+/// The per-route counters: name, help, and how to read each.
+const ROUTE_COUNTERS: [(&str, &str, Read); 6] = [
+    (
+        "smarthost_messages_accepted_total",
+        "Messages accepted into the queue (SMTP, sendmail, drop directory), by the route they leave through.",
+        |c| c.messages_accepted.load(Relaxed).into(),
+    ),
+    (
+        "smarthost_recipients_accepted_total",
+        "Recipients of the messages accepted into the queue.",
+        |c| c.recipients_accepted.load(Relaxed).into(),
+    ),
+    (
+        "smarthost_recipients_delivered_total",
+        "Recipients delivered (status=sent).",
+        |c| c.delivered.load(Relaxed).into(),
+    ),
+    (
+        "smarthost_recipients_deferred_total",
+        "Delivery attempts that left a recipient deferred (status=deferred); a recipient tried three times counts up to three.",
+        |c| c.deferred.load(Relaxed).into(),
+    ),
+    (
+        "smarthost_recipients_bounced_total",
+        "Recipients that failed for good (status=bounced): refused, retry timeout, or bounced by the operator.",
+        |c| c.bounced.load(Relaxed).into(),
+    ),
+    (
+        "smarthost_rate_limit_wait_seconds_total",
+        "Time the route's delivery workers spent waiting for its rate limit (summed over workers; a worker waits only once the limit is used up).",
+        |c| (c.rate_limit_wait.load(Relaxed) as f64 / 1e6).into(),
+    ),
+];
+
 fn render_routes(e: &mut Exposition, routes: &[(String, Arc<RouteCounters>)]) {
-    type Read = fn(&RouteCounters) -> Num;
-    let counters: [(&str, &str, Read); 6] = [
-        (
-            "smarthost_messages_accepted_total",
-            "Messages accepted into the queue (SMTP, sendmail, drop directory), by the route they leave through.",
-            |c| c.messages_accepted.load(Relaxed).into(),
-        ),
-        (
-            "smarthost_recipients_accepted_total",
-            "Recipients of the messages accepted into the queue.",
-            |c| c.recipients_accepted.load(Relaxed).into(),
-        ),
-        (
-            "smarthost_recipients_delivered_total",
-            "Recipients delivered (status=sent).",
-            |c| c.delivered.load(Relaxed).into(),
-        ),
-        (
-            "smarthost_recipients_deferred_total",
-            "Delivery attempts that left a recipient deferred (status=deferred); a recipient tried three times counts up to three.",
-            |c| c.deferred.load(Relaxed).into(),
-        ),
-        (
-            "smarthost_recipients_bounced_total",
-            "Recipients that failed for good (status=bounced): refused, retry timeout, or bounced by the operator.",
-            |c| c.bounced.load(Relaxed).into(),
-        ),
-        (
-            "smarthost_rate_limit_wait_seconds_total",
-            "Time the route's delivery workers spent waiting for its rate limit (summed over workers; a worker waits only once the limit is used up).",
-            |c| (c.rate_limit_wait.load(Relaxed) as f64 / 1e6).into(),
-        ),
-    ];
-    for (name, help, read) in counters {
+    for (name, help, read) in ROUTE_COUNTERS {
         e.family(name, Kind::Counter, help);
         for (route, c) in routes {
             e.sample(name, &[("route", route)], read(c));

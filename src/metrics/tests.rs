@@ -60,6 +60,61 @@ fn env(id: &str, rcpts: &[&str]) -> Envelope {
     }
 }
 
+/// After A's first attempt and the creation of a DSN.
+const AFTER_THE_FIRST_ATTEMPT: &[(&str, f64)] = &[
+    ("smarthost_up", 1.0),
+    ("smarthost_messages_accepted_total{route=\"up\"}", 1.0),
+    ("smarthost_messages_accepted_total{route=\"other\"}", 0.0),
+    ("smarthost_recipients_accepted_total{route=\"up\"}", 3.0),
+    ("smarthost_recipients_delivered_total{route=\"up\"}", 1.0),
+    ("smarthost_recipients_bounced_total{route=\"up\"}", 1.0),
+    ("smarthost_recipients_deferred_total{route=\"up\"}", 1.0),
+    ("smarthost_notifications_created_total", 1.0),
+    // A still queued, with one recipient to go; the DSN with its one.
+    ("smarthost_queue_messages", 2.0),
+    ("smarthost_queue_recipients", 2.0),
+    (
+        "smarthost_delivery_latency_seconds_count{route=\"up\"}",
+        1.0,
+    ),
+    (
+        "smarthost_delivery_latency_seconds_bucket{route=\"up\",le=\"+Inf\"}",
+        1.0,
+    ),
+    ("smarthost_route_held{route=\"up\"}", 1.0),
+    ("smarthost_route_held{route=\"other\"}", 0.0),
+    (
+        "smarthost_rate_limit_wait_seconds_total{route=\"up\"}",
+        1.75,
+    ),
+    (
+        "smarthost_rate_limit_wait_seconds_total{route=\"other\"}",
+        0.0,
+    ),
+    (
+        "smarthost_token_refresh_failures_total{source=\"google\"}",
+        2.0,
+    ),
+];
+
+/// Both gone: A partly bounced, the DSN deleted.
+const AFTER_THE_LAST_ATTEMPT: &[(&str, f64)] = &[
+    (
+        "smarthost_messages_finished_total{route=\"up\",result=\"partly_bounced\"}",
+        1.0,
+    ),
+    (
+        "smarthost_messages_finished_total{route=\"up\",result=\"deleted\"}",
+        1.0,
+    ),
+    ("smarthost_queue_messages", 0.0),
+    ("smarthost_queue_oldest_message_age_seconds", 0.0),
+    (
+        "smarthost_delivery_latency_seconds_count{route=\"up\"}",
+        2.0,
+    ),
+];
+
 #[test]
 fn counts_accepted_and_each_recipients_outcome_by_route() {
     let m = Metrics::new(&["up".to_string(), "other".to_string()]);
@@ -76,44 +131,7 @@ fn counts_accepted_and_each_recipients_outcome_by_route() {
     m.rate_limit_waited("up", std::time::Duration::from_millis(250));
     let s = samples(&m.render(&["up".to_string()], &[("google".to_string(), 2)]));
 
-    expect(
-        &s,
-        &[
-            ("smarthost_up", 1.0),
-            ("smarthost_messages_accepted_total{route=\"up\"}", 1.0),
-            ("smarthost_messages_accepted_total{route=\"other\"}", 0.0),
-            ("smarthost_recipients_accepted_total{route=\"up\"}", 3.0),
-            ("smarthost_recipients_delivered_total{route=\"up\"}", 1.0),
-            ("smarthost_recipients_bounced_total{route=\"up\"}", 1.0),
-            ("smarthost_recipients_deferred_total{route=\"up\"}", 1.0),
-            ("smarthost_notifications_created_total", 1.0),
-            // A still queued, with one recipient to go; the DSN with its one.
-            ("smarthost_queue_messages", 2.0),
-            ("smarthost_queue_recipients", 2.0),
-            (
-                "smarthost_delivery_latency_seconds_count{route=\"up\"}",
-                1.0,
-            ),
-            (
-                "smarthost_delivery_latency_seconds_bucket{route=\"up\",le=\"+Inf\"}",
-                1.0,
-            ),
-            ("smarthost_route_held{route=\"up\"}", 1.0),
-            ("smarthost_route_held{route=\"other\"}", 0.0),
-            (
-                "smarthost_rate_limit_wait_seconds_total{route=\"up\"}",
-                1.75,
-            ),
-            (
-                "smarthost_rate_limit_wait_seconds_total{route=\"other\"}",
-                0.0,
-            ),
-            (
-                "smarthost_token_refresh_failures_total{source=\"google\"}",
-                2.0,
-            ),
-        ],
-    );
+    expect(&s, AFTER_THE_FIRST_ATTEMPT);
     // The envelopes arrived at Unix time 1.
     assert!(s["smarthost_queue_oldest_message_age_seconds"] > 1e9);
 
@@ -121,25 +139,7 @@ fn counts_accepted_and_each_recipients_outcome_by_route() {
     m.attempted("up", &a, &[2]);
     m.finished("up", &dsn, Finish::Deleted);
     let s = samples(&m.render(&[], &[]));
-    expect(
-        &s,
-        &[
-            (
-                "smarthost_messages_finished_total{route=\"up\",result=\"partly_bounced\"}",
-                1.0,
-            ),
-            (
-                "smarthost_messages_finished_total{route=\"up\",result=\"deleted\"}",
-                1.0,
-            ),
-            ("smarthost_queue_messages", 0.0),
-            ("smarthost_queue_oldest_message_age_seconds", 0.0),
-            (
-                "smarthost_delivery_latency_seconds_count{route=\"up\"}",
-                2.0,
-            ),
-        ],
-    );
+    expect(&s, AFTER_THE_LAST_ATTEMPT);
 }
 
 fn expect(samples: &BTreeMap<String, f64>, table: &[(&str, f64)]) {

@@ -312,6 +312,7 @@ pub(super) mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines)] // a table of commands and their parses
     fn commands() {
         let cases = "
             ehlo  mx.example.org => Ehlo(\"mx.example.org\")

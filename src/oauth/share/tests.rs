@@ -155,6 +155,7 @@ async fn http_success_with_basic_auth() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // a table of refused requests and their statuses
 async fn http_refusals_never_carry_the_token() {
     let (_dir, base) = start_http().await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();

@@ -10,6 +10,7 @@ use crate::intake::{Incoming, Receiving};
 use crate::spool::StoreError;
 
 /// How the DATA phase ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Received {
     Dot,
     /// The client closed the connection.
@@ -46,28 +47,8 @@ impl Stored {
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Returns false when the connection must close.
     pub(super) async fn data(&mut self) -> std::io::Result<bool> {
-        match &self.tx {
-            None => {
-                self.send(503, "5.5.1", "Error: need RCPT command");
-                return Ok(true);
-            }
-            Some(tx) if tx.rcpts.is_empty() => {
-                self.send(554, "5.5.1", "Error: no valid recipients");
-                return Ok(true);
-            }
-            Some(_) => {}
-        }
-        // A queue that cannot take the message says so before the client
-        // sends it, not after 25 MB.
-        let Some(tx) = &self.tx else {
+        let Some(mut body) = self.open_body().await else {
             return Ok(true);
-        };
-        let mut body = match self.intake.receive(&self.incoming(tx)).await {
-            Ok(r) => Stored::Writing(r),
-            Err(e) => {
-                self.refuse_queue(&e);
-                return Ok(true);
-            }
         };
         self.send(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
         self.flush().await?;
@@ -76,27 +57,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             max_size: usize::try_from(limits.max_message_size).unwrap_or(usize::MAX),
             max_line: limits.max_line_length,
         });
-        match self.receive(&mut rx, &mut body).await? {
-            Received::Dot => {}
-            Received::Left => {
-                // The client went away mid-message: nothing was acknowledged.
-                self.tx = None;
-                return Ok(false);
-            }
-            Received::TimedOut => {
-                self.tx = None;
-                let host = self.config.hostname.clone();
-                self.send(421, "4.4.2", format!("{host} Error: timeout exceeded"));
-                self.flush().await?;
-                return Ok(false);
-            }
-            Received::Unframed => {
-                self.tx = None;
-                let (code, esc, text) = DataError::BareLineEnding.reply();
-                self.send(code, esc, text);
-                self.flush().await?;
-                return Ok(false);
-            }
+        let received = self.receive(&mut rx, &mut body).await?;
+        if received != Received::Dot {
+            self.tx = None;
+            return self.unfinished(received).await;
         }
         let Some(tx) = self.tx.take() else {
             return Ok(true);
@@ -112,6 +76,50 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
         }
         Ok(true)
+    }
+
+    /// The queue's receiver for this transaction's message, or None after
+    /// the reply that says why not. A queue that cannot take the message
+    /// says so before the client sends it, not after 25 MB.
+    async fn open_body(&mut self) -> Option<Stored> {
+        let tx = match &self.tx {
+            None => {
+                self.send(503, "5.5.1", "Error: need RCPT command");
+                return None;
+            }
+            Some(tx) if tx.rcpts.is_empty() => {
+                self.send(554, "5.5.1", "Error: no valid recipients");
+                return None;
+            }
+            Some(tx) => tx,
+        };
+        match self.intake.receive(&self.incoming(tx)).await {
+            Ok(r) => Some(Stored::Writing(r)),
+            Err(e) => {
+                self.refuse_queue(&e);
+                None
+            }
+        }
+    }
+
+    /// A message that never reached its final dot: nothing was acknowledged,
+    /// and the connection closes (after saying why, where the client is
+    /// still there to hear it).
+    async fn unfinished(&mut self, received: Received) -> std::io::Result<bool> {
+        match received {
+            Received::Dot | Received::Left => {}
+            Received::TimedOut => {
+                let host = self.config.hostname.clone();
+                self.send(421, "4.4.2", format!("{host} Error: timeout exceeded"));
+                self.flush().await?;
+            }
+            Received::Unframed => {
+                let (code, esc, text) = DataError::BareLineEnding.reply();
+                self.send(code, esc, text);
+                self.flush().await?;
+            }
+        }
+        Ok(false)
     }
 
     /// Reads the message up to its final dot, handing it to `body` as it
