@@ -421,6 +421,20 @@ impl State {
     }
 
     /// The inode lost its last name: gone once no one has it open.
+    /// Whether a rename may put `ino` in the place of `target`, as rename(2)
+    /// decides by the two kinds.
+    fn may_replace(&self, ino: u64, target: u64) -> Result<(), Errno> {
+        let (Some(src), Some(dst)) = (self.cur.get(&ino), self.cur.get(&target)) else {
+            return Err(Errno::EIO);
+        };
+        match (src.kind, dst.kind) {
+            (Kind::File, Kind::Dir) => Err(Errno::EISDIR),
+            (Kind::Dir, Kind::File) => Err(Errno::ENOTDIR),
+            (Kind::Dir, Kind::Dir) if !dst.entries.is_empty() => Err(Errno::ENOTEMPTY),
+            _ => Ok(()),
+        }
+    }
+
     fn unlinked(&mut self, ino: u64) {
         if let Some(n) = self.cur.get_mut(&ino) {
             n.linked = false;
@@ -612,45 +626,8 @@ impl State {
                 }
                 Kind::File => {
                     node.kind = Kind::File;
-                    let mut data = self
-                        .dur
-                        .get(&ino)
-                        .map(|d| d.data.clone())
-                        .unwrap_or_default();
-                    for (seq, size) in self.truncs.get(&ino).into_iter().flatten() {
-                        if *seq < limit {
-                            data.resize(*size as usize, 0);
-                        }
-                    }
-                    let pages: Vec<usize> = self
-                        .dirty
-                        .get(&ino)
-                        .into_iter()
-                        .flatten()
-                        .copied()
-                        .filter(|_| rng.below(1000) < keep_per_mille)
-                        .collect();
-                    report.kept_pages += pages.len();
-                    let src = &latest.data;
-                    for (i, &p) in pages.iter().enumerate() {
-                        let start = p * PAGE;
-                        if start >= src.len() {
-                            continue;
-                        }
-                        let page_end = (start + PAGE).min(src.len());
-                        let mut copy_end = page_end;
-                        if i + 1 == pages.len() && page_end - start > SECTOR && rng.below(2) == 0 {
-                            let sectors = (page_end - start).div_ceil(SECTOR) as u64;
-                            let keep = 1 + rng.below(sectors - 1) as usize;
-                            copy_end = start + keep * SECTOR;
-                            report.torn_pages += 1;
-                        }
-                        if data.len() < page_end {
-                            data.resize(page_end, 0);
-                        }
-                        data[start..copy_end].copy_from_slice(&src[start..copy_end]);
-                    }
-                    node.data = data;
+                    node.data =
+                        self.file_after_cut(ino, latest, limit, keep_per_mille, rng, report);
                 }
             }
             out.insert(ino, node);
@@ -661,6 +638,59 @@ impl State {
         }
         fix_parents(&mut out);
         out
+    }
+
+    /// A file's bytes after a cut: the synced bytes, the truncations the kept
+    /// journal prefix replays, then a random subset of the unsynced pages
+    /// (the last one possibly torn at a sector boundary).
+    fn file_after_cut(
+        &self,
+        ino: u64,
+        latest: &Node,
+        limit: u64,
+        keep_per_mille: u64,
+        rng: &mut CutRng,
+        report: &mut CutReport,
+    ) -> Vec<u8> {
+        let mut data = self
+            .dur
+            .get(&ino)
+            .map(|d| d.data.clone())
+            .unwrap_or_default();
+        for (seq, size) in self.truncs.get(&ino).into_iter().flatten() {
+            if *seq < limit {
+                data.resize(*size as usize, 0);
+            }
+        }
+        let pages: Vec<usize> = self
+            .dirty
+            .get(&ino)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|_| rng.below(1000) < keep_per_mille)
+            .collect();
+        report.kept_pages += pages.len();
+        let src = &latest.data;
+        for (i, &p) in pages.iter().enumerate() {
+            let start = p * PAGE;
+            if start >= src.len() {
+                continue;
+            }
+            let page_end = (start + PAGE).min(src.len());
+            let mut copy_end = page_end;
+            if i + 1 == pages.len() && page_end - start > SECTOR && rng.below(2) == 0 {
+                let sectors = (page_end - start).div_ceil(SECTOR) as u64;
+                let keep = 1 + rng.below(sectors - 1) as usize;
+                copy_end = start + keep * SECTOR;
+                report.torn_pages += 1;
+            }
+            if data.len() < page_end {
+                data.resize(page_end, 0);
+            }
+            data[start..copy_end].copy_from_slice(&src[start..copy_end]);
+        }
+        data
     }
 }
 
@@ -940,16 +970,8 @@ impl Filesystem for Ops {
             if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                 return reply.error(Errno::EEXIST);
             }
-            let (Some(src), Some(dst)) = (st.cur.get(&ino), st.cur.get(&t)) else {
-                return reply.error(Errno::EIO);
-            };
-            match (src.kind, dst.kind) {
-                (Kind::File, Kind::Dir) => return reply.error(Errno::EISDIR),
-                (Kind::Dir, Kind::File) => return reply.error(Errno::ENOTDIR),
-                (Kind::Dir, Kind::Dir) if !dst.entries.is_empty() => {
-                    return reply.error(Errno::ENOTEMPTY)
-                }
-                _ => {}
+            if let Err(e) = st.may_replace(ino, t) {
+                return reply.error(e);
             }
         }
         st.cur

@@ -867,66 +867,15 @@ fn tls_session(
     conn: usize,
 ) {
     let mut clear = Lines::new(stream);
-    if !clear.reply("220 tls.test ESMTP ready") {
+    if !until_starttls(threads, record, &mut clear, conn) {
         return;
-    }
-    loop {
-        let Some(line) = clear.line(threads) else {
-            return;
-        };
-        lock(record).conns[conn].clear.push(line.clone());
-        let verb = line
-            .split(' ')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
-        let answer = match verb.as_str() {
-            "EHLO" => EHLO_CLEAR,
-            "STARTTLS" => "220 2.0.0 Ready to start TLS",
-            "QUIT" => {
-                clear.reply("221 2.0.0 Bye");
-                return;
-            }
-            _ => "530 5.7.0 Must issue a STARTTLS command first",
-        };
-        if !clear.reply(answer) {
-            return;
-        }
-        if verb == "STARTTLS" {
-            break;
-        }
     }
     let Lines {
         stream: mut tcp, ..
     } = clear;
     let outcome = match after {
         AfterStartTls::Garbage | AfterStartTls::Abort => {
-            // The ClientHello first, so the relay is in its handshake.
-            let mut hello = [0u8; 4096];
-            let got = loop {
-                match tcp.read(&mut hello) {
-                    Err(e) if retryable(&e) && !threads.stopped() => continue,
-                    other => break other,
-                }
-            };
-            if matches!(got, Ok(n) if n > 0) {
-                match after {
-                    AfterStartTls::Garbage => {
-                        let _ = tcp.write_all(b"this is not TLS at all\r\n");
-                        let _ = tcp.flush();
-                    }
-                    // A clean end of stream (FIN), never a reset.
-                    _ => {
-                        let _ = tcp.shutdown(Shutdown::Write);
-                    }
-                }
-                // Until the relay gives up and closes.
-                let mut sink = Lines::new(&mut tcp);
-                while sink.fill(threads) {
-                    sink.buf.clear();
-                }
-            }
-            let _ = tcp.shutdown(Shutdown::Both);
+            sabotage(threads, after, &mut tcp);
             lock(record).conns[conn].handshake = Handshake::Sabotaged;
             return;
         }
@@ -943,6 +892,76 @@ fn tls_session(
     lock(record).conns[conn].handshake = Handshake::Done;
     let mut secure = Lines::new(rustls::StreamOwned::new(tls, tcp));
     smtp_over_tls(threads, record, conn, &mut secure);
+}
+
+/// The clear-text dialogue up to an accepted STARTTLS; false when the
+/// connection ended before that.
+fn until_starttls(
+    threads: &Threads,
+    record: &Mutex<TlsRecord>,
+    clear: &mut Lines<TcpStream>,
+    conn: usize,
+) -> bool {
+    if !clear.reply("220 tls.test ESMTP ready") {
+        return false;
+    }
+    loop {
+        let Some(line) = clear.line(threads) else {
+            return false;
+        };
+        lock(record).conns[conn].clear.push(line.clone());
+        let verb = line
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        let answer = match verb.as_str() {
+            "EHLO" => EHLO_CLEAR,
+            "STARTTLS" => "220 2.0.0 Ready to start TLS",
+            "QUIT" => {
+                clear.reply("221 2.0.0 Bye");
+                return false;
+            }
+            _ => "530 5.7.0 Must issue a STARTTLS command first",
+        };
+        if !clear.reply(answer) {
+            return false;
+        }
+        if verb == "STARTTLS" {
+            return true;
+        }
+    }
+}
+
+/// Answers the ClientHello with garbage or a clean close, as `after` says,
+/// then waits for the relay to close.
+fn sabotage(threads: &Threads, after: &AfterStartTls, tcp: &mut TcpStream) {
+    // The ClientHello first, so the relay is in its handshake.
+    let mut hello = [0u8; 4096];
+    let got = loop {
+        match tcp.read(&mut hello) {
+            Err(e) if retryable(&e) && !threads.stopped() => continue,
+            other => break other,
+        }
+    };
+    if matches!(got, Ok(n) if n > 0) {
+        match after {
+            AfterStartTls::Garbage => {
+                let _ = tcp.write_all(b"this is not TLS at all\r\n");
+                let _ = tcp.flush();
+            }
+            // A clean end of stream (FIN), never a reset.
+            _ => {
+                let _ = tcp.shutdown(Shutdown::Write);
+            }
+        }
+        // Until the relay gives up and closes.
+        let mut sink = Lines::new(&mut *tcp);
+        while sink.fill(threads) {
+            sink.buf.clear();
+        }
+    }
+    let _ = tcp.shutdown(Shutdown::Both);
 }
 
 /// The server side of the handshake; the error is rustls's (an alert from the

@@ -289,78 +289,99 @@ fn token(
         return (503, r#"{"error":"temporarily_unavailable"}"#.into());
     }
     match grant.as_str() {
-        "refresh_token" => {
-            let rt = rt.unwrap_or_default();
-            if mode == Mode::InvalidGrant || !i.refresh_tokens.contains(&rt) {
-                return (
-                    400,
-                    r#"{"error":"invalid_grant","error_description":"AADSTS70008: The refresh token has expired due to inactivity."}"#.into(),
-                );
-            }
-            i.serial += 1;
-            let at = format!("at-{}-{:08x}", i.serial, rand_ish(i.serial));
-            i.access_tokens.insert(at.clone());
-            let mut extra = String::new();
-            if rotate.load(Ordering::SeqCst) {
-                let new_rt = format!("rt-{}-{:08x}", i.serial, rand_ish(i.serial + 99));
-                i.refresh_tokens.remove(&rt);
-                i.refresh_tokens.insert(new_rt.clone());
-                extra = format!(r#","refresh_token":"{new_rt}""#);
-            }
-            (
-                200,
-                format!(
-                    r#"{{"access_token":"{at}","token_type":"Bearer","expires_in":{expires_in}{extra}}}"#
-                ),
-            )
-        }
-        "client_credentials" => {
-            // RFC 6749 2.3.1: HTTP Basic (what smarthost uses for generic
-            // endpoints) or the form fields (Google, Microsoft).
-            let basic = format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{}:{}", client.0, client.1))
-            );
-            let ok = auth == basic
-                || (form.get("client_id") == Some(&client.0)
-                    && form.get("client_secret") == Some(&client.1));
-            if !ok {
-                return (401, r#"{"error":"invalid_client"}"#.into());
-            }
-            i.serial += 1;
-            let at = format!("app-{}-{:08x}", i.serial, rand_ish(i.serial));
-            i.access_tokens.insert(at.clone());
-            (
-                200,
-                format!(
-                    r#"{{"access_token":"{at}","token_type":"Bearer","expires_in":{expires_in}}}"#
-                ),
-            )
-        }
+        "refresh_token" => refresh_grant(&mut i, &rt.unwrap_or_default(), mode, rotate, expires_in),
+        "client_credentials" => client_credentials_grant(&mut i, &form, auth, client, expires_in),
         "urn:ietf:params:oauth:grant-type:device_code" => {
-            if form.get("device_code").map(String::as_str) != Some("dc-secret-5150") {
-                return (400, r#"{"error":"invalid_grant"}"#.into());
-            }
-            // The user signs in between the first and the second poll.
-            let polls = i.requests.iter().filter(|r| r.0 == grant).count();
-            if polls < 2 {
-                return (400, r#"{"error":"authorization_pending"}"#.into());
-            }
-            i.serial += 1;
-            let at = format!("at-{}-{:08x}", i.serial, rand_ish(i.serial));
-            let rt = format!("rt-dev-{:08x}", rand_ish(i.serial + 7));
-            i.access_tokens.insert(at.clone());
-            i.refresh_tokens.insert(rt.clone());
-            (
-                200,
-                format!(
-                    r#"{{"access_token":"{at}","token_type":"Bearer","expires_in":{expires_in},"refresh_token":"{rt}","scope":"SMTP.Send offline_access"}}"#
-                ),
-            )
+            device_code_grant(&mut i, &form, &grant, expires_in)
         }
         _ => (400, r#"{"error":"unsupported_grant_type"}"#.into()),
     }
+}
+
+fn refresh_grant(
+    i: &mut Issued,
+    rt: &str,
+    mode: Mode,
+    rotate: &AtomicBool,
+    expires_in: u64,
+) -> (u16, String) {
+    if mode == Mode::InvalidGrant || !i.refresh_tokens.contains(rt) {
+        return (
+            400,
+            r#"{"error":"invalid_grant","error_description":"AADSTS70008: The refresh token has expired due to inactivity."}"#.into(),
+        );
+    }
+    i.serial += 1;
+    let at = format!("at-{}-{:08x}", i.serial, rand_ish(i.serial));
+    i.access_tokens.insert(at.clone());
+    let mut extra = String::new();
+    if rotate.load(Ordering::SeqCst) {
+        let new_rt = format!("rt-{}-{:08x}", i.serial, rand_ish(i.serial + 99));
+        i.refresh_tokens.remove(rt);
+        i.refresh_tokens.insert(new_rt.clone());
+        extra = format!(r#","refresh_token":"{new_rt}""#);
+    }
+    (
+        200,
+        format!(
+            r#"{{"access_token":"{at}","token_type":"Bearer","expires_in":{expires_in}{extra}}}"#
+        ),
+    )
+}
+
+fn client_credentials_grant(
+    i: &mut Issued,
+    form: &std::collections::HashMap<String, String>,
+    auth: &str,
+    client: &(String, String),
+    expires_in: u64,
+) -> (u16, String) {
+    // RFC 6749 2.3.1: HTTP Basic (what smarthost uses for generic
+    // endpoints) or the form fields (Google, Microsoft).
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", client.0, client.1))
+    );
+    let ok = auth == basic
+        || (form.get("client_id") == Some(&client.0)
+            && form.get("client_secret") == Some(&client.1));
+    if !ok {
+        return (401, r#"{"error":"invalid_client"}"#.into());
+    }
+    i.serial += 1;
+    let at = format!("app-{}-{:08x}", i.serial, rand_ish(i.serial));
+    i.access_tokens.insert(at.clone());
+    (
+        200,
+        format!(r#"{{"access_token":"{at}","token_type":"Bearer","expires_in":{expires_in}}}"#),
+    )
+}
+
+fn device_code_grant(
+    i: &mut Issued,
+    form: &std::collections::HashMap<String, String>,
+    grant: &str,
+    expires_in: u64,
+) -> (u16, String) {
+    if form.get("device_code").map(String::as_str) != Some("dc-secret-5150") {
+        return (400, r#"{"error":"invalid_grant"}"#.into());
+    }
+    // The user signs in between the first and the second poll.
+    let polls = i.requests.iter().filter(|r| r.0 == grant).count();
+    if polls < 2 {
+        return (400, r#"{"error":"authorization_pending"}"#.into());
+    }
+    i.serial += 1;
+    let at = format!("at-{}-{:08x}", i.serial, rand_ish(i.serial));
+    let rt = format!("rt-dev-{:08x}", rand_ish(i.serial + 7));
+    i.access_tokens.insert(at.clone());
+    i.refresh_tokens.insert(rt.clone());
+    (
+        200,
+        format!(
+            r#"{{"access_token":"{at}","token_type":"Bearer","expires_in":{expires_in},"refresh_token":"{rt}","scope":"SMTP.Send offline_access"}}"#
+        ),
+    )
 }
 
 /// EmailEngine's authentication-server GET: basic auth with the client pair.

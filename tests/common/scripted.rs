@@ -566,33 +566,112 @@ fn perform(shared: &Shared, wire: &mut Wire, action: Action, decided: impl FnOnc
 
 /// Runs one connection; returns the transaction still open when it ended.
 fn session(shared: &Shared, stream: TcpStream, conn: usize) -> Option<usize> {
-    let mut open = None;
-    let _ = converse(shared, stream, conn, &mut open);
-    open
-}
-
-/// The command loop; `tx` is the open transaction. None when the connection is over.
-fn converse(shared: &Shared, stream: TcpStream, conn: usize, tx: &mut Option<usize>) -> Option<()> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let mut wire = Wire {
-        stream,
-        buf: Vec::new(),
-        reads: 0,
+    let mut conversation = Conversation {
+        shared,
+        wire: Wire {
+            stream,
+            buf: Vec::new(),
+            reads: 0,
+        },
+        conn,
+        tx: None,
+        tx_on_conn: 0,
     };
-    let mut tx_on_conn = 0usize;
+    let _ = conversation.converse();
+    conversation.tx
+}
 
-    let ctx = |tx: Option<usize>, tx_on_conn: usize, rcpt: Option<&str>| -> Ctx {
-        let st = shared.state();
-        let from = tx.map(|i| st.txs[i].from.clone());
-        let before = tx.unwrap_or(st.txs.len());
+/// One connection's side of the dialogue. Its methods return None when the
+/// connection is over.
+struct Conversation<'a> {
+    shared: &'a Shared,
+    wire: Wire,
+    conn: usize,
+    /// The open transaction (an index into the recorded transactions).
+    tx: Option<usize>,
+    /// Transactions this connection finished (or had refused) so far.
+    tx_on_conn: usize,
+}
+
+impl Conversation<'_> {
+    /// The command loop.
+    fn converse(&mut self) -> Option<()> {
+        self.answer(&Cmd::Greeting)?;
+        loop {
+            let raw = self.wire.line(self.shared)?;
+            let line = String::from_utf8_lossy(&raw)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
+            {
+                let mut st = self.shared.state();
+                st.conns[self.conn].commands.push(line.clone());
+                st.conns[self.conn].reads.push(self.wire.reads);
+            }
+            self.command(&line)?;
+        }
+    }
+
+    fn command(&mut self, line: &str) -> Option<()> {
+        let (verb, arg) = match line.split_once(' ') {
+            Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
+            None => (line.to_ascii_uppercase(), String::new()),
+        };
+        let upper = line.to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" | "HELO" => {
+                self.end_tx();
+                let cmd = if verb == "EHLO" {
+                    Cmd::Ehlo(&arg)
+                } else {
+                    Cmd::Helo(&arg)
+                };
+                self.answer(&cmd)?;
+            }
+            "STARTTLS" => {
+                self.answer(&Cmd::StartTls)?;
+            }
+            "MAIL" if upper.starts_with("MAIL FROM:") => self.mail(line)?,
+            "RCPT" if upper.starts_with("RCPT TO:") => self.rcpt(line)?,
+            "DATA" => self.data()?,
+            "RSET" => {
+                self.end_tx();
+                self.answer(&Cmd::Rset)?;
+            }
+            "NOOP" => {
+                self.answer(&Cmd::Noop)?;
+            }
+            "QUIT" => {
+                let _ = self.answer(&Cmd::Quit);
+                self.wire.close();
+                return None;
+            }
+            _ => {
+                self.answer(&Cmd::Other(line))?;
+            }
+        }
+        Some(())
+    }
+
+    /// Closes the open transaction, if any, counting it as this connection's.
+    fn end_tx(&mut self) {
+        if self.tx.take().is_some() {
+            self.tx_on_conn += 1;
+        }
+    }
+
+    fn ctx(&self, rcpt: Option<&str>) -> Ctx {
+        let st = self.shared.state();
+        let from = self.tx.map(|i| st.txs[i].from.clone());
+        let before = self.tx.unwrap_or(st.txs.len());
         let earlier = &st.txs[..before];
         Ctx {
-            conn,
-            tx,
-            tx_on_conn,
+            conn: self.conn,
+            tx: self.tx,
+            tx_on_conn: self.tx_on_conn,
             earlier_from: from
                 .as_ref()
                 .map_or(0, |f| earlier.iter().filter(|t| &t.from == f).count()),
@@ -604,152 +683,121 @@ fn converse(shared: &Shared, stream: TcpStream, conn: usize, tx: &mut Option<usi
             }),
             from,
         }
-    };
-    let ask = |c: &Ctx, cmd: &Cmd<'_>| -> Action { (shared.script())(c, cmd) };
-    // Performs the script's answer to `cmd`; None when the connection is over.
-    let answer = |wire: &mut Wire, c: Ctx, cmd: &Cmd<'_>| -> Option<String> {
-        match perform(shared, wire, ask(&c, cmd), |_| {}) {
+    }
+
+    fn ask(&self, cmd: &Cmd<'_>) -> Action {
+        let c = self.ctx(None);
+        (self.shared.script())(&c, cmd)
+    }
+
+    /// Performs the script's answer to `cmd`.
+    fn answer(&mut self, cmd: &Cmd<'_>) -> Option<String> {
+        let c = self.ctx(None);
+        self.answer_in(c, cmd)
+    }
+
+    fn answer_in(&mut self, c: Ctx, cmd: &Cmd<'_>) -> Option<String> {
+        let action = (self.shared.script())(&c, cmd);
+        match perform(self.shared, &mut self.wire, action, |_| {}) {
             Done::Replied(r) => Some(r),
             Done::Closed => None,
         }
-    };
+    }
 
-    answer(&mut wire, ctx(None, 0, None), &Cmd::Greeting)?;
-    loop {
-        let raw = wire.line(shared)?;
-        let line = String::from_utf8_lossy(&raw)
-            .trim_end_matches(['\r', '\n'])
-            .to_string();
-        {
-            let mut st = shared.state();
-            st.conns[conn].commands.push(line.clone());
-            st.conns[conn].reads.push(wire.reads);
+    /// Answers without asking the script, as a server answers a command out
+    /// of sequence.
+    fn refuse(&mut self, reply: &str) -> Option<()> {
+        self.wire.send(reply).then_some(())
+    }
+
+    fn mail(&mut self, line: &str) -> Option<()> {
+        if self.tx.is_some() {
+            return self.refuse("503 5.5.1 Error: nested MAIL command");
         }
-        let (verb, arg) = match line.split_once(' ') {
-            Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
-            None => (line.to_ascii_uppercase(), String::new()),
+        let (path, params) = split_path(line["MAIL FROM:".len()..].trim_start());
+        let index = {
+            let mut st = self.shared.state();
+            st.txs.push(Transaction {
+                conn: self.conn,
+                from: path.clone(),
+                params,
+                ..Transaction::default()
+            });
+            st.txs.len() - 1
         };
-        let upper = line.to_ascii_uppercase();
-        match verb.as_str() {
-            "EHLO" | "HELO" => {
-                if tx.take().is_some() {
-                    tx_on_conn += 1;
-                }
-                let cmd = if verb == "EHLO" {
-                    Cmd::Ehlo(&arg)
-                } else {
-                    Cmd::Helo(&arg)
-                };
-                answer(&mut wire, ctx(None, tx_on_conn, None), &cmd)?;
-            }
-            "STARTTLS" => {
-                answer(&mut wire, ctx(*tx, tx_on_conn, None), &Cmd::StartTls)?;
-            }
-            "MAIL" if upper.starts_with("MAIL FROM:") => {
-                if tx.is_some() {
-                    wire.send("503 5.5.1 Error: nested MAIL command")
-                        .then_some(())?;
-                    continue;
-                }
-                let (path, params) = split_path(line["MAIL FROM:".len()..].trim_start());
-                let index = {
-                    let mut st = shared.state();
-                    st.txs.push(Transaction {
-                        conn,
-                        from: path.clone(),
-                        params,
-                        ..Transaction::default()
-                    });
-                    st.txs.len() - 1
-                };
-                *tx = Some(index);
-                let r = answer(&mut wire, ctx(*tx, tx_on_conn, None), &Cmd::Mail(&path))?;
-                if !r.starts_with('2') {
-                    // Refused: no transaction was opened.
-                    *tx = None;
-                    tx_on_conn += 1;
-                }
-            }
-            "RCPT" if upper.starts_with("RCPT TO:") => {
-                let Some(i) = *tx else {
-                    wire.send("503 5.5.1 Error: need MAIL command")
-                        .then_some(())?;
-                    continue;
-                };
-                let (to, _) = split_path(line["RCPT TO:".len()..].trim_start());
-                let index = {
-                    let mut st = shared.state();
-                    st.txs[i].rcpts.push((to.clone(), None));
-                    st.txs[i].rcpts.len() - 1
-                };
-                let cmd = Cmd::Rcpt { index, to: &to };
-                let r = answer(&mut wire, ctx(*tx, tx_on_conn, Some(&to)), &cmd)?;
-                shared.state().txs[i].rcpts[index].1 = Some(r);
-            }
-            "DATA" => {
-                let Some(i) = *tx else {
-                    wire.send("503 5.5.1 Error: need RCPT command")
-                        .then_some(())?;
-                    continue;
-                };
-                if shared.state().txs[i].accepted().is_empty()
-                    && !shared.data_without_rcpts.load(Ordering::SeqCst)
-                {
-                    wire.send("554 5.5.1 Error: no valid recipients")
-                        .then_some(())?;
-                    continue;
-                }
-                let action = ask(&ctx(*tx, tx_on_conn, None), &Cmd::Data);
-                if let Action::DropAfterDataBytes(n) = action {
-                    shared.state().txs[i].data_reply = Some("354 go ahead".into());
-                    if wire.send("354 go ahead") {
-                        wire.skip(shared, n);
-                    }
-                    wire.close();
-                    return None;
-                }
-                let r = match perform(shared, &mut wire, action, |_| {}) {
-                    Done::Replied(r) => r,
-                    Done::Closed => return None,
-                };
-                shared.state().txs[i].data_reply = Some(r.clone());
-                if !r.starts_with("354") {
-                    *tx = None;
-                    tx_on_conn += 1;
-                    continue;
-                }
-                let message = read_message(shared, &mut wire)?;
-                shared.state().txs[i].data = Some(message.clone());
-                let action = ask(&ctx(*tx, tx_on_conn, None), &Cmd::Dot(&message));
-                let decided = |r: &str| shared.state().txs[i].reply = Some(r.to_string());
-                let done = perform(shared, &mut wire, action, decided);
-                *tx = None;
-                tx_on_conn += 1;
-                if let Done::Closed = done {
-                    // Answered or not, the transaction is over; unanswered means aborted.
-                    let mut st = shared.state();
-                    st.txs[i].aborted = st.txs[i].reply.is_none();
-                    return None;
-                }
-            }
-            "RSET" => {
-                if tx.take().is_some() {
-                    tx_on_conn += 1;
-                }
-                answer(&mut wire, ctx(None, tx_on_conn, None), &Cmd::Rset)?;
-            }
-            "NOOP" => {
-                answer(&mut wire, ctx(*tx, tx_on_conn, None), &Cmd::Noop)?;
-            }
-            "QUIT" => {
-                let _ = answer(&mut wire, ctx(*tx, tx_on_conn, None), &Cmd::Quit);
-                wire.close();
-                return None;
-            }
-            _ => {
-                answer(&mut wire, ctx(*tx, tx_on_conn, None), &Cmd::Other(&line))?;
-            }
+        self.tx = Some(index);
+        let r = self.answer(&Cmd::Mail(&path))?;
+        if !r.starts_with('2') {
+            // Refused: no transaction was opened.
+            self.end_tx();
         }
+        Some(())
+    }
+
+    fn rcpt(&mut self, line: &str) -> Option<()> {
+        let Some(i) = self.tx else {
+            return self.refuse("503 5.5.1 Error: need MAIL command");
+        };
+        let (to, _) = split_path(line["RCPT TO:".len()..].trim_start());
+        let index = {
+            let mut st = self.shared.state();
+            st.txs[i].rcpts.push((to.clone(), None));
+            st.txs[i].rcpts.len() - 1
+        };
+        let cmd = Cmd::Rcpt { index, to: &to };
+        let c = self.ctx(Some(&to));
+        let r = self.answer_in(c, &cmd)?;
+        self.shared.state().txs[i].rcpts[index].1 = Some(r);
+        Some(())
+    }
+
+    fn data(&mut self) -> Option<()> {
+        let shared = self.shared;
+        let Some(i) = self.tx else {
+            return self.refuse("503 5.5.1 Error: need RCPT command");
+        };
+        if shared.state().txs[i].accepted().is_empty()
+            && !shared.data_without_rcpts.load(Ordering::SeqCst)
+        {
+            return self.refuse("554 5.5.1 Error: no valid recipients");
+        }
+        let action = self.ask(&Cmd::Data);
+        if let Action::DropAfterDataBytes(n) = action {
+            shared.state().txs[i].data_reply = Some("354 go ahead".into());
+            if self.wire.send("354 go ahead") {
+                self.wire.skip(shared, n);
+            }
+            self.wire.close();
+            return None;
+        }
+        let r = match perform(shared, &mut self.wire, action, |_| {}) {
+            Done::Replied(r) => r,
+            Done::Closed => return None,
+        };
+        shared.state().txs[i].data_reply = Some(r.clone());
+        if !r.starts_with("354") {
+            self.end_tx();
+            return Some(());
+        }
+        self.message(i)
+    }
+
+    /// Reads transaction `i`'s message and answers its dot.
+    fn message(&mut self, i: usize) -> Option<()> {
+        let shared = self.shared;
+        let message = read_message(shared, &mut self.wire)?;
+        shared.state().txs[i].data = Some(message.clone());
+        let action = self.ask(&Cmd::Dot(&message));
+        let decided = |r: &str| shared.state().txs[i].reply = Some(r.to_string());
+        let done = perform(shared, &mut self.wire, action, decided);
+        self.end_tx();
+        if let Done::Closed = done {
+            // Answered or not, the transaction is over; unanswered means aborted.
+            let mut st = shared.state();
+            st.txs[i].aborted = st.txs[i].reply.is_none();
+            return None;
+        }
+        Some(())
     }
 }
 
