@@ -424,34 +424,38 @@ fn php_mail_function() {
             .unwrap_or_else(|| panic!("no message with subject {subject:?}"))
             .clone()
     };
-
     let (meta, msg) = find("Subject here");
-    assert_eq!(recipients(&meta), ["bob@example.net", "carol@example.net"]);
-    assert_eq!(sender(&meta), default_sender());
-    assert_crlf(&msg);
-    assert!(msg.starts_with(b"Received: by relay.test (smarthost, from userid "));
-    assert_eq!(fields(&msg, "to"), ["bob@example.net"]);
-    assert_eq!(fields(&msg, "from"), ["app@example.com"]);
-    assert_eq!(fields(&msg, "cc"), ["carol@example.net"]);
-    // Added because PHP sends neither.
-    let dates = fields(&msg, "date");
-    assert_eq!(dates.len(), 1, "{}", text(&msg));
-    assert!(dates[0].ends_with(" +0000"), "{dates:?}");
-    let ids = fields(&msg, "message-id");
-    assert_eq!(ids.len(), 1, "{}", text(&msg));
-    assert!(
-        ids[0].starts_with('<') && ids[0].ends_with("@relay.test>"),
-        "{ids:?}"
-    );
-    // -i: the lone dot is message text.
-    let (_, body) = split(&msg);
-    assert_eq!(body, b"Body line\r\n.\r\nafter dot\r\n");
-
+    assert_php_plain_mail(&meta, &msg);
     let (meta, msg) = find("With -f");
     assert_eq!(recipients(&meta), ["dave@example.net"]);
     assert_eq!(sender(&meta), "bounces@example.com");
     assert_eq!(fields(&msg, "from"), ["app@example.com"]);
     assert_eq!(split(&msg).1, b"Second body\r\n");
+}
+
+/// PHP's mail() without -f: recipients from To and Cc, the default sender,
+/// Date and Message-ID added, the lone dot kept (-i).
+fn assert_php_plain_mail(meta: &Value, msg: &[u8]) {
+    assert_eq!(recipients(meta), ["bob@example.net", "carol@example.net"]);
+    assert_eq!(sender(meta), default_sender());
+    assert_crlf(msg);
+    assert!(msg.starts_with(b"Received: by relay.test (smarthost, from userid "));
+    assert_eq!(fields(msg, "to"), ["bob@example.net"]);
+    assert_eq!(fields(msg, "from"), ["app@example.com"]);
+    assert_eq!(fields(msg, "cc"), ["carol@example.net"]);
+    // Added because PHP sends neither.
+    let dates = fields(msg, "date");
+    assert_eq!(dates.len(), 1, "{}", text(msg));
+    assert!(dates[0].ends_with(" +0000"), "{dates:?}");
+    let ids = fields(msg, "message-id");
+    assert_eq!(ids.len(), 1, "{}", text(msg));
+    assert!(
+        ids[0].starts_with('<') && ids[0].ends_with("@relay.test>"),
+        "{ids:?}"
+    );
+    // -i: the lone dot is message text.
+    let (_, body) = split(msg);
+    assert_eq!(body, b"Body line\r\n.\r\nafter dot\r\n");
 }
 
 // ---------------------------------------------------------------------------
@@ -491,6 +495,12 @@ fn cron_invocation() {
     let (meta, msg) = &all[0];
     assert_eq!(recipients(meta), ["ops@example.com"]);
     assert_eq!(sender(meta), want_sender);
+    assert_cron_message(msg);
+    assert_cron_body_parameter(&relay, &links, &args, input, &want_sender);
+    wait_captured(&relay, 4);
+}
+
+fn assert_cron_message(msg: &[u8]) {
     assert_crlf(msg);
     let m = text(msg);
     // The rewrite keeps the comment; cron's own From wins over -F.
@@ -518,13 +528,22 @@ fn cron_invocation() {
         split(msg).1,
         "r\u{e9}sum\u{e9} of the job\r\n.\r\nlast line\r\n".as_bytes()
     );
+}
 
-    // The same with -v: the dialogue shows BODY=8BITMIME on MAIL FROM, even
-    // for an ASCII body (it is what -B8BITMIME asks for).
+/// Cron's command with -v: the dialogue shows BODY=8BITMIME on MAIL FROM,
+/// even for an ASCII body (it is what -B8BITMIME asks for); -B 7BIT with an
+/// ASCII body gives no BODY parameter.
+fn assert_cron_body_parameter(
+    relay: &Relay,
+    links: &Links,
+    args: &[&str],
+    input: &str,
+    want_sender: &str,
+) {
     let mut verbose = args.to_vec();
     verbose.insert(0, "-v");
     for body in [input, "Subject: ascii\n\nplain\n"] {
-        let out = linked(&links, "sendmail", &relay, &verbose, body.as_bytes());
+        let out = linked(links, "sendmail", relay, &verbose, body.as_bytes());
         out.assert_code(0, "cron's sendmail -v");
         let want = format!(">>> MAIL FROM:<{want_sender}> BODY=8BITMIME");
         assert!(
@@ -533,11 +552,10 @@ fn cron_invocation() {
             out.describe()
         );
     }
-    // -B 7BIT with an ASCII body: no BODY parameter.
     let out = linked(
-        &links,
+        links,
         "sendmail",
-        &relay,
+        relay,
         &["-v", "-B", "7BIT", "root"],
         b"Subject: ascii\n\nplain\n",
     );
@@ -548,7 +566,6 @@ fn cron_invocation() {
         "want {want:?}: {}",
         out.describe()
     );
-    wait_captured(&relay, 4);
 }
 
 // ---------------------------------------------------------------------------
@@ -576,66 +593,26 @@ fn git_send_email() {
         return;
     }
     let relay = Relay::start(CAPTURE);
-    let repo = home.path().join("repo");
-    let git = |args: &[&str]| {
-        let mut cmd = Command::new("git");
-        cmd.current_dir(home.path())
-            .env("HOME", home.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "Me")
-            .env("GIT_AUTHOR_EMAIL", "me@example.com")
-            .env("GIT_COMMITTER_NAME", "Me")
-            .env("GIT_COMMITTER_EMAIL", "me@example.com")
-            .env_remove("SMARTHOST_CONFIG")
-            .args(args);
-        run(cmd, b"")
-    };
-    let r = repo.display().to_string();
-    git(&["init", "-q", &r]).assert_code(0, "git init");
-    std::fs::write(repo.join("file.txt"), "hello\n.\n..\n").expect("write");
-    git(&["-C", &r, "add", "file.txt"]).assert_code(0, "git add");
-    git(&[
-        "-C",
-        &r,
-        "commit",
-        "-q",
-        "-m",
-        "Add file\n\nA lone dot follows:\n.\nline after dot",
-    ])
-    .assert_code(0, "git commit");
-    let patches = home.path().join("patches");
-    git(&[
-        "-C",
-        &r,
-        "format-patch",
-        "-q",
-        "-1",
-        "-o",
-        &patches.display().to_string(),
-    ])
-    .assert_code(0, "git format-patch");
-    let patch = std::fs::read_dir(&patches)
-        .expect("patches")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "patch"))
-        .expect("a patch");
-
+    let (repo, patch) = one_patch(home.path());
     let cmd = format!(
         "sendemail.sendmailcmd={BIN} sendmail -C {}",
         relay.config_path.display()
     );
-    let out = git(&[
-        "-C",
-        &r,
-        "-c",
-        &cmd,
-        "send-email",
-        "--to=dev@example.net",
-        "--from=me@example.com",
-        "--confirm=never",
-        "--quiet",
-        &patch.display().to_string(),
-    ]);
+    let out = git(
+        home.path(),
+        &[
+            "-C",
+            &repo,
+            "-c",
+            &cmd,
+            "send-email",
+            "--to=dev@example.net",
+            "--from=me@example.com",
+            "--confirm=never",
+            "--quiet",
+            &patch.display().to_string(),
+        ],
+    );
     out.assert_code(0, "git send-email");
 
     let all = wait_captured(&relay, 1);
@@ -651,6 +628,67 @@ fn git_send_email() {
         );
     }
     assert_eq!(sender(meta), default_sender());
+    assert_git_patch_message(msg);
+}
+
+/// git with `home` as $HOME and a fixed identity, no system configuration.
+fn git(home: &std::path::Path, args: &[&str]) -> Out {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(home)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Me")
+        .env("GIT_AUTHOR_EMAIL", "me@example.com")
+        .env("GIT_COMMITTER_NAME", "Me")
+        .env("GIT_COMMITTER_EMAIL", "me@example.com")
+        .env_remove("SMARTHOST_CONFIG")
+        .args(args);
+    run(cmd, b"")
+}
+
+/// A repository under `home` with one commit whose message and file have
+/// lone-dot lines; the repository's path and the commit's patch file.
+fn one_patch(home: &std::path::Path) -> (String, PathBuf) {
+    let repo = home.join("repo");
+    let r = repo.display().to_string();
+    git(home, &["init", "-q", &r]).assert_code(0, "git init");
+    std::fs::write(repo.join("file.txt"), "hello\n.\n..\n").expect("write");
+    git(home, &["-C", &r, "add", "file.txt"]).assert_code(0, "git add");
+    git(
+        home,
+        &[
+            "-C",
+            &r,
+            "commit",
+            "-q",
+            "-m",
+            "Add file\n\nA lone dot follows:\n.\nline after dot",
+        ],
+    )
+    .assert_code(0, "git commit");
+    let patches = home.join("patches");
+    git(
+        home,
+        &[
+            "-C",
+            &r,
+            "format-patch",
+            "-q",
+            "-1",
+            "-o",
+            &patches.display().to_string(),
+        ],
+    )
+    .assert_code(0, "git format-patch");
+    let patch = std::fs::read_dir(&patches)
+        .expect("patches")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "patch"))
+        .expect("a patch");
+    (r, patch)
+}
+
+fn assert_git_patch_message(msg: &[u8]) {
     assert_crlf(msg);
     let m = text(msg);
     assert_eq!(fields(msg, "subject"), ["[PATCH] Add file"], "{m}");
@@ -719,7 +757,18 @@ fn extract_recipients_and_bcc() {
     assert_eq!(recipients(&meta), ["only@example.net"]);
     assert!(!text(&msg).contains("hidden"), "{}", text(&msg));
 
-    // Resent-* fields take precedence over To/Cc with -t; Resent-Bcc is removed.
+    assert_resent_fields_win(&relay);
+
+    // -t with nothing to extract and no arguments: a usage error.
+    let before = (queued_count(&relay), captured(&relay).len());
+    let out = sendmail(&relay, &["-t"], b"Subject: nobody\n\nx\n");
+    out.assert_code(EX_USAGE, "-t without recipients");
+    assert!(out.stderr.contains("no recipients"), "{}", out.describe());
+    assert_nothing_stored(&relay, before.0, before.1, "-t without recipients");
+}
+
+/// Resent-* fields take precedence over To/Cc with -t; Resent-Bcc is removed.
+fn assert_resent_fields_win(relay: &Relay) {
     let input = "To: orig@example.net\n\
                  From: app@example.com\n\
                  Subject: forwarded\n\
@@ -728,7 +777,7 @@ fn extract_recipients_and_bcc() {
                  Resent-Bcc: newhidden@example.org\n\
                  \n\
                  text\n";
-    let (meta, msg) = deliver(&relay, &["-t"], input.as_bytes());
+    let (meta, msg) = deliver(relay, &["-t"], input.as_bytes());
     assert_eq!(
         recipients(&meta),
         ["new@example.net", "newhidden@example.org"]
@@ -737,13 +786,6 @@ fn extract_recipients_and_bcc() {
     assert!(!m.contains("newhidden"), "{m}");
     assert!(m.contains("\r\nTo: orig@example.net\r\n"), "{m}");
     assert!(m.contains("\r\nResent-To: new@example.net\r\n"), "{m}");
-
-    // -t with nothing to extract and no arguments: a usage error.
-    let before = (queued_count(&relay), captured(&relay).len());
-    let out = sendmail(&relay, &["-t"], b"Subject: nobody\n\nx\n");
-    out.assert_code(EX_USAGE, "-t without recipients");
-    assert!(out.stderr.contains("no recipients"), "{}", out.describe());
-    assert_nothing_stored(&relay, before.0, before.1, "-t without recipients");
 }
 
 // ---------------------------------------------------------------------------
@@ -893,15 +935,30 @@ fn empty_message_limits_and_refusals() {
 
     let links = Links::new();
     let (q0, c0) = (queued_count(&relay), captured(&relay).len());
+    assert_oversized_refused(&relay);
+    assert_bad_recipients_refused(&relay);
+    assert_bad_options_refused(&relay, &links);
 
-    // Over the limit: refused before anything reaches the daemon, whether the
-    // input is a little or a lot too large.
+    assert_nothing_stored(&relay, q0, c0, "refusals");
+    let out = linked(&links, "mailq", &relay, &[], b"");
+    out.assert_code(0, "mailq");
+    assert_eq!(
+        out.stdout.trim(),
+        "Mail queue is empty",
+        "{}",
+        out.describe()
+    );
+}
+
+/// Over the 4096-byte limit: refused before anything reaches the daemon,
+/// whether the input is a little or a lot too large.
+fn assert_oversized_refused(relay: &Relay) {
     for size in [5000, 4 << 20] {
         let mut big = b"Subject: big\n\n".to_vec();
         while big.len() < size {
             big.extend_from_slice(b"0123456789012345678901234567890123456789\n");
         }
-        let out = sendmail(&relay, &["big@example.net"], &big);
+        let out = sendmail(relay, &["big@example.net"], &big);
         out.assert_code(EX_DATAERR, "oversized message");
         assert!(
             out.stderr.contains("larger than the limit of 4096 bytes"),
@@ -914,14 +971,16 @@ fn empty_message_limits_and_refusals() {
     while near.len() < 4000 {
         near.extend_from_slice(b"abcdefghij\n");
     }
-    let out = sendmail(&relay, &["big@example.net"], &near);
+    let out = sendmail(relay, &["big@example.net"], &near);
     out.assert_code(EX_DATAERR, "over the limit once completed");
+}
 
-    let out = sendmail(&relay, &[], b"Subject: s\n\nx\n");
+fn assert_bad_recipients_refused(relay: &Relay) {
+    let out = sendmail(relay, &[], b"Subject: s\n\nx\n");
     out.assert_code(EX_USAGE, "no recipients");
     assert!(out.stderr.contains("no recipients"), "{}", out.describe());
 
-    let out = sendmail(&relay, &["|cmd@x.example"], b"Subject: s\n\nx\n");
+    let out = sendmail(relay, &["|cmd@x.example"], b"Subject: s\n\nx\n");
     out.assert_code(EX_NOUSER, "pipe recipient");
     assert!(
         out.stderr.contains("invalid recipient"),
@@ -930,7 +989,7 @@ fn empty_message_limits_and_refusals() {
     );
 
     for bad in ["a b@c.example", "/etc/passwd@x.example", "x@../y"] {
-        let out = sendmail(&relay, &[bad], b"Subject: s\n\nx\n");
+        let out = sendmail(relay, &[bad], b"Subject: s\n\nx\n");
         assert!(
             matches!(out.code, Some(EX_USAGE) | Some(EX_NOUSER)),
             "{bad:?}: {}",
@@ -939,35 +998,27 @@ fn empty_message_limits_and_refusals() {
     }
     // A dangerous address taken from the header with -t is refused too, and
     // the whole message with it.
-    let out = sendmail(&relay, &["-t"], b"To: |cmd@x.example\nSubject: s\n\nx\n");
+    let out = sendmail(relay, &["-t"], b"To: |cmd@x.example\nSubject: s\n\nx\n");
     assert!(
         matches!(out.code, Some(EX_USAGE) | Some(EX_NOUSER)),
         "{}",
         out.describe()
     );
+}
 
+fn assert_bad_options_refused(relay: &Relay, links: &Links) {
     for (args, what) in [
         (&["-Z", "x@example.net"][..], "unknown option -Z"),
         (&["--help"][..], "unknown option --help"),
         (&["-f"][..], "option -f requires an argument"),
     ] {
-        let out = linked(&links, "sendmail", &relay, args, b"x\n");
+        let out = linked(links, "sendmail", relay, args, b"x\n");
         out.assert_code(EX_USAGE, what);
         assert!(out.stderr.contains(what), "{}", out.describe());
         assert!(out.stderr.contains("usage: sendmail"), "{}", out.describe());
     }
-    let out = sendmail(&relay, &["-N", "never,success", "x@example.net"], b"x\n");
+    let out = sendmail(relay, &["-N", "never,success", "x@example.net"], b"x\n");
     out.assert_code(EX_USAGE, "-N never,success");
-
-    assert_nothing_stored(&relay, q0, c0, "refusals");
-    let out = linked(&links, "mailq", &relay, &[], b"");
-    out.assert_code(0, "mailq");
-    assert_eq!(
-        out.stdout.trim(),
-        "Mail queue is empty",
-        "{}",
-        out.describe()
-    );
 }
 
 /// A line longer than `[limits] max_line_length` is refused by the daemon; the
@@ -1073,6 +1124,41 @@ fn a_large_message_streams_through_with_or_without_daemon() {
 // ---------------------------------------------------------------------------
 // 8. Legacy flags, -bi, -bp, -q, -bd
 
+/// Options sendmail accepts and ignores (or that change nothing here), one
+/// invocation each.
+const LEGACY_FLAG_SETS: &[&[&str]] = &[
+    &["-odi"],
+    &["-odb"],
+    &["-odq"],
+    &["-oem"],
+    &["-oep"],
+    &["-oee"],
+    &["-N", "success,failure"],
+    &["-N", "never"],
+    &["-V", "envid123"],
+    &["-R", "hdrs"],
+    &["-B", "7BIT"],
+    &["-oQ/x"],
+    &["-h", "3"],
+    &["-n"],
+    &["-m"],
+    &["-U"],
+    &["-v"],
+    &[
+        "-c",
+        "-x",
+        "-G",
+        "-L",
+        "label",
+        "-Am",
+        "-O",
+        "DeliveryMode=b",
+    ],
+    &["-bm"],
+    &["-r", "<flags-sender@example.com>"],
+    &["--"],
+];
+
 #[test]
 fn legacy_flags_and_modes() {
     let dead_port = common::free_port();
@@ -1094,52 +1180,7 @@ default = "capture"
 "#
     ));
     let links = Links::new();
-    let flag_sets: &[&[&str]] = &[
-        &["-odi"],
-        &["-odb"],
-        &["-odq"],
-        &["-oem"],
-        &["-oep"],
-        &["-oee"],
-        &["-N", "success,failure"],
-        &["-N", "never"],
-        &["-V", "envid123"],
-        &["-R", "hdrs"],
-        &["-B", "7BIT"],
-        &["-oQ/x"],
-        &["-h", "3"],
-        &["-n"],
-        &["-m"],
-        &["-U"],
-        &["-v"],
-        &[
-            "-c",
-            "-x",
-            "-G",
-            "-L",
-            "label",
-            "-Am",
-            "-O",
-            "DeliveryMode=b",
-        ],
-        &["-bm"],
-        &["-r", "<flags-sender@example.com>"],
-        &["--"],
-    ];
-    let mut subjects = BTreeMap::new();
-    for (i, flags) in flag_sets.iter().enumerate() {
-        let subject = format!("flags {i}: {}", flags.join(" "));
-        let mut args = flags.to_vec();
-        args.push("flags@example.net");
-        let input = format!("Subject: {subject}\n\nflags test {i}\n");
-        let out = if i % 2 == 0 {
-            sendmail(&relay, &args, input.as_bytes())
-        } else {
-            linked(&links, "sendmail", &relay, &args, input.as_bytes())
-        };
-        out.assert_code(0, &format!("sendmail {args:?}"));
-        subjects.insert(subject, flags.to_vec());
-    }
+    let subjects = send_with_each_flag_set(&relay, &links);
     // -- protects a recipient that looks like an option (symlink spelling).
     let out = linked(
         &links,
@@ -1152,7 +1193,7 @@ default = "capture"
     let (meta, _) = captured_id(&relay, &out.queue_id());
     assert_eq!(recipients(&meta), ["-dash@example.net"]);
 
-    let all = wait_captured(&relay, flag_sets.len() + 1);
+    let all = wait_captured(&relay, LEGACY_FLAG_SETS.len() + 1);
     for (subject, flags) in &subjects {
         let (meta, msg) = all
             .iter()
@@ -1167,9 +1208,34 @@ default = "capture"
         assert_eq!(sender(meta), want, "{flags:?}");
         assert!(split(msg).1.starts_with(b"flags test "), "{flags:?}");
     }
+    assert_modes(&relay);
+    assert_stuck_message_listed_and_flushed(&relay, &links);
+}
+
+/// One message with each of [`LEGACY_FLAG_SETS`], alternately through the
+/// subcommand and the symlink; each accepted. Subject → flags.
+fn send_with_each_flag_set(relay: &Relay, links: &Links) -> BTreeMap<String, Vec<&'static str>> {
+    let mut subjects = BTreeMap::new();
+    for (i, flags) in LEGACY_FLAG_SETS.iter().enumerate() {
+        let subject = format!("flags {i}: {}", flags.join(" "));
+        let mut args = flags.to_vec();
+        args.push("flags@example.net");
+        let input = format!("Subject: {subject}\n\nflags test {i}\n");
+        let out = if i % 2 == 0 {
+            sendmail(relay, &args, input.as_bytes())
+        } else {
+            linked(links, "sendmail", relay, &args, input.as_bytes())
+        };
+        out.assert_code(0, &format!("sendmail {args:?}"));
+        subjects.insert(subject, flags.to_vec());
+    }
+    subjects
+}
+
+fn assert_modes(relay: &Relay) {
     // -v shows which options were ignored.
     let out = sendmail(
-        &relay,
+        relay,
         &["-v", "-oQ/x", "-h", "3", "flags@example.net"],
         b"x\n",
     );
@@ -1181,20 +1247,22 @@ default = "capture"
     );
 
     // -bi (newaliases) does nothing, successfully.
-    let out = sendmail(&relay, &["-bi"], b"");
+    let out = sendmail(relay, &["-bi"], b"");
     out.assert_code(0, "-bi");
     // -bd would mean running a daemon: refused with a pointer to `serve`.
-    let out = sendmail(&relay, &["-bd"], b"");
+    let out = sendmail(relay, &["-bd"], b"");
     out.assert_code(EX_USAGE, "-bd");
     assert!(out.stderr.contains("smarthost serve"), "{}", out.describe());
     // Recipients make no sense with a mode.
-    let out = sendmail(&relay, &["-bp", "x@example.net"], b"");
+    let out = sendmail(relay, &["-bp", "x@example.net"], b"");
     out.assert_code(EX_USAGE, "-bp with a recipient");
+}
 
-    // A message that stays queued (its route's host refuses connections),
-    // listed by -bp and by mailq.
+/// A message that stays queued (its route's host refuses connections),
+/// listed by -bp and by mailq, then flushed by -q.
+fn assert_stuck_message_listed_and_flushed(relay: &Relay, links: &Links) {
     let out = sendmail(
-        &relay,
+        relay,
         &["-v", "-f", "app@held.example", "stuck@example.net"],
         b"Subject: stuck\n\nx\n",
     );
@@ -1209,9 +1277,9 @@ default = "capture"
         "{}",
         relay.log()
     );
-    let bp = sendmail(&relay, &["-bp"], b"");
+    let bp = sendmail(relay, &["-bp"], b"");
     bp.assert_code(0, "-bp");
-    let mq = linked(&links, "mailq", &relay, &[], b"");
+    let mq = linked(links, "mailq", relay, &[], b"");
     mq.assert_code(0, "mailq");
     for listing in [&bp.stdout, &mq.stdout] {
         assert!(listing.contains(&id), "{listing}");
@@ -1225,16 +1293,16 @@ default = "capture"
             .count()
     };
     let before = attempts(&relay.log());
-    let out = sendmail(&relay, &["-q"], b"");
+    let out = sendmail(relay, &["-q"], b"");
     out.assert_code(0, "-q");
     assert!(
         common::wait_for(Duration::from_secs(20), || attempts(&relay.log()) > before),
         "-q did not cause another attempt; log:\n{}",
         relay.log()
     );
-    let out = sendmail(&relay, &[&format!("-qI{id}")], b"");
+    let out = sendmail(relay, &[&format!("-qI{id}")], b"");
     out.assert_code(0, "-qI<id>");
-    let out = sendmail(&relay, &["-qSapp@held.example"], b"");
+    let out = sendmail(relay, &["-qSapp@held.example"], b"");
     out.assert_code(EX_USAGE, "-qS");
 }
 
@@ -1244,76 +1312,33 @@ default = "capture"
 #[test]
 fn smtp_on_stdin() {
     let relay = Relay::start(CAPTURE);
-    let mut cmd = Command::new(BIN);
-    cmd.args(["sendmail", "-bs"])
-        .env("SMARTHOST_CONFIG", &relay.config_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut g = Guard::spawn(&mut cmd);
-    let mut stdin = g.child.stdin.take().expect("stdin");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = g.child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        loop {
-            let mut line = String::new();
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    let mut transcript = String::new();
-    let reply = |transcript: &mut String| -> String {
-        let mut all = String::new();
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("no reply; so far:\n{transcript}"));
-            transcript.push_str(&line);
-            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return all;
-            }
-        }
-    };
-    let say = |stdin: &mut std::process::ChildStdin, line: &str| {
-        stdin.write_all(line.as_bytes()).expect("write");
-        stdin.flush().expect("flush");
-    };
-    let greeting = reply(&mut transcript);
+    let mut bs = BsSession::start(&relay);
+    let greeting = bs.reply();
     assert!(greeting.starts_with("220 relay.test "), "{greeting}");
-    say(&mut stdin, "EHLO client.example\r\n");
-    let ehlo = reply(&mut transcript);
+    bs.say("EHLO client.example\r\n");
+    let ehlo = bs.reply();
     assert!(ehlo.starts_with("250-relay.test"), "{ehlo}");
     assert!(ehlo.contains("8BITMIME"), "{ehlo}");
-    say(&mut stdin, "MAIL FROM:<bs@example.com>\r\n");
-    assert!(reply(&mut transcript).starts_with("250 "), "{transcript}");
-    say(&mut stdin, "RCPT TO:<one@example.net>\r\n");
-    assert!(reply(&mut transcript).starts_with("250 "), "{transcript}");
-    say(&mut stdin, "RCPT TO:<two@example.net>\r\n");
-    assert!(reply(&mut transcript).starts_with("250 "), "{transcript}");
-    say(&mut stdin, "DATA\r\n");
-    assert!(reply(&mut transcript).starts_with("354 "), "{transcript}");
-    say(
-        &mut stdin,
-        "From: bs@example.com\r\nSubject: over -bs\r\n\r\nhello\r\n..stuffed\r\n.\r\n",
-    );
-    let done = reply(&mut transcript);
+    for (command, code) in [
+        ("MAIL FROM:<bs@example.com>\r\n", "250 "),
+        ("RCPT TO:<one@example.net>\r\n", "250 "),
+        ("RCPT TO:<two@example.net>\r\n", "250 "),
+        ("DATA\r\n", "354 "),
+    ] {
+        bs.say(command);
+        assert!(bs.reply().starts_with(code), "{}", bs.transcript);
+    }
+    bs.say("From: bs@example.com\r\nSubject: over -bs\r\n\r\nhello\r\n..stuffed\r\n.\r\n");
+    let done = bs.reply();
     let id = done
         .trim_end()
         .strip_prefix("250 2.0.0 Ok: queued as ")
-        .unwrap_or_else(|| panic!("{transcript}"))
+        .unwrap_or_else(|| panic!("{}", bs.transcript))
         .to_string();
-    say(&mut stdin, "QUIT\r\n");
-    assert!(reply(&mut transcript).starts_with("221 "), "{transcript}");
-    let status = g
+    bs.say("QUIT\r\n");
+    assert!(bs.reply().starts_with("221 "), "{}", bs.transcript);
+    let status = bs
+        .guard
         .wait_timeout(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("sendmail -bs did not exit after QUIT"));
     assert_eq!(status.code(), Some(0));
@@ -1327,6 +1352,72 @@ fn smtp_on_stdin() {
         b"From: bs@example.com\r\nSubject: over -bs\r\n\r\nhello\r\n.stuffed\r\n"
     );
     assert!(msg.starts_with(b"Received: by relay.test (smarthost, from userid "));
+}
+
+/// `sendmail -bs` running as a child: SMTP over its stdin and stdout.
+struct BsSession {
+    guard: Guard,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every reply line so far, for failure messages.
+    transcript: String,
+}
+
+impl BsSession {
+    fn start(relay: &Relay) -> BsSession {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["sendmail", "-bs"])
+            .env("SMARTHOST_CONFIG", &relay.config_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut guard = Guard::spawn(&mut cmd);
+        let stdin = guard.child.stdin.take().expect("stdin");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = guard.child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            loop {
+                let mut line = String::new();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        BsSession {
+            guard,
+            stdin,
+            lines,
+            transcript: String::new(),
+        }
+    }
+
+    /// The next reply, all its lines (each must end in CRLF).
+    fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no reply; so far:\n{}", self.transcript));
+            self.transcript.push_str(&line);
+            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        self.stdin.write_all(line.as_bytes()).expect("write");
+        self.stdin.flush().expect("flush");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1355,29 +1446,7 @@ fn daemon_down_uses_drop_directory() {
     let files = drop_files(&relay);
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(!files[0].starts_with('.'), "{files:?}");
-
-    // Queue commands need the daemon: a clear message and EX_UNAVAILABLE.
-    for (name, args) in [
-        ("mailq", &[][..]),
-        ("sendmail", &["-bp"][..]),
-        ("sendmail", &["-q"][..]),
-    ] {
-        let out = linked(&links, name, &relay, args, b"");
-        out.assert_code(
-            EX_UNAVAILABLE,
-            &format!("{name} {args:?} with the daemon down"),
-        );
-        assert!(
-            out.stderr.contains("cannot reach the smarthost daemon")
-                && out.stderr.contains("smarthost serve"),
-            "{}",
-            out.describe()
-        );
-    }
-    // -bs tells the SMTP client to come back later.
-    let out = sendmail(&relay, &["-bs"], b"EHLO x\r\nQUIT\r\n");
-    out.assert_code(75, "-bs with the daemon down");
-    assert!(out.stdout.starts_with("421 4.3.0 "), "{}", out.describe());
+    assert_daemon_commands_unavailable(&relay, &links);
 
     assert_eq!(captured(&relay).len(), 0);
     relay.spawn();
@@ -1402,6 +1471,31 @@ fn daemon_down_uses_drop_directory() {
     let (meta, _) = deliver(&relay, &["again@example.net"], b"Subject: again\n\nx\n");
     assert_eq!(recipients(&meta), ["again@example.net"]);
     assert!(drop_files(&relay).is_empty());
+}
+
+/// With the daemon down, queue commands give a clear message and
+/// EX_UNAVAILABLE, and -bs tells the SMTP client to come back later.
+fn assert_daemon_commands_unavailable(relay: &Relay, links: &Links) {
+    for (name, args) in [
+        ("mailq", &[][..]),
+        ("sendmail", &["-bp"][..]),
+        ("sendmail", &["-q"][..]),
+    ] {
+        let out = linked(links, name, relay, args, b"");
+        out.assert_code(
+            EX_UNAVAILABLE,
+            &format!("{name} {args:?} with the daemon down"),
+        );
+        assert!(
+            out.stderr.contains("cannot reach the smarthost daemon")
+                && out.stderr.contains("smarthost serve"),
+            "{}",
+            out.describe()
+        );
+    }
+    let out = sendmail(relay, &["-bs"], b"EHLO x\r\nQUIT\r\n");
+    out.assert_code(75, "-bs with the daemon down");
+    assert!(out.stdout.starts_with("421 4.3.0 "), "{}", out.describe());
 }
 
 // ---------------------------------------------------------------------------
@@ -1429,66 +1523,10 @@ fn spawn_serve(relay: &Relay) -> Guard {
 #[test]
 fn sigkill_during_pickup_loses_nothing() {
     const MESSAGES: usize = 200;
-    const THREADS: usize = 4;
     let mut relay = Relay::start(CAPTURE);
     relay.kill();
-
-    // Drop MESSAGES messages while the daemon is down.
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..THREADS {
-            let relay = &relay;
-            s.spawn(move || {
-                for i in (t..MESSAGES).step_by(THREADS) {
-                    let input = format!(
-                        "Subject: crash {i:03}\nMessage-ID: <crash-{i}@test.example>\n\nmessage {i}\n"
-                    );
-                    let out = sendmail(relay, &[&format!("r{i}@example.net")], input.as_bytes());
-                    out.assert_code(0, &format!("drop {i}"));
-                }
-            });
-        }
-    });
-    let files = drop_files(&relay);
-    assert_eq!(files.len(), MESSAGES, "{files:?}");
-    eprintln!("dropped {MESSAGES} messages in {:?}", started.elapsed());
-
-    // Start and SIGKILL again and again while the daemon works through them.
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ u64::from(std::process::id());
-    let mut rnd = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
-    let mut kills = 0;
-    for round in 0..6 {
-        let picked_before = relay.log().matches("picked up from").count();
-        let ready_before = relay.log().matches("smarthost ready").count();
-        let mut g = spawn_serve(&relay);
-        if round == 0 {
-            // Right after start: during queue open and recovery.
-            std::thread::sleep(Duration::from_millis(rnd(30)));
-        } else {
-            // As soon as pickup is under way, plus a little.
-            let want = picked_before + 1 + rnd(5) as usize;
-            common::wait_for(Duration::from_secs(10), || {
-                relay.log().matches("picked up from").count() >= want
-                    || relay.log().matches("smarthost ready").count() > ready_before
-            });
-            std::thread::sleep(Duration::from_millis(rnd(15)));
-        }
-        g.kill();
-        kills += 1;
-        let left = drop_files(&relay)
-            .iter()
-            .filter(|n| !n.starts_with('.'))
-            .count();
-        eprintln!("round {round}: killed; {left} drop file(s) left");
-        if left == 0 {
-            break;
-        }
-    }
+    drop_while_down(&relay, MESSAGES);
+    let kills = kill_during_pickup(&relay);
 
     // Finally let it run.
     relay.spawn();
@@ -1499,18 +1537,7 @@ fn sigkill_during_pickup_loses_nothing() {
         }
         seen.len() >= MESSAGES
     });
-    let mut count: BTreeMap<String, usize> = BTreeMap::new();
-    for (meta, m) in captured(&relay) {
-        for s in fields(&m, "subject") {
-            *count.entry(s.clone()).or_default() += 1;
-            let i: usize = s.trim_start_matches("crash ").parse().expect("number");
-            assert_eq!(recipients(&meta), [format!("r{i}@example.net")], "{s}");
-            assert!(
-                text(&m).ends_with(&format!("\r\n\r\nmessage {i}\r\n")),
-                "{s}"
-            );
-        }
-    }
+    let count = crash_message_counts(&relay);
     let missing: Vec<usize> = (0..MESSAGES)
         .filter(|i| !count.contains_key(&format!("crash {i:03}")))
         .collect();
@@ -1531,6 +1558,88 @@ fn sigkill_during_pickup_loses_nothing() {
         drop_files(&relay)
     );
     assert_eq!(count.len(), MESSAGES);
+}
+
+/// Drops `messages` messages ("crash NNN" to rNNN@) while the daemon is down,
+/// from four threads at once.
+fn drop_while_down(relay: &Relay, messages: usize) {
+    const THREADS: usize = 4;
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            s.spawn(move || {
+                for i in (t..messages).step_by(THREADS) {
+                    let input = format!(
+                        "Subject: crash {i:03}\nMessage-ID: <crash-{i}@test.example>\n\nmessage {i}\n"
+                    );
+                    let out = sendmail(relay, &[&format!("r{i}@example.net")], input.as_bytes());
+                    out.assert_code(0, &format!("drop {i}"));
+                }
+            });
+        }
+    });
+    let files = drop_files(relay);
+    assert_eq!(files.len(), messages, "{files:?}");
+    eprintln!("dropped {messages} messages in {:?}", started.elapsed());
+}
+
+/// Starts the daemon and SIGKILLs it again and again while it works through
+/// the drop directory; how many times.
+fn kill_during_pickup(relay: &Relay) -> usize {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ u64::from(std::process::id());
+    let mut rnd = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut kills = 0;
+    for round in 0..6 {
+        let picked_before = relay.log().matches("picked up from").count();
+        let ready_before = relay.log().matches("smarthost ready").count();
+        let mut g = spawn_serve(relay);
+        if round == 0 {
+            // Right after start: during queue open and recovery.
+            std::thread::sleep(Duration::from_millis(rnd(30)));
+        } else {
+            // As soon as pickup is under way, plus a little.
+            let want = picked_before + 1 + rnd(5) as usize;
+            common::wait_for(Duration::from_secs(10), || {
+                relay.log().matches("picked up from").count() >= want
+                    || relay.log().matches("smarthost ready").count() > ready_before
+            });
+            std::thread::sleep(Duration::from_millis(rnd(15)));
+        }
+        g.kill();
+        kills += 1;
+        let left = drop_files(relay)
+            .iter()
+            .filter(|n| !n.starts_with('.'))
+            .count();
+        eprintln!("round {round}: killed; {left} drop file(s) left");
+        if left == 0 {
+            break;
+        }
+    }
+    kills
+}
+
+/// How many copies of each "crash NNN" message were captured; each copy must
+/// have gone to its own recipient, its body intact.
+fn crash_message_counts(relay: &Relay) -> BTreeMap<String, usize> {
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for (meta, m) in captured(relay) {
+        for s in fields(&m, "subject") {
+            *count.entry(s.clone()).or_default() += 1;
+            let i: usize = s.trim_start_matches("crash ").parse().expect("number");
+            assert_eq!(recipients(&meta), [format!("r{i}@example.net")], "{s}");
+            assert!(
+                text(&m).ends_with(&format!("\r\n\r\nmessage {i}\r\n")),
+                "{s}"
+            );
+        }
+    }
+    count
 }
 
 /// The config file given with -C wins over $SMARTHOST_CONFIG.
