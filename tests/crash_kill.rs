@@ -182,18 +182,8 @@ idle = "1s"
         common::upstream_route(server.port(), "")
     ));
     let seed = 0x5EED_0002_u64;
-    let mut rng = Rng(seed);
     let subs = submitters(&relay);
-    let mut in_flight_at_kill = Vec::new();
-    for _ in 0..KILLS {
-        std::thread::sleep(Duration::from_millis(rng.range(100, 500)));
-        // Kill while the upstream holds a message it has not answered yet.
-        common::wait_for(Duration::from_secs(3), || server.in_flight() > 0);
-        in_flight_at_kill.push(server.in_flight());
-        relay.kill();
-        std::thread::sleep(Duration::from_millis(rng.range(0, 100)));
-        relay.spawn();
-    }
+    let in_flight_at_kill = kill_during_deliveries(&mut relay, &server, Rng(seed));
     // The upstream is fast again; let the submitters run a little longer.
     server.set_script(|_, cmd| standard(cmd));
     std::thread::sleep(Duration::from_millis(300));
@@ -228,4 +218,20 @@ idle = "1s"
     assert!(delivered
         .iter()
         .all(|t| t.from == "crash@src.test" && t.accepted() == ["sink@dst.test"]));
+}
+
+/// Kills and restarts the relay [`KILLS`] times, each time while the upstream
+/// holds a message it has not answered yet (if one comes within 3 s); the
+/// deliveries in flight at each kill.
+fn kill_during_deliveries(relay: &mut Relay, server: &ScriptedServer, mut rng: Rng) -> Vec<usize> {
+    let mut in_flight_at_kill = Vec::new();
+    for _ in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(rng.range(100, 500)));
+        common::wait_for(Duration::from_secs(3), || server.in_flight() > 0);
+        in_flight_at_kill.push(server.in_flight());
+        relay.kill();
+        std::thread::sleep(Duration::from_millis(rng.range(0, 100)));
+        relay.spawn();
+    }
+    in_flight_at_kill
 }

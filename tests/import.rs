@@ -205,14 +205,25 @@ fn postfix_import_routes_every_sender_as_before() {
 
     let config = dir.path().join("smarthost.toml");
     std::fs::write(&config, &run.stdout).unwrap();
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&secrets), 0o700);
     for f in std::fs::read_dir(&secrets).unwrap() {
         assert_eq!(mode(&f.unwrap().path()), 0o600);
     }
     assert_routes_as_before(&config, POSTFIX, &mut printed);
 
-    // Settings beyond routes.
+    assert_postfix_settings(&run);
+    assert_no_password(&printed, POSTFIX);
+
+    assert_reimport_needs_force(&args, &secrets);
+}
+
+/// A file's permission bits.
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// The Postfix import's settings beyond routes, and what it could not translate.
+fn assert_postfix_settings(run: &Run) {
     let text = &run.stdout;
     assert!(text.contains("# smarthost configuration imported from the Postfix configuration in"));
     assert!(text.contains("hostname = \"web1.example.net\""), "{text}");
@@ -239,11 +250,12 @@ fn postfix_import_routes_every_sender_as_before() {
     assert!(!text.contains("smtp_sasl_security_options ="), "{text}");
     assert!(!text.contains("smtp_sasl_tls_security_options ="), "{text}");
     assert!(!text.contains("\nca_file ="), "{text}");
-    assert_no_password(&printed, POSTFIX);
+}
 
-    // A second import would replace the secrets: refused without --force.
+/// A second import would replace the secrets: refused without --force.
+fn assert_reimport_needs_force(args: &[&str], secrets: &Path) {
     std::fs::write(secrets.join("ses.password"), "edited").unwrap();
-    let again = smarthost(&args);
+    let again = smarthost(args);
     assert_eq!(again.code, 73, "{}", again.stderr);
     assert!(again.stderr.contains("--force"), "{}", again.stderr);
     assert!(again.stdout.is_empty());

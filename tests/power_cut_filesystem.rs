@@ -242,39 +242,7 @@ fn reordered_cut_keeps_an_ordered_prefix_of_metadata_operations() {
     };
     let mut prefixes_seen = BTreeSet::new();
     for seed in 0..30u64 {
-        // Start every round from a clean, fully synced directory.
-        for name in fx.names("d") {
-            let path = fx.p(&format!("d/{name}"));
-            if path.is_dir() {
-                fs::remove_dir(&path).expect("clean");
-            } else {
-                fs::remove_file(&path).expect("clean");
-            }
-        }
-        fx.fs.sync_everything();
-        // The operations, and the names after each one.
-        let mut states: Vec<BTreeSet<String>> = vec![BTreeSet::new()];
-        let mut now = BTreeSet::new();
-        for i in 0..6 {
-            let name = format!("f{i}");
-            drop(write(&fx.p(&format!("d/{name}")), name.as_bytes()));
-            now.insert(name);
-            states.push(now.clone());
-        }
-        fs::rename(fx.p("d/f0"), fx.p("d/g0")).expect("rename");
-        now.remove("f0");
-        now.insert("g0".into());
-        states.push(now.clone());
-        fs::remove_file(fx.p("d/f1")).expect("unlink");
-        now.remove("f1");
-        states.push(now.clone());
-        fs::rename(fx.p("d/f2"), fx.p("d/f3")).expect("rename over");
-        now.remove("f2");
-        states.push(now.clone());
-        fs::create_dir(fx.p("d/sub")).expect("mkdir");
-        now.insert("sub".into());
-        states.push(now.clone());
-
+        let states = metadata_operations(&fx);
         let report = fx.cut(Mode::Reordered, seed);
         let names = fx.names("d");
         let k = states.iter().position(|s| *s == names);
@@ -284,29 +252,69 @@ fn reordered_cut_keeps_an_ordered_prefix_of_metadata_operations() {
         );
         assert_eq!(k, Some(report.kept_meta), "seed {seed}: {report:?}");
         prefixes_seen.insert(report.kept_meta);
-        // A surviving name holds its own file (its data may not have made it:
-        // never synced, so empty, or the page that reached the disk).
-        for name in names
-            .iter()
-            .filter(|n| n.starts_with('f') || n.starts_with('g'))
-        {
-            let data = read(&fx.p(&format!("d/{name}"))).expect("read");
-            // g0 is f0 renamed; f3 may have been replaced by f2's inode.
-            let own: Vec<&[u8]> = match name.as_str() {
-                "g0" => vec![b"f0"],
-                "f3" => vec![b"f2", b"f3"],
-                n => vec![n.as_bytes()],
-            };
-            assert!(
-                data.is_empty() || own.contains(&data.as_slice()),
-                "seed {seed}: {name} holds {data:?}"
-            );
-        }
+        assert_names_hold_their_own_files(&fx, &names, seed);
     }
     assert!(
         prefixes_seen.len() >= 4,
         "mode (b) kept too few different prefixes: {prefixes_seen:?}"
     );
+}
+
+/// From a clean, fully synced d/: creates, renames, unlinks, a rename over a
+/// name and a mkdir, unsynced; the names in d/ before and after each one.
+fn metadata_operations(fx: &Fixture) -> Vec<BTreeSet<String>> {
+    for name in fx.names("d") {
+        let path = fx.p(&format!("d/{name}"));
+        if path.is_dir() {
+            fs::remove_dir(&path).expect("clean");
+        } else {
+            fs::remove_file(&path).expect("clean");
+        }
+    }
+    fx.fs.sync_everything();
+    let mut states: Vec<BTreeSet<String>> = vec![BTreeSet::new()];
+    let mut now = BTreeSet::new();
+    for i in 0..6 {
+        let name = format!("f{i}");
+        drop(write(&fx.p(&format!("d/{name}")), name.as_bytes()));
+        now.insert(name);
+        states.push(now.clone());
+    }
+    fs::rename(fx.p("d/f0"), fx.p("d/g0")).expect("rename");
+    now.remove("f0");
+    now.insert("g0".into());
+    states.push(now.clone());
+    fs::remove_file(fx.p("d/f1")).expect("unlink");
+    now.remove("f1");
+    states.push(now.clone());
+    fs::rename(fx.p("d/f2"), fx.p("d/f3")).expect("rename over");
+    now.remove("f2");
+    states.push(now.clone());
+    fs::create_dir(fx.p("d/sub")).expect("mkdir");
+    now.insert("sub".into());
+    states.push(now.clone());
+    states
+}
+
+fn assert_names_hold_their_own_files(fx: &Fixture, names: &BTreeSet<String>, seed: u64) {
+    // A surviving name holds its own file (its data may not have made it:
+    // never synced, so empty, or the page that reached the disk).
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with('f') || n.starts_with('g'))
+    {
+        let data = read(&fx.p(&format!("d/{name}"))).expect("read");
+        // g0 is f0 renamed; f3 may have been replaced by f2's inode.
+        let own: Vec<&[u8]> = match name.as_str() {
+            "g0" => vec![b"f0"],
+            "f3" => vec![b"f2", b"f3"],
+            n => vec![n.as_bytes()],
+        };
+        assert!(
+            data.is_empty() || own.contains(&data.as_slice()),
+            "seed {seed}: {name} holds {data:?}"
+        );
+    }
 }
 
 #[test]

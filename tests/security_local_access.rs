@@ -204,23 +204,9 @@ fn drop_directory_refuses_other_users() {
     relay.kill();
     let drop_s = drop.to_str().unwrap();
 
-    let sh = |user: &str, groups: Option<&str>, script: &str| {
-        run_as(user, groups, &["sh", "-c", script], b"")
-    };
-    for script in [
-        format!("echo x > {drop_s}/planted"),
-        format!("ls {drop_s}"),
-        format!("touch {drop_s}/.tmp.planted"),
-    ] {
-        let out = sh("nobody", None, &script);
-        assert!(!out.status.success(), "{script} as nobody: {}", text(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
-    }
     let argv = sendmail_argv(&bin, &relay);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = run_as("nobody", None, &argv, b"Subject: dropped\n\nhi\n");
-    assert_eq!(out.status.code(), Some(73), "{}", text(&out));
-    assert_eq!(std::fs::read_dir(&drop).unwrap().count(), 0);
+    assert_outsider_cannot_drop(&drop, &argv);
 
     // A member of the group: can drop, cannot list, cannot touch another's file.
     let out = run_as("nobody", Some(&group), &argv, b"Subject: dropped\n\nhi\n");
@@ -231,7 +217,7 @@ fn drop_directory_refuses_other_users() {
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let file = files[0].to_str().unwrap().to_string();
-    let out = sh("nobody", Some(&group), &format!("ls {drop_s}"));
+    let out = sh_as("nobody", Some(&group), &format!("ls {drop_s}"));
     assert!(!out.status.success(), "a member listed the drop directory");
     // Another member of the group: Debian's `daemon` user, where it exists.
     let other = nix::unistd::User::from_name("daemon").is_ok_and(|u| u.is_some());
@@ -243,7 +229,7 @@ fn drop_directory_refuses_other_users() {
     .iter()
     .filter(|_| other)
     {
-        let out = sh("daemon", Some(&group), script);
+        let out = sh_as("daemon", Some(&group), script);
         assert!(
             !out.status.success(),
             "{script} as another member: {}",
@@ -263,6 +249,29 @@ fn drop_directory_refuses_other_users() {
     assert!(body.contains(&format!("from userid {NOBODY}")), "{body}");
 }
 
+/// `sh -c script` as `user`.
+fn sh_as(user: &str, groups: Option<&str>, script: &str) -> Output {
+    run_as(user, groups, &["sh", "-c", script], b"")
+}
+
+/// A user outside the drop directory's group can neither write nor list it,
+/// and sendmail run by one fails with EX_CANTCREAT, leaving nothing.
+fn assert_outsider_cannot_drop(drop: &Path, argv: &[&str]) {
+    let drop_s = drop.to_str().unwrap();
+    for script in [
+        format!("echo x > {drop_s}/planted"),
+        format!("ls {drop_s}"),
+        format!("touch {drop_s}/.tmp.planted"),
+    ] {
+        let out = sh_as("nobody", None, &script);
+        assert!(!out.status.success(), "{script} as nobody: {}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    }
+    let out = run_as("nobody", None, argv, b"Subject: dropped\n\nhi\n");
+    assert_eq!(out.status.code(), Some(73), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(drop).unwrap().count(), 0);
+}
+
 /// The daemon needs no privilege at all: started as nobody in a directory of
 /// its own, it serves and delivers, with no capabilities.
 #[test]
@@ -275,17 +284,7 @@ fn daemon_runs_unprivileged() {
     let bin = d.join("smarthost");
     copy_binary(&bin);
     std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let port = free_port();
-    let config = d.join("smarthost.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{port}\"]\nqueue_path = \"{d}/state/queue\"\n{}\n[local]\nsocket_dir = \"{d}/state/run\"\ndrop_dir = \"{d}/state/drop\"\n",
-            CAPTURE.replace("{dir}", &format!("{}/state", d.display())),
-            d = d.display()
-        ),
-    )
-    .unwrap();
+    let (config, port) = write_unprivileged_config(d);
     let state = d.join("state");
     std::fs::create_dir(&state).unwrap();
     nix::unistd::chown(&state, Some(NOBODY.into()), None).unwrap();
@@ -301,13 +300,6 @@ fn daemon_runs_unprivileged() {
         .stderr(log)
         .spawn()
         .expect("spawn serve as nobody");
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let pid = child.id();
     let _guard = Kill(&mut child);
     let read_log = || std::fs::read_to_string(d.join("log")).unwrap_or_default();
@@ -317,20 +309,7 @@ fn daemon_runs_unprivileged() {
         "{}",
         read_log()
     );
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
-    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
-    assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");
+    assert_no_privilege(pid);
     // It works: a message in, delivered, the files its own.
     let mut c = common::Client::connect(([127, 0, 0, 1], port).into());
     c.expect(220);
@@ -410,4 +389,48 @@ fn systemd_unit_runs_the_daemon_unprivileged() {
             .any(|l| l.starts_with("u smarthost ") || l.starts_with("u! smarthost ")),
         "{sysusers}"
     );
+}
+
+/// Kills and reaps the child when dropped.
+struct Kill<'a>(&'a mut std::process::Child);
+impl Drop for Kill<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A configuration under `d` whose state lives in `d/state`; its path and
+/// the port it listens on.
+fn write_unprivileged_config(d: &Path) -> (PathBuf, u16) {
+    let port = free_port();
+    let config = d.join("smarthost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{port}\"]\nqueue_path = \"{d}/state/queue\"\n{}\n[local]\nsocket_dir = \"{d}/state/run\"\ndrop_dir = \"{d}/state/drop\"\n",
+            CAPTURE.replace("{dir}", &format!("{}/state", d.display())),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    (config, port)
+}
+
+/// Process `pid` runs as nobody, with no capability.
+fn assert_no_privilege(pid: u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");
 }

@@ -102,34 +102,8 @@ fn socket_activation_and_notifications() {
     let dir = tempfile::tempdir().expect("tempdir");
     let configured = free_port();
     let activated = free_port();
-    let config = dir.path().join("smarthost.toml");
-    let text = format!(
-        "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{configured}\"]\nqueue_path = \"{d}/queue\"\n{}\n[local]\nsocket_dir = \"{d}/run\"\ndrop_dir = \"{d}/drop\"\n",
-        CAPTURE.replace("{dir}", &dir.path().display().to_string()),
-        d = dir.path().display()
-    );
-    std::fs::write(&config, text).expect("config");
     let mut notes = Notifications::bind(&dir.path().join("notify.sock"));
-    let log = std::fs::File::create(dir.path().join("relay.log")).expect("log");
-    let child = Command::new("systemd-socket-activate")
-        .arg("-l")
-        .arg(format!("127.0.0.1:{activated}"))
-        .arg(format!(
-            "--setenv=NOTIFY_SOCKET={}",
-            dir.path().join("notify.sock").display()
-        ))
-        // 1 s: pings every half of it, so the test sees several quickly.
-        .arg("--setenv=WATCHDOG_USEC=1000000")
-        .arg("--setenv=RUST_LOG=info")
-        .arg(env!("CARGO_BIN_EXE_smarthost"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn systemd-socket-activate");
+    let child = socket_activate(dir.path(), configured, activated);
     let pid = child.id();
     let mut daemon = Activated { child };
 
@@ -150,8 +124,8 @@ fn socket_activation_and_notifications() {
         "{:?}",
         notes.seen[ready]
     );
-    let relay_log = || std::fs::read_to_string(dir.path().join("relay.log")).unwrap_or_default();
-    assert!(relay_log().contains("socket-activated"), "{}", relay_log());
+    let log = relay_log(dir.path());
+    assert!(log.contains("socket-activated"), "{log}");
 
     // The handed-over socket serves; the configured address was never bound.
     c.expect(220);
@@ -174,7 +148,16 @@ fn socket_activation_and_notifications() {
     notes.wait("WATCHDOG=1", first + 1, Duration::from_secs(5));
     assert!(notes.count("WATCHDOG=1") >= 2);
 
-    // SIGHUP: RELOADING=1 (with the monotonic time systemd wants), then READY=1.
+    assert_sighup_reloads(&mut notes, pid, dir.path());
+    assert_sigterm_stops(&mut notes, &mut daemon, dir.path());
+}
+
+fn relay_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default()
+}
+
+/// SIGHUP: RELOADING=1 (with the monotonic time systemd wants), then READY=1.
+fn assert_sighup_reloads(notes: &mut Notifications, pid: u32, dir: &Path) {
     let before = notes.seen.len();
     kill(pid, "HUP");
     let reloading = notes.wait("RELOADING=1", before, Duration::from_secs(10));
@@ -185,14 +168,16 @@ fn socket_activation_and_notifications() {
     );
     notes.wait("READY=1", reloading + 1, Duration::from_secs(10));
     assert!(
-        relay_log().contains("reloaded: 1 route(s)"),
+        relay_log(dir).contains("reloaded: 1 route(s)"),
         "{}",
-        relay_log()
+        relay_log(dir)
     );
+}
 
-    // SIGTERM: STOPPING=1, then a clean exit well within TimeoutStopSec.
+/// SIGTERM: STOPPING=1, then a clean exit well within TimeoutStopSec.
+fn assert_sigterm_stops(notes: &mut Notifications, daemon: &mut Activated, dir: &Path) {
     let before = notes.seen.len();
-    kill(pid, "TERM");
+    kill(daemon.child.id(), "TERM");
     notes.wait("STOPPING=1", before, Duration::from_secs(10));
     let end = Instant::now() + Duration::from_secs(25);
     let status = loop {
@@ -205,8 +190,41 @@ fn socket_activation_and_notifications() {
         );
         std::thread::sleep(Duration::from_millis(25));
     };
-    assert!(status.success(), "{status:?}\n{}", relay_log());
-    assert!(relay_log().contains("stopped; queued mail stays queued"));
+    assert!(status.success(), "{status:?}\n{}", relay_log(dir));
+    assert!(relay_log(dir).contains("stopped; queued mail stays queued"));
+}
+
+/// systemd-socket-activate listening on `activated` for the daemon, whose
+/// configuration (under `dir`) says to listen on `configured`; with a
+/// notify socket at `dir`/notify.sock and a 1 s watchdog.
+fn socket_activate(dir: &Path, configured: u16, activated: u16) -> Child {
+    let config = dir.join("smarthost.toml");
+    let text = format!(
+        "hostname = \"relay.test\"\nlisten = [\"127.0.0.1:{configured}\"]\nqueue_path = \"{d}/queue\"\n{}\n[local]\nsocket_dir = \"{d}/run\"\ndrop_dir = \"{d}/drop\"\n",
+        CAPTURE.replace("{dir}", &dir.display().to_string()),
+        d = dir.display()
+    );
+    std::fs::write(&config, text).expect("config");
+    let log = std::fs::File::create(dir.join("relay.log")).expect("log");
+    Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{activated}"))
+        .arg(format!(
+            "--setenv=NOTIFY_SOCKET={}",
+            dir.join("notify.sock").display()
+        ))
+        // 1 s: pings every half of it, so the test sees several quickly.
+        .arg("--setenv=WATCHDOG_USEC=1000000")
+        .arg("--setenv=RUST_LOG=info")
+        .arg(env!("CARGO_BIN_EXE_smarthost"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn systemd-socket-activate")
 }
 
 fn reload(relay: &Relay) -> std::process::Output {
@@ -289,33 +307,7 @@ fn reload_keeps_sessions_reroutes_queued_mail_and_refuses_broken_config() {
         .log()
         .contains(&format!("{queued}: to=<to@example.net> relay=directory")));
 
-    // A broken configuration: refused, the reason shown, the old one serving.
-    rewrite(
-        &relay,
-        "[[route]]\nname = \"capture\"\ntype = \"directory\"\npath = \"{dir}/out\"\n[routing]\ndefault = \"missing\"\n",
-    );
-    // `smarthost reload` (ExecReload) checks the file before asking the daemon,
-    // so `systemctl reload` fails with the reason.
-    let out = reload(&relay);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{out:?}");
-    assert!(stderr.contains("missing"), "{stderr}");
-    // SIGHUP reaches the daemon, which validates it again and refuses it.
-    relay.signal("HUP");
-    assert!(
-        relay.wait_log("reload refused", 1, Duration::from_secs(10)),
-        "{}",
-        relay.log()
-    );
-    assert!(relay.log().contains("missing"));
-    relay
-        .send(
-            "app@example.com",
-            &["to@example.net"],
-            &message("after refusal"),
-        )
-        .expect("still accepting");
-    assert!(wait_for(Duration::from_secs(15), || subjects(&dir).len() == 3));
+    assert_broken_config_refused(&relay);
 }
 
 /// A configuration a client can read but the daemon cannot use (a secret file
@@ -395,4 +387,36 @@ fn stop_finishes_open_transactions() {
     relay.spawn();
     let dir = relay.path("out");
     assert!(wait_for(Duration::from_secs(15), || subjects(&dir) == ["in flight"]));
+}
+
+/// A broken configuration: refused, the reason shown, the old one serving
+/// (its two messages already captured).
+fn assert_broken_config_refused(relay: &Relay) {
+    rewrite(
+        relay,
+        "[[route]]\nname = \"capture\"\ntype = \"directory\"\npath = \"{dir}/out\"\n[routing]\ndefault = \"missing\"\n",
+    );
+    // `smarthost reload` (ExecReload) checks the file before asking the daemon,
+    // so `systemctl reload` fails with the reason.
+    let out = reload(relay);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(stderr.contains("missing"), "{stderr}");
+    // SIGHUP reaches the daemon, which validates it again and refuses it.
+    relay.signal("HUP");
+    assert!(
+        relay.wait_log("reload refused", 1, Duration::from_secs(10)),
+        "{}",
+        relay.log()
+    );
+    assert!(relay.log().contains("missing"));
+    relay
+        .send(
+            "app@example.com",
+            &["to@example.net"],
+            &message("after refusal"),
+        )
+        .expect("still accepting");
+    let dir = relay.path("out");
+    assert!(wait_for(Duration::from_secs(15), || subjects(&dir).len() == 3));
 }
