@@ -12,9 +12,11 @@
 #[path = "common/aiosmtpd.rs"]
 mod aiosmtpd;
 mod common;
+#[path = "common/control_route.rs"]
+mod control_route;
 #[path = "common/oauth_peers.rs"]
 mod oauth_peers;
-// Only for oauth_peers' in-process SMTP script, which these tests do not use.
+// The upstream of the control route (and oauth_peers' SMTP script, unused here).
 #[path = "common/scripted.rs"]
 mod scripted;
 
@@ -29,6 +31,7 @@ use std::time::Duration;
 use aiosmtpd::{Files, Peer};
 use base64::Engine;
 use common::{wait_for, Relay};
+use control_route::ControlRoute;
 use oauth_peers::{assert_no_secrets, oauth2_source, write_state, Endpoint};
 
 const USER: &str = "app@contoso.test";
@@ -395,7 +398,8 @@ fn refused_token_is_refreshed_once_then_route_held() {
     write_state(&files.path("o365.json"), REFRESH_TOKEN);
     let tap = TokenTap::start(&ep, files.path("tokens"), false, 0);
     let peer = start_peer(&files);
-    let relay = Relay::start(&config(&peer, &files, &tap));
+    let control = ControlRoute::start();
+    let relay = Relay::start(&(config(&peer, &files, &tap) + &control.config()));
 
     let id = relay
         .send(USER, &["rcpt@dst.test"], &message("refused"))
@@ -449,8 +453,12 @@ fn refused_token_is_refreshed_once_then_route_held() {
     );
 
     // Held, not retried: no further token requests, nothing delivered, the
-    // message still queued and shown as held.
-    std::thread::sleep(Duration::from_millis(2500));
+    // message still queued and shown as held. The control message first fails
+    // after the hold; its third retry, one retry interval after another, comes
+    // well after the held message's next try, and the hold watcher's next look
+    // (every 2 s), would have.
+    let control_id = control.send(&relay);
+    control.wait(&relay, &control_id, "attempts=4 status=deferred");
     assert_eq!(ep.requests().len(), 2, "{:?}", ep.requests());
     assert!(peer.messages().is_empty());
     let (code, out, err) = cli(&relay, &["queue", "list"]);
