@@ -312,8 +312,16 @@ fn delivered_with_refreshed_token(lengthen_to: usize) -> String {
             && line.contains("attempts=1 status=sent (250 2.0.0 Ok: saved as msg0001)"),
         "{line}"
     );
+    let token = assert_one_token_fetched(&ep, &tap);
+    assert_delivered_once(&peer, &msg);
+    assert_auth_only_after_tls(&peer);
+    assert_no_leaks(&relay, &peer, &secrets(&ep, &tap, &[]));
+    token
+}
 
-    // The built-in refresher fetched exactly one token, with the refresh token.
+/// The built-in refresher fetched exactly one token, with the refresh token;
+/// that token (lengthened or not) was the one handed to the relay.
+fn assert_one_token_fetched(ep: &Endpoint, tap: &TokenTap) -> String {
     let requests = ep.requests();
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert_eq!(
@@ -330,7 +338,11 @@ fn delivered_with_refreshed_token(lengthen_to: usize) -> String {
             .any(|at| token == *at || token.starts_with(&format!("{at}."))),
         "{issued:?}"
     );
+    token
+}
 
+/// aiosmtpd saved `msg` once, from `USER` logged in over TLS.
+fn assert_delivered_once(peer: &Peer, msg: &[u8]) {
     let messages = peer.messages();
     assert_eq!(messages.len(), 1, "{messages:?}");
     let (meta, content) = &messages[0];
@@ -338,9 +350,11 @@ fn delivered_with_refreshed_token(lengthen_to: usize) -> String {
     assert_eq!(meta["tls"], true);
     assert_eq!(meta["mail_from"], USER);
     assert_eq!(meta["rcpt_tos"], serde_json::json!(["rcpt@dst.test"]));
-    assert_eq!(common::strip_received(content), msg.as_slice());
+    assert_eq!(common::strip_received(content), msg);
+}
 
-    // STARTTLS, the handshake, then (only then) AUTH, accepted at once.
+/// STARTTLS, the handshake, then (only then) AUTH, accepted at once.
+fn assert_auth_only_after_tls(peer: &Peer) {
     let events = peer.events();
     let pos = |e: &str| {
         events
@@ -364,8 +378,6 @@ fn delivered_with_refreshed_token(lengthen_to: usize) -> String {
         vec![&ok],
         "{events:?}"
     );
-    assert_no_leaks(&relay, &peer, &secrets(&ep, &tap, &[]));
-    token
 }
 
 #[test]
@@ -410,9 +422,33 @@ fn refused_token_is_refreshed_once_then_route_held() {
         relay.log(),
         peer.stderr()
     );
+    assert_refused_refreshed_refused(&relay, &ep, &tap);
+    assert_two_refused_sessions(&peer);
+
+    // Held, not retried: no further token requests, nothing delivered, the
+    // message still queued and shown as held. The control message first fails
+    // after the hold; its third retry, one retry interval after another, comes
+    // well after the held message's next try, and the hold watcher's next look
+    // (every 2 s), would have.
+    let control_id = control.send(&relay);
+    control.wait(&relay, &control_id, "attempts=4 status=deferred");
+    assert_eq!(ep.requests().len(), 2, "{:?}", ep.requests());
+    assert!(peer.messages().is_empty());
+    let (code, out, err) = cli(&relay, &["queue", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&id) && out.contains("Route up is HELD"),
+        "{out}"
+    );
+    assert_no_leaks(&relay, &peer, &secrets(&ep, &tap, &[other]));
+    assert_no_secrets(&out, &secrets(&ep, &tap, &[other]), "queue list");
+}
+
+/// Refused, refreshed once, refused again: the JSON challenge was read and
+/// answered (aiosmtpd then sent 535; any other answer gets a 501). Two token
+/// requests, both with the refresh token; nothing sent or bounced.
+fn assert_refused_refreshed_refused(relay: &Relay, ep: &Endpoint, tap: &TokenTap) {
     let log = relay.log();
-    // Refused, refreshed once, refused again: the JSON challenge was read
-    // and answered (aiosmtpd then sent 535; any other answer gets a 501).
     assert_eq!(log.matches("token refused").count(), 1, "{log}");
     assert!(log.contains("535 5.7.8"), "{log}");
     assert!(log.contains("status=401"), "{log}");
@@ -429,8 +465,11 @@ fn refused_token_is_refreshed_once_then_route_held() {
         "{requests:?}"
     );
     assert_eq!(tap.handed().len(), 2);
+}
 
-    // Both sessions: TLS, AUTH refused, QUIT (the exchange ended in step).
+/// Both sessions: TLS, AUTH refused, QUIT (the exchange ended in step); no
+/// AUTH accepted and no MAIL.
+fn assert_two_refused_sessions(peer: &Peer) {
     let fail = format!("AUTH-FAIL XOAUTH2 {USER}");
     assert!(
         wait_for(Duration::from_secs(5), || {
@@ -451,22 +490,4 @@ fn refused_token_is_refreshed_once_then_route_held() {
             .any(|e| e.starts_with("AUTH-OK") || e == "MAIL"),
         "{events:?}"
     );
-
-    // Held, not retried: no further token requests, nothing delivered, the
-    // message still queued and shown as held. The control message first fails
-    // after the hold; its third retry, one retry interval after another, comes
-    // well after the held message's next try, and the hold watcher's next look
-    // (every 2 s), would have.
-    let control_id = control.send(&relay);
-    control.wait(&relay, &control_id, "attempts=4 status=deferred");
-    assert_eq!(ep.requests().len(), 2, "{:?}", ep.requests());
-    assert!(peer.messages().is_empty());
-    let (code, out, err) = cli(&relay, &["queue", "list"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains(&id) && out.contains("Route up is HELD"),
-        "{out}"
-    );
-    assert_no_leaks(&relay, &peer, &secrets(&ep, &tap, &[other]));
-    assert_no_secrets(&out, &secrets(&ep, &tap, &[other]), "queue list");
 }

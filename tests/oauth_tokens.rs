@@ -154,20 +154,41 @@ fn bounced_besides<'a>(log: &'a str, control: &str) -> Vec<&'a str> {
         .collect()
 }
 
-#[test]
-fn dead_grant_holds_route_without_spending_retry_time_then_resumes() {
-    let ep = Endpoint::start();
-    ep.add_refresh_token("rt-A-51c0de");
+/// The upstream of the dead-grant test: XOAUTH2 with `ep`'s tokens, and RCPT
+/// refused with 451 on the 1st and 2nd try, then accepted.
+fn upstream_deferring_twice(ep: &Endpoint) -> ScriptedServer {
     let rcpt_calls = Arc::new(AtomicUsize::new(0));
     let script = ep.smtp_script();
     let calls = rcpt_calls.clone();
-    // RCPT: 451 on the 1st and 2nd try, then accepted.
-    let up = ScriptedServer::start(move |ctx, cmd| match cmd {
+    ScriptedServer::start(move |ctx, cmd| match cmd {
         Cmd::Rcpt { .. } if calls.fetch_add(1, Ordering::SeqCst) < 2 => {
             reply("451 4.3.0 try again later")
         }
         other => script(ctx, other),
-    });
+    })
+}
+
+/// While held: message `id` queued, shown as held, `oauth status` says what
+/// to do.
+fn assert_shown_held(relay: &Relay, id: &str) {
+    let (code, out, _) = cli(relay, &["queue", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(id) && out.contains("Route up is HELD"),
+        "{out}"
+    );
+    let (code, out, err) = cli(relay, &["oauth", "status"]);
+    assert_eq!(code, 75, "{out}{err}");
+    assert!(out.contains("works: NO (needs you)"), "{out}");
+    assert!(out.contains("do: smarthost oauth login o365"), "{out}");
+    assert!(out.contains("route up HELD"), "{out}");
+}
+
+#[test]
+fn dead_grant_holds_route_without_spending_retry_time_then_resumes() {
+    let ep = Endpoint::start();
+    ep.add_refresh_token("rt-A-51c0de");
+    let up = upstream_deferring_twice(&ep);
     let sd = tempfile::tempdir().unwrap();
     let state = sd.path().join("o365.json");
     write_state(&state, "rt-A-51c0de");
@@ -194,19 +215,7 @@ fn dead_grant_holds_route_without_spending_retry_time_then_resumes() {
     let log = relay.log();
     assert!(log.contains("invalid_grant"), "{log}");
     assert!(log.contains("smarthost oauth login o365"), "{log}");
-
-    // While held: queued, shown as held, status says what to do.
-    let (code, out, _) = cli(&relay, &["queue", "list"]);
-    assert_eq!(code, 0);
-    assert!(
-        out.contains(&id) && out.contains("Route up is HELD"),
-        "{out}"
-    );
-    let (code, out, err) = cli(&relay, &["oauth", "status"]);
-    assert_eq!(code, 75, "{out}{err}");
-    assert!(out.contains("works: NO (needs you)"), "{out}");
-    assert!(out.contains("do: smarthost oauth login o365"), "{out}");
-    assert!(out.contains("route up HELD"), "{out}");
+    assert_shown_held(&relay, &id);
 
     // Longer than the whole retry time passes on hold: the control message,
     // first refused after the held message's first failure, runs out of retry
@@ -305,12 +314,14 @@ fn credential_server(path: &Path, token: String) -> std::thread::JoinHandle<()> 
     })
 }
 
-#[test]
-fn every_token_source_delivers() {
-    let ep = Endpoint::start();
-    let up = ScriptedServer::start(ep.smtp_script());
-    let sd = tempfile::tempdir().unwrap();
-    let d = sd.path();
+/// The token source tables of [`every_token_source_delivers`], each with the
+/// files (in `d`) or the credential server its kind needs, and `ep` accepting
+/// its token: (name, the table's keys after `name`), and the credential
+/// server's thread.
+fn every_token_source(
+    ep: &Endpoint,
+    d: &Path,
+) -> (Vec<(&'static str, String)>, std::thread::JoinHandle<()>) {
     // command: prints a token; file: holds one; socket: a credential server.
     std::fs::write(d.join("cmd-token"), "cmd-tok-0b1c2d\n").unwrap();
     ep.accept_token("cmd-tok-0b1c2d");
@@ -327,10 +338,7 @@ fn every_token_source_delivers() {
         &format!("http://{}:{}@", ep.client.0, ep.client.1),
     );
 
-    let mut body = String::from(
-        "retry = \"F,1m,1s\"\n[timeouts]\nupstream_command = \"3s\"\nconnect = \"3s\"\nidle = \"1s\"\n",
-    );
-    let sources = [
+    let sources = vec![
         ("cmd", format!("type = \"command\"\ncommand = [\"/bin/cat\", \"{}\"]", d.join("cmd-token").display())),
         ("file", format!("type = \"file\"\npath = \"{}\"", d.join("file-token").display())),
         ("sock", format!("type = \"socket\"\npath = \"{}\"", sock.display())),
@@ -345,18 +353,36 @@ fn every_token_source_delivers() {
             ),
         ),
     ];
+    (sources, server)
+}
+
+/// A relay with one XOAUTH2 route to `port` per source, named after it and
+/// taken by senders at `<name>.test`.
+fn every_source_config(sources: &[(&str, String)], port: u16) -> String {
+    let mut body = String::from(
+        "retry = \"F,1m,1s\"\n[timeouts]\nupstream_command = \"3s\"\nconnect = \"3s\"\nidle = \"1s\"\n",
+    );
     let mut senders = String::new();
-    for (name, spec) in &sources {
+    for (name, spec) in sources {
         body.push_str(&format!(
-            "[[token_source]]\nname = \"{name}\"\n{spec}\n[[route]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nallow_plaintext = true\nauth = \"xoauth2\"\nusername = \"{name}@contoso.test\"\ntoken_source = \"{name}\"\n",
-            up.port()
+            "[[token_source]]\nname = \"{name}\"\n{spec}\n[[route]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nallow_plaintext = true\nauth = \"xoauth2\"\nusername = \"{name}@contoso.test\"\ntoken_source = \"{name}\"\n",
         ));
         senders.push_str(&format!("\"{name}.test\" = \"{name}\"\n"));
     }
     body.push_str(&format!(
         "[routing]\ndefault = \"cmd\"\n[routing.senders]\n{senders}"
     ));
-    let relay = Relay::start(&body);
+    body
+}
+
+#[test]
+fn every_token_source_delivers() {
+    let ep = Endpoint::start();
+    let up = ScriptedServer::start(ep.smtp_script());
+    let sd = tempfile::tempdir().unwrap();
+    let d = sd.path();
+    let (sources, server) = every_token_source(&ep, d);
+    let relay = Relay::start(&every_source_config(&sources, up.port()));
 
     for (name, _) in &sources {
         let from = format!("someone@{name}.test");
@@ -379,9 +405,29 @@ fn every_token_source_delivers() {
     }
     assert!(auths.iter().all(|a| a.2), "{auths:?}");
 
-    // A rewritten token file is read again, by the next connection: wait for
-    // the idle ones (idle = 1s) to be closed, or the next message reuses one
-    // already authenticated with the old token.
+    assert_rewritten_token_file_is_read(&relay, &up, &ep, d, sources.len());
+    assert_cli_works_without_secrets(&relay, &ep, sources.len());
+
+    // Stop the credential server.
+    let mut s = std::os::unix::net::UnixStream::connect(d.join("cred.sock")).unwrap();
+    use std::io::Write;
+    let _ = s.write_all(b"STOP\n");
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = server.join();
+    assert!(wait_for(Duration::from_secs(1), || true));
+}
+
+/// A rewritten token file is read again, by the next connection (the relay
+/// has sent `sent` messages so far).
+fn assert_rewritten_token_file_is_read(
+    relay: &Relay,
+    up: &ScriptedServer,
+    ep: &Endpoint,
+    d: &Path,
+    sent: usize,
+) {
+    // Wait for the idle connections (idle = 1s) to be closed, or the next
+    // message reuses one already authenticated with the old token.
     assert!(
         wait_for(Duration::from_secs(10), || up
             .connections()
@@ -396,47 +442,36 @@ fn every_token_source_delivers() {
         .send("x@file.test", &["rcpt@dst.test"], &message("file2"))
         .unwrap();
     assert!(
-        relay.wait_log("status=sent", sources.len() + 1, Duration::from_secs(20)),
+        relay.wait_log("status=sent", sent + 1, Duration::from_secs(20)),
         "{}",
         relay.log()
     );
     assert!(ep.auths().iter().any(|a| a.1 == "file-tok-2d3e4f"));
+}
 
-    // `oauth token` hands a script the current token; `oauth status` says all work.
-    let (code, out, err) = cli(&relay, &["oauth", "token", "file"]);
+/// `oauth token` hands a script the current token; `oauth status` says all
+/// `sources` work; neither they, `check` nor the log show a secret.
+fn assert_cli_works_without_secrets(relay: &Relay, ep: &Endpoint, sources: usize) {
+    let (code, out, err) = cli(relay, &["oauth", "token", "file"]);
     assert_eq!((code, out.trim()), (0, "file-tok-2d3e4f"), "{err}");
-    let (code, status, err) = cli(&relay, &["oauth", "status"]);
+    let (code, status, err) = cli(relay, &["oauth", "status"]);
     assert_eq!(code, 0, "{status}{err}");
-    assert_eq!(
-        status.matches("works: yes").count(),
-        sources.len(),
-        "{status}"
-    );
+    assert_eq!(status.matches("works: yes").count(), sources, "{status}");
 
     let mut secrets = ep.secrets();
     secrets.extend(["cmd-tok-0b1c2d", "file-tok-1a2b3c", "sock-tok-5e6f70"].map(String::from));
     assert_no_secrets(&relay.log(), &secrets, "relay log");
     assert_no_secrets(&status, &secrets, "oauth status");
-    let (_, check, _) = cli(&relay, &["check"]);
+    let (_, check, _) = cli(relay, &["check"]);
     assert!(
         check.contains("token_source=http") || check.contains("http http://127.0.0.1"),
         "{check}"
     );
     assert_no_secrets(&check, &secrets, "check");
-
-    // Stop the credential server.
-    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    use std::io::Write;
-    let _ = s.write_all(b"STOP\n");
-    let _ = s.shutdown(std::net::Shutdown::Write);
-    let _ = server.join();
-    assert!(wait_for(Duration::from_secs(1), || true));
 }
 
 #[test]
 fn daemon_shares_tokens_over_socket_and_http() {
-    use base64::Engine;
-    use std::io::{Read, Write};
     let sd = tempfile::tempdir().unwrap();
     let d = sd.path();
     std::fs::write(d.join("tok"), "shared-tok-77aa\n").unwrap();
@@ -464,6 +499,21 @@ default = "d"
         pw.display(),
         d.join("tok").display()
     ));
+    assert_shared_over_socket(&relay);
+    assert_shared_over_http(port);
+    let log = relay.log();
+    assert!(log.contains("sharing tokens on"), "{log}");
+    assert_no_secrets(
+        &log,
+        &["shared-tok-77aa".into(), "share-pass-31x".into()],
+        "relay log",
+    );
+}
+
+/// The share socket (group-writable) answers `SMTP <user>` with the XOAUTH2
+/// string of the shared token.
+fn assert_shared_over_socket(relay: &Relay) {
+    use std::io::{Read, Write};
     let sock = relay.path("share.sock");
     assert_eq!(
         std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
@@ -478,7 +528,13 @@ default = "d"
         answer,
         format!("user={USER}\x01auth=Bearer shared-tok-77aa\x01\x01\n")
     );
+}
 
+/// The share HTTP listener on `port` hands the token to the right password
+/// only.
+fn assert_shared_over_http(port: u16) {
+    use base64::Engine;
+    use std::io::{Read, Write};
     let get = |auth: &str| {
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         write!(
@@ -498,13 +554,6 @@ default = "d"
     assert!(
         refused.starts_with("HTTP/1.1 401") && !refused.contains("shared-tok"),
         "{refused}"
-    );
-    let log = relay.log();
-    assert!(log.contains("sharing tokens on"), "{log}");
-    assert_no_secrets(
-        &log,
-        &["shared-tok-77aa".into(), "share-pass-31x".into()],
-        "relay log",
     );
 }
 
