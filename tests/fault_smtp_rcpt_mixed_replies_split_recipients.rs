@@ -8,16 +8,18 @@ mod faults_smtp;
 #[path = "common/scripted.rs"]
 mod scripted;
 
+use common::Relay;
 use faults_smtp::*;
 use scripted::{reply, Cmd, ScriptedServer, Transaction};
+
+const UNKNOWN: &str = "550 5.1.1 <bad@dst.test>: Recipient address rejected: User unknown";
+const LATER: &str = "451 4.7.1 <later@dst.test>: Recipient address rejected: try again later";
 
 /// 250, 550 and 451 in one transaction: delivered, bounced (one DSN) and
 /// deferred, the last one delivered alone on the retry.
 /// (Moved from scripted_upstream.rs.)
 #[test]
 fn mixed_rcpt_replies_deliver_bounce_and_retry_each_recipient() {
-    const UNKNOWN: &str = "550 5.1.1 <bad@dst.test>: Recipient address rejected: User unknown";
-    const LATER: &str = "451 4.7.1 <later@dst.test>: Recipient address rejected: try again later";
     let server = ScriptedServer::start(|_, cmd| match cmd {
         Cmd::Rcpt { to, .. } if *to == "bad@dst.test" => reply(UNKNOWN),
         Cmd::Rcpt { to, .. } if *to == "later@dst.test" => reply(LATER),
@@ -26,9 +28,25 @@ fn mixed_rcpt_replies_deliver_bounce_and_retry_each_recipient() {
     let relay = relay(&server, "");
     let rcpts = ["ok@dst.test", "bad@dst.test", "later@dst.test"];
     let (id, msg) = submit(&relay, &rcpts, "mixed");
+    assert_first_attempt_split(&relay, &server, &id, &rcpts);
 
-    // The first attempt, in the log and in the queue.
-    let first = attempt_lines(&relay, &id, &rcpts, 1);
+    // Exactly one DSN, to the sender, with a null reverse-path, about bad@ only.
+    let dsns = wait_dsns(&server, 1);
+    assert_eq!(dsns.len(), 1, "{}", server.dump());
+    let text = assert_dsn(&dsns[0], &[("bad@dst.test", "5.1.1", UNKNOWN)], "mixed");
+    assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1"), "{text}");
+    assert!(!text.contains("rfc822; ok@dst.test"), "{text}");
+    assert!(!text.contains("rfc822; later@dst.test"), "{text}");
+
+    recover_and_deliver(&server, &relay, &id, &["later@dst.test"], 2, &msg);
+    assert_retry_carried_only_later(&server, &rcpts, &msg);
+    assert_log_line_per_attempt(&relay, &id);
+}
+
+/// The first attempt, in the log and in the queue: ok@ sent, bad@ bounced,
+/// later@ deferred, each with the upstream's reply.
+fn assert_first_attempt_split(relay: &Relay, server: &ScriptedServer, id: &str, rcpts: &[&str]) {
+    let first = attempt_lines(relay, id, rcpts, 1);
     let port = server.port();
     assert!(
         first[0].contains(&format!("relay=127.0.0.1[127.0.0.1]:{port}")),
@@ -43,7 +61,7 @@ fn mixed_rcpt_replies_deliver_bounce_and_retry_each_recipient() {
         first[2].contains(&format!("attempts=1 status=deferred ({LATER})")),
         "{first:?}"
     );
-    let found = find(&relay, &id);
+    let found = find(relay, id);
     assert!(found.queued, "{found:?}");
     assert_eq!(
         found.states(),
@@ -55,17 +73,11 @@ fn mixed_rcpt_replies_deliver_bounce_and_retry_each_recipient() {
     );
     assert_eq!(found.detail("later@dst.test"), LATER);
     assert_eq!(found.detail("bad@dst.test"), UNKNOWN);
+}
 
-    // Exactly one DSN, to the sender, with a null reverse-path, about bad@ only.
-    let dsns = wait_dsns(&server, 1);
-    assert_eq!(dsns.len(), 1, "{}", server.dump());
-    let text = assert_dsn(&dsns[0], &[("bad@dst.test", "5.1.1", UNKNOWN)], "mixed");
-    assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1"), "{text}");
-    assert!(!text.contains("rfc822; ok@dst.test"), "{text}");
-    assert!(!text.contains("rfc822; later@dst.test"), "{text}");
-
-    // The retry carries only the deferred recipient.
-    recover_and_deliver(&server, &relay, &id, &["later@dst.test"], 2, &msg);
+/// The retry carried only the deferred recipient; ok@ was delivered exactly
+/// once, `msg` both times, and one DSN went out.
+fn assert_retry_carried_only_later(server: &ScriptedServer, rcpts: &[&str], msg: &[u8]) {
     let txs = server.transactions();
     let mine = from_sender(&txs, SENDER);
     assert_eq!(mine.len(), 2, "{}", server.dump());
@@ -75,7 +87,7 @@ fn mixed_rcpt_replies_deliver_bounce_and_retry_each_recipient() {
     assert_eq!(mine[1].rcpt_addresses(), ["later@dst.test"]);
     assert!(mine[1].delivered());
     for t in &mine {
-        assert!(is_message(t.data.as_deref(), &msg));
+        assert!(is_message(t.data.as_deref(), msg));
     }
     let accepted_ok: usize = txs
         .iter()
@@ -85,13 +97,16 @@ fn mixed_rcpt_replies_deliver_bounce_and_retry_each_recipient() {
     assert_eq!(accepted_ok, 1, "ok@ must be delivered exactly once");
     let dsns: Vec<&Transaction> = txs.iter().filter(|t| t.from.is_empty()).collect();
     assert_eq!(dsns.len(), 1, "{}", server.dump());
+}
 
-    // The log tells the same story, one line per attempt.
-    let ok = status_lines(&relay, &id, "ok@dst.test");
+/// The log tells the same story, one line per attempt; the message ends
+/// partly bounced.
+fn assert_log_line_per_attempt(relay: &Relay, id: &str) {
+    let ok = status_lines(relay, id, "ok@dst.test");
     assert_eq!(ok.len(), 1, "{ok:?}");
-    let bad = status_lines(&relay, &id, "bad@dst.test");
+    let bad = status_lines(relay, id, "bad@dst.test");
     assert_eq!(bad.len(), 1, "{bad:?}");
-    let later = status_lines(&relay, &id, "later@dst.test");
+    let later = status_lines(relay, id, "later@dst.test");
     assert_eq!(later.len(), 2, "{later:?}");
     assert!(later[1].contains("attempts=2 status=sent"), "{later:?}");
     let log = relay.log();
@@ -101,7 +116,7 @@ fn mixed_rcpt_replies_deliver_bounce_and_retry_each_recipient() {
         1,
         "{log}"
     );
-    let found = find(&relay, &id);
+    let found = find(relay, id);
     assert_eq!(found.outcome.as_deref(), Some("partly bounced"));
 }
 

@@ -193,32 +193,7 @@ fn the_relay_sleeps_while_it_waits_and_a_reload_keeps_the_count() {
     assert!(wait_delivered(&server, 2), "{}", server.dump());
     submit(&relay, "c");
     submit(&relay, "d");
-
-    // Four workers wait for the minute to pass, their connections closed:
-    // asleep, waking no more often and found running no more often than the
-    // idle daemon (a worker polling every 50 ms would wake 160 times more;
-    // one spinning would be found running all along).
-    assert!(
-        wait_for(PATIENCE, || all_quit(&server)),
-        "{}",
-        server.dump()
-    );
-    let waiting = activity(pid);
-    println!("idle: {idle:?}; waiting for the rate limit: {waiting:?}");
-    assert!(
-        waiting.wakeups <= 2 * idle.wakeups + 20,
-        "woke {} times waiting, {} idle",
-        waiting.wakeups,
-        idle.wakeups
-    );
-    assert!(
-        waiting.running <= 2 * idle.running + waiting.samples / 10,
-        "found running in {} of {} samples waiting, {} of {} idle",
-        waiting.running,
-        waiting.samples,
-        idle.running,
-        idle.samples
-    );
+    assert_asleep_while_waiting(&server, pid, &idle);
     assert_eq!(relay.queue_json().unwrap().len(), 2, "c and d stay queued");
 
     // The same limits after a reload: still used up (the upstream's clock
@@ -250,10 +225,43 @@ fn the_relay_sleeps_while_it_waits_and_a_reload_keeps_the_count() {
         relay.log()
     );
     assert!(relay.wait_queue_empty(PATIENCE), "{:?}", relay.queue_json());
-
     let mut at = dots.lock().unwrap().clone();
     at.sort();
     assert_eq!(at.len(), 4, "{}", server.dump());
+    assert_paced_across_the_reloads(&at, raised);
+}
+
+/// Four workers wait for the minute to pass, their connections closed:
+/// asleep, waking no more often and found running no more often than the
+/// `idle` daemon (a worker polling every 50 ms would wake 160 times more; one
+/// spinning would be found running all along).
+fn assert_asleep_while_waiting(server: &ScriptedServer, pid: u32, idle: &Activity) {
+    assert!(
+        wait_for(PATIENCE, || all_quit(server)),
+        "{}",
+        server.dump()
+    );
+    let waiting = activity(pid);
+    println!("idle: {idle:?}; waiting for the rate limit: {waiting:?}");
+    assert!(
+        waiting.wakeups <= 2 * idle.wakeups + 20,
+        "woke {} times waiting, {} idle",
+        waiting.wakeups,
+        idle.wakeups
+    );
+    assert!(
+        waiting.running <= 2 * idle.running + waiting.samples / 10,
+        "found running in {} of {} samples waiting, {} of {} idle",
+        waiting.running,
+        waiting.samples,
+        idle.running,
+        idle.samples
+    );
+}
+
+/// The upstream's times of arrival `at` (sorted) against the moment the limit
+/// was `raised` to 3/min.
+fn assert_paced_across_the_reloads(at: &[Instant], raised: Instant) {
     // All of the above inside the first minute, or the limit had run out.
     assert!(
         raised < at[0] + Duration::from_secs(55),

@@ -113,17 +113,17 @@ fn connection_is_reused_for_queued_messages() {
     });
     let relay = Relay::start(&config(server.port(), "max_connections = 2"));
     let n = 5;
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let id = relay
-            .send(
-                SENDER,
-                &[&format!("r{i}@dst.test")],
-                &message(&format!("reuse{i}")),
-            )
-            .expect("accepted");
-        ids.push(id);
-    }
+    let ids: Vec<String> = (0..n)
+        .map(|i| {
+            relay
+                .send(
+                    SENDER,
+                    &[&format!("r{i}@dst.test")],
+                    &message(&format!("reuse{i}")),
+                )
+                .expect("accepted")
+        })
+        .collect();
     let all = server.wait_until(Duration::from_secs(15), |txs| {
         txs.iter().filter(|t| t.delivered()).count() >= n
     });
@@ -141,6 +141,25 @@ fn connection_is_reused_for_queued_messages() {
             "{lines:?}"
         );
     }
+    assert_transactions_follow_each_other(&server, n);
+    // Idle for `idle` (1s): the relay says goodbye.
+    let closed = common::wait_for(Duration::from_secs(6), || {
+        server
+            .connections()
+            .iter()
+            .all(|c| c.closed && c.verbs().last().map(String::as_str) == Some("QUIT"))
+    });
+    assert!(
+        closed,
+        "idle connections should end with QUIT\n{}",
+        server.dump()
+    );
+}
+
+/// The `n` messages went over at most 2 (and fewer than `n`) connections, one
+/// EHLO each; every transaction after the first on a connection follows the
+/// last one's DATA directly, without RSET; all `n` were delivered.
+fn assert_transactions_follow_each_other(server: &ScriptedServer, n: usize) {
     let conns = server.connections();
     assert!(
         conns.len() < n && conns.len() <= 2,
@@ -148,8 +167,6 @@ fn connection_is_reused_for_queued_messages() {
         conns.len(),
         server.dump()
     );
-    // Every transaction after the first on a connection follows the last
-    // one's DATA directly.
     for c in &conns {
         let verbs = c.verbs();
         assert!(!verbs.contains(&"RSET".to_string()), "{verbs:?}");
@@ -166,18 +183,6 @@ fn connection_is_reused_for_queued_messages() {
     let txs = server.transactions();
     assert_eq!(txs.len(), n, "{}", server.dump());
     assert!(txs.iter().all(|t| t.delivered()), "{}", server.dump());
-    // Idle for `idle` (1s): the relay says goodbye.
-    let closed = common::wait_for(Duration::from_secs(6), || {
-        server
-            .connections()
-            .iter()
-            .all(|c| c.closed && c.verbs().last().map(String::as_str) == Some("QUIT"))
-    });
-    assert!(
-        closed,
-        "idle connections should end with QUIT\n{}",
-        server.dump()
-    );
 }
 
 /// (i) A recipient deferred until the schedule's last cutoff is bounced with

@@ -430,7 +430,34 @@ default = "up"
         .expect("queued");
     // Through sendmail -i: bare LF and bare CR line ends, lone dots, and the
     // smuggling sequences themselves.
-    let piped: &[u8] = b"To: user@example.net\nSubject: piped\n\nfirst\n.\nMAIL FROM:<admin@victim.example>\r\n.\r\nx\r.\rend\n.\r\n";
+    sendmail_i_t(
+        &relay,
+        b"To: user@example.net\nSubject: piped\n\nfirst\n.\nMAIL FROM:<admin@victim.example>\r\n.\r\nx\r.\rend\n.\r\n",
+    );
+
+    let ok = common::wait_for(Duration::from_secs(20), || up.messages().len() >= 2);
+    assert!(
+        ok,
+        "upstream got {:?}; log:\n{}",
+        up.messages(),
+        relay.log()
+    );
+    // The sentinel: the relay closes its idle connections (after 1 s), and the
+    // upstream has then handled every byte it was sent, a smuggled second
+    // transaction included.
+    let closed = common::wait_for(Duration::from_secs(20), || up.all_closed());
+    assert!(
+        closed,
+        "the relay kept a connection open; log:\n{}",
+        relay.log()
+    );
+    assert_outbound_intact(&up.messages(), &smtp_msg);
+    assert_eq!(relay.log().matches("status=sent").count(), 2);
+}
+
+/// Submits `piped` through `sendmail -i -t -f app@example.com`, which must
+/// succeed.
+fn sendmail_i_t(relay: &Relay, piped: &[u8]) {
     let mut child = Command::new(BIN)
         .args(["sendmail", "-i", "-t", "-f", "app@example.com"])
         .env("SMARTHOST_CONFIG", &relay.config_path)
@@ -451,33 +478,20 @@ default = "up"
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
 
-    let ok = common::wait_for(Duration::from_secs(20), || up.messages().len() >= 2);
-    assert!(
-        ok,
-        "upstream got {:?}; log:\n{}",
-        up.messages(),
-        relay.log()
-    );
-    // The sentinel: the relay closes its idle connections (after 1 s), and the
-    // upstream has then handled every byte it was sent, a smuggled second
-    // transaction included.
-    let closed = common::wait_for(Duration::from_secs(20), || up.all_closed());
-    assert!(
-        closed,
-        "the relay kept a connection open; log:\n{}",
-        relay.log()
-    );
-    let raws = up.messages();
+/// The upstream got exactly two messages, each with one end and no bare line
+/// end: the SMTP one, `smtp_msg`, unchanged, and the piped one with every bare
+/// LF and bare CR made CRLF and its lone dots kept as data.
+fn assert_outbound_intact(raws: &[Vec<u8>], smtp_msg: &[u8]) {
     assert_eq!(raws.len(), 2, "exactly two messages upstream");
     let mut texts: Vec<Vec<u8>> = raws.iter().map(|r| check_outbound(r)).collect();
     texts.sort_by_key(|t| !t.windows(5).any(|w| w == b"dots\r"));
-    assert_eq!(strip_received(&texts[0]), smtp_msg.as_slice());
+    assert_eq!(strip_received(&texts[0]), smtp_msg);
     let piped_out = String::from_utf8_lossy(strip_received(&texts[1])).into_owned();
     let body = piped_out.split("\r\n\r\n").nth(1).expect("body");
     assert_eq!(
         body,
         "first\r\n.\r\nMAIL FROM:<admin@victim.example>\r\n.\r\nx\r\n.\r\nend\r\n.\r\n"
     );
-    assert_eq!(relay.log().matches("status=sent").count(), 2);
 }
