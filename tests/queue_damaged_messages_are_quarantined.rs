@@ -85,6 +85,27 @@ fn damage(relay: &Relay, garbled: &str, bodiless: &str) {
 #[test]
 fn damaged_messages_are_listed_never_retried_and_removable() {
     let mut relay = Relay::start(&config());
+    let ids = queue_three_and_stop(&mut relay);
+    let (garbled, bodiless, healthy) = (&ids[0], &ids[1], &ids[2]);
+    damage(&relay, garbled, bodiless);
+    relay.spawn();
+
+    assert_listed_as_damaged(&relay, garbled);
+    assert_found_damaged_by_a_flush(&relay, bodiless, healthy);
+    assert_removed_by_id(&relay, garbled, bodiless, healthy);
+
+    // Nothing of them comes back at the next start.
+    relay.restart();
+    assert!(relay
+        .queue_json()
+        .expect("list")
+        .iter()
+        .all(|m| m.get("damaged").is_none()));
+}
+
+/// Queues three messages, waits until each was deferred, then stops the relay
+/// cleanly; their ids.
+fn queue_three_and_stop(relay: &mut Relay) -> Vec<String> {
     let ids: Vec<String> = (0..3)
         .map(|i| {
             let msg = format!("Subject: m{i}\r\n\r\nbody {i}\r\n");
@@ -106,17 +127,16 @@ fn damaged_messages_are_listed_never_retried_and_removable() {
     assert!(relay
         .wait_exit(Duration::from_secs(20))
         .is_some_and(|s| s.success()));
-    let (garbled, bodiless, healthy) = (&ids[0], &ids[1], &ids[2]);
-    damage(&relay, garbled, bodiless);
-    relay.spawn();
+    ids
+}
 
-    // Listed with its reason; the others as they were.
+/// The message whose envelope no longer decodes is listed with its reason
+/// (the others as they were), logged as quarantined, counted, and makes
+/// `/healthz` say degraded.
+fn assert_listed_as_damaged(relay: &Relay, garbled: &str) {
     let listed = relay.queue_json().expect("list");
     assert_eq!(listed.len(), 3, "{listed:?}");
-    let entry = listed
-        .iter()
-        .find(|m| m["id"] == garbled.as_str())
-        .expect("listed");
+    let entry = listed.iter().find(|m| m["id"] == garbled).expect("listed");
     assert!(
         entry["damaged"]
             .as_str()
@@ -124,7 +144,7 @@ fn damaged_messages_are_listed_never_retried_and_removable() {
             .contains("does not decode"),
         "{entry}"
     );
-    let text = String::from_utf8_lossy(&queue(&relay, &["list"]).stdout).into_owned();
+    let text = String::from_utf8_lossy(&queue(relay, &["list"]).stdout).into_owned();
     assert!(
         text.contains(&format!("{garbled}  DAMAGED, never tried")),
         "{text}"
@@ -134,13 +154,15 @@ fn damaged_messages_are_listed_never_retried_and_removable() {
         "{}",
         relay.log()
     );
-    assert_eq!(damaged_gauge(&relay), "smarthost_queue_damaged_messages 1");
-    let (status, body) = http_get(metrics_addr(&relay), "/healthz");
+    assert_eq!(damaged_gauge(relay), "smarthost_queue_damaged_messages 1");
+    let (status, body) = http_get(metrics_addr(relay), "/healthz");
     assert_eq!((status, body.as_str()), (200, "degraded: 1 damaged message(s) quarantined in the queue (see `smarthost queue list`)\n"));
+}
 
-    // The lost body is found by the attempt a flush starts: quarantined,
-    // never tried again.
-    let out = queue(&relay, &["flush", bodiless]);
+/// The lost body is found by the attempt a flush starts: quarantined, never
+/// tried again; a flush of everything skips the damaged and tries `healthy`.
+fn assert_found_damaged_by_a_flush(relay: &Relay, bodiless: &str, healthy: &str) {
+    let out = queue(relay, &["flush", bodiless]);
     assert!(
         out.status.success(),
         "{}",
@@ -151,12 +173,9 @@ fn damaged_messages_are_listed_never_retried_and_removable() {
         "{}",
         relay.log()
     );
-    assert_eq!(damaged_gauge(&relay), "smarthost_queue_damaged_messages 2");
+    assert_eq!(damaged_gauge(relay), "smarthost_queue_damaged_messages 2");
     let listed = relay.queue_json().expect("list");
-    let entry = listed
-        .iter()
-        .find(|m| m["id"] == bodiless.as_str())
-        .expect("listed");
+    let entry = listed.iter().find(|m| m["id"] == bodiless).expect("listed");
     assert!(
         entry["damaged"]
             .as_str()
@@ -164,27 +183,28 @@ fn damaged_messages_are_listed_never_retried_and_removable() {
             .contains("missing"),
         "{entry}"
     );
-    let out = queue(&relay, &["flush", bodiless]);
+    let out = queue(relay, &["flush", bodiless]);
     assert!(!out.status.success(), "a damaged message is not flushed");
     assert!(String::from_utf8_lossy(&out.stdout).contains("damaged"));
-    // A flush of everything skips them and tries the healthy one.
     let tried_before = relay.log().matches(&format!("{healthy}: to=")).count();
-    assert!(queue(&relay, &["flush", "--all"]).status.success());
+    assert!(queue(relay, &["flush", "--all"]).status.success());
     assert!(relay.wait_log(
         &format!("{healthy}: to="),
         tried_before + 1,
         Duration::from_secs(20)
     ));
+}
 
-    // Removed by id: the unreadable one silently, the bodiless one with a
-    // notice to its sender.
-    let out = queue(&relay, &["delete", garbled]);
+/// Removed by id: the unreadable one silently, the bodiless one with a notice
+/// to its sender; `healthy` stays, and the relay is healthy again.
+fn assert_removed_by_id(relay: &Relay, garbled: &str, bodiless: &str, healthy: &str) {
+    let out = queue(relay, &["delete", garbled]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = queue(&relay, &["bounce", bodiless]);
+    let out = queue(relay, &["bounce", bodiless]);
     assert!(
         out.status.success(),
         "{}",
@@ -194,20 +214,12 @@ fn damaged_messages_are_listed_never_retried_and_removable() {
     assert!(relay
         .log()
         .contains(&format!("{bodiless}: sender non-delivery notification")));
-    assert_eq!(damaged_gauge(&relay), "smarthost_queue_damaged_messages 0");
-    let (status, body) = http_get(metrics_addr(&relay), "/healthz");
+    assert_eq!(damaged_gauge(relay), "smarthost_queue_damaged_messages 0");
+    let (status, body) = http_get(metrics_addr(relay), "/healthz");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let listed = relay.queue_json().expect("list");
     let left: Vec<&str> = listed.iter().filter_map(|m| m["id"].as_str()).collect();
-    assert!(left.contains(&healthy.as_str()));
-    assert!(!left.contains(&garbled.as_str()) && !left.contains(&bodiless.as_str()));
+    assert!(left.contains(&healthy));
+    assert!(!left.contains(&garbled) && !left.contains(&bodiless));
     assert!(listed.iter().all(|m| m.get("damaged").is_none()));
-
-    // Nothing of them comes back at the next start.
-    relay.restart();
-    assert!(relay
-        .queue_json()
-        .expect("list")
-        .iter()
-        .all(|m| m.get("damaged").is_none()));
 }

@@ -99,7 +99,33 @@ fn first_line(mut s: &TcpStream) -> String {
 
 #[test]
 fn ten_thousand_idle_connections_the_limit_holds_memory_stays_bounded_and_clients_are_served() {
-    // 10,000 client sockets and a few spare; the relay inherits the limit.
+    let count = descriptors_for_the_crowd();
+    let mut relay = Relay::start(&format!(
+        r#"[limits]
+max_connections = {LIMIT}
+[timeouts]
+command = "{}s"
+{}"#,
+        COMMAND_TIMEOUT.as_secs(),
+        common::CAPTURE_ROUTE
+    ));
+    let pid = relay.pid().expect("running");
+    let before = Peaks {
+        rss: rss_kib(pid),
+        sockets: sockets(pid),
+    };
+    let (crowd, replies, opened_in, peaks) = open_crowd(&relay, count);
+    assert_the_limit_held(&replies, opened_in, &before, &peaks);
+    assert_idle_sessions_timed_out(&crowd, &replies);
+    drop(crowd);
+    serve_a_legitimate_client(&relay);
+    assert_eq!(relay.pid(), Some(pid));
+    relay.kill();
+}
+
+/// Raises this process's descriptor limit for [`WANTED`] client sockets and a
+/// few spare (the relay inherits it); how many connections to open.
+fn descriptors_for_the_crowd() -> usize {
     let got = raise_nofile(WANTED as u64 + 512);
     let count = WANTED.min(got.saturating_sub(512) as usize);
     if !common::require(
@@ -115,20 +141,20 @@ fn ten_thousand_idle_connections_the_limit_holds_memory_stays_bounded_and_client
         count > 2 * LIMIT,
         "too few descriptors to test anything: {got}"
     );
-    let mut relay = Relay::start(&format!(
-        r#"[limits]
-max_connections = {LIMIT}
-[timeouts]
-command = "{}s"
-{}"#,
-        COMMAND_TIMEOUT.as_secs(),
-        common::CAPTURE_ROUTE
-    ));
-    let pid = relay.pid().expect("running");
-    let rss_before = rss_kib(pid);
-    let sockets_before = sockets(pid);
+    count
+}
 
-    // Watch how many sockets the relay holds while the crowd arrives.
+/// The relay's resident memory (KiB) and sockets, at rest or at their peak.
+struct Peaks {
+    rss: u64,
+    sockets: usize,
+}
+
+/// Opens `count` connections and reads each one's first line, watching how
+/// many sockets and how much memory the relay holds meanwhile: the
+/// connections, their first lines, how long opening them took, the peaks.
+fn open_crowd(relay: &Relay, count: usize) -> (Vec<TcpStream>, Vec<String>, Duration, Peaks) {
+    let pid = relay.pid().expect("running");
     let stop = Arc::new(AtomicBool::new(false));
     let peak_sockets = Arc::new(AtomicUsize::new(0));
     let peak_rss = Arc::new(AtomicUsize::new(0));
@@ -155,7 +181,18 @@ command = "{}s"
     let replies: Vec<String> = crowd.iter().map(first_line).collect();
     stop.store(true, Ordering::SeqCst);
     watcher.join().expect("watcher");
+    let peaks = Peaks {
+        rss: peak_rss.load(Ordering::SeqCst) as u64,
+        sockets: peak_sockets.load(Ordering::SeqCst),
+    };
+    (crowd, replies, opened_in, peaks)
+}
 
+/// Every connection was greeted or refused with `421 4.3.2`, no more than the
+/// limit's worth at a time greeted, and the relay's sockets and memory stayed
+/// bounded.
+fn assert_the_limit_held(replies: &[String], opened_in: Duration, before: &Peaks, peak: &Peaks) {
+    let count = replies.len();
     let greeted = replies.iter().filter(|r| r.starts_with("220 ")).count();
     let refused = replies
         .iter()
@@ -166,8 +203,8 @@ command = "{}s"
         .filter(|r| !r.starts_with("220 ") && !r.starts_with("421 4.3.2"))
         .take(5)
         .collect();
-    let rss_peak = peak_rss.load(Ordering::SeqCst) as u64;
-    let sockets_peak = peak_sockets.load(Ordering::SeqCst);
+    let (rss_before, sockets_before) = (before.rss, before.sockets);
+    let (rss_peak, sockets_peak) = (peak.rss, peak.sockets);
     println!(
         "{count} connections opened in {:.1}s: {greeted} greeted, {refused} refused with 421 4.3.2; \
          relay sockets {sockets_before} -> peak {sockets_peak}; VmRSS {rss_before} KiB -> peak {rss_peak} KiB",
@@ -196,11 +233,13 @@ command = "{}s"
         rss_peak < rss_before + 32 * 1024,
         "VmRSS grew from {rss_before} KiB to {rss_peak} KiB"
     );
+}
 
-    // The admitted idle sessions are timed out and closed.
+/// The admitted idle sessions are timed out and closed.
+fn assert_idle_sessions_timed_out(crowd: &[TcpStream], replies: &[String]) {
     let idle: Vec<&TcpStream> = crowd
         .iter()
-        .zip(&replies)
+        .zip(replies)
         .filter(|(_, r)| r.starts_with("220 "))
         .map(|(s, _)| s)
         .collect();
@@ -216,10 +255,11 @@ command = "{}s"
         timed_out += 1;
     }
     println!("{timed_out} idle sessions closed by the command timeout");
-    drop(crowd);
+}
 
-    // A legitimate client is served (a closed session gives its slot back a
-    // moment after its socket closes, so it may take a second try).
+/// A legitimate client is served (a closed session gives its slot back a
+/// moment after its socket closes, so it may take a second try).
+fn serve_a_legitimate_client(relay: &Relay) {
     let legit = Submission {
         from: "a@src.test".into(),
         rcpts: vec!["b@dst.test".into()],
@@ -234,7 +274,6 @@ command = "{}s"
     });
     let r = served.expect("no client served after the idle sessions were closed");
     assert!(r.starts_with("250 2.0.0 Ok: queued as"), "{r}");
+    let pid = relay.pid().expect("running");
     println!("served: {r}; VmRSS now {} KiB", rss_kib(pid));
-    assert_eq!(relay.pid(), Some(pid));
-    relay.kill();
 }

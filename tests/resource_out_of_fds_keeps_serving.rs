@@ -64,6 +64,44 @@ fn out_of_file_descriptors_the_relay_backs_off_keeps_its_sessions_and_recovers()
     open.expect(220);
     open.expect_cmd("EHLO open.test", 250);
 
+    let limit = lower_descriptor_limit(pid);
+    let crowd = exhaust_descriptors(&relay, limit);
+
+    // Out of descriptors, the open session still queues mail (sled's files are
+    // open already).
+    let r = send_on(&mut open, "during");
+    assert!(r.starts_with("250 2.0.0 Ok: queued as"), "{r}");
+
+    assert_accept_backs_off(&relay, pid);
+
+    // The crowd leaves; the relay drains its backlog and serves a new client.
+    drop(crowd);
+    let _ = open.cmd("QUIT");
+    drop(open);
+    serve_a_new_client(&relay);
+    assert_eq!(relay.pid(), Some(pid));
+
+    // Everything acknowledged arrives (deliveries that hit EMFILE are retried).
+    let out = relay.path("out");
+    let arrived = common::wait_for(Duration::from_secs(20), || {
+        let got: Vec<String> = captured(&out)
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        ["before", "during", "after"]
+            .iter()
+            .all(|t| got.iter().any(|m| m.contains(&format!("X-Token: {t}\r"))))
+    });
+    assert!(arrived, "acknowledged mail missing; log:\n{}", relay.log());
+}
+
+fn accept_failed(relay: &Relay) -> usize {
+    relay.log().matches("accept failed").count()
+}
+
+/// Lowers the daemon's descriptor limit to 16 above what it uses at rest; the
+/// new limit.
+fn lower_descriptor_limit(pid: u32) -> usize {
     let at_rest = open_fds(pid);
     let limit = at_rest + 16;
     let set = Command::new("prlimit")
@@ -73,18 +111,21 @@ fn out_of_file_descriptors_the_relay_backs_off_keeps_its_sessions_and_recovers()
         .expect("prlimit");
     assert!(set.success(), "prlimit --nofile={limit} failed");
     println!("relay uses {at_rest} descriptors at rest; limit now {limit}");
+    limit
+}
 
+/// Opens connections until the relay's accept fails with EMFILE; the crowd.
+fn exhaust_descriptors(relay: &Relay, limit: usize) -> Vec<TcpStream> {
     // The kernel completes handshakes into the listen backlog whether or not
     // the relay can accept them: every connect succeeds.
     let mut crowd = Vec::new();
-    let accept_failed = |r: &Relay| r.log().matches("accept failed").count();
     let exhausted = common::wait_for(Duration::from_secs(10), || {
         if crowd.len() < 4 * limit {
             for _ in 0..8 {
                 crowd.push(TcpStream::connect(relay.addr()).expect("connect"));
             }
         }
-        accept_failed(&relay) > 0
+        accept_failed(relay) > 0
     });
     assert!(
         exhausted,
@@ -98,18 +139,16 @@ fn out_of_file_descriptors_the_relay_backs_off_keeps_its_sessions_and_recovers()
         relay.log()
     );
     println!("accept fails with {} connections open", crowd.len());
+    crowd
+}
 
-    // Out of descriptors, the open session still queues mail (sled's files are
-    // open already).
-    let r = send_on(&mut open, "during");
-    assert!(r.starts_with("250 2.0.0 Ok: queued as"), "{r}");
-
-    // The accept loop backs off instead of spinning on EMFILE.
-    let (ticks0, logged0, t0) = (cpu_ticks(pid), accept_failed(&relay), Instant::now());
+/// The accept loop backs off instead of spinning on EMFILE.
+fn assert_accept_backs_off(relay: &Relay, pid: u32) {
+    let (ticks0, logged0, t0) = (cpu_ticks(pid), accept_failed(relay), Instant::now());
     std::thread::sleep(Duration::from_secs(3));
     let secs = t0.elapsed().as_secs_f64();
     let cpu = (cpu_ticks(pid) - ticks0) as f64 / 100.0;
-    let logged = accept_failed(&relay) - logged0;
+    let logged = accept_failed(relay) - logged0;
     println!("out of descriptors for {secs:.1}s: {cpu:.2}s CPU, {logged} 'accept failed' lines");
     // A spinning loop burns a whole core and logs thousands of lines a second.
     assert!(cpu < 0.25 * secs, "{cpu:.2}s CPU in {secs:.1}s");
@@ -118,11 +157,10 @@ fn out_of_file_descriptors_the_relay_backs_off_keeps_its_sessions_and_recovers()
         "{logged} lines in {secs:.1}s"
     );
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
 
-    // The crowd leaves; the relay drains its backlog and serves a new client.
-    drop(crowd);
-    let _ = open.cmd("QUIT");
-    drop(open);
+/// Within 20 s a new client gets its message ("after") queued.
+fn serve_a_new_client(relay: &Relay) {
     let back = Instant::now();
     let mut served = None;
     while back.elapsed() < Duration::from_secs(20) {
@@ -143,18 +181,4 @@ fn out_of_file_descriptors_the_relay_backs_off_keeps_its_sessions_and_recovers()
         "served again {:.1}s after the crowd left",
         back.elapsed().as_secs_f64()
     );
-    assert_eq!(relay.pid(), Some(pid));
-
-    // Everything acknowledged arrives (deliveries that hit EMFILE are retried).
-    let out = relay.path("out");
-    let arrived = common::wait_for(Duration::from_secs(20), || {
-        let got: Vec<String> = captured(&out)
-            .iter()
-            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-            .collect();
-        ["before", "during", "after"]
-            .iter()
-            .all(|t| got.iter().any(|m| m.contains(&format!("X-Token: {t}\r"))))
-    });
-    assert!(arrived, "acknowledged mail missing; log:\n{}", relay.log());
 }

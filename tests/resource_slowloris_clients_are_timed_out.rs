@@ -105,18 +105,43 @@ data = "{0}s"
         TIMEOUT.as_secs(),
         common::CAPTURE_ROUTE
     ));
+    let (command_line, data_body) = start_slow_clients(&relay);
+    let honest = honest_client(&relay);
+
+    // Meanwhile a normal client is served, promptly.
+    std::thread::sleep(TIMEOUT / 2);
+    serve_a_normal_client(&relay);
+
+    let r = honest.join().expect("honest client");
+    assert!(
+        r.starts_with("250 2.0.0 Ok: queued as"),
+        "honest slow client: {r}"
+    );
+    println!(
+        "a client sending 2 KB/s for {}s: {r}",
+        3 * TIMEOUT.as_secs()
+    );
+
+    for (what, clients) in [("command line", command_line), ("DATA body", data_body)] {
+        assert_cut_off_by_the_deadline(what, clients);
+    }
+}
+
+/// [`SLOW_CLIENTS`] clients trickling a command line that never ends, and as
+/// many trickling a message body.
+fn start_slow_clients(relay: &Relay) -> (Vec<JoinHandle<Cut>>, Vec<JoinHandle<Cut>>) {
     let mut command_line = Vec::new();
     let mut data_body = Vec::new();
     for _ in 0..SLOW_CLIENTS {
         // A command line that never ends (no LF ever comes).
         command_line.push(slow_client(
-            &relay,
+            relay,
             &["EHLO slow.test\r\n"],
             b"MAIL FROM:<slowly-slowly-slowly@src.test> SIZE=1000000000000000000",
         ));
         // A message body trickled a byte at a time, lines and all.
         data_body.push(slow_client(
-            &relay,
+            relay,
             &[
                 "EHLO slow.test\r\n",
                 "MAIL FROM:<a@src.test>\r\n",
@@ -126,11 +151,15 @@ data = "{0}s"
             b"Subject: slow\r\n\r\nThis message never ends.\r\n",
         ));
     }
+    (command_line, data_body)
+}
 
-    // A slow but honest client: 2 KB a second (above 500 bytes a second) for
-    // three times the data timeout must be let through.
+/// A slow but honest client: 2 KB a second (above 500 bytes a second) for
+/// three times the data timeout must be let through; the last line the relay
+/// said to it.
+fn honest_client(relay: &Relay) -> JoinHandle<String> {
     let addr = relay.addr();
-    let honest = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
         let mut got = Vec::new();
@@ -162,10 +191,11 @@ data = "{0}s"
         say(&mut s, b".\r\n", 6);
         let text = String::from_utf8_lossy(&got).into_owned();
         text.lines().last().unwrap_or_default().to_string()
-    });
+    })
+}
 
-    // Meanwhile a normal client is served, promptly.
-    std::thread::sleep(TIMEOUT / 2);
+/// A normal client's message is queued while the slow ones trickle.
+fn serve_a_normal_client(relay: &Relay) {
     let normal = Submission {
         from: "a@src.test".into(),
         rcpts: vec!["b@dst.test".into()],
@@ -181,48 +211,44 @@ data = "{0}s"
         "normal client served in {:.2}s during the trickle",
         normal_took.as_secs_f64()
     );
+}
 
-    let r = honest.join().expect("honest client");
-    assert!(
-        r.starts_with("250 2.0.0 Ok: queued as"),
-        "honest slow client: {r}"
-    );
+/// Every one of `clients` was told `421 ... timeout exceeded`, none later than
+/// a few seconds after the deadline.
+fn assert_cut_off_by_the_deadline(what: &str, clients: Vec<JoinHandle<Cut>>) {
+    let cuts: Vec<Cut> = clients
+        .into_iter()
+        .map(|h| h.join().expect("client"))
+        .collect();
+    let longest = cuts.iter().map(|c| c.after).max().unwrap_or_default();
     println!(
-        "a client sending 2 KB/s for {}s: {r}",
-        3 * TIMEOUT.as_secs()
+        "{what}: {} slow clients cut off after {:.1}-{:.1}s, {}-{} bytes trickled; relay said {:?}",
+        cuts.len(),
+        cuts.iter()
+            .map(|c| c.after)
+            .min()
+            .unwrap_or_default()
+            .as_secs_f64(),
+        longest.as_secs_f64(),
+        cuts.iter().map(|c| c.bytes_sent).min().unwrap_or(0),
+        cuts.iter().map(|c| c.bytes_sent).max().unwrap_or(0),
+        cuts[0].said
     );
-
-    for (what, clients) in [("command line", command_line), ("DATA body", data_body)] {
-        let cuts: Vec<Cut> = clients
-            .into_iter()
-            .map(|h| h.join().expect("client"))
-            .collect();
-        let longest = cuts.iter().map(|c| c.after).max().unwrap_or_default();
-        println!(
-            "{what}: {} slow clients cut off after {:.1}-{:.1}s, {}-{} bytes trickled; relay said {:?}",
-            cuts.len(),
-            cuts.iter().map(|c| c.after).min().unwrap_or_default().as_secs_f64(),
-            longest.as_secs_f64(),
-            cuts.iter().map(|c| c.bytes_sent).min().unwrap_or(0),
-            cuts.iter().map(|c| c.bytes_sent).max().unwrap_or(0),
-            cuts[0].said
-        );
-        for c in &cuts {
-            assert!(
-                c.said.starts_with("421 ") && c.said.contains("timeout exceeded"),
-                "{what}: the relay said {:?} after {:.1}s and {} bytes",
-                c.said,
-                c.after.as_secs_f64(),
-                c.bytes_sent
-            );
-        }
-        // The deadline is TIMEOUT (DATA earns a second per 500 bytes: none
-        // here); a loaded machine may take a few seconds more.
+    for c in &cuts {
         assert!(
-            longest < TIMEOUT + Duration::from_secs(6),
-            "{what}: a slow client lasted {:.1}s with a {}s timeout",
-            longest.as_secs_f64(),
-            TIMEOUT.as_secs()
+            c.said.starts_with("421 ") && c.said.contains("timeout exceeded"),
+            "{what}: the relay said {:?} after {:.1}s and {} bytes",
+            c.said,
+            c.after.as_secs_f64(),
+            c.bytes_sent
         );
     }
+    // The deadline is TIMEOUT (DATA earns a second per 500 bytes: none
+    // here); a loaded machine may take a few seconds more.
+    assert!(
+        longest < TIMEOUT + Duration::from_secs(6),
+        "{what}: a slow client lasted {:.1}s with a {}s timeout",
+        longest.as_secs_f64(),
+        TIMEOUT.as_secs()
+    );
 }

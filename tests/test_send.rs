@@ -119,8 +119,17 @@ fn delivered_over_starttls_with(auth: &str, redacted: &[&str]) {
     );
     let out = test_send(&config, &["--route", "up", "--to", RCPT]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_transcript(&out, peer.port, redacted);
+    assert_peer_got_the_test_message(&peer);
+    // Nothing was queued: the queue was never even opened.
+    assert!(!files.path("queue").exists());
+}
 
-    let relay = format!("localhost[127.0.0.1]:{}", peer.port);
+/// `test-send`'s transcript of a delivery to aiosmtpd on `port` over STARTTLS,
+/// with `redacted` the lines of the authentication exchange; no password in
+/// its output.
+fn assert_transcript(out: &Output, port: u16, redacted: &[&str]) {
+    let relay = format!("localhost[127.0.0.1]:{port}");
     let mut expected = vec![
         "[route up: smtp localhost:",
         "[message from <relay-user@example.com> to <user@example.net>: ",
@@ -173,7 +182,11 @@ fn delivered_over_starttls_with(auth: &str, redacted: &[&str]) {
     );
     assert_no_password(&out.stdout);
     assert_no_password(&out.stderr);
+}
 
+/// aiosmtpd saved one message, the test message, from `USER` logged in over
+/// TLS.
+fn assert_peer_got_the_test_message(peer: &aiosmtpd::Peer) {
     let messages = peer.messages();
     assert_eq!(messages.len(), 1, "{messages:?}");
     let (meta, content) = &messages[0];
@@ -194,8 +207,6 @@ fn delivered_over_starttls_with(auth: &str, redacted: &[&str]) {
         content.contains("from smarthost on relay.test"),
         "{content}"
     );
-    // Nothing was queued: the queue was never even opened.
-    assert!(!files.path("queue").exists());
 }
 
 #[test]
