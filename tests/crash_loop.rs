@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use common::Relay;
 use scripted::{reply, standard, Action, Cmd, ScriptedServer, Transaction};
-use stream::{Rng, Submission, Submitters};
+use stream::{Record, Rng, Submission, Submitters};
 
 const SENDER: &str = "crash@src.test";
 const GOOD: &str = "ok@dst.test";
@@ -266,6 +266,52 @@ idle = "1s"
     ));
     let mut rng = Rng(seed);
     let subs = Submitters::start(relay.addr(), SUBMITTERS, Arc::new(submission));
+    let looped = kill_loop(&mut relay, &server, &events, &subs, &mut rng, kills);
+    // The stream goes on briefly against the last start, then stops.
+    std::thread::sleep(Duration::from_millis(300));
+    let record = subs.finish();
+    let acked: Vec<String> = record.acked.keys().cloned().collect();
+    let loop_time = started.elapsed();
+
+    let drained = drain(&mut relay, &server, &acked, Duration::from_secs(120));
+    let (seen, strays) = tally(&server.transactions());
+    print_summary(seed, &looped, &record, &seen, loop_time, started);
+
+    assert!(
+        record.refused.is_empty(),
+        "the relay refused messages: {:?}",
+        &record.refused[..record.refused.len().min(5)]
+    );
+    assert!(strays.is_empty(), "messages nobody sent: {strays:?}");
+    assert_the_loop_meant_something(&looped, acked.len());
+    assert_every_acked_message_arrived(&acked, &seen);
+    assert!(drained, "the queue did not drain: {:?}", relay.queue_json());
+}
+
+/// What the kill loop did.
+#[derive(Default)]
+struct Looped {
+    kills: usize,
+    /// moment → (kills, kills that found it)
+    aimed: BTreeMap<Moment, (usize, usize)>,
+    /// How many messages were acknowledged at each kill.
+    acked_at_kill: Vec<usize>,
+    sigkills: usize,
+    /// Kills after which the stream was paused.
+    paused: usize,
+    max_backlog: usize,
+}
+
+/// Kills the relay `kills` times, each time at a moment drawn from `rng` and
+/// aimed at, and restarts it, while `subs` stream messages in.
+fn kill_loop(
+    relay: &mut Relay,
+    server: &ScriptedServer,
+    events: &Events,
+    subs: &Submitters,
+    rng: &mut Rng,
+    kills: usize,
+) -> Looped {
     let moments = [
         Moment::Submission,
         Moment::Delivery,
@@ -273,18 +319,18 @@ idle = "1s"
         Moment::BounceAfterData,
         Moment::Startup,
     ];
-    // moment → (kills, kills that found it)
-    let mut aimed: BTreeMap<Moment, (usize, usize)> = BTreeMap::new();
-    let mut acked_at_kill = Vec::with_capacity(kills);
-    let mut sigkills = 0;
-    let (mut paused, mut max_backlog) = (0, 0);
+    let mut l = Looped {
+        kills,
+        acked_at_kill: Vec::with_capacity(kills),
+        ..Looped::default()
+    };
     for _ in 0..kills {
         let m = moments[(rng.next() % moments.len() as u64) as usize];
-        let mut hit = aim(m, &mut rng, &server, &events);
-        acked_at_kill.push(subs.acked());
+        let mut hit = aim(m, rng, server, events);
+        l.acked_at_kill.push(subs.acked());
         relay.kill();
         std::thread::sleep(Duration::from_millis(rng.range(0, 50)));
-        sigkills += 1;
+        l.sigkills += 1;
         if m == Moment::Startup {
             // A second kill while the relay opens its queue: found if it was
             // not ready yet.
@@ -292,10 +338,10 @@ idle = "1s"
             relay.spawn_unready();
             std::thread::sleep(Duration::from_millis(rng.range(0, 150)));
             relay.kill();
-            sigkills += 1;
+            l.sigkills += 1;
             hit = relay.ready_count() == ready;
         }
-        let e = aimed.entry(m).or_default();
+        let e = l.aimed.entry(m).or_default();
         e.0 += 1;
         e.1 += usize::from(hit);
         relay.spawn();
@@ -305,20 +351,26 @@ idle = "1s"
             .acked()
             .saturating_sub(events.dots.load(Ordering::SeqCst));
         subs.pause(backlog > MAX_BACKLOG);
-        paused += usize::from(backlog > MAX_BACKLOG);
-        max_backlog = max_backlog.max(backlog);
+        l.paused += usize::from(backlog > MAX_BACKLOG);
+        l.max_backlog = l.max_backlog.max(backlog);
     }
-    // The stream goes on briefly against the last start, then stops.
-    std::thread::sleep(Duration::from_millis(300));
-    let record = subs.finish();
-    let acked: Vec<String> = record.acked.keys().cloned().collect();
-    let loop_time = started.elapsed();
+    l
+}
 
-    let drained = drain(&mut relay, &server, &acked, Duration::from_secs(120));
-    let (seen, strays) = tally(&server.transactions());
+/// The run's numbers, with its seed: what the kills found, the traffic, the
+/// duplicates.
+fn print_summary(
+    seed: u64,
+    l: &Looped,
+    record: &Record,
+    seen: &BTreeMap<String, Seen>,
+    loop_time: Duration,
+    started: Instant,
+) {
     let copies = |k: &[Kind], f: fn(&Seen) -> usize| -> (usize, usize) {
-        let counts: Vec<usize> = acked
-            .iter()
+        let counts: Vec<usize> = record
+            .acked
+            .keys()
             .filter(|t| k.contains(&kind(t)))
             .map(|t| seen.get(t).map_or(0, f))
             .collect();
@@ -327,6 +379,14 @@ idle = "1s"
     };
     let (deliveries, dup_deliveries) = copies(&[Kind::Delivered, Kind::Partial], |s| s.delivered);
     let (dsns, dup_dsns) = copies(&[Kind::Partial, Kind::Refused], |s| s.dsns);
+    let Looped {
+        kills,
+        aimed,
+        sigkills,
+        paused,
+        max_backlog,
+        ..
+    } = l;
     println!(
         "crash loop: seed={seed:#x} kills={kills} ({sigkills} SIGKILLs) {aimed:?} \
          (moment: (kills, found)) in {:.1}s; \
@@ -334,7 +394,7 @@ idle = "1s"
          dsns={dsns} (duplicates {dup_dsns}); unacknowledged but arrived={}; \
          backlog at most {max_backlog} (paused after {paused} kills); total {:.1}s",
         loop_time.as_secs_f64(),
-        acked.len(),
+        record.acked.len(),
         record.unknown,
         record.refused.len(),
         seen.keys()
@@ -342,30 +402,31 @@ idle = "1s"
             .count(),
         started.elapsed().as_secs_f64(),
     );
+}
 
+/// The loop means something only if mail flowed between the kills (unless
+/// the stream was paused) and the kills found what they were aimed at.
+fn assert_the_loop_meant_something(l: &Looped, acked: usize) {
+    let kills = l.kills;
+    let grew = l.acked_at_kill.windows(2).filter(|w| w[1] > w[0]).count();
     assert!(
-        record.refused.is_empty(),
-        "the relay refused messages: {:?}",
-        &record.refused[..record.refused.len().min(5)]
+        grew >= kills.saturating_sub(l.paused) / 2 && acked >= 2 * kills,
+        "too little traffic: {acked} acked, grew between {grew} of {kills} kills",
     );
-    assert!(strays.is_empty(), "messages nobody sent: {strays:?}");
-    // The loop means something only if mail flowed between the kills (unless
-    // the stream was paused) and the kills found what they were aimed at.
-    let grew = acked_at_kill.windows(2).filter(|w| w[1] > w[0]).count();
-    assert!(
-        grew >= kills.saturating_sub(paused) / 2 && acked.len() >= 2 * kills,
-        "too little traffic: {} acked, grew between {grew} of {kills} kills",
-        acked.len()
-    );
+    let aimed = &l.aimed;
     let (n, found): (usize, usize) = aimed
         .iter()
         .filter(|(m, _)| !matches!(m, Moment::Submission | Moment::Startup))
         .fold((0, 0), |a, (_, v)| (a.0 + v.0, a.1 + v.1));
     assert!(found * 10 >= n * 8, "kills missed their moment: {aimed:?}");
+}
 
+/// Every acknowledged message reached the sink for its accepted recipient
+/// and got a DSN for its refused one, and no DSN names another recipient.
+fn assert_every_acked_message_arrived(acked: &[String], seen: &BTreeMap<String, Seen>) {
     let mut missing = Vec::new();
     let mut wrongly_bounced = Vec::new();
-    for t in &acked {
+    for t in acked {
         let s = seen.get(t);
         let delivered = s.map_or(0, |s| s.delivered);
         let dsns = s.map_or(0, |s| s.dsns);
@@ -394,5 +455,4 @@ idle = "1s"
         acked.len(),
         &missing[..missing.len().min(20)]
     );
-    assert!(drained, "the queue did not drain: {:?}", relay.queue_json());
 }

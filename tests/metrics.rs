@@ -133,13 +133,30 @@ fn metrics_parse_and_count_deliveries_deferrals_and_bounces() {
     });
     assert!(settled, "log:\n{}\n{}", relay.log(), server.dump());
 
+    let scraped = scrape(addr, relay.dir.path());
+    assert_counts(&scraped);
+    assert_http_answers(addr);
+    assert_json_log(&relay, &ids);
+}
+
+/// `/metrics`, parsed: each sample's value by `name{label=value,...}`, each
+/// family's type by name, and the exposition text.
+struct Scrape {
+    values: BTreeMap<String, f64>,
+    types: BTreeMap<String, String>,
+    text: String,
+}
+
+/// GETs `/metrics` (Prometheus's text format, version 0.0.4) and parses it
+/// with prometheus_client, in `dir`.
+fn scrape(addr: std::net::SocketAddr, dir: &Path) -> Scrape {
     let (status, head, text) = http(addr, "GET", "/metrics");
     assert_eq!(status, 200, "{head}");
     assert!(
         head.contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    let samples = parse_with_prometheus_client(relay.dir.path(), &text);
+    let samples = parse_with_prometheus_client(dir, &text);
     let mut values: BTreeMap<String, f64> = BTreeMap::new();
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     for s in &samples {
@@ -159,6 +176,21 @@ fn metrics_parse_and_count_deliveries_deferrals_and_bounces() {
             s[1].as_str().unwrap_or_default().to_string(),
         );
     }
+    Scrape {
+        values,
+        types,
+        text,
+    }
+}
+
+/// The counters, gauges and histogram after one delivery, one deferral and one
+/// bounce (whose notification was delivered).
+fn assert_counts(scraped: &Scrape) {
+    let Scrape {
+        values,
+        types,
+        text,
+    } = scraped;
     let get = |k: &str| {
         *values
             .get(k)
@@ -204,7 +236,10 @@ fn metrics_parse_and_count_deliveries_deferrals_and_bounces() {
     assert_eq!(types["smarthost_messages_accepted"], "counter");
     assert_eq!(types["smarthost_queue_messages"], "gauge");
     assert_eq!(types["smarthost_delivery_latency_seconds"], "histogram");
+}
 
+/// HEAD, `/healthz`, and what is not served.
+fn assert_http_answers(addr: std::net::SocketAddr) {
     // HEAD: the same head, no body.
     let (status, head, body) = http(addr, "HEAD", "/metrics");
     assert_eq!(status, 200);
@@ -215,9 +250,12 @@ fn metrics_parse_and_count_deliveries_deferrals_and_bounces() {
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     assert_eq!(http(addr, "GET", "/").0, 404);
     assert_eq!(http(addr, "POST", "/metrics").0, 405);
+}
 
-    // Every line is JSON; delivery lines carry the queue id and the route.
-    let lines = json_lines(&relay);
+/// Every line is JSON; delivery lines carry the queue id and the route, and
+/// each of `ids` (to ok@, later@, bad@) has its acceptance and delivery line.
+fn assert_json_log(relay: &Relay, ids: &[String]) {
+    let lines = json_lines(relay);
     let deliveries: Vec<&Value> = lines.iter().filter(|l| l.get("status").is_some()).collect();
     assert_eq!(deliveries.len(), 4, "{}", relay.log());
     for d in &deliveries {
