@@ -132,6 +132,63 @@ fn no_secret_in_any_output() {
     let refuser = refusing_upstream();
     let sd = tempfile::tempdir().unwrap();
     let d = sd.path();
+    write_secret_files(d);
+    let share_port = free_port();
+    let relay = Relay::start(&format!(
+        "{}{}{ROUTING}",
+        routes(refuser.port(), xo_up.port(), d),
+        token_sources(&ep, d, share_port)
+    ));
+    let config = relay.config_path.clone();
+    let (plain_id, login_id) = send_and_settle(&relay);
+    assert_eq!(
+        share_get(share_port, SHARE_PW, "shared@contoso.test")
+            .split(' ')
+            .nth(1),
+        Some("200")
+    );
+    assert_eq!(
+        share_get(share_port, WRONG_SHARE_PW, "shared@contoso.test")
+            .split(' ')
+            .nth(1),
+        Some("401")
+    );
+
+    let mut outputs = operator_outputs(&config, &plain_id, &login_id);
+    outputs.extend(error_outputs(&config, d, &http_url(&ep)));
+    // The loaded configuration's Debug form, as a panic or a debug log shows it.
+    let loaded = smarthost::config::Config::load(&config).expect("config loads");
+    outputs.push(("Debug of the configuration".into(), format!("{loaded:#?}")));
+
+    let mut secrets: Vec<String> = [
+        PLAIN_PW,
+        LOGIN_PW,
+        CLIENT_SECRET,
+        REFRESH,
+        CMD_TOKEN,
+        FILE_TOKEN,
+        SHARE_PW,
+        WRONG_SHARE_PW,
+    ]
+    .map(String::from)
+    .to_vec();
+    secrets.extend(ep.secrets());
+    secrets.sort();
+    secrets.dedup();
+    // The HTTP source and the XOAUTH2 route got access tokens from the endpoint.
+    assert!(secrets.len() > 9, "{secrets:?}");
+    for (what, text) in &outputs {
+        assert_clean(text, &secrets, what);
+    }
+    assert_clean(&relay.log(), &secrets, "the daemon's log");
+    let log = relay.log();
+    assert!(log.contains("535"), "{log}");
+}
+
+/// The password files, the client secret, the sharing password, the token
+/// file and the OAuth2 state in `d` (all 0600), and `d/token.sh`, a command
+/// printing its token.
+fn write_secret_files(d: &Path) {
     secret_file(&d.join("plain.pw"), PLAIN_PW);
     secret_file(&d.join("login.pw"), LOGIN_PW);
     secret_file(&d.join("client.secret"), CLIENT_SECRET);
@@ -145,13 +202,29 @@ fn no_secret_in_any_output() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let http_url = ep.url("/auth").replace(
+}
+
+/// PLAIN by default, LOGIN for `login.test`, XOAUTH2 for `xo.test`.
+const ROUTING: &str = r#"[routing]
+default = "plain"
+[routing.senders]
+"login.test" = "login"
+"xo.test" = "xo"
+"#;
+
+/// The HTTP authentication server's URL at `ep`, with its password in it.
+fn http_url(ep: &Endpoint) -> String {
+    ep.url("/auth").replace(
         "http://",
         &format!("http://{}:{}@", ep.client.0, ep.client.1),
-    );
-    let share_port = free_port();
+    )
+}
+
+/// The routes: PLAIN and LOGIN to the refusing upstream on `refuser`,
+/// XOAUTH2 to the one on `xo`.
+fn routes(refuser: u16, xo: u16, d: &Path) -> String {
     let clear = "tls = \"none\"\nallow_plaintext = true";
-    let body = format!(
+    format!(
         r#"retry = "F,1h,30m"
 [timeouts]
 upstream_command = "3s"
@@ -181,7 +254,15 @@ port = {xo}
 auth = "xoauth2"
 username = "app@contoso.test"
 token_source = "o365"
-[[token_source]]
+"#,
+        d = d.display(),
+    )
+}
+
+/// Every kind of token source, the file one shared over HTTP on `share_port`.
+fn token_sources(ep: &Endpoint, d: &Path, share_port: u16) -> String {
+    format!(
+        r#"[[token_source]]
 name = "o365"
 type = "oauth2"
 provider = "generic"
@@ -193,7 +274,7 @@ state_file = "{d}/o365.json"
 [[token_source]]
 name = "cmd"
 type = "command"
-command = ["{script}"]
+command = ["{d}/token.sh"]
 [[token_source]]
 name = "file"
 type = "file"
@@ -207,21 +288,17 @@ account = "app@contoso.test"
 [oauth]
 share_http = "127.0.0.1:{share_port}"
 share_http_password_file = "{d}/share.pw"
-[routing]
-default = "plain"
-[routing.senders]
-"login.test" = "login"
-"xo.test" = "xo"
 "#,
-        refuser = refuser.port(),
-        xo = xo_up.port(),
         d = d.display(),
         client_id = ep.client.0,
         token_url = ep.url("/token"),
-        script = script.display(),
-    );
-    let relay = Relay::start(&body);
-    let config = relay.config_path.clone();
+        http_url = http_url(ep),
+    )
+}
+
+/// One message by each route: PLAIN and LOGIN refused (deferred), XOAUTH2
+/// sent; the ids of the first two.
+fn send_and_settle(relay: &Relay) -> (String, String) {
     let msg = |tag: &str| format!("Subject: {tag}\r\n\r\nbody\r\n").into_bytes();
     let plain_id = relay
         .send("a@plain.test", &["r@dst.test"], &msg("plain"))
@@ -238,19 +315,12 @@ default = "plain"
         "{}",
         relay.log()
     );
-    assert_eq!(
-        share_get(share_port, SHARE_PW, "shared@contoso.test")
-            .split(' ')
-            .nth(1),
-        Some("200")
-    );
-    assert_eq!(
-        share_get(share_port, WRONG_SHARE_PW, "shared@contoso.test")
-            .split(' ')
-            .nth(1),
-        Some("401")
-    );
+    (plain_id, login_id)
+}
 
+/// What the operator's commands print, each of which must succeed: (command,
+/// output).
+fn operator_outputs(config: &Path, plain_id: &str, login_id: &str) -> Vec<(String, String)> {
     let mut outputs = Vec::new();
     for args in [
         vec!["check"],
@@ -258,28 +328,34 @@ default = "plain"
         vec!["route", "a@xo.test"],
         vec!["queue", "list"],
         vec!["queue", "list", "--json"],
-        vec!["queue", "show", &plain_id],
-        vec!["queue", "show", &login_id, "--json"],
-        vec!["queue", "find", &plain_id],
+        vec!["queue", "show", plain_id],
+        vec!["queue", "show", login_id, "--json"],
+        vec!["queue", "find", plain_id],
         vec!["oauth", "status"],
     ] {
-        let (code, text) = cli(&config, &args);
+        let (code, text) = cli(config, &args);
         assert_eq!(code, 0, "{args:?}: {text}");
         outputs.push((args.join(" "), text));
     }
     // What they show is real: the refused logins and the working sources.
     let list = &outputs[3].1;
-    assert!(list.contains("535") && list.contains(&plain_id), "{list}");
+    assert!(list.contains("535") && list.contains(plain_id), "{list}");
     assert_eq!(
         outputs[8].1.matches("works: yes").count(),
         4,
         "{}",
         outputs[8].1
     );
+    outputs
+}
 
+/// The errors of a secret file others could read and of a configuration
+/// broken on the line of `http_url` (which holds a password): (what, output).
+fn error_outputs(config: &Path, d: &Path, http_url: &str) -> Vec<(String, String)> {
+    let mut outputs = Vec::new();
     // A secret file others could read: refused, named, not shown.
     std::fs::set_permissions(d.join("login.pw"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, text) = cli(&config, &["check"]);
+    let (code, text) = cli(config, &["check"]);
     assert_eq!(code, 78, "{text}");
     assert!(
         text.contains("login.pw") && text.contains("chmod 600"),
@@ -290,7 +366,7 @@ default = "plain"
 
     // A bad configuration, wrong right on the line that holds a URL password.
     let broken = d.join("broken.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
+    let text = std::fs::read_to_string(config).unwrap();
     let bad_line = format!("url = \"{http_url}\"");
     std::fs::write(
         &broken,
@@ -303,32 +379,5 @@ default = "plain"
         assert!(text.contains("line "), "{text}");
         outputs.push((format!("{cmd} of a broken file"), text));
     }
-
-    // The loaded configuration's Debug form, as a panic or a debug log shows it.
-    let loaded = smarthost::config::Config::load(&config).expect("config loads");
-    outputs.push(("Debug of the configuration".into(), format!("{loaded:#?}")));
-
-    let mut secrets: Vec<String> = [
-        PLAIN_PW,
-        LOGIN_PW,
-        CLIENT_SECRET,
-        REFRESH,
-        CMD_TOKEN,
-        FILE_TOKEN,
-        SHARE_PW,
-        WRONG_SHARE_PW,
-    ]
-    .map(String::from)
-    .to_vec();
-    secrets.extend(ep.secrets());
-    secrets.sort();
-    secrets.dedup();
-    // The HTTP source and the XOAUTH2 route got access tokens from the endpoint.
-    assert!(secrets.len() > 9, "{secrets:?}");
-    for (what, text) in &outputs {
-        assert_clean(text, &secrets, what);
-    }
-    assert_clean(&relay.log(), &secrets, "the daemon's log");
-    let log = relay.log();
-    assert!(log.contains("535"), "{log}");
+    outputs
 }

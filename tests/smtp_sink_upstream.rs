@@ -273,7 +273,21 @@ struct Sent {
 fn messages_arrive_once_with_identical_bytes() {
     let sink = SmtpSink::start(&[]);
     let relay = Relay::start(&sink_route(sink.port, ""));
+    let sent = send_four(&relay);
+    let recipients: usize = sent.iter().map(|s| s.to.len()).sum();
+    assert!(
+        relay.wait_log("status=sent", recipients, Duration::from_secs(20)),
+        "not all delivered; relay log:\n{}\nsmtp-sink log:\n{}",
+        relay.log(),
+        sink.log()
+    );
+    assert_each_sent_at_once(&relay, &sink, &sent);
+    assert_each_arrived_once_intact(&sink, &sent);
+}
 
+/// Four messages: plain, full of dot lines, to two recipients, and 8-bit
+/// UTF-8 (sent with BODY=8BITMIME).
+fn send_four(relay: &Relay) -> Vec<Sent> {
     let plain = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: one\r\nMessage-ID: <one@client.test>\r\n\r\nFirst message.\r\n".to_vec();
     let dots = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: two, with dots\r\nMessage-ID: <two@client.test>\r\n\r\n.leading dot\r\n..two leading dots\r\n.\r\n...\r\nmiddle . dot\r\n.\r\n".to_vec();
     let multi = b"From: c@example.com\r\nTo: x@example.net, y@example.org\r\nSubject: three, two recipients\r\nMessage-ID: <three@client.test>\r\n\r\nFor both.\r\n\r\n\r\nTrailing empty lines above.\r\n".to_vec();
@@ -300,7 +314,7 @@ fn messages_arrive_once_with_identical_bytes() {
             eight_bit: false,
         });
     }
-    let id = send_8bitmime(&relay, "d@example.com", "u@example.net", &utf8);
+    let id = send_8bitmime(relay, "d@example.com", "u@example.net", &utf8);
     sent.push(Sent {
         id,
         from: "d@example.com",
@@ -308,17 +322,15 @@ fn messages_arrive_once_with_identical_bytes() {
         message: utf8,
         eight_bit: true,
     });
+    sent
+}
 
-    let recipients: usize = sent.iter().map(|s| s.to.len()).sum();
-    assert!(
-        relay.wait_log("status=sent", recipients, Duration::from_secs(20)),
-        "not all delivered; relay log:\n{}\nsmtp-sink log:\n{}",
-        relay.log(),
-        sink.log()
-    );
+/// Each recipient was sent on the first attempt and each message removed;
+/// nothing was deferred or bounced.
+fn assert_each_sent_at_once(relay: &Relay, sink: &SmtpSink, sent: &[Sent]) {
     let log = relay.log();
     let relay_field = format!("relay=127.0.0.1[127.0.0.1]:{}", sink.port);
-    for s in &sent {
+    for s in sent {
         for to in &s.to {
             let prefix = format!("{}: to=<{to}> {relay_field} ", s.id);
             let line = log
@@ -336,14 +348,18 @@ fn messages_arrive_once_with_identical_bytes() {
         !log.contains("status=deferred") && !log.contains("status=bounced"),
         "{log}"
     );
+}
 
+/// Each message arrived exactly once with identical bytes (the relay's
+/// Received header aside), with the envelope it was sent with.
+fn assert_each_arrived_once_intact(sink: &SmtpSink, sent: &[Sent]) {
     let dumps = sink.dumps();
     assert_eq!(
         dumps.len(),
         sent.len(),
         "one dump per message expected: {dumps:#?}"
     );
-    for s in &sent {
+    for s in sent {
         let matching: Vec<&Dump> = dumps
             .iter()
             .filter(|d| common::strip_received(&d.message) == s.message.as_slice())
@@ -405,8 +421,32 @@ fn rejected_recipient_bounces_and_dsn_is_delivered() {
         sink.log()
     );
     sink.kill();
+    let dsn_id = assert_bounced_with_a_dsn(&relay, &bounced, &id, reject);
+    assert_dsn_deferred_nothing_accepted(&relay, &sink, &dsn_id);
+
+    // Route the original sender's domain to a capture directory and restart:
+    // the queued DSN now leaves through it.
+    let config = std::fs::read_to_string(&relay.config_path).unwrap();
+    // The harness ends the file with [local]; the routing table comes before it.
+    let config = config.replacen(
+        "default = \"sink\"\n",
+        "default = \"sink\"\n[routing.senders]\n\"bouncer.test\" = \"bounces\"\n",
+        1,
+    );
+    assert!(
+        config.contains("\"bouncer.test\" = \"bounces\""),
+        "{config}"
+    );
+    std::fs::write(&relay.config_path, config).unwrap();
+    relay.restart();
+    assert_dsn_captured(&relay, &dsn_id, &id, reject);
+}
+
+/// The recipient's line (`bounced`) says it bounced with `reject`, and a DSN
+/// was queued for message `id`; the DSN's id.
+fn assert_bounced_with_a_dsn(relay: &Relay, bounced: &str, id: &str, reject: &str) -> String {
     let log = relay.log();
-    let line = log.lines().find(|l| l.contains(&bounced)).unwrap();
+    let line = log.lines().find(|l| l.contains(bounced)).unwrap();
     assert!(
         line.contains(&format!("attempts=1 status=bounced ({reject})")),
         "{line}"
@@ -415,13 +455,17 @@ fn rejected_recipient_bounces_and_dsn_is_delivered() {
     let at = log
         .find(&dsn_marker)
         .unwrap_or_else(|| panic!("no DSN queued:\n{log}"));
-    let dsn_id = log[at + dsn_marker.len()..]
+    log[at + dsn_marker.len()..]
         .split_whitespace()
         .next()
         .unwrap()
-        .to_string();
+        .to_string()
+}
 
-    // The DSN went for the sink, which is gone: deferred, not lost.
+/// The DSN went for the sink, which is gone: deferred, not lost; the sink
+/// accepted nothing.
+fn assert_dsn_deferred_nothing_accepted(relay: &Relay, sink: &SmtpSink, dsn_id: &str) {
+    let relay_field = format!("relay=127.0.0.1[127.0.0.1]:{}", sink.port);
     let dsn_deferred = format!("{dsn_id}: to=<sender@bouncer.test> {relay_field} ");
     assert!(
         relay.wait_log(&dsn_deferred, 1, Duration::from_secs(15)),
@@ -440,23 +484,12 @@ fn rejected_recipient_bounces_and_dsn_is_delivered() {
         let text = std::fs::read_to_string(dump.path()).unwrap_or_default();
         assert!(!text.contains("(smtp-sink)"), "accepted: {text}");
     }
+}
 
-    // Route the original sender's domain to a capture directory and restart:
-    // the queued DSN now leaves through it.
-    let config = std::fs::read_to_string(&relay.config_path).unwrap();
-    // The harness ends the file with [local]; the routing table comes before it.
-    let config = config.replacen(
-        "default = \"sink\"\n",
-        "default = \"sink\"\n[routing.senders]\n\"bouncer.test\" = \"bounces\"\n",
-        1,
-    );
-    assert!(
-        config.contains("\"bouncer.test\" = \"bounces\""),
-        "{config}"
-    );
-    std::fs::write(&relay.config_path, config).unwrap();
-    relay.restart();
-
+/// The DSN `dsn_id` about message `id` arrived in the capture directory,
+/// from the null sender, with the failure (`reject`) and the original's
+/// header section only; it was not bounced in turn.
+fn assert_dsn_captured(relay: &Relay, dsn_id: &str, id: &str, reject: &str) {
     let dir = relay.path("bounces");
     let ok = common::wait_for(Duration::from_secs(15), || {
         !common::captured(&dir).is_empty()
@@ -465,7 +498,7 @@ fn rejected_recipient_bounces_and_dsn_is_delivered() {
     let captured = common::captured(&dir);
     assert_eq!(captured.len(), 1);
     let (meta, eml) = &captured[0];
-    assert_eq!(meta["queue_id"], dsn_id.as_str(), "{meta}");
+    assert_eq!(meta["queue_id"], dsn_id, "{meta}");
     assert_eq!(meta["sender"], "", "a DSN has the null sender: {meta}");
     assert_eq!(
         meta["recipients"],
