@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::Relay;
 use scripted::{reply, standard, Cmd, ScriptedServer};
-use stream::{Submission, Submitters};
+use stream::{Record, Submission, Submitters};
 use tmpfs::Tmpfs;
 
 fn message(token: &str) -> Vec<u8> {
@@ -57,14 +57,7 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
     let Some(fs) = Tmpfs::mount_or_skip("256m") else {
         return;
     };
-    // The upstream defers everything until told otherwise, so acknowledged mail
-    // stays queued on the full disk.
-    let accepting = Arc::new(AtomicBool::new(false));
-    let gate = accepting.clone();
-    let server = ScriptedServer::start(move |_, cmd| match cmd {
-        Cmd::Rcpt { .. } if !gate.load(Ordering::SeqCst) => reply("451 4.3.0 try again later"),
-        _ => standard(cmd),
-    });
+    let (server, accepting) = gated_upstream();
     let mut relay = fs.start_relay(&format!(
         "retry = \"F,10m,1s\"\n{}",
         common::upstream_route(server.port(), "")
@@ -79,6 +72,52 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
         acked.push(token);
     }
 
+    let (refusals, full_from) = fill_and_submit(&fs, &relay, &mut acked);
+    assert_tried_while_full(&relay, &before_ids, full_from);
+    assert_eq!(relay.pid(), Some(pid));
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the relay died on a full disk:\n{}",
+        relay.log()
+    );
+
+    std::fs::remove_file(fs.mnt.join("filler")).expect("free the space");
+    accept_again(&relay, &mut acked);
+    assert_eq!(relay.pid(), Some(pid), "the relay was restarted");
+
+    accepting.store(true, Ordering::SeqCst);
+    assert_every_acked_delivered(&relay, &server, &acked, refusals.len());
+
+    // The disk fills and empties again three times under a stream of
+    // concurrent submissions (and deliveries): no acknowledged message may be
+    // one whose write was lost when the queue reopened.
+    let (record, acked_at) = churn(&fs, &relay);
+    assert_churn_refused_only_for_space(&record, &acked_at);
+    assert_churn_delivered(&relay, &server, &record);
+    assert_eq!(relay.pid(), Some(pid), "the relay was restarted");
+    assert!(!relay.log().contains("panicked"), "{}", relay.log());
+    relay.kill();
+    drop(relay);
+    drop(fs);
+}
+
+/// The upstream defers everything until the flag it returns is set, so
+/// acknowledged mail stays queued on the full disk.
+fn gated_upstream() -> (ScriptedServer, Arc<AtomicBool>) {
+    let accepting = Arc::new(AtomicBool::new(false));
+    let gate = accepting.clone();
+    let server = ScriptedServer::start(move |_, cmd| match cmd {
+        Cmd::Rcpt { .. } if !gate.load(Ordering::SeqCst) => reply("451 4.3.0 try again later"),
+        _ => standard(cmd),
+    });
+    (server, accepting)
+}
+
+/// Fills the tmpfs, then submits until three messages are refused (adding
+/// those acknowledged meanwhile to `acked`), which must be temporary failures,
+/// one at least a 452 4.3.1; the refusals, and the number of log lines before
+/// the fill.
+fn fill_and_submit(fs: &Tmpfs, relay: &Relay, acked: &mut Vec<String>) -> (Vec<String>, usize) {
     let filled = fs.fill("filler");
     let full_from = relay.log().lines().count();
     println!("filler: {filled} bytes; the tmpfs is full");
@@ -87,7 +126,7 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
     let mut refusals = Vec::new();
     for i in 0..20 {
         let token = format!("full-{i}");
-        match submit(&relay, &token) {
+        match submit(relay, &token) {
             Ok(_) => acked.push(token),
             Err(r) => refusals.push(r),
         }
@@ -114,9 +153,13 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
         refusals.iter().any(|r| r.starts_with("452 4.3.1")),
         "no 452 4.3.1 among {refusals:?}"
     );
-    // Deliveries are tried (and deferred) while the disk is full: each message
-    // queued before has an attempt logged since (its retry slot is a second
-    // after its first), and the relay is still up after them.
+    (refusals, full_from)
+}
+
+/// Deliveries are tried (and deferred) while the disk is full: each message
+/// queued before (`before_ids`) has an attempt logged after line `full_from`
+/// (its retry slot is a second after its first).
+fn assert_tried_while_full(relay: &Relay, before_ids: &[String], full_from: usize) {
     let tried_while_full = common::wait_for(Duration::from_secs(30), || {
         let log = relay.log();
         let since: Vec<&str> = log.lines().skip(full_from).collect();
@@ -132,19 +175,16 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
         "no attempt while the disk was full:\n{}",
         relay.log()
     );
-    assert_eq!(relay.pid(), Some(pid));
-    assert!(
-        Path::new(&format!("/proc/{pid}")).exists(),
-        "the relay died on a full disk:\n{}",
-        relay.log()
-    );
+}
 
-    std::fs::remove_file(fs.mnt.join("filler")).expect("free the space");
+/// Space has returned: within 15 s a message is accepted again, then three
+/// more, all added to `acked`.
+fn accept_again(relay: &Relay, acked: &mut Vec<String>) {
     let freed = Instant::now();
     let mut resumed = None;
     while freed.elapsed() < Duration::from_secs(15) {
         let token = format!("after-{}", acked.len());
-        if submit(&relay, &token).is_ok() {
+        if submit(relay, &token).is_ok() {
             acked.push(token);
             resumed = Some(freed.elapsed());
             break;
@@ -163,12 +203,19 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
     );
     for i in 0..3 {
         let token = format!("after-more-{i}");
-        submit(&relay, &token).unwrap_or_else(|r| panic!("{token}: {r}"));
+        submit(relay, &token).unwrap_or_else(|r| panic!("{token}: {r}"));
         acked.push(token);
     }
-    assert_eq!(relay.pid(), Some(pid), "the relay was restarted");
+}
 
-    accepting.store(true, Ordering::SeqCst);
+/// Once the upstream accepts, every `acked` token is delivered and the queue
+/// drains; the queue was reopened after the I/O error.
+fn assert_every_acked_delivered(
+    relay: &Relay,
+    server: &ScriptedServer,
+    acked: &[String],
+    refused: usize,
+) {
     let all = server.wait_until(Duration::from_secs(30), |txs| {
         acked.iter().all(|t| {
             txs.iter().any(|x| {
@@ -193,17 +240,18 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
         relay.queue_json()
     );
     println!(
-        "{} acknowledged, {} deliveries ({} duplicates), {} refused while full",
+        "{} acknowledged, {} deliveries ({} duplicates), {refused} refused while full",
         acked.len(),
         delivered.len(),
         delivered.len() - acked.len(),
-        refusals.len()
     );
     assert!(relay.log().contains("reopened after an I/O error"));
+}
 
-    // The disk fills and empties again three times under a stream of
-    // concurrent submissions (and deliveries): no acknowledged message may be
-    // one whose write was lost when the queue reopened.
+/// Three submitters stream messages in while the disk fills and empties three
+/// times; their record, and how many were acknowledged at each (fill, free,
+/// 2.5 s after the free).
+fn churn(fs: &Tmpfs, relay: &Relay) -> (Record, Vec<(usize, usize, usize)>) {
     let subs = Submitters::start(
         relay.addr(),
         3,
@@ -213,7 +261,6 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
             message: String::from_utf8_lossy(&message(token)).into_owned(),
         }),
     );
-    // Acknowledged at each (fill, free, 2.5 s after the free).
     let mut acked_at = Vec::new();
     std::thread::sleep(Duration::from_millis(700));
     for _ in 0..3 {
@@ -225,7 +272,12 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
         std::thread::sleep(Duration::from_millis(2500));
         acked_at.push((filled, freed, subs.acked()));
     }
-    let record = subs.finish();
+    (subs.finish(), acked_at)
+}
+
+/// The churn's refusals were all 452/451 (and there were some), and mail was
+/// accepted again after each free.
+fn assert_churn_refused_only_for_space(record: &Record, acked_at: &[(usize, usize, usize)]) {
     let odd: Vec<&(String, String)> = record
         .refused
         .iter()
@@ -252,6 +304,11 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
         acked_at.iter().all(|(_, freed, later)| later > freed),
         "no mail accepted after space returned: {acked_at:?}"
     );
+}
+
+/// Every message acknowledged during the churn is delivered, and the queue
+/// drains.
+fn assert_churn_delivered(relay: &Relay, server: &ScriptedServer, record: &Record) {
     let delivered_tokens = || -> std::collections::HashSet<String> {
         server
             .delivered()
@@ -281,9 +338,4 @@ fn full_queue_disk_refuses_with_452_keeps_acknowledged_mail_and_recovers_without
         "the queue did not drain after the churn: {:?}",
         relay.queue_json()
     );
-    assert_eq!(relay.pid(), Some(pid), "the relay was restarted");
-    assert!(!relay.log().contains("panicked"), "{}", relay.log());
-    relay.kill();
-    drop(relay);
-    drop(fs);
 }
