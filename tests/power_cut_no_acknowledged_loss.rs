@@ -39,9 +39,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use cutfs::{CutReport, Mode};
+use cutfs::{CutReport, Mode, Stats};
 use scripted::{reply, standard, Action, Cmd, ScriptedServer, Transaction};
-use stream::{Rng, Submission, Submit, Submitters};
+use stream::{Record, Rng, Submission, Submit, Submitters};
 
 const SENDER: &str = "cut@src.test";
 /// Recipients in a "big" message: an envelope with this many long last
@@ -566,25 +566,88 @@ fn acknowledged_mail_survives_power_cuts() {
     );
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mnt = dir.path().join("disk");
-    std::fs::create_dir(&mnt).expect("mountpoint");
-    let Some(mut fs) = cutfs::mount_or_skip(&mnt, "acknowledged_mail_survives_power_cuts") else {
+    let Some(mut fs) = mount_state_disk(dir.path()) else {
         return;
     };
-    // What the package installs: the state directories, long since on disk.
-    for d in ["queue", "drop", "oauth"] {
-        std::fs::create_dir(fs.path().join(d)).expect("mkdir on cutfs");
-    }
-    fs.sync_everything();
 
     let drain = Arc::new(AtomicBool::new(false));
     let commands = Arc::new(AtomicUsize::new(0));
     let server = upstream(drain.clone(), commands.clone());
     let port = common::free_port();
     let config = dir.path().join("smarthost.toml");
-    let disk = fs.path().to_path_buf();
+    write_config(&config, dir.path(), fs.path(), port, server.port());
+    let mut daemon = start_daemon(&bin, &config, dir.path());
+
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let subs = Submitters::start(addr, 2, Arc::new(submission));
+    let load = Load::default();
+    let sendmailer = start_sendmailer(&bin, &config, &load);
+    let operator = start_operator(&bin, &config, &load, addr, seed);
+    let cutting = cut_again_and_again(&mut fs, &mut daemon, &subs, &load, seed, cuts);
+    // The load stops; the last start drains everything, holds included.
+    std::thread::sleep(Duration::from_millis(300));
+    let record = subs.finish();
+    sendmailer.finish();
+    operator.finish();
+    let loop_time = started.elapsed();
+    let ledger = std::mem::take(&mut *load.ledger.lock().unwrap());
+    let mut acked: Vec<String> = record.acked.keys().cloned().collect();
+    acked.extend(ledger.sendmail_acked.iter().cloned());
+    acked.extend(ledger.hold_acked.keys().cloned());
+    let mut run = Run {
+        seed,
+        cuts,
+        bin,
+        cutting,
+        record,
+        ledger,
+        acked,
+        loop_time,
+        drain_time: Duration::ZERO,
+    };
+    if let Some(f) = run.cutting.failure.take() {
+        fail_stranded(&run, &server, &f);
+    }
+    drain.store(true, Ordering::SeqCst);
+    let _ = queue_cmd(&run.bin, &config, &["flush"]);
+    run.drain_time = wait_drained(&run.bin, &config, &commands);
+    let queue_left = queue_cmd(&run.bin, &config, &["list", "--json"]).stdout;
+    judge(&run, &server, &fs.stats(), &daemon, &queue_left);
+}
+
+/// cutfs mounted on `dir/disk` with the state directories the package
+/// installs, long since on disk; None (the test skips) where FUSE is missing.
+fn mount_state_disk(dir: &Path) -> Option<cutfs::CutFs> {
+    let mnt = dir.join("disk");
+    std::fs::create_dir(&mnt).expect("mountpoint");
+    let fs = cutfs::mount_or_skip(&mnt, "acknowledged_mail_survives_power_cuts")?;
+    for d in ["queue", "drop", "oauth"] {
+        std::fs::create_dir(fs.path().join(d)).expect("mkdir on cutfs");
+    }
+    fs.sync_everything();
+    Some(fs)
+}
+
+/// The relay `bin` with `config`, its log in `dir`, started and ready.
+fn start_daemon(bin: &Path, config: &Path, dir: &Path) -> Daemon {
+    let mut daemon = Daemon {
+        bin: bin.to_path_buf(),
+        config: config.to_path_buf(),
+        log: dir.join("relay.log"),
+        child: None,
+    };
+    if let Err(e) = daemon.start() {
+        panic!("the relay did not start: {e}\n{}", daemon.log_tail(40));
+    }
+    daemon
+}
+
+/// The relay's configuration: its queue, drop directory and OAuth state on
+/// `disk` (cutfs), its socket in `dir`, listening on `port`, delivering to
+/// the upstream on `upstream`.
+fn write_config(config: &Path, dir: &Path, disk: &Path, port: u16, upstream: u16) {
     std::fs::write(
-        &config,
+        config,
         format!(
             r#"hostname = "relay.test"
 listen = ["127.0.0.1:{port}"]
@@ -603,169 +666,186 @@ drop_dir = "{disk}/drop"
 state_dir = "{disk}/oauth"
 {route}"#,
             disk = disk.display(),
-            run = dir.path().join("run").display(),
-            route = common::upstream_route(server.port(), "max_connections = 6"),
+            run = dir.join("run").display(),
+            route = common::upstream_route(upstream, "max_connections = 6"),
         ),
     )
     .expect("config");
-    let mut daemon = Daemon {
-        bin: bin.clone(),
-        config: config.clone(),
-        log: dir.path().join("relay.log"),
-        child: None,
-    };
-    if let Err(e) = daemon.start() {
-        panic!("the relay did not start: {e}\n{}", daemon.log_tail(40));
-    }
+}
 
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let subs = Submitters::start(addr, 2, Arc::new(submission));
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let gate = Arc::new(RwLock::new(()));
-    let stop = Arc::new(AtomicBool::new(false));
+/// What the load threads share with the cut loop.
+#[derive(Default)]
+struct Load {
+    ledger: Arc<Mutex<Ledger>>,
+    /// Held for reading while a worker acts, for writing while the
+    /// filesystem is cut.
+    gate: Arc<RwLock<()>>,
+    stop: Arc<AtomicBool>,
+}
 
-    // sendmail through the socket (the drop directory if the daemon is down).
-    let sm_seq = Arc::new(AtomicUsize::new(0));
-    let sendmailer = {
-        let (bin, config, ledger, seq) =
-            (bin.clone(), config.clone(), ledger.clone(), sm_seq.clone());
-        Worker::start(
-            stop.clone(),
-            gate.clone(),
-            move || {
-                let token = format!("sm-{}", seq.fetch_add(1, Ordering::SeqCst));
-                let out = sendmail(&bin, &config, &token);
-                let mut l = ledger.lock().unwrap();
-                if out.code == Some(0) {
-                    if out.stderr.contains("for pickup") {
-                        l.dropped.insert(token.clone());
-                    }
-                    l.sendmail_acked.insert(token);
-                } else {
-                    l.sendmail_failed += 1;
-                }
-            },
-            Duration::from_millis(150),
-        )
-    };
-
-    // Messages held by the upstream, submitted and then deleted or bounced.
-    let hold_seq = Arc::new(AtomicUsize::new(0));
-    let operator = {
-        let (bin, config, ledger) = (bin.clone(), config.clone(), ledger.clone());
-        let mut rng = Rng((seed ^ 0x0be7_a70e) | 1);
-        Worker::start(
-            stop.clone(),
-            gate.clone(),
-            move || {
-                // Now and then a held message is submitted.
-                if rng.next().is_multiple_of(6) {
-                    let token = format!("hold-{}", hold_seq.fetch_add(1, Ordering::SeqCst));
-                    if let Ok(mut c) = Submit::connect(addr) {
-                        if let Ok(r) = c.send(&submission(&token)) {
-                            if let Some(id) = r.strip_prefix("250 2.0.0 Ok: queued as ") {
-                                ledger
-                                    .lock()
-                                    .unwrap()
-                                    .hold_acked
-                                    .insert(token, id.trim().to_string());
-                            }
-                        }
-                        c.quit();
-                    }
-                }
-                // Act on an earlier one, now and then.
-                if !rng.next().is_multiple_of(3) {
-                    return;
-                }
-                let candidates: Vec<(String, String)> = {
-                    let l = ledger.lock().unwrap();
-                    l.hold_acked
-                        .iter()
-                        .filter(|(t, _)| !l.acted.contains_key(*t) && !l.uncertain.contains_key(*t))
-                        .map(|(t, i)| (t.clone(), i.clone()))
-                        .collect()
-                };
-                if candidates.is_empty() {
-                    return;
-                }
-                let (token, id) =
-                    candidates[(rng.next() % candidates.len() as u64) as usize].clone();
-                let action = if rng.next().is_multiple_of(2) {
-                    QueueAction::Delete
-                } else {
-                    QueueAction::Bounce
-                };
-                let verb = match action {
-                    QueueAction::Delete => "delete",
-                    QueueAction::Bounce => "bounce",
-                };
-                let out = queue_cmd(&bin, &config, &[verb, &id]);
-                let mut l = ledger.lock().unwrap();
-                match out.code {
-                    Some(0) => {
-                        l.acted.insert(token, action);
-                    }
-                    // EX_UNAVAILABLE: the daemon was down, nothing happened.
-                    Some(69) => {}
-                    _ => {
-                        l.uncertain.insert(
-                            token,
-                            format!("{verb} {id}: {:?} {}{}", out.code, out.stdout, out.stderr),
-                        );
-                    }
-                }
-            },
-            Duration::from_millis(100),
-        )
-    };
-
-    let mut rng = Rng(seed);
-    let mut reports: Vec<CutReport> = Vec::new();
-    let mut start_times = Vec::new();
-    let mut drop_seq = 0;
-    let mut max_backlog = 0;
-    // (queue size checks, of which over MAX_BACKLOG)
-    let mut polls = (0usize, 0usize);
-    let mut failure: Option<String> = None;
-    for i in 0..cuts {
-        // The load runs for a while. The SMTP stream (by far the most mail)
-        // pauses while much is waiting, so a long run stays a steady state
-        // rather than a queue that grows faster than it drains.
-        let until = Instant::now() + Duration::from_millis(rng.range(300, 1500));
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            std::thread::sleep(left.min(Duration::from_millis(200)));
-            if let Some(n) = queue_size(&bin, &config) {
-                let over = n > MAX_BACKLOG;
-                subs.pause(over);
-                polls.0 += 1;
-                polls.1 += usize::from(over);
-                max_backlog = max_backlog.max(n);
-            }
-        }
-        daemon.kill();
-        // Now and then mail arrives while the daemon is down: the drop directory.
-        let down_sends = if rng.next().is_multiple_of(3) {
-            rng.range(1, 4)
-        } else {
-            0
-        };
-        for _ in 0..down_sends {
-            let token = format!("drop-{drop_seq}");
-            drop_seq += 1;
+/// sendmail through the socket (the drop directory if the daemon is down).
+fn start_sendmailer(bin: &Path, config: &Path, load: &Load) -> Worker {
+    let (bin, config, ledger) = (bin.to_path_buf(), config.to_path_buf(), load.ledger.clone());
+    let mut seq = 0usize;
+    Worker::start(
+        load.stop.clone(),
+        load.gate.clone(),
+        move || {
+            let token = format!("sm-{seq}");
+            seq += 1;
             let out = sendmail(&bin, &config, &token);
             let mut l = ledger.lock().unwrap();
             if out.code == Some(0) {
-                l.dropped.insert(token.clone());
+                if out.stderr.contains("for pickup") {
+                    l.dropped.insert(token.clone());
+                }
                 l.sendmail_acked.insert(token);
             } else {
                 l.sendmail_failed += 1;
-                eprintln!(
-                    "sendmail with the daemon down: {:?} {}",
-                    out.code, out.stderr
+            }
+        },
+        Duration::from_millis(150),
+    )
+}
+
+/// Messages held by the upstream, submitted and then deleted or bounced.
+fn start_operator(
+    bin: &Path,
+    config: &Path,
+    load: &Load,
+    addr: std::net::SocketAddr,
+    seed: u64,
+) -> Worker {
+    let mut op = Operator {
+        bin: bin.to_path_buf(),
+        config: config.to_path_buf(),
+        ledger: load.ledger.clone(),
+        rng: Rng((seed ^ 0x0be7_a70e) | 1),
+        hold_seq: 0,
+        addr,
+    };
+    Worker::start(
+        load.stop.clone(),
+        load.gate.clone(),
+        move || op.step(),
+        Duration::from_millis(100),
+    )
+}
+
+/// The operator's state: its own generator, so its choices repeat with the
+/// seed whatever the other threads do.
+struct Operator {
+    bin: PathBuf,
+    config: PathBuf,
+    ledger: Arc<Mutex<Ledger>>,
+    rng: Rng,
+    hold_seq: usize,
+    addr: std::net::SocketAddr,
+}
+
+impl Operator {
+    fn step(&mut self) {
+        // Now and then a held message is submitted.
+        if self.rng.next().is_multiple_of(6) {
+            self.submit_held();
+        }
+        // Act on an earlier one, now and then.
+        if !self.rng.next().is_multiple_of(3) {
+            return;
+        }
+        let candidates: Vec<(String, String)> = {
+            let l = self.ledger.lock().unwrap();
+            l.hold_acked
+                .iter()
+                .filter(|(t, _)| !l.acted.contains_key(*t) && !l.uncertain.contains_key(*t))
+                .map(|(t, i)| (t.clone(), i.clone()))
+                .collect()
+        };
+        if candidates.is_empty() {
+            return;
+        }
+        let (token, id) = candidates[(self.rng.next() % candidates.len() as u64) as usize].clone();
+        let action = if self.rng.next().is_multiple_of(2) {
+            QueueAction::Delete
+        } else {
+            QueueAction::Bounce
+        };
+        self.act(token, &id, action);
+    }
+
+    fn submit_held(&mut self) {
+        let token = format!("hold-{}", self.hold_seq);
+        self.hold_seq += 1;
+        if let Ok(mut c) = Submit::connect(self.addr) {
+            if let Ok(r) = c.send(&submission(&token)) {
+                if let Some(id) = r.strip_prefix("250 2.0.0 Ok: queued as ") {
+                    self.ledger
+                        .lock()
+                        .unwrap()
+                        .hold_acked
+                        .insert(token, id.trim().to_string());
+                }
+            }
+            c.quit();
+        }
+    }
+
+    /// `queue delete` or `queue bounce` of message `id`, recorded in the
+    /// ledger as done, or as uncertain unless the daemon was down.
+    fn act(&self, token: String, id: &str, action: QueueAction) {
+        let verb = match action {
+            QueueAction::Delete => "delete",
+            QueueAction::Bounce => "bounce",
+        };
+        let out = queue_cmd(&self.bin, &self.config, &[verb, id]);
+        let mut l = self.ledger.lock().unwrap();
+        match out.code {
+            Some(0) => {
+                l.acted.insert(token, action);
+            }
+            // EX_UNAVAILABLE: the daemon was down, nothing happened.
+            Some(69) => {}
+            _ => {
+                l.uncertain.insert(
+                    token,
+                    format!("{verb} {id}: {:?} {}{}", out.code, out.stdout, out.stderr),
                 );
             }
         }
+    }
+}
+
+/// What the cut loop did.
+#[derive(Default)]
+struct Cutting {
+    reports: Vec<CutReport>,
+    start_times: Vec<Duration>,
+    drop_seq: usize,
+    max_backlog: usize,
+    /// (queue size checks, of which over MAX_BACKLOG)
+    polls: (usize, usize),
+    /// Why the loop stopped early: a cut failed or the relay did not start.
+    failure: Option<String>,
+}
+
+/// `cuts` times: the load runs a while, the relay is killed, mail may go to
+/// the drop directory, the filesystem is cut (alternately strict and
+/// reordered) and the relay started again. Stops at the first cut or start
+/// that fails.
+fn cut_again_and_again(
+    fs: &mut cutfs::CutFs,
+    daemon: &mut Daemon,
+    subs: &Submitters,
+    load: &Load,
+    seed: u64,
+    cuts: usize,
+) -> Cutting {
+    let mut rng = Rng(seed);
+    let mut c = Cutting::default();
+    for i in 0..cuts {
+        c.run_load(&mut rng, daemon, subs);
+        daemon.kill();
+        c.send_while_down(&mut rng, daemon, &load.ledger);
         let mode = if (i as u64 + (seed >> 7)).is_multiple_of(2) {
             Mode::Strict
         } else {
@@ -773,21 +853,21 @@ state_dir = "{disk}/oauth"
         };
         let cut_seed = rng.next();
         let report = {
-            let _quiet = gate.write().unwrap_or_else(|p| p.into_inner());
+            let _quiet = load.gate.write().unwrap_or_else(|p| p.into_inner());
             fs.cut(mode, cut_seed)
         };
         match report {
-            Ok(r) => reports.push(r),
+            Ok(r) => c.reports.push(r),
             Err(e) => {
-                failure = Some(format!("cut {i} ({mode:?}, seed {cut_seed:#x}): {e}"));
+                c.failure = Some(format!("cut {i} ({mode:?}, seed {cut_seed:#x}): {e}"));
                 break;
             }
         }
         match daemon.start() {
-            Ok(t) => start_times.push(t),
+            Ok(t) => c.start_times.push(t),
             Err(e) => {
-                let r = reports.last().expect("this cut's report");
-                failure = Some(format!(
+                let r = c.reports.last().expect("this cut's report");
+                c.failure = Some(format!(
                     "the relay did not start after cut {i} ({mode:?}, cut seed {cut_seed:#x}; \
                      the cut lost {} path(s): {:?}, changed {:?}, kept {} of {} unsynced pages \
                      and {} of {} metadata operations): {e}\n{}",
@@ -804,43 +884,99 @@ state_dir = "{disk}/oauth"
             }
         }
     }
-    // The load stops; the last start drains everything, holds included.
-    std::thread::sleep(Duration::from_millis(300));
-    let record = subs.finish();
-    sendmailer.finish();
-    operator.finish();
-    let loop_time = started.elapsed();
-    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
-    let mut acked: Vec<String> = record.acked.keys().cloned().collect();
-    acked.extend(ledger.sendmail_acked.iter().cloned());
-    acked.extend(ledger.hold_acked.keys().cloned());
-    if let Some(f) = failure {
-        // What the relay had not delivered when it stopped starting: left in
-        // a queue it cannot open.
-        let (seen, _) = tally(&server.transactions());
-        let stranded: Vec<String> = acked
-            .iter()
-            .filter(|t| !ledger.uncertain.contains_key(*t))
-            .filter_map(|t| verdict(t, seen.get(t), ledger.acted.get(t).copied()).err())
-            .collect();
-        panic!(
-            "power cuts: seed={seed:#x} bin={}: {f}\nacknowledged {} message(s), of which {} \
-             not (fully) delivered when the relay stopped starting, e.g. {:?}",
-            bin.display(),
-            acked.len(),
-            stranded.len(),
-            &stranded[..stranded.len().min(5)]
-        );
+    c
+}
+
+impl Cutting {
+    /// The load runs for a while. The SMTP stream (by far the most mail)
+    /// pauses while much is waiting, so a long run stays a steady state
+    /// rather than a queue that grows faster than it drains.
+    fn run_load(&mut self, rng: &mut Rng, daemon: &Daemon, subs: &Submitters) {
+        let until = Instant::now() + Duration::from_millis(rng.range(300, 1500));
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            std::thread::sleep(left.min(Duration::from_millis(200)));
+            if let Some(n) = queue_size(&daemon.bin, &daemon.config) {
+                let over = n > MAX_BACKLOG;
+                subs.pause(over);
+                self.polls.0 += 1;
+                self.polls.1 += usize::from(over);
+                self.max_backlog = self.max_backlog.max(n);
+            }
+        }
     }
-    drain.store(true, Ordering::SeqCst);
-    let _ = queue_cmd(&bin, &config, &["flush"]);
-    // Drained: the queue is empty (DSNs are queued messages too), or it has
-    // stopped shrinking and nothing reaches the upstream any more.
+
+    /// Now and then mail arrives while the daemon is down: the drop directory.
+    fn send_while_down(&mut self, rng: &mut Rng, daemon: &Daemon, ledger: &Mutex<Ledger>) {
+        let down_sends = if rng.next().is_multiple_of(3) {
+            rng.range(1, 4)
+        } else {
+            0
+        };
+        for _ in 0..down_sends {
+            let token = format!("drop-{}", self.drop_seq);
+            self.drop_seq += 1;
+            let out = sendmail(&daemon.bin, &daemon.config, &token);
+            let mut l = ledger.lock().unwrap();
+            if out.code == Some(0) {
+                l.dropped.insert(token.clone());
+                l.sendmail_acked.insert(token);
+            } else {
+                l.sendmail_failed += 1;
+                eprintln!(
+                    "sendmail with the daemon down: {:?} {}",
+                    out.code, out.stderr
+                );
+            }
+        }
+    }
+}
+
+/// Everything the run gathered, for the report and the verdict.
+struct Run {
+    seed: u64,
+    /// The cuts wanted (all of which were made, unless the run failed early).
+    cuts: usize,
+    bin: PathBuf,
+    cutting: Cutting,
+    /// The SMTP submitters' record.
+    record: Record,
+    ledger: Ledger,
+    /// Every acknowledged token: SMTP, sendmail, held.
+    acked: Vec<String>,
+    loop_time: Duration,
+    drain_time: Duration,
+}
+
+/// The run stopped early (`failure`): fails, with what the relay had not
+/// delivered when it stopped starting, left in a queue it cannot open.
+fn fail_stranded(run: &Run, server: &ScriptedServer, failure: &str) -> ! {
+    let (seen, _) = tally(&server.transactions());
+    let stranded: Vec<String> = run
+        .acked
+        .iter()
+        .filter(|t| !run.ledger.uncertain.contains_key(*t))
+        .filter_map(|t| verdict(t, seen.get(t), run.ledger.acted.get(t).copied()).err())
+        .collect();
+    panic!(
+        "power cuts: seed={:#x} bin={}: {failure}\nacknowledged {} message(s), of which {} \
+         not (fully) delivered when the relay stopped starting, e.g. {:?}",
+        run.seed,
+        run.bin.display(),
+        run.acked.len(),
+        stranded.len(),
+        &stranded[..stranded.len().min(5)]
+    );
+}
+
+/// Waits until drained: the queue is empty (DSNs are queued messages too), or
+/// it has stopped shrinking and nothing reaches the upstream any more (no
+/// change in its `commands` for a minute); how long that took.
+fn wait_drained(bin: &Path, config: &Path, commands: &AtomicUsize) -> Duration {
     let drain_start = Instant::now();
     let mut progress = (usize::MAX, usize::MAX);
     let mut still_since = Instant::now();
     loop {
-        let size = queue_size(&bin, &config);
+        let size = queue_size(bin, config);
         if size == Some(0) {
             break;
         }
@@ -858,90 +994,24 @@ state_dir = "{disk}/oauth"
     }
     // Deliveries the upstream is still answering (a delayed reply) finish.
     std::thread::sleep(Duration::from_millis(500));
-    let drain_time = drain_start.elapsed();
-    let queue_left = queue_cmd(&bin, &config, &["list", "--json"]).stdout;
+    drain_start.elapsed()
+}
 
+/// The oracle over what reached the upstream, the report, and the asserts.
+fn judge(run: &Run, server: &ScriptedServer, stats: &Stats, daemon: &Daemon, queue_left: &str) {
     let (seen, strays) = tally(&server.transactions());
-    let mut problems = Vec::new();
-    let mut lost = Vec::new();
-    for t in &acked {
-        if ledger.uncertain.contains_key(t) {
-            continue;
-        }
-        if let Err(e) = verdict(t, seen.get(t), ledger.acted.get(t).copied()) {
-            if seen.get(t).is_none_or(|s| s.deliveries == 0 && s.dsns == 0) {
-                lost.push(e);
-            } else {
-                problems.push(e);
-            }
-        }
-    }
-    // DSNs for a delivered recipient, also among the uncertain ones.
-    for (t, s) in &seen {
-        if let Some(r) = s.dsn_named.iter().find(|r| s.delivered.contains_key(*r)) {
-            let e = format!("{t}: DSN names {r}, which was delivered");
-            if !problems.contains(&e) {
-                problems.push(e);
-            }
-        }
-    }
-    // At-least-once allows duplicates (a cut between the upstream's 250 and
-    // the relay's record of it): extra copies per recipient, and messages.
-    let extra = |s: &Seen| -> usize { s.delivered.values().map(|n| n - 1).sum() };
-    let duplicates: usize = acked.iter().filter_map(|t| seen.get(t)).map(extra).sum();
-    let duplicated = acked
-        .iter()
-        .filter_map(|t| seen.get(t))
-        .filter(|s| extra(s) > 0)
-        .count();
-    let (strict, reordered) = reports.iter().fold((0, 0), |(a, b), r| match r.mode {
-        Mode::Strict => (a + 1, b),
-        Mode::Reordered => (a, b + 1),
-    });
-    let lost_paths: usize = reports.iter().map(|r| r.lost_paths.len()).sum();
-    let dirty: usize = reports.iter().map(|r| r.dirty_pages).sum();
-    let kept: usize = reports.iter().map(|r| r.kept_pages).sum();
-    let torn: usize = reports.iter().map(|r| r.torn_pages).sum();
-    let meta: (usize, usize) = reports
-        .iter()
-        .fold((0, 0), |a, r| (a.0 + r.pending_meta, a.1 + r.kept_meta));
-    let stats = fs.stats();
-    let slowest = start_times.iter().max().copied().unwrap_or_default();
-    println!(
-        "power cuts: seed={seed:#x} bin={} cuts={} (strict {strict}, reordered {reordered}) in {:.1}s, \
-         drained in {:.1}s; acknowledged={} (smtp {}, sendmail {} of which drop directory {}, held {}; \
-         deleted {}, bounced {}, uncertain {}); lost={} problems={} duplicates={duplicates} (in {duplicated} messages); \
-         smtp cut off={} sendmail failed={}; cutfs: unsynced pages {dirty} (kept {kept}, torn {torn}), \
-         metadata ops pending {} (kept {}), paths lost {lost_paths}, {} fsync {} fdatasync {} dir fsync; \
-         slowest start {:.2}s, queue at most {max_backlog} (SMTP stream paused {}% of the time)",
-        bin.display(),
-        reports.len(),
-        loop_time.as_secs_f64(),
-        drain_time.as_secs_f64(),
-        acked.len(),
-        record.acked.len(),
-        ledger.sendmail_acked.len(),
-        ledger.dropped.len(),
-        ledger.hold_acked.len(),
-        ledger.acted.values().filter(|a| **a == QueueAction::Delete).count(),
-        ledger.acted.values().filter(|a| **a == QueueAction::Bounce).count(),
-        ledger.uncertain.len(),
-        lost.len(),
-        problems.len(),
-        record.unknown,
-        ledger.sendmail_failed,
-        meta.0,
-        meta.1,
-        stats.fsyncs,
-        stats.fdatasyncs,
-        stats.fsyncdirs,
-        slowest.as_secs_f64(),
-        polls.1 * 100 / polls.0.max(1),
-    );
-    for (t, why) in &ledger.uncertain {
+    let (lost, problems) = lost_and_problems(run, &seen);
+    print_report(run, &seen, stats, lost.len(), problems.len());
+    for (t, why) in &run.ledger.uncertain {
         println!("power cuts: uncertain {t}: {}", why.trim());
     }
-    for r in reports.iter().filter(|r| !r.lost_paths.is_empty()).take(5) {
+    for r in run
+        .cutting
+        .reports
+        .iter()
+        .filter(|r| !r.lost_paths.is_empty())
+        .take(5)
+    {
         println!(
             "power cuts: a {:?} cut (seed {:#x}) lost {:?}",
             r.mode,
@@ -958,11 +1028,123 @@ state_dir = "{disk}/oauth"
     }
 
     assert!(strays.is_empty(), "messages nobody sent: {strays:?}");
+    let record = &run.record;
     assert!(
         record.refused.is_empty(),
         "the relay refused messages: {:?}",
         &record.refused[..record.refused.len().min(5)]
     );
+    assert_no_loss(run, stats, &lost, &problems, queue_left);
+}
+
+/// Each acknowledged token's verdict (uncertain ones left out): those of which
+/// nothing at all arrived (lost), and the other failures (problems), with any
+/// DSN naming a delivered recipient, uncertain tokens included.
+fn lost_and_problems(run: &Run, seen: &BTreeMap<String, Seen>) -> (Vec<String>, Vec<String>) {
+    let ledger = &run.ledger;
+    let mut problems = Vec::new();
+    let mut lost = Vec::new();
+    for t in &run.acked {
+        if ledger.uncertain.contains_key(t) {
+            continue;
+        }
+        if let Err(e) = verdict(t, seen.get(t), ledger.acted.get(t).copied()) {
+            if seen.get(t).is_none_or(|s| s.deliveries == 0 && s.dsns == 0) {
+                lost.push(e);
+            } else {
+                problems.push(e);
+            }
+        }
+    }
+    // DSNs for a delivered recipient, also among the uncertain ones.
+    for (t, s) in seen {
+        if let Some(r) = s.dsn_named.iter().find(|r| s.delivered.contains_key(*r)) {
+            let e = format!("{t}: DSN names {r}, which was delivered");
+            if !problems.contains(&e) {
+                problems.push(e);
+            }
+        }
+    }
+    (lost, problems)
+}
+
+/// The run's numbers: cuts, traffic, duplicates, what cutfs saw.
+fn print_report(
+    run: &Run,
+    seen: &BTreeMap<String, Seen>,
+    stats: &Stats,
+    lost: usize,
+    problems: usize,
+) {
+    let (acked, ledger, record, c) = (&run.acked, &run.ledger, &run.record, &run.cutting);
+    // At-least-once allows duplicates (a cut between the upstream's 250 and
+    // the relay's record of it): extra copies per recipient, and messages.
+    let extra = |s: &Seen| -> usize { s.delivered.values().map(|n| n - 1).sum() };
+    let duplicates: usize = acked.iter().filter_map(|t| seen.get(t)).map(extra).sum();
+    let duplicated = acked
+        .iter()
+        .filter_map(|t| seen.get(t))
+        .filter(|s| extra(s) > 0)
+        .count();
+    let (strict, reordered) = c.reports.iter().fold((0, 0), |(a, b), r| match r.mode {
+        Mode::Strict => (a + 1, b),
+        Mode::Reordered => (a, b + 1),
+    });
+    let slowest = c.start_times.iter().max().copied().unwrap_or_default();
+    println!(
+        "power cuts: seed={:#x} bin={} cuts={} (strict {strict}, reordered {reordered}) in {:.1}s, \
+         drained in {:.1}s; acknowledged={} (smtp {}, sendmail {} of which drop directory {}, held {}; \
+         deleted {}, bounced {}, uncertain {}); lost={lost} problems={problems} duplicates={duplicates} (in {duplicated} messages); \
+         smtp cut off={} sendmail failed={}; cutfs: {}; \
+         slowest start {:.2}s, queue at most {} (SMTP stream paused {}% of the time)",
+        run.seed,
+        run.bin.display(),
+        c.reports.len(),
+        run.loop_time.as_secs_f64(),
+        run.drain_time.as_secs_f64(),
+        acked.len(),
+        record.acked.len(),
+        ledger.sendmail_acked.len(),
+        ledger.dropped.len(),
+        ledger.hold_acked.len(),
+        ledger.acted.values().filter(|a| **a == QueueAction::Delete).count(),
+        ledger.acted.values().filter(|a| **a == QueueAction::Bounce).count(),
+        ledger.uncertain.len(),
+        record.unknown,
+        ledger.sendmail_failed,
+        cutfs_summary(&c.reports, stats),
+        slowest.as_secs_f64(),
+        c.max_backlog,
+        c.polls.1 * 100 / c.polls.0.max(1),
+    );
+}
+
+/// What the cuts dropped and kept, and the syncs that reached cutfs.
+fn cutfs_summary(reports: &[CutReport], stats: &Stats) -> String {
+    let lost_paths: usize = reports.iter().map(|r| r.lost_paths.len()).sum();
+    let dirty: usize = reports.iter().map(|r| r.dirty_pages).sum();
+    let kept: usize = reports.iter().map(|r| r.kept_pages).sum();
+    let torn: usize = reports.iter().map(|r| r.torn_pages).sum();
+    let meta: (usize, usize) = reports
+        .iter()
+        .fold((0, 0), |a, r| (a.0 + r.pending_meta, a.1 + r.kept_meta));
+    format!(
+        "unsynced pages {dirty} (kept {kept}, torn {torn}), \
+         metadata ops pending {} (kept {}), paths lost {lost_paths}, {} fsync {} fdatasync {} dir fsync",
+        meta.0, meta.1, stats.fsyncs, stats.fdatasyncs, stats.fsyncdirs,
+    )
+}
+
+/// The run meant something, nothing acknowledged was lost or undone, and the
+/// queue drained.
+fn assert_no_loss(
+    run: &Run,
+    stats: &Stats,
+    lost: &[String],
+    problems: &[String],
+    queue_left: &str,
+) {
+    let (seed, cuts, acked) = (run.seed, run.cuts, &run.acked);
     // The run means something only if mail flowed and the queue really lived
     // on cutfs (its writes and syncs went through it).
     assert!(
