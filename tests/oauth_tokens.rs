@@ -414,7 +414,6 @@ fn every_token_source_delivers() {
     let _ = s.write_all(b"STOP\n");
     let _ = s.shutdown(std::net::Shutdown::Write);
     let _ = server.join();
-    assert!(wait_for(Duration::from_secs(1), || true));
 }
 
 /// A rewritten token file is read again, by the next connection (the relay

@@ -236,11 +236,7 @@ fn the_relay_sleeps_while_it_waits_and_a_reload_keeps_the_count() {
 /// `idle` daemon (a worker polling every 50 ms would wake 160 times more; one
 /// spinning would be found running all along).
 fn assert_asleep_while_waiting(server: &ScriptedServer, pid: u32, idle: &Activity) {
-    assert!(
-        wait_for(PATIENCE, || all_quit(server)),
-        "{}",
-        server.dump()
-    );
+    assert!(wait_for(PATIENCE, || all_quit(server)), "{}", server.dump());
     let waiting = activity(pid);
     println!("idle: {idle:?}; waiting for the rate limit: {waiting:?}");
     assert!(
