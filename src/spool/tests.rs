@@ -138,7 +138,7 @@ async fn history_is_kept_in_order_and_pruned() {
     assert_eq!(store.history_len(), 1);
     drop(store);
     // Counted again when the queue opens.
-    let store = Spool::open(dir.path(), 1 << 20).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.history_len(), 1);
 }
 
@@ -199,7 +199,7 @@ async fn an_older_segment_size_is_kept() {
         .unwrap();
     assert_eq!(store.store().bound(), record_bound(8 << 20));
     drop(store);
-    let store = Spool::open(dir.path(), 1 << 20).unwrap();
+    let store = reopen(dir.path());
     assert!(store.load(&env.id).unwrap().is_some());
     assert_eq!(store::persisted_segment_size(dir.path()), Some(8 << 20));
 }
@@ -290,10 +290,15 @@ async fn in_order_changes_and_the_orphan_sweep() {
 }
 
 /// Opens again a queue just dropped: sled's background writers may hold its
-/// lock for a moment after the last handle is gone.
-fn reopen(path: &std::path::Path) -> Spool {
-    for _ in 0..100 {
-        match Spool::open(path, 1 << 20) {
+/// lock for a moment after the last handle is gone (seen under stress-ng).
+pub(super) fn reopen(path: &std::path::Path) -> Spool {
+    when_released(|| Spool::open(path, 1 << 20))
+}
+
+/// `open`'s queue, once sled's lock on it is released.
+pub(super) fn when_released<T>(open: impl Fn() -> Result<T, StoreError>) -> T {
+    for _ in 0..200 {
+        match open() {
             Ok(s) => return s,
             Err(StoreError::Sled(sled::Error::Io(e))) if e.to_string().contains("lock") => {
                 std::thread::sleep(std::time::Duration::from_millis(50))
@@ -504,7 +509,7 @@ async fn whole_envelope_records_are_converted_at_open() {
     }
     is_damaged(store.load("0000000000BAD0"), "old form");
     drop(store);
-    let store = Spool::open(dir.path(), 1 << 20).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.messages().count(), 4);
     assert!(store.discard("0000000000BAD0").await.unwrap());
     assert_eq!(keys(&store, b"e"), 0);

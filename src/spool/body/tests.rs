@@ -133,7 +133,7 @@ async fn partial_bodies_are_removed() {
         std::mem::forget(writer);
         assert_eq!(files(dir.path()).len(), 2);
     }
-    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let spool = super::super::tests::reopen(dir.path());
     assert_eq!(files(dir.path()), std::slice::from_ref(&kept_id));
     let env = spool.load(&kept_id).unwrap().unwrap();
     assert_eq!(

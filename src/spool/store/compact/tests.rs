@@ -22,7 +22,7 @@ fn size(store: &Store) -> u64 {
 #[tokio::test]
 async fn a_drained_queue_gives_its_space_back() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let store = open_released(dir.path());
     fill(&store, 3000);
     let mut gone = Changes::new();
     for i in 0..2990 {
@@ -47,7 +47,7 @@ async fn a_drained_queue_gives_its_space_back() {
     put(&store, b"y", b"after");
     store.commit().await.unwrap();
     drop(store);
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let store = open_released(dir.path());
     assert_eq!(store.get(b"y").unwrap().as_deref(), Some(&b"after"[..]));
     assert_eq!(store.scan_keys(b"x").count(), 10);
     assert!(store.new_id().unwrap()[8..] > id_after[8..]);
@@ -57,7 +57,7 @@ async fn a_drained_queue_gives_its_space_back() {
 #[tokio::test]
 async fn a_live_or_busy_queue_is_not_compacted() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let store = open_released(dir.path());
     fill(&store, 3000);
     assert_eq!(store.inner.queue.maybe_compact(1 << 20).unwrap(), None);
     let mut gone = Changes::new();
@@ -78,7 +78,7 @@ fn an_interrupted_swap_is_finished_or_undone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     {
-        let store = Store::open(path, 1 << 20).unwrap();
+        let store = open_released(path);
         put(&store, b"kept", b"1");
         store.sync_blocking().unwrap();
         let h = store.handle().unwrap();
@@ -89,7 +89,7 @@ fn an_interrupted_swap_is_finished_or_undone() {
         put(&store, b"late", b"2");
         store.sync_blocking().unwrap();
     }
-    let store = Store::open(path, 1 << 20).unwrap();
+    let store = open_released(path);
     assert!(store.get(b"kept").unwrap().is_some());
     assert!(
         store.get(b"late").unwrap().is_none(),
@@ -102,14 +102,19 @@ fn an_interrupted_swap_is_finished_or_undone() {
 
     // An unpublished copy: the old queue stays as it is.
     {
-        let store = Store::open(path, 1 << 20).unwrap();
+        let store = open_released(path);
         let h = store.handle().unwrap();
         copy_into(&h, &path.join(TMP), SEGMENT_SIZE).unwrap();
         drop(h);
         put(&store, b"late", b"3");
         store.sync_blocking().unwrap();
     }
-    let store = Store::open(path, 1 << 20).unwrap();
+    let store = open_released(path);
     assert_eq!(store.get(b"late").unwrap().as_deref(), Some(&b"3"[..]));
     assert!(!path.join(TMP).exists());
+}
+
+/// Opens the queue at `path` once a store dropped before lets go of it.
+fn open_released(path: &std::path::Path) -> Store {
+    crate::spool::tests::when_released(|| Store::open(path, 1 << 20))
 }
