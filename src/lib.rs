@@ -16,7 +16,8 @@
 //!   bounds ([`spool::records`]), claims, the upgrade of older queues and
 //!   `queue salvage` ([`spool::salvage`]); sled lives only here.
 //! - [`retry`]: the exim retry schedule, a pure function of time.
-//! - [`delivery`]: the scheduler and the per-route workers; [`delivery::record`]
+//! - [`delivery`]: the scheduler (a bounded window of the spool's due
+//!   index, [`spool::due`]) and the per-route workers; [`delivery::record`]
 //!   applies attempt outcomes to recipients; [`delivery::hold`] holds a route
 //!   whose credentials are dead.
 //! - [`upstream`]: the SMTP client towards smarthosts (DNS, TLS, AUTH, transaction);

@@ -77,6 +77,7 @@ struct RawConfig {
     trusted_networks: Option<Vec<Spanned<String>>>,
     queue_path: Option<PathBuf>,
     queue_cache_size: Option<u64>,
+    queue_active_limit: Option<usize>,
     retry: Option<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
@@ -162,6 +163,9 @@ pub struct Config {
     pub trusted_networks: Vec<IpNet>,
     pub queue_path: PathBuf,
     pub queue_cache_size: u64,
+    /// Queued messages the schedule keeps in memory (see
+    /// `delivery::scheduler`); the rest wait in the queue's due index.
+    pub queue_active_limit: usize,
     pub retry: Schedule,
     pub limits: Limits,
     pub timeouts: Timeouts,
@@ -322,6 +326,10 @@ impl Validator<'_> {
             trusted_networks,
             queue_path,
             queue_cache_size: raw.queue_cache_size.unwrap_or(16 * 1024 * 1024),
+            queue_active_limit: raw
+                .queue_active_limit
+                .unwrap_or(crate::delivery::scheduler::DEFAULT_LIMIT)
+                .max(2),
             retry,
             limits,
             timeouts,

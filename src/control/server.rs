@@ -409,12 +409,12 @@ async fn act_claimed(
         }
         Action::Hold => {
             relay.shared.spool.hold(&mut env, now).await?;
-            relay.shared.scheduler.unschedule(&route, id);
+            relay.shared.scheduler.unschedule(id);
         }
         Action::Delete => {
             relay.shared.spool.delete(&mut env, now).await?;
             relay.shared.metrics.finished(&route, &env, Finish::Deleted);
-            relay.shared.scheduler.unschedule(&route, id);
+            relay.shared.scheduler.unschedule(id);
         }
         Action::Bounce => bounce(relay, &mut env, &route, now).await?,
     }
@@ -449,7 +449,7 @@ async fn bounce(
         .shared
         .metrics
         .operator_bounced(route, env, failed.len());
-    relay.shared.scheduler.unschedule(route, &env.id);
+    relay.shared.scheduler.unschedule(&env.id);
     for f in &failed {
         if let Some(r) = env.recipients.get(f.index) {
             tracing::info!(

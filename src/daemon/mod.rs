@@ -182,6 +182,7 @@ async fn start(
     tokio::spawn(prune_history(relay.clone()));
     tokio::spawn(sweep_bodies(relay.clone()));
     tokio::spawn(reschedule_on_reopen(relay.clone()));
+    tokio::spawn(refill_schedule(relay.clone()));
     tokio::spawn(relay.clone().watch_holds());
     tokio::spawn(keep_tokens_alive(relay.clone()));
     let addrs: Vec<String> = listeners
@@ -290,9 +291,25 @@ async fn reschedule_on_reopen(relay: Arc<Delivery>) {
     }
 }
 
+/// Reads the queue's due index into the schedule's window whenever the
+/// window has room (see `delivery::scheduler`). A queue that cannot be read
+/// is tried again after a while, or at once when it is reopened.
+async fn refill_schedule(relay: Arc<Delivery>) {
+    let mut reopened = relay.shared.spool.reopened();
+    loop {
+        let refill = relay.shared.scheduler.wait_refill().await;
+        let shared = relay.shared.clone();
+        let read = tokio::task::spawn_blocking(move || shared.refill(&refill)).await;
+        if let Ok(Err(e)) = read {
+            tracing::error!("cannot read the queue's due index: {e}; trying again in 10s");
+            let _ = tokio::time::timeout(Duration::from_secs(10), reopened.changed()).await;
+        }
+    }
+}
+
 /// One line for `systemctl status`: what is queued and what needs the operator.
 fn status_line(relay: &Delivery) -> String {
-    let queued = relay.shared.scheduler.total();
+    let queued = relay.shared.metrics.queue.snapshot().messages;
     let held: Vec<String> = relay.holds.list().into_iter().map(|h| h.route).collect();
     if held.is_empty() {
         format!("relaying; {queued} message(s) queued for delivery")
@@ -330,7 +347,7 @@ async fn watchdog(relay: Arc<Delivery>, every: Duration) {
     loop {
         let healthy = tokio::time::timeout(period, async {
             let _answered = relay.shared.spool.commit().await;
-            let _ = relay.shared.scheduler.total();
+            let _ = relay.shared.scheduler.in_memory();
         })
         .await
         .is_ok();

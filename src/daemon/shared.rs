@@ -10,10 +10,10 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::delivery::Scheduler;
+use crate::delivery::scheduler::{Refill, Scheduler};
 use crate::metrics::Metrics;
 use crate::oauth::Tokens;
-use crate::spool::{Envelope, Spool, StoreError};
+use crate::spool::{due, Envelope, Spool, StoreError};
 
 pub struct Shared {
     /// Replaced whole by a reload; holders of the `Arc` (an open session, an
@@ -29,11 +29,11 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Arc<Config>, spool: Spool, tokens: Arc<Tokens>) -> Shared {
         Shared {
+            scheduler: Scheduler::new(config.queue_active_limit),
             metrics: Metrics::new(config.routes.keys()),
             config: RwLock::new(config),
             stopping: watch::Sender::new(false),
             spool,
-            scheduler: Scheduler::new(),
             tokens,
         }
     }
@@ -86,17 +86,49 @@ impl Shared {
         }
     }
 
-    /// Re-schedules everything in the queue after a start or a reopen;
-    /// returns the count of messages scheduled. A damaged message is counted
-    /// in the metrics and left alone; a queue that cannot be read is an error.
+    /// Reads the next page of the queue's due index into the schedule's
+    /// window: the entries that still stand (the message is there, not held,
+    /// due then), each on the route its sender has now. False if the window
+    /// moved meanwhile and the page must be read again.
+    pub fn refill(&self, refill: &Refill) -> Result<bool, StoreError> {
+        let after = refill.after.as_ref().map(|(at, id)| (*at, id.as_str()));
+        let room = refill.room.max(1);
+        let page = self.spool.due_after(after, room)?;
+        let complete = page.len() < room;
+        let last = page.last().cloned();
+        let mut found = Vec::with_capacity(page.len());
+        for (at, id) in page {
+            match self.spool.load(&id) {
+                Ok(Some(env)) if due::of(&env) == Some(at) => {
+                    found.push((self.route_name(&env), at, id));
+                }
+                // Stale (moved on or gone), or quarantined: not for the schedule.
+                Ok(_) | Err(StoreError::Damaged { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.scheduler.refilled(refill, found, last, complete))
+    }
+
+    /// Schedules the queue anew after a start or a reopen: the window is
+    /// refilled from the due index, and the queue is counted for the
+    /// metrics; returns the count of messages queued. A damaged message is
+    /// counted in the metrics and left alone; a queue that cannot be read is
+    /// an error.
     pub fn load_queue(&self) -> Result<usize, StoreError> {
+        self.scheduler.clear();
+        // The first page now, so that what is due goes out at once.
+        while let Some(refill) = self.scheduler.refill_from() {
+            if self.refill(&refill)? {
+                break;
+            }
+        }
         let mut n = 0;
         self.metrics.clear_damaged();
         for env in self.spool.messages() {
             match env {
                 Ok(env) => {
                     self.metrics.loaded(&env);
-                    self.schedule(&env);
                     n += 1;
                 }
                 Err(StoreError::Damaged { id, reason }) => {

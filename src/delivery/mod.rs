@@ -202,7 +202,7 @@ impl Delivery {
                 // A queue command has it; look again shortly (the envelope decides).
                 self.shared
                     .scheduler
-                    .schedule(&route.name, unix_now() + 1, id);
+                    .retry_soon(&route.name, unix_now() + 1, id);
                 continue;
             };
             let result = self.attempt(&route, &id, &mut conn).await;
@@ -238,7 +238,7 @@ impl Delivery {
                     Ok(Some(env)) => self.shared.route_name(&env),
                     _ => route.name.clone(),
                 };
-                self.shared.scheduler.schedule(&on, unix_now() + 60, id);
+                self.shared.scheduler.retry_soon(&on, unix_now() + 60, id);
             }
         }
     }

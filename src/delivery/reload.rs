@@ -62,14 +62,13 @@ impl Delivery {
         Ok(report)
     }
 
-    /// Puts every queued message on the schedule of the route `new` gives it;
-    /// one whose route changed is due at once.
+    /// Counts the queue and moves the messages whose route changed to their
+    /// new route, due at once. The schedule itself comes back from the due
+    /// index (the caller cleared it): routes are looked up as it is read.
     async fn schedule_queue_anew(&self, old: &Config, new: &Config, report: &mut Reloaded) {
         let now = unix_now();
         let mut moved = Vec::new();
         let mut claimed = Vec::new();
-        // Ids only: holding 100,000 decoded envelopes would cost ~100 MiB.
-        let mut ids = Vec::new();
         for env in self.shared.spool.messages() {
             let mut env = match env {
                 Ok(env) => env,
@@ -91,7 +90,6 @@ impl Delivery {
                 .then(|| self.shared.spool.claim(&env.id))
                 .flatten();
             let Some(claim) = claim else {
-                ids.push(env.id);
                 continue;
             };
             report.rerouted += 1;
@@ -102,19 +100,16 @@ impl Delivery {
             claimed.push(claim);
             moved.push(env);
         }
-        if !claimed.is_empty() {
-            let moved: Vec<_> = moved.iter().collect();
-            if let Err(e) = self.shared.spool.reschedule(&moved, None).await {
-                // The old due times stand; the messages still go out on the new route.
-                tracing::error!("reload: cannot record the new routes' due times: {e}");
-            }
+        if claimed.is_empty() {
+            return;
         }
+        let refs: Vec<_> = moved.iter().collect();
+        let written = self.shared.spool.reschedule(&refs, None).await;
         drop(claimed);
-        ids.extend(moved.into_iter().map(|env| env.id));
-        for id in &ids {
-            if let Ok(Some(stored)) = self.shared.spool.load(id) {
-                self.shared.schedule(&stored);
-            }
+        match written {
+            Ok(()) => moved.iter().for_each(|env| self.shared.schedule(env)),
+            // The old due times stand; the messages still go out on the new route.
+            Err(e) => tracing::error!("reload: cannot record the new routes' due times: {e}"),
         }
     }
 }
@@ -139,6 +134,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         listen,
         queue_path,
         queue_cache_size,
+        queue_active_limit,
         limits.max_connections,
         local.socket_dir,
         local.control_group,

@@ -25,7 +25,9 @@
 //!   command), released when the [`Claim`] is dropped.
 //!
 //! Reads: [`Spool::load`], [`Spool::body`], [`Spool::messages`],
-//! [`Spool::history`], [`Spool::route_holds`].
+//! [`Spool::history`], [`Spool::route_holds`], and [`Spool::due_after`]: the
+//! due index every change keeps in step ([`due`]), from which the schedule
+//! reads what is due next without holding the queue in memory.
 //!
 //! The layout of the records is in [`records`], the engine (sled, group
 //! commit, reopen after I/O errors) in [`store`], the conversion of queues
@@ -34,6 +36,7 @@
 
 pub mod body;
 mod claims;
+pub mod due;
 pub mod envelope;
 pub mod history;
 pub mod records;
@@ -98,6 +101,10 @@ impl Spool {
         let upgraded = upgrade::run(&spool.store)?;
         if upgraded > 0 {
             tracing::info!("queue: {upgraded} message(s) converted to per-recipient records");
+        }
+        let indexed = spool.build_due_index()?;
+        if indexed > 0 {
+            tracing::info!("queue: {indexed} message(s) indexed by due time");
         }
         if spool.store.crashed() {
             let removed = spool.sweep_orphans()?;
@@ -174,7 +181,7 @@ impl Spool {
         env.size = body.size();
         env.chunks = 0;
         env.body_file = true;
-        put_whole(&mut changes, env);
+        put_whole(&mut changes, env, None);
         // Once the envelope may be on disk, the file is the message's: a
         // failed sync leaves it to the next start's sweep, never removes it
         // under an envelope that made it.
@@ -307,8 +314,9 @@ impl Spool {
         } else {
             Changes::in_order()
         };
+        let was = self.indexed_due(&env.id)?;
         if env.is_finished() {
-            remove_message(&mut changes, env);
+            remove_message(&mut changes, env, was);
             put_history(
                 &mut changes,
                 &Finished::from_envelope(env, unix_now(), outcome),
@@ -319,7 +327,7 @@ impl Spool {
                     put_recipient(&mut changes, env, i);
                 }
             }
-            put_meta(&mut changes, env);
+            put_meta(&mut changes, env, was);
         }
         if let Some(n) = notice {
             put_message(&mut changes, &mut n.envelope, &n.body);
@@ -336,7 +344,7 @@ impl Spool {
         env.held = true;
         env.event(now, "held by the operator");
         let mut changes = Changes::new();
-        put_meta(&mut changes, env);
+        put_meta(&mut changes, env, self.indexed_due(&env.id)?);
         self.store.write(changes).await
     }
 
@@ -357,7 +365,7 @@ impl Spool {
         }
         env.event(now, why);
         let mut changes = Changes::new();
-        put_whole(&mut changes, env);
+        put_whole(&mut changes, env, self.indexed_due(&env.id)?);
         self.store.write(changes).await
     }
 
@@ -365,7 +373,7 @@ impl Spool {
     pub async fn delete(&self, env: &mut Envelope, now: u64) -> Result<(), StoreError> {
         env.event(now, "deleted by the operator");
         let mut changes = Changes::in_order();
-        remove_message(&mut changes, env);
+        remove_message(&mut changes, env, self.indexed_due(&env.id)?);
         put_history(&mut changes, &Finished::from_envelope(env, now, "deleted"));
         self.store.write(changes).await?;
         self.remove_body(env);
@@ -383,7 +391,7 @@ impl Spool {
     ) -> Result<(), StoreError> {
         env.event(now, reason);
         let mut changes = Changes::new();
-        remove_message(&mut changes, env);
+        remove_message(&mut changes, env, self.indexed_due(&env.id)?);
         put_history(&mut changes, &Finished::from_envelope(env, now, "bounced"));
         if let Some(n) = notice {
             put_message(&mut changes, &mut n.envelope, &n.body);
@@ -415,7 +423,7 @@ impl Spool {
     ) -> Result<(), StoreError> {
         let mut changes = Changes::new();
         for env in envs {
-            put_whole(&mut changes, env);
+            put_whole(&mut changes, env, self.indexed_due(&env.id)?);
         }
         if let Some(route) = route_hold {
             changes.remove(records::route_hold_key(route));
@@ -437,10 +445,12 @@ impl Spool {
     /// out for a damaged one. False if there was nothing of it.
     pub async fn discard(&self, id: &str) -> Result<bool, StoreError> {
         let mut changes = Changes::in_order();
+        let was = self.indexed_due(id).ok().flatten();
         // The marks that make it a message go first, as in any removal.
         for key in [records::meta_key(id), records::legacy_key(id)] {
             changes.remove(key);
         }
+        due::remove_after(&mut changes, id, was, None);
         let mut found = self.store.get(&records::meta_key(id))?.is_some()
             || self.store.get(&records::legacy_key(id))?.is_some()
             || self.store.get(&records::damage_key(id))?.is_some();

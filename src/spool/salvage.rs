@@ -92,7 +92,11 @@ fn copy_records(old: &sled::Db, fresh: &Store, out: &mut Salvaged) -> Result<(),
                 break;
             }
         };
-        if key.first() == Some(&b'e') {
+        if key.first() == Some(&super::due::KIND) || &key[..] == super::due::BUILT {
+            // Rebuilt whole at the first open: an index with holes would
+            // leave a queued message off the schedule.
+            continue;
+        } else if key.first() == Some(&b'e') {
             // An old-form envelope can be larger than a record may be now:
             // converted on the way.
             super::upgrade::convert(&mut changes, &key, &value);

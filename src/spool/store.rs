@@ -242,6 +242,30 @@ impl Handle {
         self.db.contains_key(key)
     }
 
+    /// Up to `limit` keys under `prefix` that sort after `after`.
+    fn keys_after(
+        &self,
+        prefix: &[u8],
+        after: &[u8],
+        limit: usize,
+    ) -> sled::Result<Vec<sled::IVec>> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let start = if after < prefix {
+            Included(prefix.to_vec())
+        } else {
+            Excluded(after.to_vec())
+        };
+        let mut keys = Vec::new();
+        for item in self.db.range::<Vec<u8>, _>((start, Unbounded)) {
+            let (key, _) = item?;
+            if !key.starts_with(prefix) || keys.len() == limit {
+                break;
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
     fn scan_keys(&self, prefix: &[u8]) -> impl Iterator<Item = sled::Result<sled::IVec>> {
         self.scan(prefix).map(|item| item.map(|(key, _)| key))
     }
@@ -480,6 +504,18 @@ impl Store {
                 .flatten()
                 .map(|item| item.map_err(StoreError::Sled)),
         )
+    }
+
+    /// Up to `limit` keys under `prefix` that sort after `after`, in order:
+    /// one page of an index.
+    pub fn keys_after(
+        &self,
+        prefix: &[u8],
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<sled::IVec>, StoreError> {
+        let h = self.handle()?;
+        h.check(h.keys_after(prefix, after, limit))
     }
 
     /// The keys under `prefix`, in order.

@@ -1,12 +1,14 @@
 //! The records each change of a message writes or removes, in the order
 //! the spool's operations rely on (see [`Changes::in_order`]).
 
+use super::due;
 use super::history::Finished;
 use super::records::{self, Meta};
 use super::store::{Changes, CHUNK_SIZE};
 use super::{history, Envelope};
 
-/// A new message's records: body chunks, recipients, then its meta record.
+/// A new message's records: body chunks, recipients, its due index entry,
+/// then its meta record.
 pub(super) fn put_message(changes: &mut Changes, env: &mut Envelope, body: &[u8]) {
     let mut n = 0u32;
     for chunk in body.chunks(CHUNK_SIZE) {
@@ -15,24 +17,29 @@ pub(super) fn put_message(changes: &mut Changes, env: &mut Envelope, body: &[u8]
     }
     env.chunks = n;
     env.size = body.len() as u64;
-    put_whole(changes, env);
+    put_whole(changes, env, None);
 }
 
 /// Every recipient, then the meta record (which holds the recipient of a
-/// one-recipient message itself).
-pub(super) fn put_whole(changes: &mut Changes, env: &Envelope) {
+/// one-recipient message itself); `was` is the due time the message is
+/// indexed under now (None for a new one).
+pub(super) fn put_whole(changes: &mut Changes, env: &Envelope, was: Option<u64>) {
     if env.recipients.len() > 1 {
         for i in 0..env.recipients.len() {
             put_recipient(changes, env, i);
         }
     }
-    put_meta(changes, env);
+    put_meta(changes, env, was);
 }
 
-pub(super) fn put_meta(changes: &mut Changes, env: &Envelope) {
+/// The meta record, with the due index entry replaced around it (see
+/// [`due`] for the order).
+pub(super) fn put_meta(changes: &mut Changes, env: &Envelope, was: Option<u64>) {
+    due::insert_before(changes, env, was);
     // Serializing a plain struct of strings and integers cannot fail.
     let value = serde_json::to_vec(&Meta::of(env)).unwrap_or_default();
     changes.insert(records::meta_key(&env.id), value);
+    due::remove_after(changes, &env.id, was, due::of(env));
 }
 
 pub(super) fn put_recipient(changes: &mut Changes, env: &Envelope, i: usize) {
@@ -43,9 +50,11 @@ pub(super) fn put_recipient(changes: &mut Changes, env: &Envelope, i: usize) {
     changes.insert(records::recipient_key(&env.id, n), value);
 }
 
-/// The meta record first (see [`Changes::in_order`]), then the rest.
-pub(super) fn remove_message(changes: &mut Changes, env: &Envelope) {
+/// The meta record first (see [`Changes::in_order`]), then its due index
+/// entry (`was`) and the rest.
+pub(super) fn remove_message(changes: &mut Changes, env: &Envelope, was: Option<u64>) {
     changes.remove(records::meta_key(&env.id));
+    due::remove_after(changes, &env.id, was, None);
     let split = if env.recipients.len() > 1 {
         env.recipients.len()
     } else {

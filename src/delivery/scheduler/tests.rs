@@ -1,0 +1,168 @@
+use super::*;
+
+/// A scheduler that has read an empty index: it covers everything.
+fn covering_all(limit: usize) -> Scheduler {
+    let s = Scheduler::new(limit);
+    let r = s.refill_from().unwrap();
+    assert!(s.refilled(&r, Vec::new(), None, true));
+    s
+}
+
+#[tokio::test]
+async fn due_order_and_wakeup() {
+    let s = covering_all(100);
+    let now = unix_now();
+    s.schedule("r", now + 3600, "later".into());
+    s.schedule("r", now, "b".into());
+    s.schedule("r", now.saturating_sub(5), "a".into());
+    assert_eq!(s.next("r", None).await.as_deref(), Some("a"));
+    assert_eq!(s.next("r", None).await.as_deref(), Some("b"));
+    // Nothing due: an idle wait gives up.
+    assert_eq!(s.next("r", Some(Duration::from_millis(50))).await, None);
+    // A waiting worker is woken by a new message.
+    let s2 = s.clone();
+    let waiter = tokio::spawn(async move { s2.next("r", None).await });
+    tokio::task::yield_now().await;
+    s.schedule("r", now, "c".into());
+    let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.as_deref(), Some("c"));
+    assert_eq!(s.len("r"), 1);
+    assert!(s.is_empty("other"));
+}
+
+#[tokio::test]
+async fn rescheduling_replaces_and_unscheduling_removes() {
+    let s = covering_all(100);
+    let now = unix_now();
+    s.schedule("r", now + 3600, "m".into());
+    // A flush: due now, the old entry is gone.
+    s.schedule("r", now, "m".into());
+    assert_eq!(s.len("r"), 1);
+    assert_eq!(s.next("r", None).await.as_deref(), Some("m"));
+    assert_eq!(s.next("r", Some(Duration::from_millis(20))).await, None);
+    // Scheduled twice at the same time: still handed out once.
+    s.schedule("r", now, "n".into());
+    s.schedule("r", now, "n".into());
+    assert_eq!(s.next("r", None).await.as_deref(), Some("n"));
+    assert_eq!(s.next("r", Some(Duration::from_millis(20))).await, None);
+    s.schedule("r", now, "held".into());
+    s.unschedule("held");
+    assert!(s.is_empty("r"));
+    assert_eq!(s.next("r", Some(Duration::from_millis(20))).await, None);
+}
+
+fn id(n: u64) -> String {
+    format!("{n:014X}")
+}
+
+/// A stand-in for the spool's due index: a sorted set of (due, id).
+struct Index(BTreeSet<Key>);
+
+impl Index {
+    fn refill(&self, s: &Scheduler) -> bool {
+        let Some(r) = s.refill_from() else {
+            return false;
+        };
+        let page: Vec<Key> = self
+            .0
+            .iter()
+            .filter(|k| r.after.as_ref().is_none_or(|a| *k > a))
+            .take(r.room.max(1))
+            .cloned()
+            .collect();
+        let complete = page.len() < r.room.max(1);
+        let last = page.last().cloned();
+        let found = page
+            .into_iter()
+            .map(|(at, id)| ("r".into(), at, id))
+            .collect();
+        assert!(s.refilled(&r, found, last, complete));
+        true
+    }
+}
+
+/// A window of 10 over 1,000 entries hands out every one, in due order,
+/// each once, refilling as it empties; what is scheduled meanwhile (inside
+/// or beyond the horizon) is not lost.
+#[tokio::test]
+async fn a_small_window_hands_out_every_entry_once_in_order() {
+    let s = Scheduler::new(10);
+    let now = unix_now();
+    let mut index = Index((0..1000u64).map(|n| (now - 2000 + n, id(n))).collect());
+    assert!(index.refill(&s));
+    assert_eq!(s.in_memory(), 10);
+    assert!(s.refill_from().is_none(), "full: no refill");
+    let mut seen = Vec::new();
+    while let Some(got) = s.next("r", Some(Duration::from_millis(1))).await {
+        let at = index.0.iter().find(|k| k.1 == got).unwrap().clone();
+        index.0.remove(&at);
+        seen.push(at);
+        if seen.len() == 500 {
+            // Arrivals: one due before everything, one due after it all.
+            for (at, n) in [(now - 5000, 5000), (now - 1, 5001)] {
+                index.0.insert((at, id(n)));
+                s.schedule("r", at, id(n));
+            }
+        }
+        while index.refill(&s) {}
+    }
+    assert!(index.0.is_empty(), "left: {:?}", index.0);
+    assert_eq!(seen.len(), 1002);
+    // The early arrival next, the late one last, the rest in due order.
+    assert_eq!(seen[500], (now - 5000, id(5000)));
+    assert_eq!(seen.last(), Some(&(now - 1, id(5001))));
+    let rest: Vec<Key> = [&seen[..500], &seen[501..]].concat();
+    let mut sorted = rest.clone();
+    sorted.sort();
+    assert_eq!(rest, sorted);
+}
+
+/// An entry scheduled beyond the horizon while a refill reads the index
+/// (after the page was read) is added by that refill if it covers it.
+#[test]
+fn a_schedule_during_a_refill_is_not_lost() {
+    let s = Scheduler::new(4);
+    let r = s.refill_from().unwrap();
+    // The page, read before "late" was written: two entries, more follow.
+    s.schedule("r", 15, "late".into());
+    let found = vec![("r".into(), 10, "a".into()), ("r".into(), 20, "b".into())];
+    assert!(s.refilled(&r, found, Some((20, "b".into())), false));
+    assert_eq!(s.in_memory(), 3, "a, late and b");
+    // Beyond the new horizon: left to the index.
+    s.schedule("r", 30, "c".into());
+    assert_eq!(s.in_memory(), 3);
+}
+
+/// Over its limit the window forgets its latest entries and lowers its
+/// horizon; pinned retries stay whatever happens.
+#[test]
+fn over_the_limit_the_latest_go_and_pins_stay() {
+    let s = covering_all(3);
+    s.retry_soon("r", 1_000, "pinned".into());
+    for n in 1..=4u64 {
+        s.schedule("r", n, id(n));
+    }
+    assert_eq!(s.in_memory(), 3, "1, 2 and the pin");
+    // The horizon is now entry 2: 3 and later wait in the index.
+    s.schedule("r", 3, id(3));
+    assert_eq!(s.in_memory(), 3);
+    let r = s.refill_from();
+    assert!(r.is_none(), "no room yet");
+    // A clear forgets everything, pins too; the next refill starts over.
+    s.clear();
+    assert_eq!(s.in_memory(), 0);
+    assert_eq!(s.refill_from().map(|r| r.after), Some(None));
+}
+
+/// A refill read against a window that moved (a clear) is refused.
+#[test]
+fn a_refill_against_a_moved_window_is_refused() {
+    let s = Scheduler::new(10);
+    let r = s.refill_from().unwrap();
+    s.clear();
+    assert!(!s.refilled(&r, vec![("r".into(), 1, "a".into())], None, true));
+    assert_eq!(s.in_memory(), 0);
+}

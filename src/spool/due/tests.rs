@@ -1,0 +1,206 @@
+use std::collections::BTreeSet;
+
+use super::super::{Envelope, Notice, Recipient, Spool, State};
+use super::*;
+
+#[test]
+fn keys_sort_by_due_time_and_parse_back() {
+    let a = key(5, "0000000000000B");
+    let b = key(256, "0000000000000A");
+    assert!(a < b, "due time first, id second");
+    assert_eq!(parse(&b), Some((256, "0000000000000A".to_string())));
+    assert_eq!(parse(b"w123"), None);
+    assert_eq!(parse(&key(1, "")), None);
+}
+
+#[test]
+fn the_recorded_due_time_reads_from_any_meta_record() {
+    assert_eq!(recorded(br#"{"sender":"a","due":42}"#), Some(42));
+    assert_eq!(recorded(br#"{"sender":"a"}"#), None);
+    assert_eq!(recorded(b"not json"), None);
+}
+
+fn envelope(spool: &Spool, recipients: usize, at: u64) -> Envelope {
+    Envelope {
+        id: spool.new_id().unwrap(),
+        sender: "a@example.com".into(),
+        route_sender: "a@example.com".into(),
+        recipients: (0..recipients)
+            .map(|i| Recipient::new(format!("r{i}@example.net"), at + i as u64))
+            .collect(),
+        client: "t".into(),
+        ..Default::default()
+    }
+}
+
+type Entries = BTreeSet<(u64, String)>;
+
+/// The index as stored, and as the queued messages say it must be.
+fn index_and_truth(spool: &Spool) -> (Entries, Entries) {
+    let index = spool
+        .due_after(None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let truth = spool
+        .messages()
+        .map(Result::unwrap)
+        .filter_map(|env| of(&env).map(|at| (at, env.id)))
+        .collect();
+    (index, truth)
+}
+
+fn check(spool: &Spool, step: &str) {
+    let (index, truth) = index_and_truth(spool);
+    assert_eq!(index, truth, "after {step}");
+}
+
+/// A small deterministic generator: the sequence is the same every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Every operation that changes a message keeps the index exactly the set
+/// of (due time, id) of the queued messages that are not held and have a
+/// recipient to try: checked after each of 400 random operations, and
+/// again after reopening.
+#[tokio::test]
+async fn every_change_keeps_the_index_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut ids: Vec<String> = Vec::new();
+    for step in 0..400 {
+        let op = rng.below(9);
+        let pick = (!ids.is_empty()).then(|| ids[rng.below(ids.len() as u64) as usize].clone());
+        let loaded = pick.and_then(|id| spool.load(&id).unwrap());
+        let name = change(&spool, &mut rng, op, loaded, &mut ids).await;
+        check(&spool, &format!("step {step}: {name}"));
+    }
+    assert!(!ids.is_empty());
+    drop(spool);
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    check(&spool, "reopening");
+}
+
+async fn change(
+    spool: &Spool,
+    rng: &mut Rng,
+    op: u64,
+    env: Option<Envelope>,
+    ids: &mut Vec<String>,
+) -> &'static str {
+    let (op, mut env) = match env {
+        Some(env) if op > 0 => (op, env),
+        _ => {
+            let mut env = envelope(spool, 1 + rng.below(3) as usize, 100 + rng.below(50));
+            spool.accept_bytes(&mut env, &[], b"x\r\n").await.unwrap();
+            ids.push(env.id);
+            return "accept";
+        }
+    };
+    let now = 200 + rng.below(100);
+    match op {
+        1 => spool.hold(&mut env, now).await.unwrap(),
+        2 => spool.release(&mut env, now).await.unwrap(),
+        3 => spool.flush(&mut env, now).await.unwrap(),
+        4 => {
+            let i = rng.below(env.recipients.len() as u64) as usize;
+            env.recipients[i].state = State::Deferred;
+            env.recipients[i].next_attempt = now + rng.below(5000);
+            spool.record(&env, &[i], "deferred", None).await.unwrap();
+        }
+        5 => {
+            let i = rng.below(env.recipients.len() as u64) as usize;
+            env.recipients[i].state = State::Delivered;
+            let mut notice = Notice {
+                envelope: envelope(spool, 1, now),
+                body: b"notice\r\n".to_vec(),
+            };
+            spool
+                .record(&env, &[i], "delivered", Some(&mut notice))
+                .await
+                .unwrap();
+            ids.push(notice.envelope.id);
+        }
+        6 => spool.delete(&mut env, now).await.unwrap(),
+        7 => {
+            for r in &mut env.recipients {
+                r.next_attempt = now + 7;
+            }
+            spool.reschedule(&[&env], None).await.unwrap();
+        }
+        _ => {
+            spool.discard(&env.id).await.unwrap();
+        }
+    }
+    [
+        "accept",
+        "hold",
+        "release",
+        "flush",
+        "defer",
+        "deliver",
+        "delete",
+        "reschedule",
+        "discard",
+    ][op as usize]
+}
+
+/// A queue from before the index: built at the first open, and only then.
+#[tokio::test]
+async fn a_queue_without_the_index_gets_it_at_the_first_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut held = envelope(&spool, 1, 10);
+    spool.accept_bytes(&mut held, &[], b"x\r\n").await.unwrap();
+    spool.hold(&mut held, 11).await.unwrap();
+    for n in 0..2500u64 {
+        let mut env = envelope(&spool, 1 + (n % 3) as usize, 1000 - n % 700);
+        spool.accept_bytes(&mut env, &[], b"x\r\n").await.unwrap();
+    }
+    // What an older version left: no entries, no marker, no due times.
+    let mut changes = Changes::new();
+    for (at, id) in spool.due_after(None, usize::MAX).unwrap() {
+        changes.remove(key(at, &id));
+    }
+    changes.remove(BUILT.to_vec());
+    spool.store.apply(changes).unwrap();
+    let mut changes = Changes::new();
+    for item in spool.store.scan(b"m") {
+        let (k, v) = item.unwrap();
+        let mut meta: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        meta.as_object_mut().unwrap().remove("due");
+        changes.insert(k.to_vec(), serde_json::to_vec(&meta).unwrap());
+    }
+    spool.store.apply(changes).unwrap();
+    assert!(spool.due_after(None, 10).unwrap().is_empty());
+    drop(spool);
+
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let (index, truth) = index_and_truth(&spool);
+    assert_eq!(index.len(), 2500, "the held message is not indexed");
+    assert_eq!(index, truth);
+    // Paged reads give the same, in order.
+    let mut paged = Vec::new();
+    let mut after: Option<(u64, String)> = None;
+    loop {
+        let page = spool
+            .due_after(after.as_ref().map(|(at, id)| (*at, id.as_str())), 333)
+            .unwrap();
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        paged.extend(page);
+        after = Some(last);
+    }
+    assert_eq!(paged, index.into_iter().collect::<Vec<_>>());
+    assert_eq!(spool.build_due_index().unwrap(), 0, "built once");
+}
