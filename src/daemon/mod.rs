@@ -297,9 +297,9 @@ async fn reschedule_on_reopen(relay: Arc<Delivery>) {
 async fn refill_schedule(relay: Arc<Delivery>) {
     let mut reopened = relay.shared.spool.reopened();
     loop {
-        let refill = relay.shared.scheduler.wait_refill().await;
+        relay.shared.scheduler.wait_refill().await;
         let shared = relay.shared.clone();
-        let read = tokio::task::spawn_blocking(move || shared.refill(&refill)).await;
+        let read = tokio::task::spawn_blocking(move || shared.refill()).await;
         if let Ok(Err(e)) = read {
             tracing::error!("cannot read the queue's due index: {e}; trying again in 10s");
             let _ = tokio::time::timeout(Duration::from_secs(10), reopened.changed()).await;

@@ -24,6 +24,8 @@ pub struct Shared {
     pub scheduler: Scheduler,
     pub tokens: Arc<Tokens>,
     pub metrics: Metrics,
+    /// Held while a refill of the schedule reads the index: one at a time.
+    refilling: std::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -35,6 +37,7 @@ impl Shared {
             stopping: watch::Sender::new(false),
             spool,
             tokens,
+            refilling: std::sync::Mutex::new(()),
         }
     }
 
@@ -87,10 +90,22 @@ impl Shared {
     }
 
     /// Reads the next page of the queue's due index into the schedule's
-    /// window: the entries that still stand (the message is there, not held,
-    /// due then), each on the route its sender has now. False if the window
-    /// moved meanwhile and the page must be read again.
-    pub fn refill(&self, refill: &Refill) -> Result<bool, StoreError> {
+    /// window, if it wants one, until a page sticks (the window may move
+    /// while a page is read). Blocking: the index is read here.
+    pub fn refill(&self) -> Result<(), StoreError> {
+        let _one = self.refilling.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(refill) = self.scheduler.refill_from() {
+            if self.read_page(&refill)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One page: the entries that still stand (the message is there, not
+    /// held, due then), each on the route its sender has now. False if the
+    /// window moved meanwhile and the page must be read again.
+    fn read_page(&self, refill: &Refill) -> Result<bool, StoreError> {
         let after = refill.after.as_ref().map(|(at, id)| (*at, id.as_str()));
         let room = refill.room.max(1);
         let page = self.spool.due_after(after, room)?;
@@ -118,11 +133,7 @@ impl Shared {
     pub fn load_queue(&self) -> Result<usize, StoreError> {
         self.scheduler.clear();
         // The first page now, so that what is due goes out at once.
-        while let Some(refill) = self.scheduler.refill_from() {
-            if self.refill(&refill)? {
-                break;
-            }
-        }
+        self.refill()?;
         let mut n = 0;
         self.metrics.clear_damaged();
         for env in self.spool.messages() {

@@ -197,16 +197,13 @@ impl Scheduler {
 
     /// The refill the window wants now, if any (once it is down to half its
     /// limit and the index has entries beyond it), started: the caller reads
-    /// the page and hands it to [`Scheduler::refilled`].
+    /// the page and hands it to [`Scheduler::refilled`]. One refill at a
+    /// time (the caller makes sure): starting one forgets what another
+    /// noted as skipped.
     pub fn refill_from(&self) -> Option<Refill> {
         let mut w = self.window();
+        let after = w.wanted(self.shared.limit)?;
         let room = self.shared.limit.saturating_sub(w.order.len());
-        let after = match &w.horizon {
-            Horizon::End => return None,
-            Horizon::Start => None,
-            Horizon::Upto(key) if room * 2 >= self.shared.limit => Some(key.clone()),
-            Horizon::Upto(_) => return None,
-        };
         w.skipped = Some(HashMap::new());
         Some(Refill {
             after,
@@ -215,15 +212,14 @@ impl Scheduler {
         })
     }
 
-    /// Waits until a refill is wanted, and starts it (see
-    /// [`Scheduler::refill_from`]).
-    pub async fn wait_refill(&self) -> Refill {
+    /// Waits until a refill is wanted.
+    pub async fn wait_refill(&self) {
         loop {
             let notified = self.shared.refill.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(r) = self.refill_from() {
-                return r;
+            if self.window().wanted(self.shared.limit).is_some() {
+                return;
             }
             notified.await;
         }
@@ -312,7 +308,7 @@ impl Scheduler {
             return Err(Some(Duration::from_secs(at - now)));
         }
         w.remove(&id);
-        if self.shared.limit.saturating_sub(w.order.len()) * 2 >= self.shared.limit {
+        if w.wanted(self.shared.limit).is_some() {
             self.shared.refill.notify_one();
         }
         Ok(id)
@@ -320,6 +316,17 @@ impl Scheduler {
 }
 
 impl Window {
+    /// Where a refill would read from, if one is wanted: the window is down
+    /// to half of `limit` and the index has entries beyond it.
+    fn wanted(&self, limit: usize) -> Option<Option<Key>> {
+        let room = limit.saturating_sub(self.order.len());
+        match &self.horizon {
+            Horizon::End => None,
+            Horizon::Start => Some(None),
+            Horizon::Upto(key) => (room * 2 >= limit).then(|| Some(key.clone())),
+        }
+    }
+
     fn covers(&self, key: &Key) -> bool {
         match &self.horizon {
             Horizon::Start => false,
