@@ -141,6 +141,11 @@ impl Shared {
                 Ok(env) => {
                     self.metrics.loaded(&env);
                     n += 1;
+                    if self.spool.repair_due(&env)? {
+                        tracing::warn!(id = %env.id, "queue: due index entry repaired");
+                        // Its entry may be behind the window's horizon now.
+                        self.schedule(&env);
+                    }
                 }
                 Err(StoreError::Damaged { id, reason }) => {
                     self.metrics.damaged();

@@ -180,13 +180,17 @@ impl Delivery {
             envs.push(env);
         }
         let changed: Vec<&Envelope> = changed_at.iter().filter_map(|&i| envs.get(i)).collect();
-        let written = self.shared.spool.reschedule(&changed, Some(route)).await;
-        drop(claimed);
-        written?;
+        if let Err(e) = self.shared.spool.reschedule(&changed, Some(route)).await {
+            drop(claimed);
+            return Err(e);
+        }
         self.holds.lock().remove(route);
+        // Scheduled while still claimed: a flush or reroute after the claims
+        // end must find the newer due time, not have it replaced by these.
         for env in &envs {
             self.shared.schedule(env);
         }
+        drop(claimed);
         tracing::info!(
             "route {route}: resumed after {held}s on hold; {} queued message(s) back on the schedule",
             envs.len()

@@ -191,7 +191,7 @@ impl Delivery {
                 continue;
             };
             if *self.generation.borrow() != generation {
-                self.hand_back(&id);
+                self.hand_back(&id, &route.name);
                 continue;
             }
             if self.holds.is_held(&route.name) {
@@ -218,10 +218,19 @@ impl Delivery {
 
     /// A message taken off a schedule that a reload has just rebuilt goes
     /// back to whichever route it has now, unless the daemon is stopping.
-    fn hand_back(&self, id: &str) {
-        if let Ok(Some(env)) = self.shared.spool.load(id) {
-            if *self.generation.borrow() != STOPPING {
-                self.shared.schedule(&env);
+    fn hand_back(&self, id: &str, route: &str) {
+        if *self.generation.borrow() == STOPPING {
+            return;
+        }
+        match self.shared.spool.load(id) {
+            Ok(Some(env)) => self.shared.schedule(&env),
+            Ok(None) | Err(StoreError::Damaged { .. }) => {}
+            // Not readable now: looked at again shortly (the envelope
+            // decides then).
+            Err(_) => {
+                self.shared
+                    .scheduler
+                    .retry_soon(route, unix_now() + 60, id.to_string());
             }
         }
     }

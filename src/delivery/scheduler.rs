@@ -143,6 +143,7 @@ impl Scheduler {
             } else if let Some(skipped) = &mut w.skipped {
                 skipped.insert(key.1.clone(), (key, route.to_string()));
             }
+            self.if_wanted_refill(&w);
             admitted
         };
         if wake {
@@ -178,6 +179,17 @@ impl Scheduler {
         w.remove(id);
         if let Some(skipped) = &mut w.skipped {
             skipped.remove(id);
+        }
+        self.if_wanted_refill(&w);
+    }
+
+    /// Wakes the refill task if the window wants a page: after anything
+    /// that shrank it (a pop, an unschedule, an entry moved beyond the
+    /// horizon), or the entries past its horizon would wait for a pop that
+    /// may never come.
+    fn if_wanted_refill(&self, w: &Window) {
+        if w.wanted(self.shared.limit).is_some() {
+            self.shared.refill.notify_one();
         }
     }
 
@@ -308,9 +320,7 @@ impl Scheduler {
             return Err(Some(Duration::from_secs(at - now)));
         }
         w.remove(&id);
-        if w.wanted(self.shared.limit).is_some() {
-            self.shared.refill.notify_one();
-        }
+        self.if_wanted_refill(&w);
         Ok(id)
     }
 }

@@ -112,6 +112,53 @@ impl Spool {
         Ok(keys.iter().filter_map(|k| parse(k)).collect())
     }
 
+    /// Makes the index agree with `env` as stored, if it does not: what a
+    /// crash or a reopen cut short, or an older version that wrote to the
+    /// queue, may leave. True if anything was written (made durable by the
+    /// next commit; a repair lost to a crash is made again).
+    pub fn repair_due(&self, env: &Envelope) -> Result<bool, StoreError> {
+        let want = of(env);
+        let was = self.indexed_due(&env.id)?;
+        let present = match want {
+            Some(at) => self.store.contains(&key(at, &env.id))?,
+            None => true,
+        };
+        if was == want && present {
+            return Ok(false);
+        }
+        let mut changes = Changes::new();
+        if let Some(at) = want {
+            changes.insert(key(at, &env.id), Vec::new());
+        }
+        put_meta(&mut changes, env, want);
+        remove_after(&mut changes, &env.id, was, want);
+        self.store.apply(changes)?;
+        Ok(true)
+    }
+
+    /// Removes index entries whose message is gone: what an in-order change
+    /// cut short by a crash leaves behind.
+    pub(super) fn sweep_due_orphans(&self, changes: &mut Changes) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for k in self.store.scan_keys(&[KIND]) {
+            let k = k?;
+            let Some((_, id)) = parse(&k) else {
+                continue;
+            };
+            let gone = [records::meta_key(&id), records::damage_key(&id)]
+                .iter()
+                .map(|m| self.store.get(m).map(|v| v.is_none()))
+                .collect::<Result<Vec<bool>, _>>()?
+                .into_iter()
+                .all(|none| none);
+            if gone {
+                changes.remove(k);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Indexes every queued message of a queue written before the index
     /// existed; once (see [`BUILT`]). A crash midway starts it over at the
     /// next open, which rewrites the same entries.

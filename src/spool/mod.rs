@@ -64,7 +64,7 @@ pub use store::StoreError;
 
 use records::Meta;
 use store::Changes;
-use writes::{put_history, put_message, put_meta, put_recipient, put_whole, remove_message};
+use writes::{put_changed, put_history, put_message, put_meta, put_whole, remove_message};
 
 /// A non-delivery notice to queue with the change that caused it: its
 /// envelope (`id` from [`Spool::new_id`]) and its bytes.
@@ -322,12 +322,7 @@ impl Spool {
                 &Finished::from_envelope(env, unix_now(), outcome),
             );
         } else {
-            if env.recipients.len() > 1 {
-                for &i in changed {
-                    put_recipient(&mut changes, env, i);
-                }
-            }
-            put_meta(&mut changes, env, was);
+            put_changed(&mut changes, env, changed, was);
         }
         if let Some(n) = notice {
             put_message(&mut changes, &mut n.envelope, &n.body);

@@ -42,6 +42,7 @@ impl Spool {
                 }
             }
         }
+        removed += self.sweep_due_orphans(&mut changes)?;
         if removed > 0 {
             self.store.apply(changes)?;
             self.store.sync_blocking()?;

@@ -24,22 +24,35 @@ pub(super) fn put_message(changes: &mut Changes, env: &mut Envelope, body: &[u8]
 /// one-recipient message itself); `was` is the due time the message is
 /// indexed under now (None for a new one).
 pub(super) fn put_whole(changes: &mut Changes, env: &Envelope, was: Option<u64>) {
+    let all: Vec<usize> = (0..env.recipients.len()).collect();
+    put_changed(changes, env, &all, was);
+}
+
+/// The recipients at `changed` and the meta record, with the due index
+/// entry replaced around them: the new entry before any of them, the old
+/// one removed after (see [`due`]). A prefix of the change then leaves an
+/// entry for the due time of the old records or of the new ones.
+pub(super) fn put_changed(
+    changes: &mut Changes,
+    env: &Envelope,
+    changed: &[usize],
+    was: Option<u64>,
+) {
+    due::insert_before(changes, env, was);
     if env.recipients.len() > 1 {
-        for i in 0..env.recipients.len() {
+        for &i in changed {
             put_recipient(changes, env, i);
         }
     }
-    put_meta(changes, env, was);
-}
-
-/// The meta record, with the due index entry replaced around it (see
-/// [`due`] for the order).
-pub(super) fn put_meta(changes: &mut Changes, env: &Envelope, was: Option<u64>) {
-    due::insert_before(changes, env, was);
     // Serializing a plain struct of strings and integers cannot fail.
     let value = serde_json::to_vec(&Meta::of(env)).unwrap_or_default();
     changes.insert(records::meta_key(&env.id), value);
     due::remove_after(changes, &env.id, was, due::of(env));
+}
+
+/// The meta record alone, with the due index entry replaced around it.
+pub(super) fn put_meta(changes: &mut Changes, env: &Envelope, was: Option<u64>) {
+    put_changed(changes, env, &[], was);
 }
 
 pub(super) fn put_recipient(changes: &mut Changes, env: &Envelope, i: usize) {

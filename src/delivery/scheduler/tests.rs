@@ -166,3 +166,26 @@ fn a_refill_against_a_moved_window_is_refused() {
     assert!(!s.refilled(&r, vec![("r".into(), 1, "a".into())], None, true));
     assert_eq!(s.in_memory(), 0);
 }
+
+/// A window emptied by queue commands, with entries past its horizon, asks
+/// for a refill: nothing else would (no pop is coming).
+#[tokio::test]
+async fn emptying_the_window_asks_for_a_refill() {
+    let s = Scheduler::new(4);
+    let r = s.refill_from().unwrap();
+    let found = (0..4u64).map(|n| ("r".into(), n, id(n))).collect();
+    assert!(s.refilled(&r, found, Some((3, id(3))), false));
+    let waiting = tokio::spawn({
+        let s = s.clone();
+        async move { s.wait_refill().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "a full window wants nothing");
+    for n in 0..4u64 {
+        s.unschedule(&id(n));
+    }
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the refill task is woken")
+        .unwrap();
+}

@@ -204,3 +204,58 @@ async fn a_queue_without_the_index_gets_it_at_the_first_open() {
     assert_eq!(paged, index.into_iter().collect::<Vec<_>>());
     assert_eq!(spool.build_due_index().unwrap(), 0, "built once");
 }
+
+/// Every prefix of an in-order change that moves a message's due time
+/// leaves an entry for the due time its records say: the new entry is the
+/// first write, the old one goes last.
+#[tokio::test]
+async fn a_change_writes_the_new_entry_first_and_removes_the_old_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut env = envelope(&spool, 2, 100);
+    spool.accept_bytes(&mut env, &[], b"x\r\n").await.unwrap();
+    env.recipients[0].next_attempt = 500;
+    env.recipients[1].next_attempt = 700;
+    let mut changes = Changes::in_order();
+    super::super::writes::put_changed(&mut changes, &env, &[0, 1], Some(100));
+    let ops: Vec<(Vec<u8>, bool)> = changes
+        .ops
+        .iter()
+        .map(|(k, v)| (k.to_vec(), v.is_some()))
+        .collect();
+    assert_eq!(ops.first(), Some(&(key(500, &env.id), true)));
+    assert_eq!(ops.last(), Some(&(key(100, &env.id), false)));
+}
+
+/// What a cut change or an older version leaves (records due at one time,
+/// the index at another, or no entry) is repaired from the records.
+#[tokio::test]
+async fn a_disagreeing_index_is_repaired_from_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut env = envelope(&spool, 2, 100);
+    spool.accept_bytes(&mut env, &[], b"x\r\n").await.unwrap();
+    // Only the recipient records of a change made it: they say 300.
+    env.recipients[0].next_attempt = 300;
+    env.recipients[1].next_attempt = 400;
+    let mut changes = Changes::new();
+    for i in 0..2 {
+        super::super::writes::put_recipient(&mut changes, &env, i);
+    }
+    spool.store.apply(changes).unwrap();
+    let stored = spool.load(&env.id).unwrap().unwrap();
+    assert!(spool.repair_due(&stored).unwrap());
+    let (index, truth) = index_and_truth(&spool);
+    assert_eq!(index, truth);
+    assert_eq!(truth, [(300, env.id.clone())].into());
+    assert!(
+        !spool.repair_due(&stored).unwrap(),
+        "nothing left to repair"
+    );
+    // An entry without its message goes at the sweep after a crash.
+    let mut changes = Changes::new();
+    changes.insert(key(50, "0000000000FFFF"), Vec::new());
+    spool.store.apply(changes).unwrap();
+    let mut sweep = Changes::in_order();
+    assert_eq!(spool.sweep_due_orphans(&mut sweep).unwrap(), 1);
+}
