@@ -153,6 +153,15 @@ impl Validator<'_> {
             self.problem(Some(span), "route name must not be empty");
             return None;
         }
+        // The queue's due index keys a route's messages by its name, ended
+        // by a NUL (see `spool::due`).
+        if name.chars().any(char::is_control) {
+            self.problem(
+                Some(span),
+                format!("route {name:?}: a control character in its name"),
+            );
+            return None;
+        }
         let here = Some(span.clone());
         let preset = self.preset(&name, r.preset.as_deref(), here.clone()).ok()?;
         if let Some(p) = preset {

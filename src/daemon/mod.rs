@@ -99,7 +99,8 @@ async fn serve(config: Arc<Config>, activated: Option<Vec<std::net::TcpListener>
 
 /// The spool and delivery's state; the exit code if either cannot be had.
 fn open(config: &Arc<Config>) -> Result<Arc<Delivery>, u8> {
-    let spool = match Spool::open(&config.queue_path, config.queue_cache_size) {
+    let router = crate::daemon::shared::router(config);
+    let spool = match Spool::open_routed(&config.queue_path, config.queue_cache_size, router) {
         Ok(s) => s,
         // Documented in the README ("When the queue cannot be opened").
         Err(e @ StoreError::Unopenable { .. }) => {

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::delivery::scheduler::{Refill, Scheduler};
 use crate::metrics::Metrics;
 use crate::oauth::Tokens;
-use crate::spool::{due, Envelope, Spool, StoreError};
+use crate::spool::{Envelope, Router, Slot, Spool, StoreError};
 
 pub struct Shared {
     /// Replaced whole by a reload; holders of the `Arc` (an open session, an
@@ -49,8 +49,10 @@ impl Shared {
             .clone()
     }
 
-    /// Puts a new configuration in force (the reload decides when).
+    /// Puts a new configuration in force (the reload decides when): from
+    /// now on, the queue indexes messages by its routing table.
     pub(crate) fn set_config(&self, config: Arc<Config>) {
+        self.spool.set_router(router(&config));
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
@@ -78,14 +80,11 @@ impl Shared {
             .to_string()
     }
 
-    /// Puts a stored message on the schedule (unless it is held).
+    /// Puts a stored message on the schedule (unless it is held), in the
+    /// slot the spool indexes it under.
     pub fn schedule(&self, env: &Envelope) {
-        if env.held {
-            return;
-        }
-        if let Some(at) = env.next_due() {
-            self.scheduler
-                .schedule(&self.route_name(env), at, env.id.clone());
+        if let Some(Slot { route, at }) = self.spool.slot(env) {
+            self.scheduler.schedule(&route, at, env.id.clone());
         }
     }
 
@@ -102,27 +101,48 @@ impl Shared {
         Ok(())
     }
 
-    /// One page: the entries that still stand (the message is there, not
-    /// held, due then), each on the route its sender has now. False if the
-    /// window moved meanwhile and the page must be read again.
+    /// One page of a route's index: the entries that still stand (the
+    /// message is there, not held, due then, on this route). False if the
+    /// lane moved meanwhile and the page must be read again.
     fn read_page(&self, refill: &Refill) -> Result<bool, StoreError> {
         let after = refill.after.as_ref().map(|(at, id)| (*at, id.as_str()));
         let room = refill.room.max(1);
-        let page = self.spool.due_after(after, room)?;
+        let page = self.spool.due_after(&refill.route, after, room)?;
         let complete = page.len() < room;
         let last = page.last().cloned();
         let mut found = Vec::with_capacity(page.len());
         for (at, id) in page {
-            match self.spool.load(&id) {
-                Ok(Some(env)) if due::of(&env) == Some(at) => {
-                    found.push((self.route_name(&env), at, id));
-                }
+            let env = match self.spool.load(&id) {
+                Ok(Some(env)) if env.next_due() == Some(at) && !env.held => env,
                 // Stale (moved on or gone), or quarantined: not for the schedule.
-                Ok(_) | Err(StoreError::Damaged { .. }) => {}
+                Ok(_) | Err(StoreError::Damaged { .. }) => continue,
                 Err(e) => return Err(e),
+            };
+            match self.spool.slot(&env) {
+                Some(slot) if slot.route == refill.route => found.push((at, id)),
+                _ => self.move_on(&env)?,
             }
         }
         Ok(self.scheduler.refilled(refill, found, last, complete))
+    }
+
+    /// A message whose index entry the routing table in force no longer
+    /// agrees with (a reload left it behind, or a crash cut its move
+    /// short): moved to the slot the table gives it, and scheduled there.
+    /// One in an attempt or a queue command is left to it: its end writes
+    /// the message, and so moves it.
+    fn move_on(&self, env: &Envelope) -> Result<(), StoreError> {
+        let Some(_claim) = self.spool.claim(&env.id) else {
+            return Ok(());
+        };
+        let Some(env) = self.spool.load(&env.id)? else {
+            return Ok(());
+        };
+        if self.spool.repair_due(&env)? {
+            tracing::info!(id = %env.id, "queue: moved to the route it has now");
+        }
+        self.schedule(&env);
+        Ok(())
     }
 
     /// Schedules the queue anew after a start or a reopen: the window is
@@ -131,7 +151,7 @@ impl Shared {
     /// counted in the metrics and left alone; a queue that cannot be read is
     /// an error.
     pub fn load_queue(&self) -> Result<usize, StoreError> {
-        self.scheduler.clear();
+        self.scheduler.reset(self.config().routes.keys());
         // The first page now, so that what is due goes out at once.
         self.refill()?;
         let mut n = 0;
@@ -159,4 +179,11 @@ impl Shared {
         }
         Ok(n)
     }
+}
+
+/// The spool's router for `config`: each message on the route its routing
+/// table gives the message's sender.
+pub fn router(config: &Arc<Config>) -> Router {
+    let config = config.clone();
+    Router::new(move |sender| config.routing.lookup(sender).route.to_string())
 }

@@ -55,7 +55,7 @@ impl Delivery {
         // Old workers leave after their attempt; the schedule is rebuilt from
         // the store, so no message stays queued under a route that is gone.
         self.generation.send_replace(number);
-        self.shared.scheduler.clear();
+        self.shared.scheduler.reset(config.routes.keys());
         self.schedule_queue_anew(&old.config, &config, &mut report)
             .await;
         self.spawn_workers();

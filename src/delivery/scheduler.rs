@@ -1,27 +1,31 @@
 //! Which message is due next, per route, from a bounded window of the queue.
 //!
 //! Every queued message that may be tried has an entry in the spool's due
-//! index on disk (`spool::due`), sorted by (due time, id). Memory holds a
-//! window of it: every entry up to a horizon, at most `limit` of them, so a
-//! queue of a million messages costs no more memory than one of `limit`, and
-//! a start reads one page of the index rather than the whole queue.
+//! index on disk (`spool::due`), sorted by route, then (due time, id). Each
+//! route has a lane here: a window of its part of the index, every entry up
+//! to a horizon, at most `limit` of them. A queue of a million messages then
+//! costs no more memory than `limit` per route, a start reads one page of
+//! each route's index rather than the whole queue, and a route that is slow
+//! or rate-limited fills only its own lane: the others' messages come in
+//! through theirs.
 //!
 //! The invariant that keeps every message on a schedule: an entry at or
-//! below the horizon is in the window (or its message is in an attempt,
-//! whose end schedules it again); one above the horizon is read back from
+//! below its lane's horizon is in the lane (or its message is in an
+//! attempt, whose end schedules it again); one above it is read back from
 //! the index by a refill ([`Scheduler::refill_from`], run by the daemon)
-//! once the window has room. Scheduling a message above the horizon
+//! once the lane has room. Scheduling a message above the horizon
 //! therefore only drops it from memory: the spool has already written its
-//! entry. A window over its limit forgets its latest entries and lowers
-//! the horizon below them. Retries that live only in memory (a message a
-//! queue command holds, a failed bookkeeping write) are pinned: never
-//! forgotten, whatever the horizon.
+//! entry. A lane over its limit forgets its latest entries and lowers its
+//! horizon below them. Retries that live only in memory (a message a queue
+//! command holds, a failed bookkeeping write) are pinned: never forgotten,
+//! whatever the horizon.
 //!
-//! Each message has at most one entry in the window; the envelope in the
-//! store decides what is really due.
+//! Each message has at most one entry in memory, on one lane; the envelope
+//! in the store decides what is really due.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,12 +35,15 @@ use tokio::time::Instant;
 
 use crate::clock::unix_now;
 
-/// Messages kept in memory when the configuration does not say.
+/// Messages of a route kept in memory when the configuration does not say.
 pub const DEFAULT_LIMIT: usize = 20_000;
 
 type Key = (u64, String);
 
-/// How much of the due index the window covers.
+/// Gives every lane an epoch no earlier lane had.
+static EPOCHS: AtomicU64 = AtomicU64::new(0);
+
+/// How much of its route's part of the due index a lane covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Horizon {
     /// Nothing yet: a refill reads from the start.
@@ -47,15 +54,10 @@ enum Horizon {
     End,
 }
 
-struct Entry {
-    route: String,
-    pinned: bool,
-}
-
-struct Window {
-    order: BTreeMap<Key, Entry>,
-    routes: HashMap<String, BTreeSet<Key>>,
-    due: HashMap<String, u64>,
+/// One route's window.
+struct Lane {
+    /// The entries, each with whether it is pinned.
+    order: BTreeMap<Key, bool>,
     pinned: usize,
     horizon: Horizon,
     /// Changed whenever the horizon moves other than by a refill, so that a
@@ -64,7 +66,13 @@ struct Window {
     /// While a refill reads the index: the entries scheduled beyond the
     /// horizon meanwhile, by id. The page may have been read before they
     /// were written; the refill adds those its new horizon covers.
-    skipped: Option<HashMap<String, (Key, String)>>,
+    skipped: Option<HashMap<String, Key>>,
+}
+
+struct Window {
+    lanes: HashMap<String, Lane>,
+    /// Where each message in memory is: its route and due time.
+    due: HashMap<String, (String, u64)>,
 }
 
 struct Shared {
@@ -74,9 +82,11 @@ struct Shared {
     refill: Notify,
 }
 
-/// A refill to do: the index entries after `after`, `room` of them.
+/// A refill to do: the entries of `route`'s index after `after`, `room` of
+/// them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refill {
+    pub route: String,
     pub after: Option<Key>,
     pub room: usize,
     epoch: u64,
@@ -88,18 +98,14 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler keeping at most `limit` messages in memory (at least 2).
+    /// A scheduler keeping at most `limit` messages of each route in memory
+    /// (at least 2).
     pub fn new(limit: usize) -> Self {
         Scheduler {
             shared: Arc::new(Shared {
                 window: Mutex::new(Window {
-                    order: BTreeMap::new(),
-                    routes: HashMap::new(),
+                    lanes: HashMap::new(),
                     due: HashMap::new(),
-                    pinned: 0,
-                    horizon: Horizon::Start,
-                    epoch: 0,
-                    skipped: None,
                 }),
                 limit: limit.max(2),
                 wakers: Mutex::default(),
@@ -118,7 +124,7 @@ impl Scheduler {
     }
 
     /// Makes `id` due on `route` at unix second `at`, replacing its earlier
-    /// entry; kept in memory only if the window covers it (the index has it).
+    /// entry; kept in memory only if the lane covers it (the index has it).
     pub fn schedule(&self, route: &str, at: u64, id: String) {
         self.put(route, at, id, false);
     }
@@ -130,18 +136,25 @@ impl Scheduler {
     }
 
     fn put(&self, route: &str, at: u64, id: String, pinned: bool) {
+        let limit = self.shared.limit;
         let wake = {
             let mut w = self.window();
-            w.remove(&id);
+            w.forget(&id);
             let key = (at, id);
-            let admitted = pinned || w.covers(&key);
+            let lane = w.lane(route);
+            let admitted = pinned || lane.covers(&key);
+            let mut evicted = Vec::new();
             if admitted {
-                w.insert(key, route.to_string(), pinned);
-                if w.evict_over(self.shared.limit) {
-                    self.shared.refill.notify_one();
-                }
-            } else if let Some(skipped) = &mut w.skipped {
-                skipped.insert(key.1.clone(), (key, route.to_string()));
+                lane.insert(key.clone(), pinned);
+                evicted = lane.evict_over(limit);
+            } else if let Some(skipped) = &mut lane.skipped {
+                skipped.insert(key.1.clone(), key.clone());
+            }
+            if admitted {
+                w.due.insert(key.1, (route.to_string(), at));
+            }
+            for gone in &evicted {
+                w.due.remove(gone);
             }
             self.if_wanted_refill(&w);
             admitted
@@ -151,17 +164,17 @@ impl Scheduler {
         }
     }
 
-    /// Forgets the whole window (a reload, a reopened queue): the next refill
-    /// reads the index from the start. Wakes every waiting worker.
-    pub fn clear(&self) {
+    /// Forgets every lane (a reload, a reopened queue) and starts one for
+    /// each of `routes`: the next refill reads each route's index from the
+    /// start. Wakes every waiting worker.
+    pub fn reset<'a>(&self, routes: impl IntoIterator<Item = &'a String>) {
         {
             let mut w = self.window();
-            w.order.clear();
-            w.routes.clear();
+            w.lanes.clear();
             w.due.clear();
-            w.pinned = 0;
-            w.horizon = Horizon::Start;
-            w.epoch += 1;
+            for route in routes {
+                w.lane(route);
+            }
         }
         self.shared.refill.notify_one();
         let wakers: Vec<_> = {
@@ -173,54 +186,53 @@ impl Scheduler {
         }
     }
 
-    /// Takes `id` out of the window (held or deleted messages).
+    /// Takes `id` out of memory (held or deleted messages).
     pub fn unschedule(&self, id: &str) {
         let mut w = self.window();
-        w.remove(id);
-        if let Some(skipped) = &mut w.skipped {
-            skipped.remove(id);
-        }
+        w.forget(id);
         self.if_wanted_refill(&w);
     }
 
-    /// Wakes the refill task if the window wants a page: after anything
-    /// that shrank it (a pop, an unschedule, an entry moved beyond the
-    /// horizon), or the entries past its horizon would wait for a pop that
-    /// may never come.
+    /// Wakes the refill task if a lane wants a page: after anything that
+    /// shrank one (a pop, an unschedule, an entry moved beyond the horizon),
+    /// or the entries past its horizon would wait for a pop that may never
+    /// come.
     fn if_wanted_refill(&self, w: &Window) {
-        if w.wanted(self.shared.limit).is_some() {
+        if w.wanting(self.shared.limit).is_some() {
             self.shared.refill.notify_one();
         }
     }
 
-    /// Messages in the window on a route (due or not).
+    /// Messages in memory on a route (due or not).
     pub fn len(&self, route: &str) -> usize {
-        self.window().routes.get(route).map_or(0, BTreeSet::len)
+        self.window().lanes.get(route).map_or(0, |l| l.order.len())
     }
 
-    /// Messages in the window.
+    /// Messages in memory.
     pub fn in_memory(&self) -> usize {
-        self.window().order.len()
+        self.window().due.len()
     }
 
     pub fn is_empty(&self, route: &str) -> bool {
         self.len(route) == 0
     }
 
-    /// The refill the window wants now, if any (once it is down to half its
+    /// A refill some lane wants now, if any (once it is down to half its
     /// limit and the index has entries beyond it), started: the caller reads
     /// the page and hands it to [`Scheduler::refilled`]. One refill at a
     /// time (the caller makes sure): starting one forgets what another
     /// noted as skipped.
     pub fn refill_from(&self) -> Option<Refill> {
         let mut w = self.window();
-        let after = w.wanted(self.shared.limit)?;
-        let room = self.shared.limit.saturating_sub(w.order.len());
-        w.skipped = Some(HashMap::new());
+        let (route, after) = w.wanting(self.shared.limit)?;
+        let lane = w.lanes.get_mut(&route)?;
+        let room = self.shared.limit.saturating_sub(lane.order.len());
+        lane.skipped = Some(HashMap::new());
         Some(Refill {
+            route,
             after,
             room,
-            epoch: w.epoch,
+            epoch: lane.epoch,
         })
     }
 
@@ -230,55 +242,61 @@ impl Scheduler {
             let notified = self.shared.refill.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.window().wanted(self.shared.limit).is_some() {
+            if self.window().wanting(self.shared.limit).is_some() {
                 return;
             }
             notified.await;
         }
     }
 
-    /// Applies a refill: `found` are the entries read after `refill.after`
-    /// that still stand, as (route, due, id); `last` the last entry read;
-    /// `complete` whether the index ended before the page did. False if the
-    /// window moved meanwhile: the caller reads again.
+    /// Applies a refill: `found` are the entries of the route read after
+    /// `refill.after` that still stand, as (due, id); `last` the last entry
+    /// read; `complete` whether the index ended before the page did. False
+    /// if the lane moved meanwhile: the caller reads again.
     pub fn refilled(
         &self,
         refill: &Refill,
-        found: Vec<(String, u64, String)>,
+        found: Vec<Key>,
         last: Option<Key>,
         complete: bool,
     ) -> bool {
-        let mut routes = Vec::new();
-        {
+        let limit = self.shared.limit;
+        let added = {
             let mut w = self.window();
-            let skipped = w.skipped.take().unwrap_or_default();
-            if w.epoch != refill.epoch || w.after() != refill.after {
+            let Window { lanes, due, .. } = &mut *w;
+            let Some(lane) = lanes.get_mut(&refill.route) else {
+                return false;
+            };
+            let skipped = lane.skipped.take().unwrap_or_default();
+            if lane.epoch != refill.epoch || lane.after() != refill.after {
                 return false;
             }
-            w.horizon = match last {
+            lane.horizon = match last {
                 _ if complete => Horizon::End,
                 Some(key) => Horizon::Upto(key),
-                None => w.horizon.clone(),
+                None => lane.horizon.clone(),
             };
             // Scheduled while the page was read: newer than what it says.
-            let skipped: Vec<_> = skipped
+            let skipped: Vec<Key> = skipped
                 .into_values()
-                .filter(|(key, _)| w.covers(key))
+                .filter(|key| lane.covers(key))
                 .collect();
-            let found = found.into_iter().map(|(route, at, id)| ((at, id), route));
-            for (key, route) in skipped.into_iter().chain(found) {
-                if w.due.contains_key(&key.1) {
+            let mut added = 0;
+            for key in skipped.into_iter().chain(found) {
+                if due.contains_key(&key.1) {
                     continue;
                 }
-                routes.push(route.clone());
-                w.insert(key, route, false);
+                due.insert(key.1.clone(), (refill.route.clone(), key.0));
+                lane.insert(key, false);
+                added += 1;
             }
-            w.evict_over(self.shared.limit);
-        }
-        routes.sort();
-        routes.dedup();
-        for route in routes {
-            self.waker(&route).notify_waiters();
+            for gone in lane.evict_over(limit) {
+                due.remove(&gone);
+            }
+            added
+        };
+        if added > 0 {
+            self.waker(&refill.route).notify_waiters();
         }
         true
     }
@@ -307,11 +325,15 @@ impl Scheduler {
         }
     }
 
-    /// The first due message of `route`, taken out of the window; or how long
+    /// The first due message of `route`, taken out of memory; or how long
     /// until its first entry is due (None: it has none).
     fn take_due(&self, route: &str) -> Result<String, Option<Duration>> {
         let mut w = self.window();
-        let first = w.routes.get(route).and_then(|s| s.first().cloned());
+        let first = w
+            .lanes
+            .get(route)
+            .and_then(|l| l.order.first_key_value())
+            .map(|(k, _)| k.clone());
         let Some((at, id)) = first else {
             return Err(None);
         };
@@ -319,14 +341,54 @@ impl Scheduler {
         if at > now {
             return Err(Some(Duration::from_secs(at - now)));
         }
-        w.remove(&id);
+        w.forget(&id);
         self.if_wanted_refill(&w);
         Ok(id)
     }
 }
 
 impl Window {
-    /// Where a refill would read from, if one is wanted: the window is down
+    /// The lane of `route`, started (from the start of its index) if new.
+    fn lane(&mut self, route: &str) -> &mut Lane {
+        self.lanes
+            .entry(route.to_string())
+            .or_insert_with(Lane::new)
+    }
+
+    /// Takes `id` out of memory, and out of any refill's notes.
+    fn forget(&mut self, id: &str) {
+        if let Some((route, at)) = self.due.remove(id) {
+            if let Some(lane) = self.lanes.get_mut(&route) {
+                lane.remove(&(at, id.to_string()));
+            }
+        }
+        for lane in self.lanes.values_mut() {
+            if let Some(skipped) = &mut lane.skipped {
+                skipped.remove(id);
+            }
+        }
+    }
+
+    /// A lane that wants a refill, and where it would read from.
+    fn wanting(&self, limit: usize) -> Option<(String, Option<Key>)> {
+        self.lanes
+            .iter()
+            .find_map(|(route, lane)| lane.wanted(limit).map(|after| (route.clone(), after)))
+    }
+}
+
+impl Lane {
+    fn new() -> Lane {
+        Lane {
+            order: BTreeMap::new(),
+            pinned: 0,
+            horizon: Horizon::Start,
+            epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
+            skipped: None,
+        }
+    }
+
+    /// Where a refill would read from, if one is wanted: the lane is down
     /// to half of `limit` and the index has entries beyond it.
     fn wanted(&self, limit: usize) -> Option<Option<Key>> {
         let room = limit.saturating_sub(self.order.len());
@@ -353,37 +415,24 @@ impl Window {
         }
     }
 
-    fn insert(&mut self, key: Key, route: String, pinned: bool) {
+    fn insert(&mut self, key: Key, pinned: bool) {
         self.pinned += usize::from(pinned);
-        self.due.insert(key.1.clone(), key.0);
-        self.routes
-            .entry(route.clone())
-            .or_default()
-            .insert(key.clone());
-        self.order.insert(key, Entry { route, pinned });
+        self.order.insert(key, pinned);
     }
 
-    fn remove(&mut self, id: &str) {
-        let Some(at) = self.due.remove(id) else {
-            return;
-        };
-        let key = (at, id.to_string());
-        if let Some(entry) = self.order.remove(&key) {
-            self.pinned -= usize::from(entry.pinned);
-            if let Some(set) = self.routes.get_mut(&entry.route) {
-                set.remove(&key);
-                if set.is_empty() {
-                    self.routes.remove(&entry.route);
-                }
-            }
+    fn remove(&mut self, key: &Key) {
+        if let Some(pinned) = self.order.remove(key) {
+            self.pinned -= usize::from(pinned);
         }
     }
 
     /// Forgets the latest unpinned entries beyond `limit` (the index has
-    /// them) and lowers the horizon to the last one kept. True if any went.
-    fn evict_over(&mut self, limit: usize) -> bool {
+    /// them) and lowers the horizon to the last one kept. Returns the ids
+    /// forgotten.
+    fn evict_over(&mut self, limit: usize) -> Vec<String> {
+        let mut gone = Vec::new();
         if self.order.len() <= limit || self.pinned == self.order.len() {
-            return false;
+            return gone;
         }
         let mut over = self.order.len() - limit;
         let mut last_gone = None;
@@ -392,26 +441,27 @@ impl Window {
                 .order
                 .iter()
                 .rev()
-                .find(|(_, e)| !e.pinned)
+                .find(|(_, pinned)| !**pinned)
                 .map(|(k, _)| k.clone())
             else {
                 break;
             };
-            self.remove(&key.1);
+            self.remove(&key);
+            gone.push(key.1.clone());
             last_gone = Some(key);
             over -= 1;
         }
-        let Some(gone) = last_gone else {
-            return false;
+        let Some(last) = last_gone else {
+            return gone;
         };
         // Everything kept sorts before what went; the horizon is the last
         // unpinned entry kept, or just before the first that went.
-        self.horizon = match self.order.iter().rev().find(|(_, e)| !e.pinned) {
+        self.horizon = match self.order.iter().rev().find(|(_, pinned)| !**pinned) {
             Some((k, _)) => Horizon::Upto(k.clone()),
-            None => Horizon::Upto((gone.0.saturating_sub(1), String::new())),
+            None => Horizon::Upto((last.0.saturating_sub(1), String::new())),
         };
-        self.epoch += 1;
-        true
+        self.epoch = EPOCHS.fetch_add(1, Ordering::Relaxed);
+        gone
     }
 }
 

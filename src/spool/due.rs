@@ -1,11 +1,15 @@
-//! The due index: one key `w<due u64 BE><id>` for every queued message that
-//! is not held and has a recipient still to try, `due` being the earliest
-//! `next_attempt` of those recipients. Keys sort by due time, so the schedule
-//! reads the next messages due a page at a time instead of keeping every
-//! queued message in memory or reading the whole queue at each start.
+//! The due index: one key `w<route>\0<due u64 BE><id>` for every queued
+//! message that is not held and has a recipient still to try, `due` being
+//! the earliest `next_attempt` of those recipients and `route` the route its
+//! sender has (the spool's [`Router`], which the daemon keeps in step with
+//! the configuration in force). Keys sort by route, then due time, so each
+//! route's schedule reads its next messages due a page at a time instead of
+//! keeping every queued message in memory or reading the whole queue at each
+//! start, and a route that is slow or rate-limited never stands in the way
+//! of another's.
 //!
 //! The entry is written in the same change as the message's meta record,
-//! which carries the due time it was indexed under ([`Meta::due`]), so the
+//! which carries the [`Slot`] it was indexed under ([`Meta::due`]), so the
 //! next change knows which entry to replace. In a change applied in order
 //! (see `Changes::in_order`) the new entry goes before the meta record and
 //! the old one is removed after it: whatever prefix a crash leaves, a
@@ -17,7 +21,9 @@
 //!
 //! [`Meta::due`]: super::records::Meta::due
 
-use serde::Deserialize;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use super::envelope::Envelope;
 use super::records;
@@ -32,106 +38,211 @@ pub const BUILT: &[u8] = b"xdue-index-built";
 /// Messages indexed per write while the index is built.
 const BUILD_BATCH: usize = 1000;
 
-/// The due time a message is indexed under: None for a held message and one
-/// with nothing left to try.
-pub fn of(env: &Envelope) -> Option<u64> {
-    if env.held {
-        None
-    } else {
-        env.next_due()
+/// Where a message stands in the index: its route and due time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub route: String,
+    pub at: u64,
+}
+
+/// The route of a message from its routing sender. Route names never hold
+/// a control character (the configuration refuses them), so a NUL ends one
+/// in a key.
+#[derive(Clone)]
+pub struct Router(Arc<dyn Fn(&str) -> String + Send + Sync>);
+
+impl Router {
+    pub fn new(route_of: impl Fn(&str) -> String + Send + Sync + 'static) -> Router {
+        Router(Arc::new(route_of))
+    }
+
+    /// Every message on the one route `name`: for tools and tests that
+    /// open a queue without a configuration.
+    pub fn single(name: &str) -> Router {
+        let name = name.to_string();
+        Router::new(move |_| name.clone())
+    }
+
+    /// The slot `env` is indexed under: None for a held message and one
+    /// with nothing left to try.
+    pub fn slot(&self, env: &Envelope) -> Option<Slot> {
+        if env.held {
+            return None;
+        }
+        let at = env.next_due()?;
+        Some(Slot {
+            route: (self.0)(&env.route_sender),
+            at,
+        })
     }
 }
 
-pub fn key(at: u64, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(9 + id.len());
+/// The keys of one route's entries all start so.
+pub fn prefix(route: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + route.len());
     key.push(KIND);
-    key.extend_from_slice(&at.to_be_bytes());
+    key.extend_from_slice(route.as_bytes());
+    key.push(0);
+    key
+}
+
+pub fn key(slot: &Slot, id: &str) -> Vec<u8> {
+    let mut key = prefix(&slot.route);
+    key.extend_from_slice(&slot.at.to_be_bytes());
     key.extend_from_slice(id.as_bytes());
     key
 }
 
-/// The due time and id of an index key.
-pub fn parse(key: &[u8]) -> Option<(u64, String)> {
+/// The slot and id of an index key.
+pub fn parse(key: &[u8]) -> Option<(Slot, String)> {
     let rest = key.strip_prefix(&[KIND])?;
-    let (at, id) = rest.split_at_checked(8)?;
+    let end = memchr::memchr(0, rest)?;
+    let route = std::str::from_utf8(&rest[..end]).ok()?.to_string();
+    let (at, id) = rest[end + 1..].split_at_checked(8)?;
     let at = u64::from_be_bytes(at.try_into().ok()?);
     let id = std::str::from_utf8(id).ok()?;
-    (!id.is_empty()).then(|| (at, id.to_string()))
+    (!id.is_empty()).then(|| (Slot { route, at }, id.to_string()))
 }
 
-/// The due time recorded in a meta record, without decoding the rest.
-fn recorded(meta: &[u8]) -> Option<u64> {
+/// The slot recorded in a meta record, without decoding the rest.
+fn recorded(meta: &[u8]) -> Option<Slot> {
     #[derive(Deserialize)]
     struct DueOnly {
         #[serde(default)]
-        due: Option<u64>,
+        due: Option<Slot>,
     }
     serde_json::from_slice::<DueOnly>(meta).ok()?.due
 }
 
-/// The entry `env` gets, before its meta record is written.
-pub(super) fn insert_before(changes: &mut Changes, env: &Envelope, was: Option<u64>) {
-    match of(env) {
-        Some(at) if Some(at) != was => {
-            changes.insert(key(at, &env.id), Vec::new());
+/// The entry a message gets (`now`), before its meta record is written.
+pub(super) fn insert_before(
+    changes: &mut Changes,
+    id: &str,
+    was: Option<&Slot>,
+    now: Option<&Slot>,
+) {
+    match now {
+        Some(slot) if Some(slot) != was => {
+            changes.insert(key(slot, id), Vec::new());
         }
         _ => {}
     }
 }
 
-/// The entry `env` had, removed after its meta record is written (or
-/// removed).
-pub(super) fn remove_after(changes: &mut Changes, id: &str, was: Option<u64>, now: Option<u64>) {
+/// The entry a message had (`was`), removed after its meta record is
+/// written (or removed).
+pub(super) fn remove_after(
+    changes: &mut Changes,
+    id: &str,
+    was: Option<&Slot>,
+    now: Option<&Slot>,
+) {
     match was {
-        Some(at) if Some(at) != now => {
-            changes.remove(key(at, id));
+        Some(slot) if Some(slot) != now => {
+            changes.remove(key(slot, id));
         }
         _ => {}
     }
 }
 
 impl Spool {
-    /// The due time the stored message `id` is indexed under.
-    pub(super) fn indexed_due(&self, id: &str) -> Result<Option<u64>, StoreError> {
+    /// Routes the messages of every later change with `router` (a reload
+    /// that changed the routing table). Returns once no change routed by
+    /// the old one is still being applied: whatever reads the queue after
+    /// this sees every such change, and can move its messages on.
+    pub fn set_router(&self, router: Router) {
+        *self.router.write().unwrap_or_else(|p| p.into_inner()) = router;
+    }
+
+    /// The slot `env` is indexed under by the router in force.
+    pub fn slot(&self, env: &Envelope) -> Option<Slot> {
+        self.router().slot(env)
+    }
+
+    pub(super) fn router(&self) -> std::sync::RwLockReadGuard<'_, Router> {
+        self.router.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Builds a change with the router in force and applies it, the router
+    /// held throughout (see [`Spool::set_router`]); the generation it went
+    /// to, for the commit.
+    pub(super) fn apply_routed(
+        &self,
+        mut changes: Changes,
+        build: impl FnOnce(&mut Changes, &Router) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let router = self.router();
+        build(&mut changes, &router)?;
+        self.store.apply_to(changes)
+    }
+
+    /// [`Spool::apply_routed`], then the commit: returns once it is synced.
+    pub(super) async fn write_routed(
+        &self,
+        changes: Changes,
+        build: impl FnOnce(&mut Changes, &Router) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let generation = self.apply_routed(changes, build)?;
+        self.store.commit_generation(generation).await
+    }
+
+    /// The slot the stored message `id` is indexed under.
+    pub(super) fn indexed_due(&self, id: &str) -> Result<Option<Slot>, StoreError> {
         Ok(self
             .store
             .get(&records::meta_key(id))?
             .and_then(|m| recorded(&m)))
     }
 
-    /// Up to `limit` index entries after `after` (due time, id), in due
-    /// order: the messages due next. An entry may be stale (the message
-    /// left or moved on); the meta record decides.
+    /// Up to `limit` index entries of `route` after `after` (due time, id),
+    /// in due order: the route's messages due next. An entry may be stale
+    /// (the message left or moved on); the meta record decides.
     pub fn due_after(
         &self,
+        route: &str,
         after: Option<(u64, &str)>,
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError> {
-        let after = after.map_or_else(Vec::new, |(at, id)| key(at, id));
-        let keys = self.store.keys_after(&[KIND], &after, limit)?;
-        Ok(keys.iter().filter_map(|k| parse(k)).collect())
+        let prefix = prefix(route);
+        let after = after.map_or_else(Vec::new, |(at, id)| {
+            key(
+                &Slot {
+                    route: route.to_string(),
+                    at,
+                },
+                id,
+            )
+        });
+        let keys = self.store.keys_after(&prefix, &after, limit)?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| parse(k))
+            .map(|(slot, id)| (slot.at, id))
+            .collect())
     }
 
-    /// Makes the index agree with `env` as stored, if it does not: what a
-    /// crash or a reopen cut short, or an older version that wrote to the
-    /// queue, may leave. True if anything was written (made durable by the
-    /// next commit; a repair lost to a crash is made again).
+    /// Makes the index agree with `env` as stored and the router in force,
+    /// if it does not: what a crash or a reopen cut short, a routing table
+    /// changed since, or an older version that wrote to the queue, may
+    /// leave. The caller has the message claimed, or nobody else can write
+    /// it yet. True if anything was written (made durable by the next
+    /// commit; a repair lost to a crash is made again).
     pub fn repair_due(&self, env: &Envelope) -> Result<bool, StoreError> {
-        let want = of(env);
+        let router = self.router();
+        let want = router.slot(env);
         let was = self.indexed_due(&env.id)?;
-        let present = match want {
-            Some(at) => self.store.contains(&key(at, &env.id))?,
+        let present = match &want {
+            Some(slot) => self.store.contains(&key(slot, &env.id))?,
             None => true,
         };
         if was == want && present {
             return Ok(false);
         }
         let mut changes = Changes::new();
-        if let Some(at) = want {
-            changes.insert(key(at, &env.id), Vec::new());
+        if let Some(slot) = &want {
+            changes.insert(key(slot, &env.id), Vec::new());
         }
-        put_meta(&mut changes, env, want);
-        remove_after(&mut changes, &env.id, was, want);
+        put_meta(&mut changes, env, was.as_ref(), want.as_ref());
         self.store.apply(changes)?;
         Ok(true)
     }
@@ -169,13 +280,16 @@ impl Spool {
         let mut built = 0;
         let mut changes = Changes::new();
         let mut pending = 0;
+        let router = self.router().clone();
         for env in self.messages() {
             let env = match env {
                 Ok(env) => env,
                 Err(StoreError::Damaged { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            put_meta(&mut changes, &env, None);
+            // A build cut short by a crash wrote some entries already.
+            let was = self.indexed_due(&env.id)?;
+            put_meta(&mut changes, &env, was.as_ref(), router.slot(&env).as_ref());
             built += 1;
             pending += 1;
             if pending == BUILD_BATCH {

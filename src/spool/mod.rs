@@ -52,11 +52,12 @@ mod tests;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use body::{BodyReader, BodyWriter};
 pub use claims::Claim;
+pub use due::{Router, Slot};
 pub use envelope::{Ending, Envelope, Recipient, State};
 pub use history::Finished;
 use store::Store;
@@ -83,13 +84,21 @@ pub struct Spool {
     file_bytes: Arc<AtomicU64>,
     /// The bodies being written now (see [`Spool::sweep_bodies`]).
     writing: body::Writing,
+    /// Which route each message is indexed under (see [`due`]).
+    router: Arc<RwLock<Router>>,
 }
 
 impl Spool {
     /// Opens the queue at `path` (creating it durably), converts records an
     /// earlier version wrote, and after a crash sweeps what a change cut short
-    /// left behind. Nothing is accepted before it returns.
+    /// left behind. Nothing is accepted before it returns. Every message on
+    /// one route, "default" (see [`Spool::open_routed`]).
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Spool, StoreError> {
+        Spool::open_routed(path, cache_bytes, Router::single("default"))
+    }
+
+    /// [`Spool::open`], indexing messages by the route `router` gives them.
+    pub fn open_routed(path: &Path, cache_bytes: u64, router: Router) -> Result<Spool, StoreError> {
         let store = Store::open(path, cache_bytes)?;
         body::prepare(path)?;
         let spool = Spool {
@@ -97,6 +106,7 @@ impl Spool {
             claims: Arc::default(),
             file_bytes: Arc::default(),
             writing: Arc::default(),
+            router: Arc::new(RwLock::new(router)),
         };
         let upgraded = upgrade::run(&spool.store)?;
         if upgraded > 0 {
@@ -172,20 +182,26 @@ impl Spool {
     pub async fn accept(&self, env: &mut Envelope, mut body: BodyWriter) -> Result<(), StoreError> {
         // Body and recipients, then the meta record: a crash in between leaves
         // only records of a message that was never acknowledged.
-        let mut changes = Changes::in_order();
+        let changes = Changes::in_order();
         if !body.in_file() {
-            put_message(&mut changes, env, body.inline());
-            return self.store.write(changes).await;
+            return self
+                .write_routed(changes, |c, r| {
+                    put_message(c, env, body.inline(), r.slot(env).as_ref());
+                    Ok(())
+                })
+                .await;
         }
         body.finish_file().await?;
         env.size = body.size();
         env.chunks = 0;
         env.body_file = true;
-        put_whole(&mut changes, env, None);
         // Once the envelope may be on disk, the file is the message's: a
         // failed sync leaves it to the next start's sweep, never removes it
         // under an envelope that made it.
-        let generation = self.store.apply_to(changes)?;
+        let generation = self.apply_routed(changes, |c, r| {
+            put_whole(c, env, None, r.slot(env).as_ref());
+            Ok(())
+        })?;
         body.keep();
         self.file_bytes.fetch_add(env.size, Ordering::Relaxed);
         self.store.commit_generation(generation).await
@@ -309,25 +325,26 @@ impl Spool {
     ) -> Result<(), StoreError> {
         // One message's records alone need no batch (see Changes::in_order); a
         // notice must be stored together with the states that caused it.
-        let mut changes = if notice.is_some() {
+        let changes = if notice.is_some() {
             Changes::new()
         } else {
             Changes::in_order()
         };
         let was = self.indexed_due(&env.id)?;
-        if env.is_finished() {
-            remove_message(&mut changes, env, was);
-            put_history(
-                &mut changes,
-                &Finished::from_envelope(env, unix_now(), outcome),
-            );
-        } else {
-            put_changed(&mut changes, env, changed, was);
-        }
-        if let Some(n) = notice {
-            put_message(&mut changes, &mut n.envelope, &n.body);
-        }
-        self.store.write(changes).await?;
+        self.write_routed(changes, |c, r| {
+            if env.is_finished() {
+                remove_message(c, env, was.as_ref());
+                put_history(c, &Finished::from_envelope(env, unix_now(), outcome));
+            } else {
+                put_changed(c, env, changed, was.as_ref(), r.slot(env).as_ref());
+            }
+            if let Some(n) = notice {
+                let slot = r.slot(&n.envelope);
+                put_message(c, &mut n.envelope, &n.body, slot.as_ref());
+            }
+            Ok(())
+        })
+        .await?;
         if env.is_finished() {
             self.remove_body(env);
         }
@@ -338,8 +355,10 @@ impl Spool {
     pub async fn hold(&self, env: &mut Envelope, now: u64) -> Result<(), StoreError> {
         env.held = true;
         env.event(now, "held by the operator");
+        let was = self.indexed_due(&env.id)?;
+        // Held: indexed nowhere, whatever the router says.
         let mut changes = Changes::new();
-        put_meta(&mut changes, env, self.indexed_due(&env.id)?);
+        put_meta(&mut changes, env, was.as_ref(), None);
         self.store.write(changes).await
     }
 
@@ -359,16 +378,19 @@ impl Spool {
             r.next_attempt = now;
         }
         env.event(now, why);
-        let mut changes = Changes::new();
-        put_whole(&mut changes, env, self.indexed_due(&env.id)?);
-        self.store.write(changes).await
+        let was = self.indexed_due(&env.id)?;
+        self.write_routed(Changes::new(), |c, r| {
+            put_whole(c, env, was.as_ref(), r.slot(env).as_ref());
+            Ok(())
+        })
+        .await
     }
 
     /// Takes a message out without a notice; remembered as "deleted".
     pub async fn delete(&self, env: &mut Envelope, now: u64) -> Result<(), StoreError> {
         env.event(now, "deleted by the operator");
         let mut changes = Changes::in_order();
-        remove_message(&mut changes, env, self.indexed_due(&env.id)?);
+        remove_message(&mut changes, env, self.indexed_due(&env.id)?.as_ref());
         put_history(&mut changes, &Finished::from_envelope(env, now, "deleted"));
         self.store.write(changes).await?;
         self.remove_body(env);
@@ -385,13 +407,17 @@ impl Spool {
         notice: Option<&mut Notice>,
     ) -> Result<(), StoreError> {
         env.event(now, reason);
-        let mut changes = Changes::new();
-        remove_message(&mut changes, env, self.indexed_due(&env.id)?);
-        put_history(&mut changes, &Finished::from_envelope(env, now, "bounced"));
-        if let Some(n) = notice {
-            put_message(&mut changes, &mut n.envelope, &n.body);
-        }
-        self.store.write(changes).await?;
+        let was = self.indexed_due(&env.id)?;
+        self.write_routed(Changes::new(), |c, r| {
+            remove_message(c, env, was.as_ref());
+            put_history(c, &Finished::from_envelope(env, now, "bounced"));
+            if let Some(n) = notice {
+                let slot = r.slot(&n.envelope);
+                put_message(c, &mut n.envelope, &n.body, slot.as_ref());
+            }
+            Ok(())
+        })
+        .await?;
         self.remove_body(env);
         Ok(())
     }
@@ -416,14 +442,17 @@ impl Spool {
         envs: &[&Envelope],
         route_hold: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut changes = Changes::new();
-        for env in envs {
-            put_whole(&mut changes, env, self.indexed_due(&env.id)?);
-        }
-        if let Some(route) = route_hold {
-            changes.remove(records::route_hold_key(route));
-        }
-        self.store.write(changes).await
+        self.write_routed(Changes::new(), |c, r| {
+            for env in envs {
+                let was = self.indexed_due(&env.id)?;
+                put_whole(c, env, was.as_ref(), r.slot(env).as_ref());
+            }
+            if let Some(route) = route_hold {
+                c.remove(records::route_hold_key(route));
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Sets a damaged message aside: listed with `reason`, never tried again.
@@ -441,6 +470,7 @@ impl Spool {
     pub async fn discard(&self, id: &str) -> Result<bool, StoreError> {
         let mut changes = Changes::in_order();
         let was = self.indexed_due(id).ok().flatten();
+        let was = was.as_ref();
         // The marks that make it a message go first, as in any removal.
         for key in [records::meta_key(id), records::legacy_key(id)] {
             changes.remove(key);

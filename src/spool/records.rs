@@ -13,7 +13,7 @@
 //! | `e<id>` | a whole envelope as main 951fa14 stored it (read by the upgrade only) |
 //! | `h<finished u64 BE><id>` | a finished message's history record |
 //! | `r<route>` | a route held for its credentials |
-//! | `w<due u64 BE><id>` | the due index (see `spool::due`), no value |
+//! | `w<route>\0<due u64 BE><id>` | the due index (see `spool::due`), no value |
 //! | `xdue-index-built` | the due index covers every queued message |
 //!
 //! Why per-recipient records: sled writes a value to a "blob" file, which it
@@ -72,14 +72,14 @@ pub struct Meta {
     /// smallest bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<Recipient>,
-    /// The due time the message is indexed under (see `spool::due`): None
-    /// when held or finished, and in records written before the index.
+    /// Where the message is indexed (see `spool::due`): None when held or
+    /// finished, and in records written before the index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due: Option<u64>,
+    pub due: Option<super::due::Slot>,
 }
 
 impl Meta {
-    pub fn of(env: &Envelope) -> Meta {
+    pub fn of(env: &Envelope, due: Option<&super::due::Slot>) -> Meta {
         Meta {
             sender: env.sender.clone(),
             route_sender: env.route_sender.clone(),
@@ -105,7 +105,7 @@ impl Meta {
                 [one] => Some(stored_recipient(one)),
                 _ => None,
             },
-            due: super::due::of(env),
+            due: due.cloned(),
         }
     }
 

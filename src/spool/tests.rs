@@ -55,10 +55,10 @@ async fn churn_does_not_grow_disk_without_bound() {
     for i in 0..6000 {
         let mut env = envelope(&store);
         let mut c = Changes::new();
-        put_message(&mut c, &mut env, &body);
+        put_message(&mut c, &mut env, &body, None);
         store.store().apply(c).unwrap();
         let mut c = Changes::new();
-        remove_message(&mut c, &env, crate::spool::due::of(&env));
+        remove_message(&mut c, &env, None);
         store.store().apply(c).unwrap();
         // The daemon commits with every acknowledgement; committing here too
         // makes reclaiming independent of when sled's own flusher gets the

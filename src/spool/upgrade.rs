@@ -60,7 +60,8 @@ pub(super) fn convert(changes: &mut Changes, key: &[u8], value: &[u8]) -> bool {
     match serde_json::from_slice::<Envelope>(value) {
         Ok(mut env) => {
             env.id = id;
-            super::put_whole(changes, &env, None);
+            // Indexed by `Spool::build_due_index`, which runs next.
+            super::put_whole(changes, &env, None, None);
             changes.remove(key.to_vec());
             true
         }

@@ -1,15 +1,20 @@
 //! The records each change of a message writes or removes, in the order
 //! the spool's operations rely on (see [`Changes::in_order`]).
 
-use super::due;
+use super::due::{self, Slot};
 use super::history::Finished;
 use super::records::{self, Meta};
 use super::store::{Changes, CHUNK_SIZE};
 use super::{history, Envelope};
 
-/// A new message's records: body chunks, recipients, its due index entry,
-/// then its meta record.
-pub(super) fn put_message(changes: &mut Changes, env: &mut Envelope, body: &[u8]) {
+/// A new message's records: body chunks, recipients, its due index entry
+/// (`slot`), then its meta record.
+pub(super) fn put_message(
+    changes: &mut Changes,
+    env: &mut Envelope,
+    body: &[u8],
+    slot: Option<&Slot>,
+) {
     let mut n = 0u32;
     for chunk in body.chunks(CHUNK_SIZE) {
         changes.insert(records::chunk_key(&env.id, n), chunk.to_vec());
@@ -17,15 +22,20 @@ pub(super) fn put_message(changes: &mut Changes, env: &mut Envelope, body: &[u8]
     }
     env.chunks = n;
     env.size = body.len() as u64;
-    put_whole(changes, env, None);
+    put_whole(changes, env, None, slot);
 }
 
 /// Every recipient, then the meta record (which holds the recipient of a
-/// one-recipient message itself); `was` is the due time the message is
-/// indexed under now (None for a new one).
-pub(super) fn put_whole(changes: &mut Changes, env: &Envelope, was: Option<u64>) {
+/// one-recipient message itself); `was` is the slot the message is indexed
+/// under now (None for a new one), `now` the one it gets.
+pub(super) fn put_whole(
+    changes: &mut Changes,
+    env: &Envelope,
+    was: Option<&Slot>,
+    now: Option<&Slot>,
+) {
     let all: Vec<usize> = (0..env.recipients.len()).collect();
-    put_changed(changes, env, &all, was);
+    put_changed(changes, env, &all, was, now);
 }
 
 /// The recipients at `changed` and the meta record, with the due index
@@ -36,23 +46,29 @@ pub(super) fn put_changed(
     changes: &mut Changes,
     env: &Envelope,
     changed: &[usize],
-    was: Option<u64>,
+    was: Option<&Slot>,
+    now: Option<&Slot>,
 ) {
-    due::insert_before(changes, env, was);
+    due::insert_before(changes, &env.id, was, now);
     if env.recipients.len() > 1 {
         for &i in changed {
             put_recipient(changes, env, i);
         }
     }
     // Serializing a plain struct of strings and integers cannot fail.
-    let value = serde_json::to_vec(&Meta::of(env)).unwrap_or_default();
+    let value = serde_json::to_vec(&Meta::of(env, now)).unwrap_or_default();
     changes.insert(records::meta_key(&env.id), value);
-    due::remove_after(changes, &env.id, was, due::of(env));
+    due::remove_after(changes, &env.id, was, now);
 }
 
 /// The meta record alone, with the due index entry replaced around it.
-pub(super) fn put_meta(changes: &mut Changes, env: &Envelope, was: Option<u64>) {
-    put_changed(changes, env, &[], was);
+pub(super) fn put_meta(
+    changes: &mut Changes,
+    env: &Envelope,
+    was: Option<&Slot>,
+    now: Option<&Slot>,
+) {
+    put_changed(changes, env, &[], was, now);
 }
 
 pub(super) fn put_recipient(changes: &mut Changes, env: &Envelope, i: usize) {
@@ -65,7 +81,7 @@ pub(super) fn put_recipient(changes: &mut Changes, env: &Envelope, i: usize) {
 
 /// The meta record first (see [`Changes::in_order`]), then its due index
 /// entry (`was`) and the rest.
-pub(super) fn remove_message(changes: &mut Changes, env: &Envelope, was: Option<u64>) {
+pub(super) fn remove_message(changes: &mut Changes, env: &Envelope, was: Option<&Slot>) {
     changes.remove(records::meta_key(&env.id));
     due::remove_after(changes, &env.id, was, None);
     let split = if env.recipients.len() > 1 {

@@ -1,8 +1,17 @@
+use std::collections::BTreeSet;
+
 use super::*;
+
+/// A scheduler with one route, "r", whose lane has not read its index yet.
+fn one_route(limit: usize) -> Scheduler {
+    let s = Scheduler::new(limit);
+    s.reset([&"r".to_string()]);
+    s
+}
 
 /// A scheduler that has read an empty index: it covers everything.
 fn covering_all(limit: usize) -> Scheduler {
-    let s = Scheduler::new(limit);
+    let s = one_route(limit);
     let r = s.refill_from().unwrap();
     assert!(s.refilled(&r, Vec::new(), None, true));
     s
@@ -58,7 +67,8 @@ fn id(n: u64) -> String {
     format!("{n:014X}")
 }
 
-/// A stand-in for the spool's due index: a sorted set of (due, id).
+/// A stand-in for the spool's due index of route "r": a sorted set of
+/// (due, id).
 struct Index(BTreeSet<Key>);
 
 impl Index {
@@ -66,6 +76,7 @@ impl Index {
         let Some(r) = s.refill_from() else {
             return false;
         };
+        assert_eq!(r.route, "r");
         let page: Vec<Key> = self
             .0
             .iter()
@@ -75,11 +86,7 @@ impl Index {
             .collect();
         let complete = page.len() < r.room.max(1);
         let last = page.last().cloned();
-        let found = page
-            .into_iter()
-            .map(|(at, id)| ("r".into(), at, id))
-            .collect();
-        assert!(s.refilled(&r, found, last, complete));
+        assert!(s.refilled(&r, page, last, complete));
         true
     }
 }
@@ -89,7 +96,7 @@ impl Index {
 /// or beyond the horizon) is not lost.
 #[tokio::test]
 async fn a_small_window_hands_out_every_entry_once_in_order() {
-    let s = Scheduler::new(10);
+    let s = one_route(10);
     let now = unix_now();
     let mut index = Index((0..1000u64).map(|n| (now - 2000 + n, id(n))).collect());
     assert!(index.refill(&s));
@@ -124,11 +131,11 @@ async fn a_small_window_hands_out_every_entry_once_in_order() {
 /// (after the page was read) is added by that refill if it covers it.
 #[test]
 fn a_schedule_during_a_refill_is_not_lost() {
-    let s = Scheduler::new(4);
+    let s = one_route(4);
     let r = s.refill_from().unwrap();
     // The page, read before "late" was written: two entries, more follow.
     s.schedule("r", 15, "late".into());
-    let found = vec![("r".into(), 10, "a".into()), ("r".into(), 20, "b".into())];
+    let found = vec![(10, "a".into()), (20, "b".into())];
     assert!(s.refilled(&r, found, Some((20, "b".into())), false));
     assert_eq!(s.in_memory(), 3, "a, late and b");
     // Beyond the new horizon: left to the index.
@@ -151,19 +158,19 @@ fn over_the_limit_the_latest_go_and_pins_stay() {
     assert_eq!(s.in_memory(), 3);
     let r = s.refill_from();
     assert!(r.is_none(), "no room yet");
-    // A clear forgets everything, pins too; the next refill starts over.
-    s.clear();
+    // A reset forgets everything, pins too; the next refill starts over.
+    s.reset([&"r".to_string()]);
     assert_eq!(s.in_memory(), 0);
     assert_eq!(s.refill_from().map(|r| r.after), Some(None));
 }
 
-/// A refill read against a window that moved (a clear) is refused.
+/// A refill read against a lane that moved (a reset) is refused.
 #[test]
 fn a_refill_against_a_moved_window_is_refused() {
-    let s = Scheduler::new(10);
+    let s = one_route(10);
     let r = s.refill_from().unwrap();
-    s.clear();
-    assert!(!s.refilled(&r, vec![("r".into(), 1, "a".into())], None, true));
+    s.reset([&"r".to_string()]);
+    assert!(!s.refilled(&r, vec![(1, "a".into())], None, true));
     assert_eq!(s.in_memory(), 0);
 }
 
@@ -171,9 +178,9 @@ fn a_refill_against_a_moved_window_is_refused() {
 /// for a refill: nothing else would (no pop is coming).
 #[tokio::test]
 async fn emptying_the_window_asks_for_a_refill() {
-    let s = Scheduler::new(4);
+    let s = one_route(4);
     let r = s.refill_from().unwrap();
-    let found = (0..4u64).map(|n| ("r".into(), n, id(n))).collect();
+    let found = (0..4u64).map(|n| (n, id(n))).collect();
     assert!(s.refilled(&r, found, Some((3, id(3))), false));
     let waiting = tokio::spawn({
         let s = s.clone();
@@ -188,4 +195,68 @@ async fn emptying_the_window_asks_for_a_refill() {
         .await
         .expect("the refill task is woken")
         .unwrap();
+}
+
+/// A route whose lane is full of messages due long ago (its upstream is
+/// slow or rate-limited) keeps no other route's message waiting: each lane
+/// reads its own route's index, and a new message on another route is
+/// handed out at once.
+#[tokio::test]
+async fn a_full_lane_holds_up_no_other_route() {
+    let s = Scheduler::new(4);
+    s.reset([&"slow".to_string(), &"fast".to_string()]);
+    let now = unix_now();
+    let mut refills = 0;
+    while let Some(r) = s.refill_from() {
+        refills += 1;
+        let page = if r.route == "slow" {
+            (0..4u64).map(|n| (now - 10_000 + n, id(n))).collect()
+        } else {
+            Vec::new()
+        };
+        let last = page.last().cloned();
+        let complete = r.route == "fast";
+        assert!(s.refilled(&r, page, last, complete));
+    }
+    assert_eq!(refills, 2, "one page for each route");
+    assert_eq!(s.len("slow"), 4, "the slow lane is full");
+    // A message on the other route, due now, later than every slow one.
+    s.schedule("fast", now, "urgent".into());
+    assert_eq!(
+        s.next("fast", Some(Duration::from_secs(5)))
+            .await
+            .as_deref(),
+        Some("urgent")
+    );
+    assert_eq!(s.len("slow"), 4, "untouched");
+    // The slow lane's own late arrival waits in its index.
+    s.schedule("slow", now, "later".into());
+    assert_eq!(s.len("slow"), 4);
+}
+
+/// A message moved from one route's lane to another's (a reload) while the
+/// old lane's refill reads the index is not brought back to the old lane
+/// by it: it comes in on its new lane's page.
+#[test]
+fn a_message_moved_between_lanes_is_on_one_only() {
+    let s = Scheduler::new(10);
+    s.reset([&"a".to_string(), &"b".to_string()]);
+    let r = s.refill_from().unwrap();
+    let (old, new) = if r.route == "a" {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    // Written beyond the old lane's horizon as its page is read...
+    s.schedule(old, 5, "m".into());
+    // ...then moved.
+    s.schedule(new, 5, "m".into());
+    assert!(s.refilled(&r, Vec::new(), None, true));
+    assert_eq!(s.in_memory(), 0, "the new lane has not read its index yet");
+    let r = s.refill_from().unwrap();
+    assert_eq!(r.route, new);
+    assert!(s.refilled(&r, vec![(5, "m".into())], None, true));
+    assert_eq!(s.len(new), 1);
+    assert!(s.is_empty(old));
+    assert!(s.refill_from().is_none());
 }

@@ -3,28 +3,55 @@ use std::collections::BTreeSet;
 use super::super::{Envelope, Notice, Recipient, Spool, State};
 use super::*;
 
-#[test]
-fn keys_sort_by_due_time_and_parse_back() {
-    let a = key(5, "0000000000000B");
-    let b = key(256, "0000000000000A");
-    assert!(a < b, "due time first, id second");
-    assert_eq!(parse(&b), Some((256, "0000000000000A".to_string())));
-    assert_eq!(parse(b"w123"), None);
-    assert_eq!(parse(&key(1, "")), None);
+fn on(route: &str, at: u64) -> Slot {
+    Slot {
+        route: route.into(),
+        at,
+    }
+}
+
+/// A slot on the route `Spool::open` gives every message.
+fn d(at: u64) -> Slot {
+    on("default", at)
 }
 
 #[test]
-fn the_recorded_due_time_reads_from_any_meta_record() {
-    assert_eq!(recorded(br#"{"sender":"a","due":42}"#), Some(42));
+fn keys_sort_by_route_then_due_time_and_parse_back() {
+    let a = key(&d(5), "0000000000000B");
+    let b = key(&d(256), "0000000000000A");
+    assert!(a < b, "due time first, id second");
+    assert_eq!(parse(&b), Some((d(256), "0000000000000A".to_string())));
+    // A route's keys are together, and a route named after the start of
+    // another's name is not among them.
+    let short = key(&on("mx", u64::MAX), "A");
+    let long = key(&on("mx2", 0), "A");
+    assert!(short < long);
+    assert!(short.starts_with(&prefix("mx")) && !long.starts_with(&prefix("mx")));
+    assert_eq!(parse(b"w123"), None);
+    assert_eq!(parse(b"wr\x001234567"), None);
+    assert_eq!(parse(&key(&d(1), "")), None);
+}
+
+#[test]
+fn the_recorded_slot_reads_from_any_meta_record() {
+    assert_eq!(
+        recorded(br#"{"sender":"a","due":{"route":"r","at":42}}"#),
+        Some(on("r", 42))
+    );
     assert_eq!(recorded(br#"{"sender":"a"}"#), None);
     assert_eq!(recorded(b"not json"), None);
 }
 
 fn envelope(spool: &Spool, recipients: usize, at: u64) -> Envelope {
+    let sender = if at.is_multiple_of(2) {
+        "a@example.com"
+    } else {
+        "b@example.org"
+    };
     Envelope {
         id: spool.new_id().unwrap(),
-        sender: "a@example.com".into(),
-        route_sender: "a@example.com".into(),
+        sender: sender.into(),
+        route_sender: sender.into(),
         recipients: (0..recipients)
             .map(|i| Recipient::new(format!("r{i}@example.net"), at + i as u64))
             .collect(),
@@ -33,21 +60,43 @@ fn envelope(spool: &Spool, recipients: usize, at: u64) -> Envelope {
     }
 }
 
-type Entries = BTreeSet<(u64, String)>;
+type Entries = BTreeSet<(String, u64, String)>;
 
-/// The index as stored, and as the queued messages say it must be.
+/// The index as stored, and as the queued messages and the router in
+/// force say it must be.
 fn index_and_truth(spool: &Spool) -> (Entries, Entries) {
     let index = spool
-        .due_after(None, usize::MAX)
-        .unwrap()
-        .into_iter()
+        .store
+        .scan_keys(&[KIND])
+        .map(|k| parse(&k.unwrap()).unwrap())
+        .map(|(slot, id)| (slot.route, slot.at, id))
         .collect();
     let truth = spool
         .messages()
         .map(Result::unwrap)
-        .filter_map(|env| of(&env).map(|at| (at, env.id)))
+        .filter_map(|env| spool.slot(&env).map(|s| (s.route, s.at, env.id)))
         .collect();
     (index, truth)
+}
+
+/// Index entries of the one route `Spool::open` has.
+fn on_default(entries: Entries) -> BTreeSet<(u64, String)> {
+    entries
+        .into_iter()
+        .map(|(route, at, id)| {
+            assert_eq!(route, "default");
+            (at, id)
+        })
+        .collect()
+}
+
+/// Senders at example.org on route "org", the rest on "com"; or the other
+/// way round.
+fn by_domain(swapped: bool) -> Router {
+    Router::new(move |sender| {
+        let org = sender.ends_with("@example.org") != swapped;
+        if org { "org" } else { "com" }.to_string()
+    })
 }
 
 fn check(spool: &Spool, step: &str) {
@@ -68,16 +117,24 @@ impl Rng {
 }
 
 /// Every operation that changes a message keeps the index exactly the set
-/// of (due time, id) of the queued messages that are not held and have a
-/// recipient to try: checked after each of 400 random operations, and
-/// again after reopening.
+/// of (route, due time, id) of the queued messages that are not held and
+/// have a recipient to try: checked after each of 400 random operations,
+/// after a new routing table and the repair of every message (what a
+/// reload and the start do), and again after reopening.
 #[tokio::test]
 async fn every_change_keeps_the_index_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let spool = Spool::open_routed(dir.path(), 1 << 20, by_domain(false)).unwrap();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut ids: Vec<String> = Vec::new();
     for step in 0..400 {
+        if step == 200 {
+            spool.set_router(by_domain(true));
+            for env in spool.messages() {
+                spool.repair_due(&env.unwrap()).unwrap();
+            }
+            check(&spool, "a new routing table");
+        }
         let op = rng.below(9);
         let pick = (!ids.is_empty()).then(|| ids[rng.below(ids.len() as u64) as usize].clone());
         let loaded = pick.and_then(|id| spool.load(&id).unwrap());
@@ -85,8 +142,12 @@ async fn every_change_keeps_the_index_exact() {
         check(&spool, &format!("step {step}: {name}"));
     }
     assert!(!ids.is_empty());
+    let (index, _) = index_and_truth(&spool);
+    for route in ["org", "com"] {
+        assert!(index.iter().any(|(r, ..)| r == route), "{route} used");
+    }
     drop(spool);
-    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let spool = Spool::open_routed(dir.path(), 1 << 20, by_domain(true)).unwrap();
     check(&spool, "reopening");
 }
 
@@ -168,8 +229,8 @@ async fn a_queue_without_the_index_gets_it_at_the_first_open() {
     }
     // What an older version left: no entries, no marker, no due times.
     let mut changes = Changes::new();
-    for (at, id) in spool.due_after(None, usize::MAX).unwrap() {
-        changes.remove(key(at, &id));
+    for (at, id) in spool.due_after("default", None, usize::MAX).unwrap() {
+        changes.remove(key(&d(at), &id));
     }
     changes.remove(BUILT.to_vec());
     spool.store.apply(changes).unwrap();
@@ -181,19 +242,24 @@ async fn a_queue_without_the_index_gets_it_at_the_first_open() {
         changes.insert(k.to_vec(), serde_json::to_vec(&meta).unwrap());
     }
     spool.store.apply(changes).unwrap();
-    assert!(spool.due_after(None, 10).unwrap().is_empty());
+    assert!(spool.due_after("default", None, 10).unwrap().is_empty());
     drop(spool);
 
     let spool = Spool::open(dir.path(), 1 << 20).unwrap();
     let (index, truth) = index_and_truth(&spool);
     assert_eq!(index.len(), 2500, "the held message is not indexed");
     assert_eq!(index, truth);
+    let index = on_default(index);
     // Paged reads give the same, in order.
     let mut paged = Vec::new();
     let mut after: Option<(u64, String)> = None;
     loop {
         let page = spool
-            .due_after(after.as_ref().map(|(at, id)| (*at, id.as_str())), 333)
+            .due_after(
+                "default",
+                after.as_ref().map(|(at, id)| (*at, id.as_str())),
+                333,
+            )
             .unwrap();
         let Some(last) = page.last().cloned() else {
             break;
@@ -217,14 +283,14 @@ async fn a_change_writes_the_new_entry_first_and_removes_the_old_last() {
     env.recipients[0].next_attempt = 500;
     env.recipients[1].next_attempt = 700;
     let mut changes = Changes::in_order();
-    super::super::writes::put_changed(&mut changes, &env, &[0, 1], Some(100));
+    super::super::writes::put_changed(&mut changes, &env, &[0, 1], Some(&d(100)), Some(&d(500)));
     let ops: Vec<(Vec<u8>, bool)> = changes
         .ops
         .iter()
         .map(|(k, v)| (k.to_vec(), v.is_some()))
         .collect();
-    assert_eq!(ops.first(), Some(&(key(500, &env.id), true)));
-    assert_eq!(ops.last(), Some(&(key(100, &env.id), false)));
+    assert_eq!(ops.first(), Some(&(key(&d(500), &env.id), true)));
+    assert_eq!(ops.last(), Some(&(key(&d(100), &env.id), false)));
 }
 
 /// What a cut change or an older version leaves (records due at one time,
@@ -247,14 +313,14 @@ async fn a_disagreeing_index_is_repaired_from_the_records() {
     assert!(spool.repair_due(&stored).unwrap());
     let (index, truth) = index_and_truth(&spool);
     assert_eq!(index, truth);
-    assert_eq!(truth, [(300, env.id.clone())].into());
+    assert_eq!(on_default(truth), [(300, env.id.clone())].into());
     assert!(
         !spool.repair_due(&stored).unwrap(),
         "nothing left to repair"
     );
     // An entry without its message goes at the sweep after a crash.
     let mut changes = Changes::new();
-    changes.insert(key(50, "0000000000FFFF"), Vec::new());
+    changes.insert(key(&d(50), "0000000000FFFF"), Vec::new());
     spool.store.apply(changes).unwrap();
     let mut sweep = Changes::in_order();
     assert_eq!(spool.sweep_due_orphans(&mut sweep).unwrap(), 1);
