@@ -82,10 +82,11 @@ async fn answer(req: &Request<Incoming>, relay: &Arc<Delivery>) -> Response<Full
     // hyper leaves out the body of a HEAD answer and keeps its length.
     if path == "/metrics" {
         let held: Vec<String> = relay.holds.list().into_iter().map(|h| h.route).collect();
-        let body = relay
-            .shared
-            .metrics
-            .render(&held, &relay.shared.tokens.failures());
+        let body = relay.shared.metrics.render(
+            &held,
+            &relay.shared.tokens.failures(),
+            &relay.shared.queue_gauges(),
+        );
         return respond(StatusCode::OK, CONTENT_TYPE, body);
     }
     match health(relay).await {

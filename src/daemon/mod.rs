@@ -164,7 +164,7 @@ async fn start(
     relay: &Arc<Delivery>,
     config: &Config,
     listeners: Listeners,
-    queued: usize,
+    queued: u64,
 ) -> Result<tokio::task::JoinHandle<()>, u8> {
     let local = &config.local;
     if let Err(e) = dropdir::prepare(&local.drop_dir) {
@@ -197,10 +197,11 @@ async fn start(
         "smarthost ready: listening on {} and {} with {} queued message(s)",
         addrs.join(", "),
         local.submit_socket().display(),
-        queued + picked
+        queued + picked as u64
     );
     systemd::ready(&status_line(relay));
     relay.shared.metrics.set_ready();
+    tokio::spawn(audit(relay.clone()));
     // Loading the queue allocated and freed a lot: start small.
     memory::trim();
     tokio::spawn(memory::trim_periodically());
@@ -285,10 +286,25 @@ async fn stop(relay: &Arc<Delivery>, sessions: tokio::task::JoinHandle<()>) {
 async fn reschedule_on_reopen(relay: Arc<Delivery>) {
     let mut reopened = relay.shared.spool.reopened();
     while reopened.changed().await.is_ok() {
+        // Writes not synced are gone: the counts cannot be trusted.
+        relay.shared.spool.recount_later();
         match relay.shared.load_queue() {
-            Ok(n) => tracing::info!("queue reopened: {n} queued message(s) scheduled again"),
+            Ok(_) => tracing::info!("queue reopened: scheduled again from its due index"),
             Err(e) => tracing::error!("queue reopened but cannot be read: {e}"),
         }
+        audit(relay.clone()).await;
+    }
+}
+
+/// Counts the queue again and repairs its due index where it must (see
+/// `Shared::audit`), beside the running daemon. A queue that cannot be
+/// read now is audited at its next reopen.
+async fn audit(relay: Arc<Delivery>) {
+    let shared = relay.shared.clone();
+    match tokio::task::spawn_blocking(move || shared.audit()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("cannot count the queue: {e}"),
+        Err(e) => tracing::error!("counting the queue failed: {e}"),
     }
 }
 
@@ -310,7 +326,7 @@ async fn refill_schedule(relay: Arc<Delivery>) {
 
 /// One line for `systemctl status`: what is queued and what needs the operator.
 fn status_line(relay: &Delivery) -> String {
-    let queued = relay.shared.metrics.queue.snapshot().messages;
+    let queued = relay.shared.spool.tally().total.messages;
     let held: Vec<String> = relay.holds.list().into_iter().map(|h| h.route).collect();
     if held.is_empty() {
         format!("relaying; {queued} message(s) queued for delivery")

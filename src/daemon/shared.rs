@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::delivery::scheduler::{Refill, Scheduler};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, QueueGauges};
 use crate::oauth::Tokens;
 use crate::spool::{Envelope, Router, Slot, Spool, StoreError};
 
@@ -114,8 +114,12 @@ impl Shared {
         for (at, id) in page {
             let env = match self.spool.load(&id) {
                 Ok(Some(env)) if env.next_due() == Some(at) && !env.held => env,
-                // Stale (moved on or gone), or quarantined: not for the schedule.
-                Ok(_) | Err(StoreError::Damaged { .. }) => continue,
+                // Stale (moved on or gone): not for the schedule.
+                Ok(_) => continue,
+                Err(StoreError::Damaged { id, reason }) => {
+                    self.quarantined(&id, &reason)?;
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             match self.spool.slot(&env) {
@@ -124,6 +128,19 @@ impl Shared {
             }
         }
         Ok(self.scheduler.refilled(refill, found, last, complete))
+    }
+
+    /// A message found damaged as it is read: set aside (if it is not
+    /// already), counted and logged, so the operator sees it.
+    pub fn quarantined(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        if self.spool.mark_damaged(id, reason)? {
+            self.metrics.damaged();
+            tracing::error!(
+                id,
+                "quarantined: {reason} (`smarthost queue delete {id}` removes it)"
+            );
+        }
+        Ok(())
     }
 
     /// A message whose index entry the routing table in force no longer
@@ -145,39 +162,69 @@ impl Shared {
         Ok(())
     }
 
-    /// Schedules the queue anew after a start or a reopen: the window is
-    /// refilled from the due index, and the queue is counted for the
-    /// metrics; returns the count of messages queued. A damaged message is
-    /// counted in the metrics and left alone; a queue that cannot be read is
-    /// an error.
-    pub fn load_queue(&self) -> Result<usize, StoreError> {
+    /// Schedules the queue anew after a start or a reopen: each route's
+    /// lane is refilled from the due index, one page each, and the
+    /// quarantined messages are counted. Reads nothing else: the queue's
+    /// counts come from the spool, and whatever else must look at every
+    /// message runs after the start ([`Shared::audit`]). Returns the count
+    /// of messages queued.
+    pub fn load_queue(&self) -> Result<u64, StoreError> {
         self.scheduler.reset(self.config().routes.keys());
-        // The first page now, so that what is due goes out at once.
+        // The first pages now, so that what is due goes out at once.
         self.refill()?;
-        let mut n = 0;
-        self.metrics.clear_damaged();
-        for env in self.spool.messages() {
-            match env {
-                Ok(env) => {
-                    self.metrics.loaded(&env);
-                    n += 1;
-                    if self.spool.repair_due(&env)? {
-                        tracing::warn!(id = %env.id, "queue: due index entry repaired");
-                        // Its entry may be behind the window's horizon now.
+        self.metrics.set_damaged(self.spool.damaged_count()?);
+        Ok(self.spool.tally().total.messages)
+    }
+
+    /// After a crash or a reopen, or in a queue an older version wrote:
+    /// counts the queue again, and repairs every message's index entry the
+    /// records or the routing table disagree with (scheduling it anew), a
+    /// message at a time beside the running daemon. Nothing is delivered
+    /// twice: a message is repaired only under its claim, and one an
+    /// attempt holds is written by that attempt's end. Blocking.
+    pub fn audit(&self) -> Result<(), StoreError> {
+        if !self.spool.needs_recount() {
+            return Ok(());
+        }
+        tracing::info!("queue: counting the queue and checking its due index");
+        let mut repaired = 0u64;
+        self.spool.recount(|id| {
+            let Some(_claim) = self.spool.claim(id) else {
+                return;
+            };
+            match self.spool.load(id) {
+                Ok(Some(env)) => match self.spool.repair_due(&env) {
+                    Ok(true) => {
+                        repaired += 1;
                         self.schedule(&env);
                     }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(id, "queue: cannot repair its due index entry: {e}"),
+                },
+                Ok(None) => {}
+                Err(StoreError::Damaged { reason, .. }) => {
+                    if let Err(e) = self.quarantined(id, &reason) {
+                        tracing::warn!(id, "queue: cannot quarantine: {e}");
+                    }
                 }
-                Err(StoreError::Damaged { id, reason }) => {
-                    self.metrics.damaged();
-                    tracing::error!(
-                        id,
-                        "quarantined: {reason} (`smarthost queue delete {id}` removes it)"
-                    );
-                }
-                Err(e) => return Err(e),
+                Err(e) => tracing::warn!(id, "queue: cannot read: {e}"),
             }
+        })?;
+        let total = self.spool.tally().total;
+        tracing::info!(
+            "queue: counted {} message(s), {} recipient(s); {repaired} due index entr(ies) repaired",
+            total.messages,
+            total.recipients
+        );
+        Ok(())
+    }
+
+    /// The queue gauges now.
+    pub fn queue_gauges(&self) -> QueueGauges {
+        QueueGauges {
+            tally: self.spool.tally(),
+            oldest: self.spool.oldest_arrival().ok().flatten(),
         }
-        Ok(n)
     }
 }
 

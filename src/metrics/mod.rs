@@ -3,28 +3,38 @@
 //!
 //! - [`exposition`]: the Prometheus text format (pure).
 //! - [`histogram`]: fixed-bucket histograms on atomics.
-//! - [`queue_index`]: queued messages by arrival, for the queue gauges.
+//! - [`accepted`]: when recent messages were accepted, to the microsecond,
+//!   for the delivery latency.
+//! - the queue gauges come from the spool's counts (`spool::tally`).
 //! - the listener for `/metrics` and `/healthz` is the daemon's (`daemon::metrics_http`).
 //!
 //! Delivery outcomes are per recipient in this relay, so the delivery counters
 //! count recipients (`smarthost_recipients_*`); messages are counted where a
 //! message is the unit: acceptance and leaving the queue. Hot paths touch only
-//! atomics and one short lock on the queue index; a scrape reads, never scans
-//! the store.
+//! atomics and one short lock on the acceptance times; a scrape reads the
+//! spool's counts and one record, never scans the store.
 
+pub mod accepted;
 pub mod exposition;
 pub mod histogram;
-pub mod queue_index;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
+use accepted::Accepted;
 use exposition::{Exposition, Kind, Num};
 use histogram::{Histogram, DELIVERY_BUCKETS};
-use queue_index::QueueIndex;
 
-use crate::spool::{Ending, Envelope, State};
+use crate::spool::{Ending, Envelope, State, Tally};
+
+/// The queue gauges at one moment: the spool's counts and the arrival of
+/// its oldest message.
+#[derive(Debug, Clone, Default)]
+pub struct QueueGauges {
+    pub tally: Tally,
+    pub oldest: Option<u64>,
+}
 
 /// How a message left the queue, for `smarthost_messages_finished_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +114,7 @@ pub struct Metrics {
     notifications: AtomicU64,
     /// Quarantined messages in the queue (see `spool`): kept, never tried.
     damaged: AtomicU64,
-    pub queue: QueueIndex,
+    accepted: Accepted,
 }
 
 impl Metrics {
@@ -119,7 +129,7 @@ impl Metrics {
             routes: RwLock::new(routes),
             notifications: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
-            queue: QueueIndex::default(),
+            accepted: Accepted::default(),
         }
     }
 
@@ -162,12 +172,7 @@ impl Metrics {
         c.messages_accepted.fetch_add(1, Relaxed);
         c.recipients_accepted
             .fetch_add(env.recipients.len() as u64, Relaxed);
-        self.queue.track(env, Some(now()));
-    }
-
-    /// A message found in the queue at start.
-    pub fn loaded(&self, env: &Envelope) {
-        self.queue.track(env, None);
+        self.accepted.note(&env.id, now());
     }
 
     /// A message was found damaged and quarantined.
@@ -182,9 +187,9 @@ impl Metrics {
             .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
     }
 
-    /// Before the queue is counted again (at start, after a reopen).
-    pub fn clear_damaged(&self) {
-        self.damaged.store(0, Relaxed);
+    /// The quarantined messages the queue holds (at start, after a reopen).
+    pub fn set_damaged(&self, n: u64) {
+        self.damaged.store(n, Relaxed);
     }
 
     /// How many quarantined messages the queue holds.
@@ -195,14 +200,14 @@ impl Metrics {
     /// A non-delivery notification was queued.
     pub fn notification(&self, dsn: &Envelope) {
         self.notifications.fetch_add(1, Relaxed);
-        self.queue.track(dsn, Some(now()));
+        self.accepted.note(&dsn.id, now());
     }
 
     /// The outcomes of one attempt are durable: `env` holds the recipients'
     /// new states, `due` which of them were tried.
     pub fn attempted(&self, route: &str, env: &Envelope, due: &[usize]) {
         let c = self.route(route);
-        let accepted = self.queue.accepted(env);
+        let accepted = self.accepted.of(env);
         let now = now();
         for r in due.iter().filter_map(|&i| env.recipients.get(i)) {
             match r.state {
@@ -220,8 +225,6 @@ impl Metrics {
         }
         if env.is_finished() {
             self.finished(route, env, Finish::of(env));
-        } else {
-            self.queue.track(env, None);
         }
     }
 
@@ -242,12 +245,17 @@ impl Metrics {
         if let Some(slot) = self.route(route).finished.get(how as usize) {
             slot.fetch_add(1, Relaxed);
         }
-        self.queue.forget(env);
+        self.accepted.forget(&env.id);
     }
 
     /// The exposition. `held` lists the held routes; `token_failures` the
     /// failure count of every token source.
-    pub fn render(&self, held: &[String], token_failures: &[(String, u64)]) -> String {
+    pub fn render(
+        &self,
+        held: &[String],
+        token_failures: &[(String, u64)],
+        queue: &QueueGauges,
+    ) -> String {
         let routes: Vec<(String, Arc<RouteCounters>)> = self
             .routes
             .read()
@@ -268,7 +276,7 @@ impl Metrics {
             &[],
             self.notifications.load(Relaxed),
         );
-        self.render_queue(&mut e);
+        self.render_queue(&mut e, queue, &routes);
         e.family(
             "smarthost_route_held",
             Kind::Gauge,
@@ -322,20 +330,38 @@ impl Metrics {
         e.sample("smarthost_start_time_seconds", &[], self.started);
     }
 
-    fn render_queue(&self, e: &mut Exposition) {
-        let q = self.queue.snapshot();
+    fn render_queue(
+        &self,
+        e: &mut Exposition,
+        q: &QueueGauges,
+        routes: &[(String, Arc<RouteCounters>)],
+    ) {
+        let total = q.tally.total;
         e.family(
             "smarthost_queue_messages",
             Kind::Gauge,
             "Messages in the queue (held ones included).",
         );
-        e.sample("smarthost_queue_messages", &[], q.messages);
+        e.sample("smarthost_queue_messages", &[], total.messages);
         e.family(
             "smarthost_queue_recipients",
             Kind::Gauge,
             "Recipients in the queue still to be delivered.",
         );
-        e.sample("smarthost_queue_recipients", &[], q.recipients);
+        e.sample("smarthost_queue_recipients", &[], total.recipients);
+        e.family(
+            "smarthost_queue_held_messages",
+            Kind::Gauge,
+            "Messages in the queue the operator holds.",
+        );
+        e.sample("smarthost_queue_held_messages", &[], total.held);
+        e.family(
+            "smarthost_queue_counted",
+            Kind::Gauge,
+            "1 when the queue gauges are exact; 0 while the queue is counted again after a crash (they count what has been seen so far).",
+        );
+        e.sample("smarthost_queue_counted", &[], u64::from(q.tally.complete));
+        render_route_queue(e, q, routes);
         e.family(
             "smarthost_queue_oldest_message_age_seconds",
             Kind::Gauge,
@@ -356,6 +382,37 @@ impl Metrics {
             &[],
             self.damaged_count(),
         );
+    }
+}
+
+/// The queue gauges of each route: every configured one (zero when it has
+/// nothing queued) and any other the counts name.
+fn render_route_queue(
+    e: &mut Exposition,
+    q: &QueueGauges,
+    routes: &[(String, Arc<RouteCounters>)],
+) {
+    let mut names: Vec<&str> = routes.iter().map(|(n, _)| n.as_str()).collect();
+    names.extend(q.tally.routes.keys().map(String::as_str));
+    names.sort_unstable();
+    names.dedup();
+    for (family, help, read) in [
+        (
+            "smarthost_route_queue_messages",
+            "Messages in the queue by the route they leave through.",
+            (|c| c.messages) as fn(&crate::spool::tally::Counts) -> u64,
+        ),
+        (
+            "smarthost_route_queue_recipients",
+            "Recipients still to be delivered, by route.",
+            |c| c.recipients,
+        ),
+    ] {
+        e.family(family, Kind::Gauge, help);
+        for name in &names {
+            let n = q.tally.routes.get(*name).map_or(0, read);
+            e.sample(family, &[("route", name)], n);
+        }
     }
 }
 

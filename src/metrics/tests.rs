@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::spool::tally::Counts;
 use crate::spool::Recipient;
 
 /// Checks the exposition's grammar as far as the relay uses it (every sample
@@ -70,9 +71,15 @@ const AFTER_THE_FIRST_ATTEMPT: &[(&str, f64)] = &[
     ("smarthost_recipients_bounced_total{route=\"up\"}", 1.0),
     ("smarthost_recipients_deferred_total{route=\"up\"}", 1.0),
     ("smarthost_notifications_created_total", 1.0),
-    // A still queued, with one recipient to go; the DSN with its one.
+    // The spool's counts: A still queued, with one recipient to go; the
+    // DSN with its one.
     ("smarthost_queue_messages", 2.0),
     ("smarthost_queue_recipients", 2.0),
+    ("smarthost_queue_held_messages", 0.0),
+    ("smarthost_queue_counted", 1.0),
+    ("smarthost_route_queue_messages{route=\"up\"}", 2.0),
+    ("smarthost_route_queue_recipients{route=\"up\"}", 2.0),
+    ("smarthost_route_queue_messages{route=\"other\"}", 0.0),
     (
         "smarthost_delivery_latency_seconds_count{route=\"up\"}",
         1.0,
@@ -129,7 +136,20 @@ fn counts_accepted_and_each_recipients_outcome_by_route() {
     m.notification(&dsn);
     m.rate_limit_waited("up", std::time::Duration::from_millis(1500));
     m.rate_limit_waited("up", std::time::Duration::from_millis(250));
-    let s = samples(&m.render(&["up".to_string()], &[("google".to_string(), 2)]));
+    let counts = Counts {
+        messages: 2,
+        recipients: 2,
+        held: 0,
+    };
+    let queued = QueueGauges {
+        tally: Tally {
+            total: counts,
+            routes: [("up".to_string(), counts)].into(),
+            complete: true,
+        },
+        oldest: Some(1),
+    };
+    let s = samples(&m.render(&["up".to_string()], &[("google".to_string(), 2)], &queued));
 
     expect(&s, AFTER_THE_FIRST_ATTEMPT);
     // The envelopes arrived at Unix time 1.
@@ -138,8 +158,18 @@ fn counts_accepted_and_each_recipients_outcome_by_route() {
     a.recipients[2].state = State::Delivered;
     m.attempted("up", &a, &[2]);
     m.finished("up", &dsn, Finish::Deleted);
-    let s = samples(&m.render(&[], &[]));
+    let s = samples(&m.render(&[], &[], &empty()));
     expect(&s, AFTER_THE_LAST_ATTEMPT);
+}
+
+fn empty() -> QueueGauges {
+    QueueGauges {
+        tally: Tally {
+            complete: true,
+            ..Tally::default()
+        },
+        oldest: None,
+    }
 }
 
 fn expect(samples: &BTreeMap<String, f64>, table: &[(&str, f64)]) {
@@ -156,7 +186,7 @@ fn expect(samples: &BTreeMap<String, f64>, table: &[(&str, f64)]) {
 fn a_route_unknown_at_start_gets_its_series_on_first_use() {
     let m = Metrics::new(&[]);
     m.accepted("new\"route", &env("A", &["1@x"]));
-    let s = samples(&m.render(&[], &[]));
+    let s = samples(&m.render(&[], &[], &empty()));
     assert_eq!(
         s.get("smarthost_messages_accepted_total{route=\"new\\\"route\"}"),
         Some(&1.0)

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::envelope::Envelope;
 use super::records;
 use super::store::Changes;
+use super::tally::Share;
 use super::writes::put_meta;
 use super::{Spool, StoreError};
 
@@ -43,6 +44,24 @@ const BUILD_BATCH: usize = 1000;
 pub struct Slot {
     pub route: String,
     pub at: u64,
+}
+
+/// Where a message goes: its route, and when it is due there (None for a
+/// held message and one with nothing left to try).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Place {
+    pub route: String,
+    pub at: Option<u64>,
+}
+
+impl Place {
+    /// Its slot in the index, if it has one.
+    pub fn slot(&self) -> Option<Slot> {
+        self.at.map(|at| Slot {
+            route: self.route.clone(),
+            at,
+        })
+    }
 }
 
 /// The route of a message from its routing sender. Route names never hold
@@ -63,17 +82,18 @@ impl Router {
         Router::new(move |_| name.clone())
     }
 
+    /// Where `env` goes now.
+    pub fn place(&self, env: &Envelope) -> Place {
+        Place {
+            route: (self.0)(&env.route_sender),
+            at: if env.held { None } else { env.next_due() },
+        }
+    }
+
     /// The slot `env` is indexed under: None for a held message and one
     /// with nothing left to try.
     pub fn slot(&self, env: &Envelope) -> Option<Slot> {
-        if env.held {
-            return None;
-        }
-        let at = env.next_due()?;
-        Some(Slot {
-            route: (self.0)(&env.route_sender),
-            at,
-        })
+        self.place(env).slot()
     }
 }
 
@@ -102,16 +122,6 @@ pub fn parse(key: &[u8]) -> Option<(Slot, String)> {
     let at = u64::from_be_bytes(at.try_into().ok()?);
     let id = std::str::from_utf8(id).ok()?;
     (!id.is_empty()).then(|| (Slot { route, at }, id.to_string()))
-}
-
-/// The slot recorded in a meta record, without decoding the rest.
-fn recorded(meta: &[u8]) -> Option<Slot> {
-    #[derive(Deserialize)]
-    struct DueOnly {
-        #[serde(default)]
-        due: Option<Slot>,
-    }
-    serde_json::from_slice::<DueOnly>(meta).ok()?.due
 }
 
 /// The entry a message gets (`now`), before its meta record is written.
@@ -163,37 +173,6 @@ impl Spool {
         self.router.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Builds a change with the router in force and applies it, the router
-    /// held throughout (see [`Spool::set_router`]); the generation it went
-    /// to, for the commit.
-    pub(super) fn apply_routed(
-        &self,
-        mut changes: Changes,
-        build: impl FnOnce(&mut Changes, &Router) -> Result<(), StoreError>,
-    ) -> Result<u64, StoreError> {
-        let router = self.router();
-        build(&mut changes, &router)?;
-        self.store.apply_to(changes)
-    }
-
-    /// [`Spool::apply_routed`], then the commit: returns once it is synced.
-    pub(super) async fn write_routed(
-        &self,
-        changes: Changes,
-        build: impl FnOnce(&mut Changes, &Router) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let generation = self.apply_routed(changes, build)?;
-        self.store.commit_generation(generation).await
-    }
-
-    /// The slot the stored message `id` is indexed under.
-    pub(super) fn indexed_due(&self, id: &str) -> Result<Option<Slot>, StoreError> {
-        Ok(self
-            .store
-            .get(&records::meta_key(id))?
-            .and_then(|m| recorded(&m)))
-    }
-
     /// Up to `limit` index entries of `route` after `after` (due time, id),
     /// in due order: the route's messages due next. An entry may be stale
     /// (the message left or moved on); the meta record decides.
@@ -221,29 +200,31 @@ impl Spool {
             .collect())
     }
 
-    /// Makes the index agree with `env` as stored and the router in force,
-    /// if it does not: what a crash or a reopen cut short, a routing table
-    /// changed since, or an older version that wrote to the queue, may
-    /// leave. The caller has the message claimed, or nobody else can write
-    /// it yet. True if anything was written (made durable by the next
-    /// commit; a repair lost to a crash is made again).
+    /// Makes the index and the counts agree with `env` as stored and the
+    /// router in force, if they do not: what a crash or a reopen cut short,
+    /// a routing table changed since, or an older version that wrote to the
+    /// queue, may leave. The caller has the message claimed, or nobody else
+    /// can write it yet. True if anything was written (made durable by the
+    /// next commit; a repair lost to a crash is made again).
     pub fn repair_due(&self, env: &Envelope) -> Result<bool, StoreError> {
-        let router = self.router();
-        let want = router.slot(env);
-        let was = self.indexed_due(&env.id)?;
+        let router = self.router().clone();
+        let was = self.stored(&env.id, &router)?;
+        let place = router.place(env);
+        let want = place.slot();
         let present = match &want {
             Some(slot) => self.store.contains(&key(slot, &env.id))?,
             None => true,
         };
-        if was == want && present {
+        let share = Share::of(env, place.route.clone());
+        if was.due == want && present && was.share.as_ref() == Some(&share) {
             return Ok(false);
         }
-        let mut changes = Changes::new();
-        if let Some(slot) = &want {
-            changes.insert(key(slot, &env.id), Vec::new());
-        }
-        put_meta(&mut changes, env, was.as_ref(), want.as_ref());
-        self.store.apply(changes)?;
+        self.apply_edit(Changes::new(), |e| {
+            if let Some(slot) = e.place(env).slot() {
+                e.changes.insert(key(&slot, &env.id), Vec::new());
+            }
+            e.put(env, Some(&[]))
+        })?;
         Ok(true)
     }
 
@@ -288,8 +269,8 @@ impl Spool {
                 Err(e) => return Err(e),
             };
             // A build cut short by a crash wrote some entries already.
-            let was = self.indexed_due(&env.id)?;
-            put_meta(&mut changes, &env, was.as_ref(), router.slot(&env).as_ref());
+            let was = self.stored(&env.id, &router)?.due;
+            put_meta(&mut changes, &env, was.as_ref(), &router.place(&env));
             built += 1;
             pending += 1;
             if pending == BUILD_BATCH {

@@ -37,12 +37,14 @@
 pub mod body;
 mod claims;
 pub mod due;
+mod edit;
 pub mod envelope;
 pub mod history;
 pub mod records;
 pub mod salvage;
 mod store;
 mod sweep;
+pub mod tally;
 mod upgrade;
 mod writes;
 
@@ -51,21 +53,22 @@ mod tests;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use body::{BodyReader, BodyWriter};
 pub use claims::Claim;
-pub use due::{Router, Slot};
+pub use due::{Place, Router, Slot};
 pub use envelope::{Ending, Envelope, Recipient, State};
 pub use history::Finished;
 use store::Store;
 pub use store::StoreError;
+pub use tally::Tally;
 
 use records::Meta;
 use store::Changes;
-use writes::{put_changed, put_history, put_message, put_meta, put_whole, remove_message};
+use writes::put_history;
 
 /// A non-delivery notice to queue with the change that caused it: its
 /// envelope (`id` from [`Spool::new_id`]) and its bytes.
@@ -86,6 +89,12 @@ pub struct Spool {
     writing: body::Writing,
     /// Which route each message is indexed under (see [`due`]).
     router: Arc<RwLock<Router>>,
+    /// The queue's counts (see [`tally`]).
+    tallies: Arc<tally::Tallies>,
+    /// The counts must be made again (see [`Spool::recount`]).
+    recount_needed: Arc<AtomicBool>,
+    /// Stores the counts when the last clone goes.
+    _closer: Arc<tally::Closer>,
 }
 
 impl Spool {
@@ -101,12 +110,17 @@ impl Spool {
     pub fn open_routed(path: &Path, cache_bytes: u64, router: Router) -> Result<Spool, StoreError> {
         let store = Store::open(path, cache_bytes)?;
         body::prepare(path)?;
+        let tallies = Arc::<tally::Tallies>::default();
+        let recount_needed = Arc::new(AtomicBool::new(false));
         let spool = Spool {
+            _closer: Arc::new(tally::Closer::new(&store, &tallies, &recount_needed)),
             store,
             claims: Arc::default(),
             file_bytes: Arc::default(),
             writing: Arc::default(),
             router: Arc::new(RwLock::new(router)),
+            tallies,
+            recount_needed,
         };
         let upgraded = upgrade::run(&spool.store)?;
         if upgraded > 0 {
@@ -116,6 +130,7 @@ impl Spool {
         if indexed > 0 {
             tracing::info!("queue: {indexed} message(s) indexed by due time");
         }
+        spool.restore_tally()?;
         if spool.store.crashed() {
             let removed = spool.sweep_orphans()?;
             if removed > 0 {
@@ -185,8 +200,8 @@ impl Spool {
         let changes = Changes::in_order();
         if !body.in_file() {
             return self
-                .write_routed(changes, |c, r| {
-                    put_message(c, env, body.inline(), r.slot(env).as_ref());
+                .write_edit(changes, |e| {
+                    e.add(env, body.inline());
                     Ok(())
                 })
                 .await;
@@ -198,8 +213,8 @@ impl Spool {
         // Once the envelope may be on disk, the file is the message's: a
         // failed sync leaves it to the next start's sweep, never removes it
         // under an envelope that made it.
-        let generation = self.apply_routed(changes, |c, r| {
-            put_whole(c, env, None, r.slot(env).as_ref());
+        let generation = self.apply_edit(changes, |e| {
+            e.add_envelope(env);
             Ok(())
         })?;
         body.keep();
@@ -298,6 +313,58 @@ impl Spool {
             .chain(queued)
     }
 
+    /// How many messages are quarantined (a scan of their marks alone).
+    pub fn damaged_count(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for key in self.store.scan_keys(b"d") {
+            key?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Marks a message found damaged as quarantined, unless it is already:
+    /// true if newly marked. Durable with the next commit (found again at
+    /// the next read if lost to a crash).
+    pub fn mark_damaged(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+        if self.store.contains(&records::damage_key(id))? {
+            return Ok(false);
+        }
+        let router = self.router().clone();
+        let before = self.share_of(id, &router)?;
+        self.apply_edit(Changes::new(), |e| {
+            e.changes.insert(
+                records::damage_key(id),
+                records::capped(reason, 1000).into_bytes(),
+            );
+            e.counted(id, before, None);
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
+    /// The arrival of the oldest queued message (ids sort by arrival):
+    /// the first meta record's, quarantined ones passed over.
+    pub fn oldest_arrival(&self) -> Result<Option<u64>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Arrived {
+            arrived: u64,
+        }
+        for item in self.store.scan(b"m").take(1000) {
+            let (key, meta) = item?;
+            let id = key.get(1..).unwrap_or_default();
+            let mut damage = b"d".to_vec();
+            damage.extend_from_slice(id);
+            if self.store.contains(&damage)? {
+                continue;
+            }
+            if let Ok(a) = serde_json::from_slice::<Arrived>(&meta) {
+                return Ok(Some(a.arrived));
+            }
+        }
+        Ok(None)
+    }
+
     /// The quarantined messages and why.
     fn damage_marks(&self) -> Vec<(String, String)> {
         self.store
@@ -330,17 +397,16 @@ impl Spool {
         } else {
             Changes::in_order()
         };
-        let was = self.indexed_due(&env.id)?;
-        self.write_routed(changes, |c, r| {
+        self.write_edit(changes, |e| {
             if env.is_finished() {
-                remove_message(c, env, was.as_ref());
-                put_history(c, &Finished::from_envelope(env, unix_now(), outcome));
+                e.remove(env)?;
+                let done = Finished::from_envelope(env, unix_now(), outcome);
+                put_history(&mut e.changes, &done);
             } else {
-                put_changed(c, env, changed, was.as_ref(), r.slot(env).as_ref());
+                e.put(env, Some(changed))?;
             }
             if let Some(n) = notice {
-                let slot = r.slot(&n.envelope);
-                put_message(c, &mut n.envelope, &n.body, slot.as_ref());
+                e.add(&mut n.envelope, &n.body);
             }
             Ok(())
         })
@@ -355,11 +421,9 @@ impl Spool {
     pub async fn hold(&self, env: &mut Envelope, now: u64) -> Result<(), StoreError> {
         env.held = true;
         env.event(now, "held by the operator");
-        let was = self.indexed_due(&env.id)?;
-        // Held: indexed nowhere, whatever the router says.
-        let mut changes = Changes::new();
-        put_meta(&mut changes, env, was.as_ref(), None);
-        self.store.write(changes).await
+        let env = &*env;
+        self.write_edit(Changes::new(), |e| e.put(env, Some(&[])))
+            .await
     }
 
     /// Ends the operator's hold; the message is due at once.
@@ -378,21 +442,23 @@ impl Spool {
             r.next_attempt = now;
         }
         env.event(now, why);
-        let was = self.indexed_due(&env.id)?;
-        self.write_routed(Changes::new(), |c, r| {
-            put_whole(c, env, was.as_ref(), r.slot(env).as_ref());
-            Ok(())
-        })
-        .await
+        let env = &*env;
+        self.write_edit(Changes::new(), |e| e.put(env, None)).await
     }
 
     /// Takes a message out without a notice; remembered as "deleted".
     pub async fn delete(&self, env: &mut Envelope, now: u64) -> Result<(), StoreError> {
         env.event(now, "deleted by the operator");
-        let mut changes = Changes::in_order();
-        remove_message(&mut changes, env, self.indexed_due(&env.id)?.as_ref());
-        put_history(&mut changes, &Finished::from_envelope(env, now, "deleted"));
-        self.store.write(changes).await?;
+        let env_now = &*env;
+        self.write_edit(Changes::in_order(), |e| {
+            e.remove(env_now)?;
+            put_history(
+                &mut e.changes,
+                &Finished::from_envelope(env_now, now, "deleted"),
+            );
+            Ok(())
+        })
+        .await?;
         self.remove_body(env);
         Ok(())
     }
@@ -407,13 +473,15 @@ impl Spool {
         notice: Option<&mut Notice>,
     ) -> Result<(), StoreError> {
         env.event(now, reason);
-        let was = self.indexed_due(&env.id)?;
-        self.write_routed(Changes::new(), |c, r| {
-            remove_message(c, env, was.as_ref());
-            put_history(c, &Finished::from_envelope(env, now, "bounced"));
+        let env_now = &*env;
+        self.write_edit(Changes::new(), |e| {
+            e.remove(env_now)?;
+            put_history(
+                &mut e.changes,
+                &Finished::from_envelope(env_now, now, "bounced"),
+            );
             if let Some(n) = notice {
-                let slot = r.slot(&n.envelope);
-                put_message(c, &mut n.envelope, &n.body, slot.as_ref());
+                e.add(&mut n.envelope, &n.body);
             }
             Ok(())
         })
@@ -442,13 +510,12 @@ impl Spool {
         envs: &[&Envelope],
         route_hold: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.write_routed(Changes::new(), |c, r| {
+        self.write_edit(Changes::new(), |e| {
             for env in envs {
-                let was = self.indexed_due(&env.id)?;
-                put_whole(c, env, was.as_ref(), r.slot(env).as_ref());
+                e.put(env, None)?;
             }
             if let Some(route) = route_hold {
-                c.remove(records::route_hold_key(route));
+                e.changes.remove(records::route_hold_key(route));
             }
             Ok(())
         })
@@ -457,25 +524,31 @@ impl Spool {
 
     /// Sets a damaged message aside: listed with `reason`, never tried again.
     pub async fn quarantine(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        let mut changes = Changes::new();
-        changes.insert(
-            records::damage_key(id),
-            records::capped(reason, 1000).into_bytes(),
-        );
-        self.store.write(changes).await
+        let router = self.router().clone();
+        let before = self.share_of(id, &router)?;
+        self.write_edit(Changes::new(), |e| {
+            e.changes.insert(
+                records::damage_key(id),
+                records::capped(reason, 1000).into_bytes(),
+            );
+            e.counted(id, before, None);
+            Ok(())
+        })
+        .await
     }
 
     /// Removes every record of a message, whatever state they are in: the way
     /// out for a damaged one. False if there was nothing of it.
     pub async fn discard(&self, id: &str) -> Result<bool, StoreError> {
         let mut changes = Changes::in_order();
-        let was = self.indexed_due(id).ok().flatten();
-        let was = was.as_ref();
+        let router = self.router().clone();
+        let was = self.stored(id, &router).unwrap_or_default();
+        let before = self.share_of(id, &router).unwrap_or_default();
         // The marks that make it a message go first, as in any removal.
         for key in [records::meta_key(id), records::legacy_key(id)] {
             changes.remove(key);
         }
-        due::remove_after(&mut changes, id, was, None);
+        due::remove_after(&mut changes, id, was.due.as_ref(), None);
         let mut found = self.store.get(&records::meta_key(id))?.is_some()
             || self.store.get(&records::legacy_key(id))?.is_some()
             || self.store.get(&records::damage_key(id))?.is_some();
@@ -486,7 +559,11 @@ impl Spool {
             }
         }
         changes.remove(records::damage_key(id));
-        self.store.write(changes).await?;
+        self.write_edit(changes, |e| {
+            e.counted(id, before, None);
+            Ok(())
+        })
+        .await?;
         let size =
             std::fs::symlink_metadata(self.path().join(body::DIR).join(id)).map_or(0, |m| m.len());
         body::remove_id(self.path(), id);

@@ -76,10 +76,17 @@ pub struct Meta {
     /// finished, and in records written before the index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<super::due::Slot>,
+    /// The route the message is counted under (see `spool::tally`), and
+    /// how many of its recipients are still to deliver: None in records
+    /// written before the counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
 }
 
 impl Meta {
-    pub fn of(env: &Envelope, due: Option<&super::due::Slot>) -> Meta {
+    pub fn of(env: &Envelope, place: &super::due::Place) -> Meta {
         Meta {
             sender: env.sender.clone(),
             route_sender: env.route_sender.clone(),
@@ -105,7 +112,9 @@ impl Meta {
                 [one] => Some(stored_recipient(one)),
                 _ => None,
             },
-            due: due.cloned(),
+            due: place.slot(),
+            route: Some(place.route.clone()),
+            pending: Some(env.unfinished().count() as u64),
         }
     }
 

@@ -135,6 +135,11 @@ struct Queue {
     bound: usize,
     /// No clean-close marker was found at open.
     crashed: bool,
+    /// What the clean-close marker found at open said (see
+    /// [`Store::close_note`]).
+    found_note: Option<Vec<u8>>,
+    /// What the clean close writes into its marker.
+    note: Mutex<Vec<u8>>,
     /// The open handle, or the error that keeps the queue closed until the next
     /// reopen attempt.
     open: RwLock<Result<Handle, Failure>>,
@@ -326,6 +331,11 @@ impl Store {
         let segment = persisted_segment_size(path).unwrap_or(SEGMENT_SIZE);
         let marker = path.join(CLEAN_MARKER);
         let crashed = !marker.exists();
+        let found_note = if crashed {
+            None
+        } else {
+            std::fs::read(&marker).ok().filter(|n| !n.is_empty())
+        };
         if !crashed {
             // From now on a crash must find it gone.
             std::fs::remove_file(&marker).map_err(|source| StoreError::Io {
@@ -341,6 +351,8 @@ impl Store {
             cache_bytes,
             bound: records::record_bound(segment),
             crashed,
+            found_note,
+            note: Mutex::default(),
             open: RwLock::new(Ok(handle)),
             reopened: watch::Sender::new(0),
             last_commit: Mutex::new(std::time::Instant::now()),
@@ -369,6 +381,24 @@ impl Store {
     /// cleanly: records a change cut short may have left must be swept.
     pub fn crashed(&self) -> bool {
         self.inner.queue.crashed
+    }
+
+    /// What the last clean close was given to keep (see
+    /// [`Store::set_close_note`]); None after a crash, and after the clean
+    /// close of a version that kept nothing (an empty marker).
+    pub fn close_note(&self) -> Option<&[u8]> {
+        self.inner.queue.found_note.as_deref()
+    }
+
+    /// Kept in the clean-close marker when the queue closes cleanly, for
+    /// the next open only: a note is never trusted after a crash.
+    pub fn set_close_note(&self, note: Vec<u8>) {
+        *self
+            .inner
+            .queue
+            .note
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = note;
     }
 
     /// The largest key plus value this queue accepts (see `records`).

@@ -1,6 +1,7 @@
 use super::envelope::Event;
 use super::records::*;
 use super::store::CHUNK_SIZE;
+use super::writes::{put_message, remove_message};
 use super::*;
 
 fn envelope(store: &Spool) -> Envelope {
@@ -55,7 +56,7 @@ async fn churn_does_not_grow_disk_without_bound() {
     for i in 0..6000 {
         let mut env = envelope(&store);
         let mut c = Changes::new();
-        put_message(&mut c, &mut env, &body, None);
+        put_message(&mut c, &mut env, &body, &Place::default());
         store.store().apply(c).unwrap();
         let mut c = Changes::new();
         remove_message(&mut c, &env, None);

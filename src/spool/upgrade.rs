@@ -61,7 +61,7 @@ pub(super) fn convert(changes: &mut Changes, key: &[u8], value: &[u8]) -> bool {
         Ok(mut env) => {
             env.id = id;
             // Indexed by `Spool::build_due_index`, which runs next.
-            super::put_whole(changes, &env, None, None);
+            super::writes::put_whole(changes, &env, None, &super::Place::default());
             changes.remove(key.to_vec());
             true
         }

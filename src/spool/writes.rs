@@ -1,20 +1,15 @@
 //! The records each change of a message writes or removes, in the order
 //! the spool's operations rely on (see [`Changes::in_order`]).
 
-use super::due::{self, Slot};
+use super::due::{self, Place, Slot};
 use super::history::Finished;
 use super::records::{self, Meta};
 use super::store::{Changes, CHUNK_SIZE};
 use super::{history, Envelope};
 
 /// A new message's records: body chunks, recipients, its due index entry
-/// (`slot`), then its meta record.
-pub(super) fn put_message(
-    changes: &mut Changes,
-    env: &mut Envelope,
-    body: &[u8],
-    slot: Option<&Slot>,
-) {
+/// (at `place`), then its meta record.
+pub(super) fn put_message(changes: &mut Changes, env: &mut Envelope, body: &[u8], place: &Place) {
     let mut n = 0u32;
     for chunk in body.chunks(CHUNK_SIZE) {
         changes.insert(records::chunk_key(&env.id, n), chunk.to_vec());
@@ -22,20 +17,15 @@ pub(super) fn put_message(
     }
     env.chunks = n;
     env.size = body.len() as u64;
-    put_whole(changes, env, None, slot);
+    put_whole(changes, env, None, place);
 }
 
 /// Every recipient, then the meta record (which holds the recipient of a
 /// one-recipient message itself); `was` is the slot the message is indexed
-/// under now (None for a new one), `now` the one it gets.
-pub(super) fn put_whole(
-    changes: &mut Changes,
-    env: &Envelope,
-    was: Option<&Slot>,
-    now: Option<&Slot>,
-) {
+/// under now (None for a new one), `place` where it goes.
+pub(super) fn put_whole(changes: &mut Changes, env: &Envelope, was: Option<&Slot>, place: &Place) {
     let all: Vec<usize> = (0..env.recipients.len()).collect();
-    put_changed(changes, env, &all, was, now);
+    put_changed(changes, env, &all, was, place);
 }
 
 /// The recipients at `changed` and the meta record, with the due index
@@ -47,8 +37,10 @@ pub(super) fn put_changed(
     env: &Envelope,
     changed: &[usize],
     was: Option<&Slot>,
-    now: Option<&Slot>,
+    place: &Place,
 ) {
+    let now = place.slot();
+    let now = now.as_ref();
     due::insert_before(changes, &env.id, was, now);
     if env.recipients.len() > 1 {
         for &i in changed {
@@ -56,19 +48,14 @@ pub(super) fn put_changed(
         }
     }
     // Serializing a plain struct of strings and integers cannot fail.
-    let value = serde_json::to_vec(&Meta::of(env, now)).unwrap_or_default();
+    let value = serde_json::to_vec(&Meta::of(env, place)).unwrap_or_default();
     changes.insert(records::meta_key(&env.id), value);
     due::remove_after(changes, &env.id, was, now);
 }
 
 /// The meta record alone, with the due index entry replaced around it.
-pub(super) fn put_meta(
-    changes: &mut Changes,
-    env: &Envelope,
-    was: Option<&Slot>,
-    now: Option<&Slot>,
-) {
-    put_changed(changes, env, &[], was, now);
+pub(super) fn put_meta(changes: &mut Changes, env: &Envelope, was: Option<&Slot>, place: &Place) {
+    put_changed(changes, env, &[], was, place);
 }
 
 pub(super) fn put_recipient(changes: &mut Changes, env: &Envelope, i: usize) {

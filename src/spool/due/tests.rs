@@ -32,16 +32,6 @@ fn keys_sort_by_route_then_due_time_and_parse_back() {
     assert_eq!(parse(&key(&d(1), "")), None);
 }
 
-#[test]
-fn the_recorded_slot_reads_from_any_meta_record() {
-    assert_eq!(
-        recorded(br#"{"sender":"a","due":{"route":"r","at":42}}"#),
-        Some(on("r", 42))
-    );
-    assert_eq!(recorded(br#"{"sender":"a"}"#), None);
-    assert_eq!(recorded(b"not json"), None);
-}
-
 fn envelope(spool: &Spool, recipients: usize, at: u64) -> Envelope {
     let sender = if at.is_multiple_of(2) {
         "a@example.com"
@@ -99,9 +89,29 @@ fn by_domain(swapped: bool) -> Router {
     })
 }
 
+/// The index and the counts are what the queue says.
 fn check(spool: &Spool, step: &str) {
     let (index, truth) = index_and_truth(spool);
     assert_eq!(index, truth, "after {step}");
+    let mut counts = std::collections::BTreeMap::<String, (u64, u64, u64)>::new();
+    for env in spool.messages().filter_map(Result::ok) {
+        let route = spool.router().place(&env).route;
+        let c = counts.entry(route).or_default();
+        c.0 += 1;
+        c.1 += env.unfinished().count() as u64;
+        c.2 += u64::from(env.held);
+    }
+    let tally = spool.tally();
+    let got: std::collections::BTreeMap<String, (u64, u64, u64)> = tally
+        .routes
+        .iter()
+        .map(|(r, c)| (r.clone(), (c.messages, c.recipients, c.held)))
+        .collect();
+    assert_eq!(got, counts, "counts after {step}");
+    assert_eq!(
+        tally.total.messages,
+        counts.values().map(|c| c.0).sum::<u64>()
+    );
 }
 
 /// A small deterministic generator: the sequence is the same every run.
@@ -283,7 +293,11 @@ async fn a_change_writes_the_new_entry_first_and_removes_the_old_last() {
     env.recipients[0].next_attempt = 500;
     env.recipients[1].next_attempt = 700;
     let mut changes = Changes::in_order();
-    super::super::writes::put_changed(&mut changes, &env, &[0, 1], Some(&d(100)), Some(&d(500)));
+    let place = Place {
+        route: "default".into(),
+        at: Some(500),
+    };
+    super::super::writes::put_changed(&mut changes, &env, &[0, 1], Some(&d(100)), &place);
     let ops: Vec<(Vec<u8>, bool)> = changes
         .ops
         .iter()

@@ -1,6 +1,7 @@
 //! The group-commit thread, and the queue's sync, close and reopen it drives.
 
 use super::*;
+use std::io::Write;
 
 /// Group commit: one sync for every waiter that arrived while the last one ran.
 /// A waiter whose writes went to a handle that has since been replaced gets an
@@ -68,7 +69,11 @@ impl Queue {
             return;
         }
         let marker = self.path.join(CLEAN_MARKER);
-        let written = File::create(&marker).and_then(|f| f.sync_all());
+        let note = std::mem::take(&mut *self.note.lock().unwrap_or_else(|p| p.into_inner()));
+        let written = File::create(&marker).and_then(|mut f| {
+            f.write_all(&note)?;
+            f.sync_all()
+        });
         if written.is_ok() {
             let _ = sync_dir(&self.path);
         }
