@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use smarthost::config::{self, Config};
 
 use smarthost::control::client::{self, ClientError, Command};
-use smarthost::control::{Action, Selection};
+use smarthost::control::{Action, ListFilter, Selection};
 use smarthost::sysexits::*;
 
 const CONFIG_HELP: &str = "/etc/smarthost/smarthost.toml";
@@ -149,10 +149,23 @@ enum OauthCmd {
 enum QueueCmd {
     /// List queued messages: id, size, arrival, route, sender, and each
     /// recipient still queued with its state, next attempt and last error.
+    /// The first line counts the whole queue, at once.
     List {
         /// One JSON object per message.
         #[arg(long)]
         json: bool,
+        /// Show at most this many messages (the oldest first).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Only messages that leave through this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only messages in this state.
+        #[arg(long, value_enum)]
+        state: Option<smarthost::control::ListState>,
+        /// Only messages queued at least this long (30m, 2h, 1d).
+        #[arg(long, value_name = "AGE", value_parser = age_seconds)]
+        older_than: Option<u64>,
     },
     /// Everything about one message: envelope, attempt history, headers.
     Show {
@@ -340,7 +353,21 @@ fn queue(path: &std::path::Path, command: QueueCmd) -> ExitCode {
         selection: t.selection(),
     };
     let command = match command {
-        QueueCmd::List { json } => Command::List { json },
+        QueueCmd::List {
+            json,
+            limit,
+            route,
+            state,
+            older_than,
+        } => Command::List {
+            json,
+            filter: ListFilter {
+                limit,
+                route,
+                state,
+                older_than,
+            },
+        },
         QueueCmd::Show { id, json } => Command::Show { id, json },
         QueueCmd::Find { query, json } => Command::Find { query, json },
         QueueCmd::Flush(t) if t.ids.is_empty() && t.route.is_none() => Command::Act {
@@ -432,4 +459,11 @@ fn control_command(path: &std::path::Path, command: Command, refused: u8) -> Exi
             })
         }
     }
+}
+
+/// `--older-than`'s age, in exim's notation like the retry rules.
+fn age_seconds(value: &str) -> Result<u64, String> {
+    smarthost::retry::parse_age(value)
+        .map(|d| d.as_secs())
+        .map_err(|e| e.to_string())
 }

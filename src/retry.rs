@@ -323,6 +323,11 @@ fn parse_duration(value: &str) -> Result<Duration, DurationError> {
     Ok(humantime::parse_duration(value)?)
 }
 
+/// An age given on a command line, in the notation of the retry rules.
+pub fn parse_age(value: &str) -> Result<Duration, DurationError> {
+    parse_duration(value)
+}
+
 /// Formats a duration in exim's compact notation using the largest whole units, e.g.
 /// 90 minutes as `1h30m`. Sub-second parts are dropped since exim cannot express them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

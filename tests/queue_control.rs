@@ -290,6 +290,8 @@ fn log_position(relay: &Relay, needle: &str) -> Option<usize> {
 /// recipient lines, by queue id, and the summary lines under it.
 #[derive(Debug, Default)]
 struct Listing {
+    /// The first line: the whole queue's counts.
+    overview: Option<String>,
     header: Option<String>,
     messages: BTreeMap<String, (String, Vec<String>)>,
     order: Vec<String>,
@@ -304,6 +306,8 @@ fn parse_listing(text: &str) -> Listing {
         if in_summary || line.starts_with("-- ") || line == "Mail queue is empty" {
             in_summary = true;
             l.summary.push(line.to_string());
+        } else if line.starts_with("Queue: ") && l.header.is_none() {
+            l.overview = Some(line.to_string());
         } else if line.starts_with("Queue ID") {
             l.header = Some(line.to_string());
         } else if line.starts_with(' ') {
@@ -446,6 +450,13 @@ fn assert_list_text(relay: &Relay, expect: &[Expected<'_>]) -> Listing {
         "{text}"
     );
     assert_eq!(listing.messages.len(), 3, "{text}");
+    assert!(
+        listing
+            .overview
+            .as_deref()
+            .is_some_and(|o| o.starts_with("Queue: 3 messages, ")),
+        "{text}"
+    );
     for (id, sender, rcpts) in expect {
         let cols = listing.columns(id);
         let (line, rcpt_lines) = listing.message(id);

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use super::{render, Action, Reply, Request, Selection};
+use super::{render, Action, ListFilter, Reply, Request, Selection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -74,6 +74,7 @@ pub fn call(
 pub enum Command {
     List {
         json: bool,
+        filter: ListFilter,
     },
     Show {
         id: String,
@@ -96,7 +97,7 @@ pub enum Command {
 pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool, ClientError> {
     let now = crate::clock::unix_now();
     match command {
-        Command::List { json } => list(socket, json, now, out),
+        Command::List { json, filter } => list(socket, json, &filter, now, out),
         Command::Show { id, json } => show(socket, id, json, now, out),
         Command::Find { query, json } => find(socket, &query, json, now, out),
         Command::Reload => reload(socket, out),
@@ -104,36 +105,58 @@ pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool,
     }
 }
 
-/// `queue list` / mailq: the messages, a summary, the damaged ones, the held
-/// routes.
-fn list(socket: &Path, json: bool, now: u64, out: &mut dyn Write) -> Result<bool, ClientError> {
+/// `queue list` / mailq: the whole queue's overview at once, then the
+/// messages the filter shows, a summary of them, the damaged ones, the held
+/// routes. With `json`, the messages and damaged ones alone, a line each.
+fn list(
+    socket: &Path,
+    json: bool,
+    filter: &ListFilter,
+    now: u64,
+    out: &mut dyn Write,
+) -> Result<bool, ClientError> {
     let mut summary = render::Summary::default();
     let mut first = true;
     let mut holds = Vec::new();
     let mut damaged = Vec::new();
-    call(socket, &Request::List, |reply| match reply {
-        Reply::RouteHeld(h) => {
-            holds.push(h);
-            Ok(())
-        }
-        Reply::Damaged { id, reason } if json => json_line(out, &damaged_json(&id, &reason)),
-        Reply::Damaged { id, reason } => {
-            damaged.push(render::render_damaged(&id, &reason));
-            Ok(())
-        }
-        Reply::Queued(e) if json => json_line(out, &e),
-        Reply::Queued(e) => {
-            if first {
-                out.write_all(render::LIST_HEADER.as_bytes())?;
-                first = false;
+    let mut queued = 0;
+    let listed = call(
+        socket,
+        &Request::List(filter.clone()),
+        |reply| match reply {
+            Reply::Overview(o) if !json => {
+                queued = o.tally.total.messages;
+                out.write_all(render::render_overview(&o, now).as_bytes())?;
+                // Seen now, before the daemon has read a single message.
+                out.flush()
             }
-            summary.add(&e);
-            out.write_all(render::render_entry(&e, now).as_bytes())
-        }
-        _ => Ok(()),
-    })?;
+            Reply::RouteHeld(h) => {
+                holds.push(h);
+                Ok(())
+            }
+            Reply::Damaged { id, reason } if json => json_line(out, &damaged_json(&id, &reason)),
+            Reply::Damaged { id, reason } => {
+                damaged.push(render::render_damaged(&id, &reason));
+                Ok(())
+            }
+            Reply::Queued(e) if json => json_line(out, &e),
+            Reply::Queued(e) => {
+                if first {
+                    out.write_all(render::LIST_HEADER.as_bytes())?;
+                    first = false;
+                }
+                summary.add(&e);
+                out.write_all(render::render_entry(&e, now).as_bytes())
+            }
+            _ => Ok(()),
+        },
+    )?;
     if !json {
-        out.write_all(summary.render(now).as_bytes())?;
+        let matched = !filter.is_empty() || queued > 0;
+        out.write_all(summary.render(now, matched).as_bytes())?;
+        if let Some(limit) = filter.limit.filter(|l| listed >= *l) {
+            writeln!(out, "   (the first {listed} shown: --limit {limit})")?;
+        }
         for d in &damaged {
             out.write_all(d.as_bytes())?;
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::Entry;
+use super::{Entry, Overview};
 use crate::spool::{Finished, State};
 
 /// Running totals for the summary under a listing.
@@ -37,10 +37,16 @@ impl Summary {
         }
     }
 
-    /// The last lines of `mailq`: enough to read a queue of 10,000 at a glance.
-    pub fn render(&self, now: u64) -> String {
-        if self.messages == 0 {
+    /// The last lines of `mailq`: enough to read a queue of 10,000 at a
+    /// glance. `matched` when nothing listed does not mean the queue is
+    /// empty (a filter showed nothing, or the queue has only damaged
+    /// messages).
+    pub fn render(&self, now: u64, matched: bool) -> String {
+        if self.messages == 0 && !matched {
             return "Mail queue is empty\n".into();
+        }
+        if self.messages == 0 {
+            return "-- no queued message shown\n".into();
         }
         let mut out = String::new();
         let oldest = self
@@ -82,6 +88,45 @@ impl Summary {
         }
         out
     }
+}
+
+/// The first line of `mailq` for a queue that is not empty: the whole
+/// queue's counts, from the daemon's counts rather than the listing.
+pub fn render_overview(o: &Overview, now: u64) -> String {
+    let total = o.tally.total;
+    if total.messages == 0 && o.counted && o.damaged == 0 {
+        return String::new();
+    }
+    let mut out = format!(
+        "Queue: {} message{}, {} recipient{} to deliver",
+        total.messages,
+        if total.messages == 1 { "" } else { "s" },
+        total.recipients,
+        if total.recipients == 1 { "" } else { "s" },
+    );
+    if total.held > 0 {
+        let _ = write!(out, ", {} held", total.held);
+    }
+    if o.damaged > 0 {
+        let _ = write!(out, ", {} damaged", o.damaged);
+    }
+    if let Some(at) = o.oldest {
+        let _ = write!(out, "; oldest {} ago", age(now.saturating_sub(at)));
+    }
+    if o.tally.routes.len() > 1 {
+        let routes: Vec<String> = o
+            .tally
+            .routes
+            .iter()
+            .map(|(r, c)| format!("{r} {}", c.messages))
+            .collect();
+        let _ = write!(out, "; by route: {}", routes.join(", "));
+    }
+    if !o.counted {
+        out.push_str(" (still counting the queue after a crash: so far)");
+    }
+    out.push('\n');
+    out
 }
 
 pub const LIST_HEADER: &str =
@@ -333,13 +378,60 @@ mod tests {
     fn summary_counts() {
         let mut s = Summary::default();
         s.add(&entry());
-        let text = s.render(4_600);
+        let text = s.render(4_600, true);
         assert!(
             text.contains("-- 1 message (2.0K), oldest 1h00m ago"),
             "{text}"
         );
         assert!(text.contains("1 deferred"), "{text}");
-        assert_eq!(Summary::default().render(0), "Mail queue is empty\n");
+        assert_eq!(Summary::default().render(0, false), "Mail queue is empty\n");
+        assert_eq!(
+            Summary::default().render(0, true),
+            "-- no queued message shown\n",
+            "a filter that shows nothing does not say the queue is empty"
+        );
+    }
+
+    #[test]
+    fn the_overview_counts_the_whole_queue_in_one_line() {
+        use crate::spool::tally::{Counts, Tally};
+        let counts = |messages, recipients, held| Counts {
+            messages,
+            recipients,
+            held,
+        };
+        let mut o = Overview {
+            tally: Tally {
+                total: counts(1_000_000, 1_000_002, 2),
+                routes: [
+                    ("mailgun".to_string(), counts(999_999, 1_000_001, 2)),
+                    ("o365".to_string(), counts(1, 1, 0)),
+                ]
+                .into(),
+                complete: true,
+            },
+            counted: true,
+            oldest: Some(1_000),
+            damaged: 1,
+        };
+        assert_eq!(
+            render_overview(&o, 4_600),
+            "Queue: 1000000 messages, 1000002 recipients to deliver, 2 held, 1 damaged; \
+             oldest 1h00m ago; by route: mailgun 999999, o365 1\n"
+        );
+        o.counted = false;
+        assert!(render_overview(&o, 4_600).contains("still counting"));
+        let empty = Overview {
+            tally: Tally::default(),
+            counted: true,
+            oldest: None,
+            damaged: 0,
+        };
+        assert_eq!(
+            render_overview(&empty, 0),
+            "",
+            "mailq says the queue is empty"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{Action, Entry, Reply, Request, Selection};
+use super::{Action, Entry, ListFilter, Overview, Reply, Request, Selection};
 use crate::clock::unix_now;
 use crate::delivery::Delivery;
 use crate::metrics::Finish;
@@ -140,7 +140,7 @@ async fn run(
     out: &mut Out,
 ) -> Result<usize, RequestError> {
     match request {
-        Request::List => list(relay, out).await,
+        Request::List(filter) => list(relay, &filter, out).await,
         Request::Show { id } => show(relay, &id, out).await,
         Request::Find { query } => find(relay, query.trim(), out).await,
         Request::Reload => {
@@ -156,17 +156,46 @@ async fn run(
     }
 }
 
-/// Every queued message (damaged ones with their reason), then the held routes.
-async fn list(relay: &Arc<Delivery>, out: &mut Out) -> Result<usize, RequestError> {
+/// The overview from the counts, at once; then the queued messages the
+/// filter shows (damaged ones with their reason), in arrival order, as they
+/// are read; then the held routes.
+async fn list(
+    relay: &Arc<Delivery>,
+    filter: &ListFilter,
+    out: &mut Out,
+) -> Result<usize, RequestError> {
+    let shared = &relay.shared;
+    let gauges = shared.queue_gauges();
+    let overview = Overview {
+        counted: gauges.tally.complete,
+        tally: gauges.tally,
+        oldest: gauges.oldest,
+        damaged: shared.metrics.damaged_count(),
+    };
+    send(out, &Reply::Overview(overview)).await?;
+    out.flush().await?;
+    let now = unix_now();
     let mut n = 0;
-    for env in relay.shared.spool.messages() {
+    for env in shared.spool.messages() {
+        if filter.limit.is_some_and(|limit| n >= limit) {
+            break;
+        }
         let reply = match env {
-            Ok(env) => Reply::Queued(Entry {
-                route: relay.shared.route_name(&env),
-                envelope: env,
-            }),
+            Ok(env) => {
+                let route = shared.route_name(&env);
+                if !filter.matches(&env, &route, now) {
+                    continue;
+                }
+                Reply::Queued(Entry {
+                    route,
+                    envelope: env,
+                })
+            }
             // Listed, so the operator can see it and delete it.
-            Err(StoreError::Damaged { id, reason }) => Reply::Damaged { id, reason },
+            Err(StoreError::Damaged { id, reason }) if filter.shows_damaged() => {
+                Reply::Damaged { id, reason }
+            }
+            Err(StoreError::Damaged { .. }) => continue,
             // A queue that cannot be read must not look empty.
             Err(e) => return Err(e.into()),
         };

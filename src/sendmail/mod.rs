@@ -62,7 +62,13 @@ fn run(args: Vec<OsString>) -> Result<(), Fail> {
     }
     match &inv.mode {
         Mode::NewAliases => Ok(()),
-        Mode::ListQueue => queue(&config, control::client::Command::List { json: false }),
+        Mode::ListQueue => queue(
+            &config,
+            control::client::Command::List {
+                json: false,
+                filter: control::ListFilter::default(),
+            },
+        ),
         Mode::Flush(target) => {
             let selection = match target {
                 FlushTarget::All => Selection {
