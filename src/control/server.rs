@@ -299,21 +299,23 @@ async fn act_on_selection(
     if selection.is_empty() {
         return Err(RequestError::NothingSelected);
     }
-    let ids = select(relay, selection)?;
-    if ids.is_empty() && !selection.ids.is_empty() {
-        return Err(RequestError::NoneFound);
+    if let Some(r) = &selection.route {
+        if !relay.config().routes.contains_key(r) {
+            return Err(RequestError::NoRoute(r.clone()));
+        }
     }
+    let mut ids = Selected::new(relay, selection);
     // A bulk flush (all, a route) skips held messages and messages that
     // left meanwhile, as Postfix does; naming them by id is an error.
     let bulk = selection.all || selection.route.is_some();
     // Several messages at a time, so their writes share group commits (a
     // flush of 100,000 queued messages took 30 s one by one).
-    let mut n = 0;
+    let (mut n, mut selected) = (0, 0);
     let mut in_flight = std::collections::VecDeque::new();
-    let mut ids = ids.into_iter();
     loop {
         while in_flight.len() < ACT_CONCURRENCY {
-            let Some(id) = ids.next() else { break };
+            let Some(id) = ids.next()? else { break };
+            selected += 1;
             let (relay, task_id) = (relay.clone(), id.clone());
             let task = tokio::spawn(async move { act(&relay, &task_id, action).await });
             in_flight.push_back((id, task));
@@ -334,6 +336,9 @@ async fn act_on_selection(
         n += usize::from(ok);
         send(out, &Reply::Acted { id, ok, detail }).await?;
     }
+    if selected == 0 && !selection.ids.is_empty() {
+        return Err(RequestError::NoneFound);
+    }
     Ok(n)
 }
 
@@ -345,33 +350,67 @@ fn envelope_matches(env: &Envelope, q: &str) -> bool {
 /// How many messages a bulk action works on at once.
 const ACT_CONCURRENCY: usize = 64;
 
-fn select(relay: &Delivery, s: &Selection) -> Result<Vec<String>, RequestError> {
-    if !s.all && s.route.is_none() {
-        // Ids named explicitly: each is reported, found or not.
-        return Ok(s.ids.clone());
-    }
-    if let Some(r) = &s.route {
-        if !relay.config().routes.contains_key(r) {
-            return Err(RequestError::NoRoute(r.clone()));
+/// The ids a selection names, in queue order: those given, or every
+/// message (of a route) read a page at a time, so a flush of a million
+/// never holds a million ids.
+struct Selected<'a> {
+    relay: &'a Delivery,
+    selection: &'a Selection,
+    page: std::vec::IntoIter<String>,
+    after: Option<String>,
+    done: bool,
+}
+
+impl<'a> Selected<'a> {
+    fn new(relay: &'a Delivery, selection: &'a Selection) -> Selected<'a> {
+        let bulk = selection.all || selection.route.is_some();
+        Selected {
+            relay,
+            selection,
+            // Ids named explicitly: each is reported, found or not.
+            page: if bulk {
+                Vec::new()
+            } else {
+                selection.ids.clone()
+            }
+            .into_iter(),
+            after: None,
+            done: !bulk,
         }
     }
-    let mut ids = Vec::new();
-    for env in relay.shared.spool.messages() {
-        let env = match env {
-            Ok(env) => env,
-            // A damaged message is on no route and never flushed in bulk;
-            // it is deleted or bounced by its id.
-            Err(StoreError::Damaged { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let wanted = s.all
-            || s.route.as_deref() == Some(relay.shared.route_name(&env).as_str())
-            || s.ids.contains(&env.id);
-        if wanted {
-            ids.push(env.id);
+
+    fn next(&mut self) -> Result<Option<String>, RequestError> {
+        loop {
+            if let Some(id) = self.page.next() {
+                return Ok(Some(id));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let spool = &self.relay.shared.spool;
+            let page = spool.ids_after(self.after.as_deref(), 1000)?;
+            self.done = page.len() < 1000;
+            self.after = page.last().cloned();
+            let mut wanted = Vec::with_capacity(page.len());
+            for id in page {
+                let env = match spool.load(&id) {
+                    Ok(Some(env)) => env,
+                    // Gone meanwhile; or damaged: on no route and never
+                    // flushed in bulk, it is deleted or bounced by its id.
+                    Ok(None) | Err(StoreError::Damaged { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let s = self.selection;
+                if s.all
+                    || s.route.as_deref() == Some(self.relay.shared.route_name(&env).as_str())
+                    || s.ids.contains(&env.id)
+                {
+                    wanted.push(id);
+                }
+            }
+            self.page = wanted.into_iter();
         }
     }
-    Ok(ids)
 }
 
 /// One action on one message, under its claim.

@@ -235,8 +235,8 @@ impl Spool {
         self.recount_needed.store(true, Ordering::Relaxed);
     }
 
-    /// Up to `limit` queued ids after `after`, in order.
-    fn ids_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+    /// Up to `limit` queued ids after `after`, in order (arrival order).
+    pub fn ids_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
         let after = after.map_or_else(Vec::new, records::meta_key);
         let keys = self.store.keys_after(b"m", &after, limit)?;
         Ok(keys
