@@ -288,9 +288,11 @@ async fn reschedule_on_reopen(relay: Arc<Delivery>) {
     while reopened.changed().await.is_ok() {
         // Writes not synced are gone: the counts cannot be trusted.
         relay.shared.spool.recount_later();
-        match relay.shared.load_queue() {
-            Ok(_) => tracing::info!("queue reopened: scheduled again from its due index"),
-            Err(e) => tracing::error!("queue reopened but cannot be read: {e}"),
+        let shared = relay.shared.clone();
+        match tokio::task::spawn_blocking(move || shared.load_queue()).await {
+            Ok(Ok(_)) => tracing::info!("queue reopened: scheduled again from its due index"),
+            Ok(Err(e)) => tracing::error!("queue reopened but cannot be read: {e}"),
+            Err(e) => tracing::error!("queue reopened; scheduling it again failed: {e}"),
         }
         audit(relay.clone()).await;
     }

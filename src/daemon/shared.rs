@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::delivery::scheduler::{Refill, Scheduler};
 use crate::metrics::{Metrics, QueueGauges};
 use crate::oauth::Tokens;
-use crate::spool::{Envelope, Router, Slot, Spool, StoreError};
+use crate::spool::{Envelope, Router, Spool, StoreError};
 
 pub struct Shared {
     /// Replaced whole by a reload; holders of the `Arc` (an open session, an
@@ -81,10 +81,22 @@ impl Shared {
     }
 
     /// Puts a stored message on the schedule (unless it is held), in the
-    /// slot the spool indexes it under.
+    /// slot the spool indexes it under. One indexed elsewhere (written by
+    /// the routing table a reload has just replaced, or not readable now)
+    /// is kept in memory on the route it has now, due then: its attempt's
+    /// write moves its index entry.
     pub fn schedule(&self, env: &Envelope) {
-        if let Some(Slot { route, at }) = self.spool.slot(env) {
-            self.scheduler.schedule(&route, at, env.id.clone());
+        let Some(now) = self.spool.slot(env) else {
+            return;
+        };
+        match self.spool.indexed(&env.id) {
+            Ok(Some(slot)) if slot == now => {
+                self.scheduler
+                    .schedule(&slot.route, slot.at, env.id.clone());
+            }
+            _ => self
+                .scheduler
+                .retry_soon(&now.route, now.at, env.id.clone()),
         }
     }
 
@@ -169,7 +181,13 @@ impl Shared {
     /// message runs after the start ([`Shared::audit`]). Returns the count
     /// of messages queued.
     pub fn load_queue(&self) -> Result<u64, StoreError> {
-        self.scheduler.reset(self.config().routes.keys());
+        // A lane for every route the index has, configured or not: the
+        // refill of one the table no longer has moves its messages on.
+        let mut routes: Vec<String> = self.config().routes.keys().cloned().collect();
+        routes.extend(self.spool.index_routes()?);
+        routes.sort();
+        routes.dedup();
+        self.scheduler.reset(&routes);
         // The first pages now, so that what is due goes out at once.
         self.refill()?;
         self.metrics.set_damaged(self.spool.damaged_count()?);
@@ -231,6 +249,8 @@ impl Shared {
 /// The spool's router for `config`: each message on the route its routing
 /// table gives the message's sender.
 pub fn router(config: &Arc<Config>) -> Router {
+    let fingerprint = format!("{:?}", config.routing);
     let config = config.clone();
     Router::new(move |sender| config.routing.lookup(sender).route.to_string())
+        .with_fingerprint(fingerprint)
 }

@@ -157,12 +157,17 @@ impl Delivery {
         let mut envs = Vec::new();
         let mut changed_at = Vec::new();
         for env in self.shared.spool.messages() {
-            let Ok(mut env) = env else { continue };
+            let Ok(env) = env else { continue };
             if self.shared.route_name(&env) != route {
                 continue;
             }
             // One an attempt still has is left alone: its clock was running.
             let Some(claim) = self.shared.spool.claim(&env.id) else {
+                continue;
+            };
+            // Read again under the claim: an attempt may have changed it
+            // since the scan read it.
+            let Ok(Some(mut env)) = self.shared.spool.load(&env.id) else {
                 continue;
             };
             claimed.push(claim);

@@ -70,7 +70,7 @@ impl Delivery {
         let mut moved = Vec::new();
         let mut claimed = Vec::new();
         for env in self.shared.spool.messages() {
-            let mut env = match env {
+            let env = match env {
                 Ok(env) => env,
                 // Quarantined: on no schedule, whatever the routes.
                 Err(StoreError::Damaged { .. }) => continue,
@@ -90,6 +90,11 @@ impl Delivery {
                 .then(|| self.shared.spool.claim(&env.id))
                 .flatten();
             let Some(claim) = claim else {
+                continue;
+            };
+            // Read again under the claim: an attempt may have changed it
+            // (or finished it) since the scan read it.
+            let Ok(Some(mut env)) = self.shared.spool.load(&env.id) else {
                 continue;
             };
             report.rerouted += 1;

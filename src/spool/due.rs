@@ -12,9 +12,11 @@
 //! which carries the [`Slot`] it was indexed under ([`Meta::due`]), so the
 //! next change knows which entry to replace. In a change applied in order
 //! (see `Changes::in_order`) the new entry goes before the meta record and
-//! the old one is removed after it: whatever prefix a crash leaves, a
-//! queued message is never missing from the index. What it may leave is an
-//! entry too many, which readers drop when the meta record disagrees.
+//! the old one is removed after it, so a crash leaves an entry for the meta
+//! record's due time or an entry too many, which readers drop when the
+//! records disagree. (A crash between the recipient records of a message
+//! of several can leave records due at a time no entry has: the count
+//! after every crash, `Shared::audit`, repairs those.)
 //!
 //! Queues written before the index existed get it built once, at the first
 //! open (see [`Spool::build_due_index`]), marked done by [`BUILT`].
@@ -34,8 +36,10 @@ use super::{Spool, StoreError};
 
 /// The first byte of every index key.
 pub const KIND: u8 = b'w';
-/// Present once the index covers every queued message.
-pub const BUILT: &[u8] = b"xdue-index-built";
+/// Present once the index covers every queued message. (Not the name an
+/// earlier, reverted form of the index used, keyed by due time alone: a
+/// queue it wrote is indexed anew.)
+pub const BUILT: &[u8] = b"xdue-index-by-route";
 /// Messages indexed per write while the index is built.
 const BUILD_BATCH: usize = 1000;
 
@@ -64,15 +68,47 @@ impl Place {
     }
 }
 
+/// Reads a meta record's `due`: a [`Slot`], or None for anything else (the
+/// bare due time the reverted form of the index wrote), which the index's
+/// build and the repairs then replace.
+pub fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Slot>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Due {
+        Slot(Slot),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Due>::deserialize(d)? {
+        Some(Due::Slot(slot)) => Some(slot),
+        _ => None,
+    })
+}
+
 /// The route of a message from its routing sender. Route names never hold
 /// a control character (the configuration refuses them), so a NUL ends one
 /// in a key.
 #[derive(Clone)]
-pub struct Router(Arc<dyn Fn(&str) -> String + Send + Sync>);
+pub struct Router {
+    route_of: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// Tells one routing table from another across a restart (see
+    /// `tally`'s close note): a queue closed under another table is
+    /// checked for messages indexed under a route they no longer have.
+    pub fingerprint: String,
+}
 
 impl Router {
     pub fn new(route_of: impl Fn(&str) -> String + Send + Sync + 'static) -> Router {
-        Router(Arc::new(route_of))
+        Router {
+            route_of: Arc::new(route_of),
+            fingerprint: String::new(),
+        }
+    }
+
+    pub fn with_fingerprint(self, fingerprint: String) -> Router {
+        Router {
+            fingerprint,
+            ..self
+        }
     }
 
     /// Every message on the one route `name`: for tools and tests that
@@ -85,7 +121,7 @@ impl Router {
     /// Where `env` goes now.
     pub fn place(&self, env: &Envelope) -> Place {
         Place {
-            route: (self.0)(&env.route_sender),
+            route: (self.route_of)(&env.route_sender),
             at: if env.held { None } else { env.next_due() },
         }
     }
@@ -171,6 +207,31 @@ impl Spool {
 
     pub(super) fn router(&self) -> std::sync::RwLockReadGuard<'_, Router> {
         self.router.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The routes the index has entries under, configured or not (a
+    /// restart under a table without one of them): one seek a route.
+    pub fn index_routes(&self) -> Result<Vec<String>, StoreError> {
+        let mut routes = Vec::new();
+        let mut after = Vec::new();
+        while let Some(key) = self.store.keys_after(&[KIND], &after, 1)?.pop() {
+            let Some((slot, _)) = parse(&key) else {
+                // Not an entry of ours: step past it.
+                after = key.to_vec();
+                continue;
+            };
+            // Past every key of the route: ids are ASCII, below 0xFF.
+            after = prefix(&slot.route);
+            after.extend_from_slice(&[0xFF; 64]);
+            routes.push(slot.route);
+        }
+        Ok(routes)
+    }
+
+    /// The slot the stored message `id` is indexed under, if any.
+    pub fn indexed(&self, id: &str) -> Result<Option<Slot>, StoreError> {
+        let router = self.router().clone();
+        Ok(self.stored(id, &router)?.due)
     }
 
     /// Up to `limit` index entries of `route` after `after` (due time, id),

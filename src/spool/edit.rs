@@ -27,7 +27,7 @@ pub(super) struct Stored {
 /// The fields of a meta record [`Stored`] needs, without the rest.
 #[derive(Deserialize)]
 struct Light {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::due::lenient")]
     due: Option<Slot>,
     #[serde(default)]
     route: Option<String>,
@@ -91,8 +91,23 @@ impl Edit<'_> {
         Ok(())
     }
 
+    /// Sets message `id` aside as damaged, unless it already is: true if
+    /// newly. Its counts go, read under the same lock as the change.
+    pub fn quarantine(&mut self, id: &str, reason: &str) -> Result<bool, StoreError> {
+        if self.spool.store.contains(&records::damage_key(id))? {
+            return Ok(false);
+        }
+        let before = self.spool.stored(id, self.router)?.share;
+        self.changes.insert(
+            records::damage_key(id),
+            records::capped(reason, 1000).into_bytes(),
+        );
+        self.counted(id, before, None);
+        Ok(true)
+    }
+
     /// A change of counts the records make without [`Edit::put`] or
-    /// [`Edit::remove`] (a quarantine, a discard).
+    /// [`Edit::remove`] (a discard).
     pub fn counted(&mut self, id: &str, before: Option<Share>, after: Option<Share>) {
         if before != after {
             self.counts.push((id.to_string(), before, after));
@@ -152,16 +167,18 @@ impl Spool {
 
     /// Where the stored message `id` stands, from its meta record (and,
     /// for a record written before the counts, its recipients and
-    /// `router`).
+    /// `router`). A quarantined message is not counted.
     pub(super) fn stored(&self, id: &str, router: &Router) -> Result<Stored, StoreError> {
         let Some(meta) = self.store.get(&records::meta_key(id))? else {
             return Ok(Stored::default());
         };
+        let damaged = self.store.contains(&records::damage_key(id))?;
         let Ok(light) = serde_json::from_slice::<Light>(&meta) else {
             // Undecodable: not counted (it is quarantined when read).
             return Ok(Stored::default());
         };
         let share = match (light.route, light.pending) {
+            _ if damaged => None,
             (Some(route), Some(pending)) => Some(Share {
                 route,
                 pending,
@@ -182,9 +199,6 @@ impl Spool {
     /// What message `id` adds to the counts: nothing if it is gone or
     /// quarantined.
     pub(super) fn share_of(&self, id: &str, router: &Router) -> Result<Option<Share>, StoreError> {
-        if self.store.contains(&records::damage_key(id))? {
-            return Ok(None);
-        }
         Ok(self.stored(id, router)?.share)
     }
 }

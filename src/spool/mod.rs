@@ -93,6 +93,8 @@ pub struct Spool {
     tallies: Arc<tally::Tallies>,
     /// The counts must be made again (see [`Spool::recount`]).
     recount_needed: Arc<AtomicBool>,
+    /// Held while the queue is counted again: one count at a time.
+    recounting: Arc<std::sync::Mutex<()>>,
     /// Stores the counts when the last clone goes.
     _closer: Arc<tally::Closer>,
 }
@@ -112,15 +114,22 @@ impl Spool {
         body::prepare(path)?;
         let tallies = Arc::<tally::Tallies>::default();
         let recount_needed = Arc::new(AtomicBool::new(false));
+        let router = Arc::new(RwLock::new(router));
         let spool = Spool {
-            _closer: Arc::new(tally::Closer::new(&store, &tallies, &recount_needed)),
+            _closer: Arc::new(tally::Closer::new(
+                &store,
+                &router,
+                &tallies,
+                &recount_needed,
+            )),
             store,
             claims: Arc::default(),
             file_bytes: Arc::default(),
             writing: Arc::default(),
-            router: Arc::new(RwLock::new(router)),
+            router,
             tallies,
             recount_needed,
+            recounting: Arc::default(),
         };
         let upgraded = upgrade::run(&spool.store)?;
         if upgraded > 0 {
@@ -327,20 +336,12 @@ impl Spool {
     /// true if newly marked. Durable with the next commit (found again at
     /// the next read if lost to a crash).
     pub fn mark_damaged(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
-        if self.store.contains(&records::damage_key(id))? {
-            return Ok(false);
-        }
-        let router = self.router().clone();
-        let before = self.share_of(id, &router)?;
+        let mut marked = false;
         self.apply_edit(Changes::new(), |e| {
-            e.changes.insert(
-                records::damage_key(id),
-                records::capped(reason, 1000).into_bytes(),
-            );
-            e.counted(id, before, None);
+            marked = e.quarantine(id, reason)?;
             Ok(())
         })?;
-        Ok(true)
+        Ok(marked)
     }
 
     /// The arrival of the oldest queued message (ids sort by arrival):
@@ -524,17 +525,8 @@ impl Spool {
 
     /// Sets a damaged message aside: listed with `reason`, never tried again.
     pub async fn quarantine(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        let router = self.router().clone();
-        let before = self.share_of(id, &router)?;
-        self.write_edit(Changes::new(), |e| {
-            e.changes.insert(
-                records::damage_key(id),
-                records::capped(reason, 1000).into_bytes(),
-            );
-            e.counted(id, before, None);
-            Ok(())
-        })
-        .await
+        self.write_edit(Changes::new(), |e| e.quarantine(id, reason).map(|_| ()))
+            .await
     }
 
     /// Removes every record of a message, whatever state they are in: the way
@@ -542,8 +534,7 @@ impl Spool {
     pub async fn discard(&self, id: &str) -> Result<bool, StoreError> {
         let mut changes = Changes::in_order();
         let router = self.router().clone();
-        let was = self.stored(id, &router).unwrap_or_default();
-        let before = self.share_of(id, &router).unwrap_or_default();
+        let was = self.stored(id, &router)?;
         // The marks that make it a message go first, as in any removal.
         for key in [records::meta_key(id), records::legacy_key(id)] {
             changes.remove(key);
@@ -560,6 +551,9 @@ impl Spool {
         }
         changes.remove(records::damage_key(id));
         self.write_edit(changes, |e| {
+            // Read again under the counts' lock: a quarantine may have
+            // counted it out meanwhile.
+            let before = self.share_of(id, &router)?;
             e.counted(id, before, None);
             Ok(())
         })

@@ -74,7 +74,11 @@ pub struct Meta {
     pub only: Option<Recipient>,
     /// Where the message is indexed (see `spool::due`): None when held or
     /// finished, and in records written before the index.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::due::lenient"
+    )]
     pub due: Option<super::due::Slot>,
     /// The route the message is counted under (see `spool::tally`), and
     /// how many of its recipients are still to deliver: None in records

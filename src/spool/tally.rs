@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use super::due::Router;
 use super::envelope::Envelope;
 use super::records;
 use super::store::Store;
@@ -109,7 +110,22 @@ impl Tally {
 struct Walk {
     /// The last id counted.
     passed: Option<String>,
+    /// The last id of the page being counted, and those of its ids not
+    /// counted yet: a message accepted meanwhile with an id inside the
+    /// page (ids are taken when a message begins, so they arrive out of
+    /// order) is not in it, and the walk would never see it.
+    page_end: Option<String>,
+    ahead: std::collections::HashSet<String>,
     counted: Tally,
+}
+
+impl Walk {
+    /// Whether a change of message `id` is one the walk will not see.
+    fn behind(&self, id: &str) -> bool {
+        let passed = self.passed.as_deref().is_some_and(|p| id <= p);
+        let in_page = self.page_end.as_deref().is_some_and(|e| id <= e);
+        passed || (in_page && !self.ahead.contains(id))
+    }
 }
 
 #[derive(Default)]
@@ -131,7 +147,7 @@ impl Counting<'_> {
     pub fn change(&mut self, id: &str, before: Option<&Share>, after: Option<&Share>) {
         self.0.tally.change(before, after);
         if let Some(walk) = &mut self.0.walk {
-            if walk.passed.as_deref().is_some_and(|p| id <= p) {
+            if walk.behind(id) {
                 walk.counted.change(before, after);
             }
         }
@@ -169,8 +185,15 @@ impl Tallies {
     fn begin_walk(&self) {
         self.lock().walk = Some(Walk {
             passed: None,
+            page_end: None,
+            ahead: Default::default(),
             counted: Tally::default(),
         });
+    }
+
+    /// A walk that failed: the counts stay what the changes made them.
+    fn abandon_walk(&self) {
+        self.lock().walk = None;
     }
 
     fn end_walk(&self) {
@@ -182,19 +205,34 @@ impl Tallies {
     }
 }
 
+/// What a clean close keeps for the next open.
+#[derive(Serialize, Deserialize)]
+struct Note {
+    tally: Tally,
+    /// The routing table's [`Router::fingerprint`].
+    routing: String,
+}
+
 /// Hands the counts to the store's clean close as the last clone of the
 /// spool goes, for the next open: unless they are incomplete. A store that
 /// does not close cleanly leaves no marker, and the next open counts again.
 pub(super) struct Closer {
     store: Store,
+    router: Arc<std::sync::RwLock<Router>>,
     tallies: Arc<Tallies>,
     recount_needed: Arc<AtomicBool>,
 }
 
 impl Closer {
-    pub fn new(store: &Store, tallies: &Arc<Tallies>, recount_needed: &Arc<AtomicBool>) -> Closer {
+    pub fn new(
+        store: &Store,
+        router: &Arc<std::sync::RwLock<Router>>,
+        tallies: &Arc<Tallies>,
+        recount_needed: &Arc<AtomicBool>,
+    ) -> Closer {
         Closer {
             store: store.clone(),
+            router: router.clone(),
             tallies: tallies.clone(),
             recount_needed: recount_needed.clone(),
         }
@@ -207,20 +245,34 @@ impl Drop for Closer {
         if !tally.complete || self.recount_needed.load(Ordering::Relaxed) {
             return;
         }
+        let note = Note {
+            tally,
+            routing: self
+                .router
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .fingerprint
+                .clone(),
+        };
         // Serializing a plain struct of strings and integers cannot fail.
         self.store
-            .set_close_note(serde_json::to_vec(&tally).unwrap_or_default());
+            .set_close_note(serde_json::to_vec(&note).unwrap_or_default());
     }
 }
 
 impl Spool {
-    /// Takes back the counts the last clean close kept; without them, the
-    /// queue is to be counted again (an empty queue needs no count).
+    /// Takes back the counts the last clean close kept; without them, or
+    /// if the queue was closed under another routing table (messages may
+    /// be indexed under a route they no longer have), the queue is to be
+    /// counted again, and checked (an empty queue needs neither).
     pub(super) fn restore_tally(&self) -> Result<(), StoreError> {
+        let fingerprint = self.router().fingerprint.clone();
         let restored = self
             .store
             .close_note()
-            .and_then(|v| serde_json::from_slice::<Tally>(v).ok());
+            .and_then(|v| serde_json::from_slice::<Note>(v).ok())
+            .filter(|n| n.routing == fingerprint)
+            .map(|n| n.tally);
         match restored {
             Some(tally) => self.tallies.restore(tally),
             None if self.ids_after(None, 1)?.is_empty() => self.tallies.restore(Tally::default()),
@@ -258,18 +310,43 @@ impl Spool {
 
     /// Counts the queue again, while it is in use: see the module's
     /// documentation. `visit` sees each queued id first (the daemon repairs
-    /// the message's index entry there). Blocking: reads every message.
+    /// the message's index entry there). One count at a time; one that
+    /// fails leaves the counts to be made again. Blocking: reads every
+    /// message.
     pub fn recount(&self, mut visit: impl FnMut(&str)) -> Result<(), StoreError> {
+        let _one = self.recounting.lock().unwrap_or_else(|p| p.into_inner());
         self.recount_needed.store(false, Ordering::Relaxed);
         self.tallies.begin_walk();
+        let walked = self.walk(&mut visit);
+        match &walked {
+            Ok(()) => self.tallies.end_walk(),
+            Err(_) => {
+                self.tallies.abandon_walk();
+                self.recount_later();
+            }
+        }
+        walked
+    }
+
+    fn walk(&self, visit: &mut impl FnMut(&str)) -> Result<(), StoreError> {
         // Taken before the counts' lock, as a change takes them.
         let router = self.router().clone();
-        let mut after = None::<String>;
         loop {
-            let ids = self.ids_after(after.as_deref(), 1000)?;
-            let Some(last) = ids.last().cloned() else {
-                break;
+            // The page is read under the counts' lock, so every change is
+            // either in it (ahead, counted when reached) or not (behind).
+            let ids = {
+                let mut state = self.tallies.lock();
+                let Some(walk) = state.walk.as_mut() else {
+                    return Ok(());
+                };
+                let ids = self.ids_after(walk.passed.as_deref(), 1000)?;
+                walk.page_end = ids.last().cloned();
+                walk.ahead = ids.iter().cloned().collect();
+                ids
             };
+            if ids.is_empty() {
+                return Ok(());
+            }
             for id in ids {
                 visit(&id);
                 // Under the lock, so no change of the message slips between
@@ -280,13 +357,11 @@ impl Spool {
                     if let Some(s) = &share {
                         walk.counted.add(s, 1);
                     }
+                    walk.ahead.remove(&id);
                     walk.passed = Some(id);
                 }
             }
-            after = Some(last);
         }
-        self.tallies.end_walk();
-        Ok(())
     }
 }
 

@@ -32,6 +32,20 @@ fn keys_sort_by_route_then_due_time_and_parse_back() {
     assert_eq!(parse(&key(&d(1), "")), None);
 }
 
+#[test]
+fn a_meta_record_of_the_reverted_index_still_reads() {
+    #[derive(serde::Deserialize)]
+    struct M {
+        #[serde(default, deserialize_with = "lenient")]
+        due: Option<Slot>,
+    }
+    let read = |json: &str| serde_json::from_str::<M>(json).unwrap().due;
+    assert_eq!(read(r#"{"due":42}"#), None);
+    assert_eq!(read(r#"{}"#), None);
+    assert_eq!(read(r#"{"due":null}"#), None);
+    assert_eq!(read(r#"{"due":{"route":"r","at":42}}"#), Some(on("r", 42)));
+}
+
 fn envelope(spool: &Spool, recipients: usize, at: u64) -> Envelope {
     let sender = if at.is_multiple_of(2) {
         "a@example.com"

@@ -17,23 +17,46 @@ fn a_walk_counts_changes_behind_it_and_leaves_those_ahead() {
     t.restore(Tally::default());
     t.begin_walk();
     assert!(!t.snapshot().complete);
-    // The walk passes "A" (one message, 2 recipients on "r").
+    // The page read: "A" and "C". The walk passes "A" (one message, 2
+    // recipients on "r").
     {
         let mut state = t.lock();
         let walk = state.walk.as_mut().unwrap();
+        walk.page_end = Some("C".into());
+        walk.ahead = ["A".to_string(), "C".to_string()].into();
         walk.counted.add(&share("r", 2, false), 1);
+        walk.ahead.remove("A");
         walk.passed = Some("A".into());
     }
-    // "A" is delivered (behind the walk); "B" is accepted (ahead of it).
+    // "A" is delivered (behind the walk); "B" is accepted inside the page
+    // but not in it (its id was taken before "C"'s): the walk will not see
+    // it. "C" changes ahead of the walk, "D" after the page.
     t.counting().change("A", Some(&share("r", 2, false)), None);
     t.counting().change("B", None, Some(&share("r", 1, false)));
-    assert_eq!(t.snapshot().total.messages, 0, "A gone, B not reached");
-    // The walk reaches "B" and sees it as it is now.
+    t.counting().change(
+        "C",
+        Some(&share("r", 1, false)),
+        Some(&share("r", 3, false)),
+    );
+    t.counting().change("D", None, Some(&share("r", 1, false)));
+    assert_eq!(t.snapshot().total.messages, 1, "A gone, B counted");
+    // The walk reaches "C" and sees it as it is now.
     {
         let mut state = t.lock();
         let walk = state.walk.as_mut().unwrap();
+        walk.counted.add(&share("r", 3, false), 1);
+        walk.ahead.remove("C");
+        walk.passed = Some("C".into());
+    }
+    // The next page: "D", seen as it is now.
+    {
+        let mut state = t.lock();
+        let walk = state.walk.as_mut().unwrap();
+        walk.page_end = Some("D".into());
+        walk.ahead = ["D".to_string()].into();
         walk.counted.add(&share("r", 1, false), 1);
-        walk.passed = Some("B".into());
+        walk.ahead.remove("D");
+        walk.passed = Some("D".into());
     }
     t.end_walk();
     let tally = t.snapshot();
@@ -41,8 +64,8 @@ fn a_walk_counts_changes_behind_it_and_leaves_those_ahead() {
     assert_eq!(
         tally.total,
         Counts {
-            messages: 1,
-            recipients: 1,
+            messages: 3,
+            recipients: 5,
             held: 0
         }
     );
