@@ -240,21 +240,24 @@ impl Spool {
         let Some(meta) = self.store.get(&records::meta_key(id))? else {
             return Ok(None);
         };
-        self.assemble(id, &meta).map(Some)
+        self.assemble(id, &meta)
     }
 
     /// What is still readable of a quarantined message's envelope (its body
     /// may be what is lost), for a bounce that can still tell its sender.
     pub fn readable_envelope(&self, id: &str) -> Option<Envelope> {
         let meta = self.store.get(&records::meta_key(id)).ok()??;
-        self.assemble(id, &meta).ok()
+        self.assemble(id, &meta).ok().flatten()
     }
 
-    fn assemble(&self, id: &str, meta: &[u8]) -> Result<Envelope, StoreError> {
+    /// The envelope of message `id` from its meta record and recipient
+    /// records; None if it left the queue while they were read (a removal
+    /// takes the meta record first, then the rest).
+    fn assemble(&self, id: &str, meta: &[u8]) -> Result<Option<Envelope>, StoreError> {
         let mut meta: Meta = serde_json::from_slice(meta)
             .map_err(|e| damaged(id, format!("its envelope does not decode: {e}")))?;
         if let Some(only) = meta.only.take() {
-            return Ok(meta.into_envelope(id, vec![only]));
+            return Ok(Some(meta.into_envelope(id, vec![only])));
         }
         let expected = meta.recipients as usize;
         let mut recipients = Vec::with_capacity(expected.min(4096));
@@ -267,13 +270,16 @@ impl Spool {
             recipients.push(r);
         }
         if recipients.len() != expected {
+            if self.store.get(&records::meta_key(id))?.is_none() {
+                return Ok(None);
+            }
             let missing = expected.saturating_sub(recipients.len());
             return Err(damaged(
                 id,
                 format!("{missing} of its {expected} recipient records are missing"),
             ));
         }
-        Ok(meta.into_envelope(id, recipients))
+        Ok(Some(meta.into_envelope(id, recipients)))
     }
 
     /// Whether every part of the message's body is there, at its size,
@@ -314,7 +320,7 @@ impl Spool {
             if marked_ids.contains(&id) {
                 return None;
             }
-            Some(self.assemble(&id, &meta))
+            self.assemble(&id, &meta).transpose()
         });
         marked
             .into_iter()

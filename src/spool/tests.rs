@@ -585,3 +585,29 @@ async fn one_recipient_lives_in_the_meta_record() {
     assert_eq!(keys(&store, b"m"), 1);
     assert!(store.load(&two.id).unwrap().is_some());
 }
+
+/// A listing that reads a message as it leaves the queue (its meta record
+/// read, then some of its recipient records gone) skips it: it is not
+/// damaged. One whose meta record is still there with records missing is.
+#[tokio::test]
+async fn a_message_leaving_while_read_is_not_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut env = envelope(&spool);
+    env.recipients = (0..3)
+        .map(|i| Recipient::new(format!("r{i}@example.net"), 100))
+        .collect();
+    spool.accept_bytes(&mut env, &[], b"x\r\n").await.unwrap();
+    let meta = spool.store().get(&meta_key(&env.id)).unwrap().unwrap();
+    let mut c = Changes::new();
+    c.remove(recipient_key(&env.id, 1));
+    spool.store().apply(c).unwrap();
+    assert!(matches!(
+        spool.assemble(&env.id, &meta),
+        Err(StoreError::Damaged { .. })
+    ));
+    let mut c = Changes::new();
+    c.remove(meta_key(&env.id));
+    spool.store().apply(c).unwrap();
+    assert!(spool.assemble(&env.id, &meta).unwrap().is_none());
+}
