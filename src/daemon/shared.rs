@@ -26,6 +26,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Held while a refill of the schedule reads the index: one at a time.
     refilling: std::sync::Mutex<()>,
+    /// What the last crash left has been swept (once a start).
+    swept: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -38,6 +40,7 @@ impl Shared {
             spool,
             tokens,
             refilling: std::sync::Mutex::new(()),
+            swept: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -201,6 +204,14 @@ impl Shared {
     /// twice: a message is repaired only under its claim, and one an
     /// attempt holds is written by that attempt's end. Blocking.
     pub fn audit(&self) -> Result<(), StoreError> {
+        if self.spool.crashed() && !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let removed = self.spool.sweep_orphans()?;
+            if removed > 0 {
+                tracing::info!(
+                    "queue: removed {removed} record(s) left without a message by a crash"
+                );
+            }
+        }
         if !self.spool.needs_recount() {
             return Ok(());
         }

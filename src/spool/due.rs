@@ -28,7 +28,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::envelope::Envelope;
-use super::records;
 use super::store::Changes;
 use super::tally::Share;
 use super::writes::put_meta;
@@ -287,29 +286,6 @@ impl Spool {
             e.put(env, Some(&[]))
         })?;
         Ok(true)
-    }
-
-    /// Removes index entries whose message is gone: what an in-order change
-    /// cut short by a crash leaves behind.
-    pub(super) fn sweep_due_orphans(&self, changes: &mut Changes) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for k in self.store.scan_keys(&[KIND]) {
-            let k = k?;
-            let Some((_, id)) = parse(&k) else {
-                continue;
-            };
-            let gone = [records::meta_key(&id), records::damage_key(&id)]
-                .iter()
-                .map(|m| self.store.get(m).map(|v| v.is_none()))
-                .collect::<Result<Vec<bool>, _>>()?
-                .into_iter()
-                .all(|none| none);
-            if gone {
-                changes.remove(k);
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 
     /// Indexes every queued message of a queue written before the index

@@ -140,14 +140,7 @@ impl Spool {
             tracing::info!("queue: {indexed} message(s) indexed by due time");
         }
         spool.restore_tally()?;
-        if spool.store.crashed() {
-            let removed = spool.sweep_orphans()?;
-            if removed > 0 {
-                tracing::info!(
-                    "queue: removed {removed} record(s) left without a message by a crash"
-                );
-            }
-        }
+        // What a crash left behind is swept after the start (see `sweep`).
         spool.sweep_bodies()?;
         Ok(spool)
     }

@@ -192,7 +192,7 @@ async fn an_older_segment_size_is_kept() {
         db.flush().unwrap();
     }
     assert_eq!(store::persisted_segment_size(dir.path()), Some(8 << 20));
-    let store = Spool::open(dir.path(), 1 << 20).unwrap();
+    let store = when_released(|| Spool::open(dir.path(), 1 << 20));
     let mut env = envelope(&store);
     store
         .accept_bytes(&mut env, &[], b"Subject: old queue\r\n\r\nhi\r\n")
@@ -280,9 +280,13 @@ async fn in_order_changes_and_the_orphan_sweep() {
         assert!(!marker.exists());
         assert_eq!(keys(&store, b"b"), 5);
     }
-    // After a crash (no marker) the orphan goes, the queued message stays.
+    // After a crash (no marker) the sweep the daemon runs once it is
+    // ready removes the orphan; the queued message stays.
     std::fs::remove_file(&marker).unwrap();
     let store = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert!(store.crashed());
+    assert_eq!(keys(&store, b"b"), 5, "nothing swept before the start ends");
+    assert_eq!(store.sweep_orphans().unwrap(), 3);
     assert_eq!(keys(&store, b"b"), 3);
     assert_eq!(keys(&store, b"t"), 0);
     assert!(store.load(&orphan_id).unwrap().is_none());
