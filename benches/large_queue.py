@@ -116,7 +116,8 @@ def restart(relay, work, say):
 
 
 def first_line_after(cmd):
-    """Runs `cmd`; seconds until its first line of output, and until it ends."""
+    """Runs `cmd`; seconds until its first line of output, and until it
+    ends (None, None if it fails: a binary from before `--limit`)."""
     t = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     proc.stdout.readline()
@@ -124,8 +125,12 @@ def first_line_after(cmd):
     for _ in proc.stdout:
         pass
     if proc.wait() != 0:
-        b.die(f"{' '.join(cmd)} failed")
+        return None, None
     return first, time.monotonic() - t
+
+
+def secs(value, digits):
+    return "n/a" if value is None else f"{value:.{digits}f} s"
 
 
 def mailq(relay, binary, say):
@@ -134,8 +139,8 @@ def mailq(relay, binary, say):
     with b.PeakRss(relay.pid()) as rss:
         summary, whole = first_line_after(listing)
         _, hundred = first_line_after(listing + ["--limit", "100"])
-    say(f"`queue list` with {relay.queued()} queued: summary line after {summary:.3f} s, "
-        f"the whole listing {whole:.1f} s; `--limit 100` {hundred:.3f} s; "
+    say(f"`queue list` with {relay.queued()} queued: first line after {secs(summary, 3)}, "
+        f"the whole listing {secs(whole, 1)}; `--limit 100` {secs(hundred, 3)}; "
         f"relay's peak RSS meanwhile {rss.peak / MiB:.1f} MiB")
     say()
 
