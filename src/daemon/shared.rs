@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::delivery::scheduler::{Refill, Scheduler};
 use crate::metrics::{Metrics, QueueGauges};
 use crate::oauth::Tokens;
-use crate::spool::{Envelope, Router, Spool, StoreError};
+use crate::spool::{Envelope, Router, Slot, Spool, Standing, StoreError};
 
 pub struct Shared {
     /// Replaced whole by a reload; holders of the `Arc` (an open session, an
@@ -127,19 +127,19 @@ impl Shared {
         let last = page.last().cloned();
         let mut found = Vec::with_capacity(page.len());
         for (at, id) in page {
-            let env = match self.spool.load(&id) {
-                Ok(Some(env)) if env.next_due() == Some(at) && !env.held => env,
-                // Stale (moved on or gone): not for the schedule.
-                Ok(_) => continue,
-                Err(StoreError::Damaged { id, reason }) => {
-                    self.quarantined(&id, &reason)?;
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let slot = Slot {
+                route: refill.route.clone(),
+                at,
             };
-            match self.spool.slot(&env) {
-                Some(slot) if slot.route == refill.route => found.push((at, id)),
-                _ => self.move_on(&env)?,
+            match self.spool.standing(&id, &slot)? {
+                Standing::Stands => found.push((at, id)),
+                Standing::Stale => {}
+                Standing::Elsewhere | Standing::Unreadable => match self.spool.load(&id) {
+                    Ok(Some(env)) => self.move_on(&env)?,
+                    Ok(None) => {}
+                    Err(StoreError::Damaged { id, reason }) => self.quarantined(&id, &reason)?,
+                    Err(e) => return Err(e),
+                },
             }
         }
         Ok(self.scheduler.refilled(refill, found, last, complete))

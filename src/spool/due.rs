@@ -117,6 +117,11 @@ impl Router {
         Router::new(move |_| name.clone())
     }
 
+    /// The route of messages from `route_sender`.
+    pub fn route_of(&self, route_sender: &str) -> String {
+        (self.route_of)(route_sender)
+    }
+
     /// Where `env` goes now.
     pub fn place(&self, env: &Envelope) -> Place {
         Place {

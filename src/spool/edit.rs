@@ -35,6 +35,22 @@ struct Light {
     pending: Option<u64>,
     #[serde(default)]
     held: bool,
+    #[serde(default)]
+    route_sender: String,
+}
+
+/// Whether an index entry a refill read still stands, from the message's
+/// meta record alone (a page of thousands is read at a time).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// The message is due then, on that route.
+    Stands,
+    /// Left, moved on, held or quarantined: not for the schedule.
+    Stale,
+    /// Indexed there, but the routing table in force sends it elsewhere.
+    Elsewhere,
+    /// Its meta record does not decode: the caller reads it whole.
+    Unreadable,
 }
 
 pub(super) struct Edit<'a> {
@@ -193,6 +209,28 @@ impl Spool {
         Ok(Stored {
             due: light.due,
             share,
+        })
+    }
+
+    /// Whether the index entry of message `id` at `slot` stands.
+    pub fn standing(&self, id: &str, slot: &Slot) -> Result<Standing, StoreError> {
+        let Some(meta) = self.store.get(&records::meta_key(id))? else {
+            return Ok(Standing::Stale);
+        };
+        if self.store.contains(&records::damage_key(id))? {
+            return Ok(Standing::Stale);
+        }
+        let Ok(light) = serde_json::from_slice::<Light>(&meta) else {
+            return Ok(Standing::Unreadable);
+        };
+        if light.held || light.due.as_ref() != Some(slot) {
+            return Ok(Standing::Stale);
+        }
+        let route = self.router().route_of(&light.route_sender);
+        Ok(if route == slot.route {
+            Standing::Stands
+        } else {
+            Standing::Elsewhere
         })
     }
 

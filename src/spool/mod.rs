@@ -60,6 +60,7 @@ use std::time::Duration;
 pub use body::{BodyReader, BodyWriter};
 pub use claims::Claim;
 pub use due::{Place, Router, Slot};
+pub use edit::Standing;
 pub use envelope::{Ending, Envelope, Recipient, State};
 pub use history::Finished;
 use store::Store;
