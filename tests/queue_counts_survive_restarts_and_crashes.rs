@@ -10,26 +10,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{http, metrics_addr, Relay};
+use common::{block_routes, http, metrics_addr, Relay, TWO_ROUTES};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-const CONFIG: &str = r#"retry = "F,1h,1h"
-[[route]]
-name = "blocked"
-type = "directory"
-path = "{dir}/out"
-[[route]]
-name = "other"
-type = "directory"
-path = "{dir}/other"
-[routing]
-default = "blocked"
-[routing.senders]
-"other.example" = "other"
-[metrics]
-listen = "127.0.0.1:0"
-"#;
 
 /// The queue gauges: name{labels} -> value.
 fn gauges(relay: &Relay) -> BTreeMap<String, f64> {
@@ -68,11 +51,8 @@ fn expect_counts(relay: &Relay, when: &str) {
 
 #[test]
 fn queue_gauges_stay_exact_through_restarts_and_a_crash() {
-    let mut relay = Relay::start_with(CONFIG, &[], |dir| {
-        // Files where the capture directories go: every attempt defers.
-        std::fs::write(dir.join("out"), b"blocked").expect("block the route");
-        std::fs::write(dir.join("other"), b"blocked").expect("block the route");
-    });
+    let config = format!("{TWO_ROUTES}[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let mut relay = Relay::start_with(&config, &[], block_routes);
     let body = b"Subject: counted\r\n\r\ncounted\r\n";
     let mut ids = Vec::new();
     for to in [
@@ -113,13 +93,5 @@ fn queue_gauges_stay_exact_through_restarts_and_a_crash() {
 }
 
 fn queue(relay: &Relay, args: &[&str]) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smarthost"))
-        .arg("queue")
-        .arg("--config")
-        .arg(&relay.config_path)
-        .args(args)
-        .env_remove("SMARTHOST_CONFIG")
-        .output()
-        .expect("run smarthost queue");
-    assert!(out.status.success(), "queue {args:?}: {out:?}");
+    relay.queue_ok(args);
 }

@@ -5,40 +5,15 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::Relay;
+use common::{block_routes, Relay, TWO_ROUTES};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const BLOCKED: usize = 30;
 
-const CONFIG: &str = r#"retry = "F,1h,1h"
-[[route]]
-name = "blocked"
-type = "directory"
-path = "{dir}/out"
-[[route]]
-name = "other"
-type = "directory"
-path = "{dir}/other"
-[routing]
-default = "blocked"
-[routing.senders]
-"other.example" = "other"
-"#;
-
 fn queue(relay: &Relay, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_smarthost"))
-        .arg("queue")
-        .arg("--config")
-        .arg(&relay.config_path)
-        .args(args)
-        .env_remove("SMARTHOST_CONFIG")
-        .output()
-        .expect("run smarthost queue");
-    assert!(out.status.success(), "queue {args:?}: {out:?}");
-    String::from_utf8(out.stdout).expect("UTF-8")
+    relay.queue_ok(args)
 }
 
 /// The queue ids of the message lines of a listing.
@@ -49,16 +24,9 @@ fn listed(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Files where the capture directories go: every attempt defers.
-fn block_routes(dir: &std::path::Path) {
-    for route in ["out", "other"] {
-        std::fs::write(dir.join(route), b"blocked").expect("block the route");
-    }
-}
-
 #[test]
 fn a_big_queue_lists_the_part_asked_for() {
-    let relay = Relay::start_with(CONFIG, &[], block_routes);
+    let relay = Relay::start_with(TWO_ROUTES, &[], block_routes);
     let body = b"Subject: listed\r\n\r\nlisted\r\n";
     let ids: Vec<String> = (0..BLOCKED)
         .map(|n| {

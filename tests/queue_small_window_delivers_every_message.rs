@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{captured, Relay};
@@ -16,20 +15,7 @@ const MESSAGES: usize = 24;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn queue(relay: &Relay, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_smarthost"))
-        .arg("queue")
-        .arg("--config")
-        .arg(&relay.config_path)
-        .args(args)
-        .env_remove("SMARTHOST_CONFIG")
-        .output()
-        .expect("run smarthost queue");
-    assert!(
-        out.status.success(),
-        "queue {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    relay.queue_ok(args);
 }
 
 /// The queue ids of the captured messages, in capture order.

@@ -99,6 +99,31 @@ path = "{dir}/out"
 default = "capture"
 "#;
 
+/// Two capture routes, "blocked" (the default) and "other" (senders at
+/// other.example), retried hourly: with [`block_routes`] before the start,
+/// every attempt defers and the queue keeps what is sent.
+pub const TWO_ROUTES: &str = r#"retry = "F,1h,1h"
+[[route]]
+name = "blocked"
+type = "directory"
+path = "{dir}/out"
+[[route]]
+name = "other"
+type = "directory"
+path = "{dir}/other"
+[routing]
+default = "blocked"
+[routing.senders]
+"other.example" = "other"
+"#;
+
+/// Files where [`TWO_ROUTES`]' capture directories go.
+pub fn block_routes(dir: &Path) {
+    for route in ["out", "other"] {
+        std::fs::write(dir.join(route), b"blocked").expect("block the route");
+    }
+}
+
 /// [`CAPTURE_ROUTE`] under the name the security tests use.
 pub const CAPTURE: &str = CAPTURE_ROUTE;
 
@@ -333,16 +358,34 @@ impl Relay {
         id
     }
 
-    /// `smarthost queue list --json`: one JSON object per queued message, or the
-    /// command's error output.
-    pub fn queue_json(&self) -> Result<Vec<serde_json::Value>, String> {
-        let out = Command::new(env!("CARGO_BIN_EXE_smarthost"))
+    /// `smarthost queue ARGS...` against this relay.
+    pub fn queue_cmd(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new(env!("CARGO_BIN_EXE_smarthost"))
             .arg("queue")
             .arg("--config")
             .arg(&self.config_path)
-            .args(["list", "--json"])
+            .args(args)
             .env_remove("SMARTHOST_CONFIG")
             .output()
+    }
+
+    /// [`Relay::queue_cmd`] that must succeed: its standard output.
+    pub fn queue_ok(&self, args: &[&str]) -> String {
+        let out = self.queue_cmd(args).expect("run smarthost queue");
+        assert!(
+            out.status.success(),
+            "queue {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `smarthost queue list --json`: one JSON object per queued message, or the
+    /// command's error output.
+    pub fn queue_json(&self) -> Result<Vec<serde_json::Value>, String> {
+        let out = self
+            .queue_cmd(&["list", "--json"])
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
