@@ -137,17 +137,39 @@ fn share(env: &Envelope, place: &Place) -> Share {
 
 impl Spool {
     /// Builds a change with the router in force and applies it, the router
-    /// and the counts held throughout (see [`Spool::set_router`] and
-    /// `tally`); the generation it went to, for the commit. The counts
-    /// follow only a change that applied; one that failed halfway is
-    /// counted again once the queue is reopened.
+    /// held throughout (see [`Spool::set_router`]), the counts locked while
+    /// it is applied and counted (see `tally`); the generation it went to,
+    /// for the commit. The change is built outside the counts' lock: what
+    /// it reads of a message (its share before) only its claim's holder
+    /// changes. The counts follow only a change that applied; one that
+    /// failed halfway is counted again once the queue is reopened.
     pub(super) fn apply_edit(
         &self,
         changes: Changes,
         build: impl FnOnce(&mut Edit) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
+        self.apply_edit_as(changes, build, false)
+    }
+
+    /// [`Spool::apply_edit`] built under the counts' lock too: for a change
+    /// made without the message's claim (a quarantine, a discard), whose
+    /// reading of the message must not race another's.
+    pub(super) fn apply_edit_locked(
+        &self,
+        changes: Changes,
+        build: impl FnOnce(&mut Edit) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        self.apply_edit_as(changes, build, true)
+    }
+
+    fn apply_edit_as(
+        &self,
+        changes: Changes,
+        build: impl FnOnce(&mut Edit) -> Result<(), StoreError>,
+        lock_first: bool,
+    ) -> Result<u64, StoreError> {
         let router = self.router();
-        let mut counting = self.tallies.counting();
+        let mut counting = lock_first.then(|| self.tallies.counting());
         let mut edit = Edit {
             spool: self,
             router: &router,
@@ -158,6 +180,7 @@ impl Spool {
         let Edit {
             changes, counts, ..
         } = edit;
+        let mut counting = counting.take().unwrap_or_else(|| self.tallies.counting());
         let generation = match self.store.apply_to(changes) {
             Ok(g) => g,
             Err(e) => {
@@ -169,6 +192,16 @@ impl Spool {
             counting.change(&id, before.as_ref(), after.as_ref());
         }
         Ok(generation)
+    }
+
+    /// [`Spool::apply_edit_locked`], then the commit.
+    pub(super) async fn write_edit_locked(
+        &self,
+        changes: Changes,
+        build: impl FnOnce(&mut Edit) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let generation = self.apply_edit_locked(changes, build)?;
+        self.store.commit_generation(generation).await
     }
 
     /// [`Spool::apply_edit`], then the commit: returns once it is synced.

@@ -337,7 +337,7 @@ impl Spool {
     /// the next read if lost to a crash).
     pub fn mark_damaged(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
         let mut marked = false;
-        self.apply_edit(Changes::new(), |e| {
+        self.apply_edit_locked(Changes::new(), |e| {
             marked = e.quarantine(id, reason)?;
             Ok(())
         })?;
@@ -525,7 +525,7 @@ impl Spool {
 
     /// Sets a damaged message aside: listed with `reason`, never tried again.
     pub async fn quarantine(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        self.write_edit(Changes::new(), |e| e.quarantine(id, reason).map(|_| ()))
+        self.write_edit_locked(Changes::new(), |e| e.quarantine(id, reason).map(|_| ()))
             .await
     }
 
@@ -550,7 +550,7 @@ impl Spool {
             }
         }
         changes.remove(records::damage_key(id));
-        self.write_edit(changes, |e| {
+        self.write_edit_locked(changes, |e| {
             // Read again under the counts' lock: a quarantine may have
             // counted it out meanwhile.
             let before = self.share_of(id, &router)?;
