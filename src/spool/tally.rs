@@ -298,6 +298,28 @@ impl Spool {
             .collect())
     }
 
+    /// The arrival of the oldest queued message (ids sort by arrival):
+    /// the first meta record's, quarantined ones passed over.
+    pub fn oldest_arrival(&self) -> Result<Option<u64>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Arrived {
+            arrived: u64,
+        }
+        for item in self.store.scan(b"m").take(1000) {
+            let (key, meta) = item?;
+            let id = key.get(1..).unwrap_or_default();
+            let mut damage = b"d".to_vec();
+            damage.extend_from_slice(id);
+            if self.store.contains(&damage)? {
+                continue;
+            }
+            if let Ok(a) = serde_json::from_slice::<Arrived>(&meta) {
+                return Ok(Some(a.arrived));
+            }
+        }
+        Ok(None)
+    }
+
     /// The queue's counts now.
     pub fn tally(&self) -> Tally {
         self.tallies.snapshot()
