@@ -11,6 +11,7 @@
 //! but nobody else may list or read them; unprivileged users submit through the
 //! socket instead, or through a `sendmail` that is setgid to that group.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_now;
 use crate::intake::{Incoming, Intake, Peer};
+use crate::safe_fs::Dir;
 use crate::smtp::address::needs_smtputf8;
 
 /// The drop directory's mode: owner all, group write+search, sticky.
@@ -182,6 +184,8 @@ pub enum Refused {
     Unreadable { op: &'static str, reason: String },
     #[error("not a regular file")]
     NotAFile,
+    #[error("a hard link: another name of a file that may not be its sender's")]
+    HardLinked,
     #[error("larger than the message size limit")]
     TooLarge,
     #[error("no envelope line")]
@@ -270,6 +274,11 @@ fn open_drop_file(path: &Path) -> Result<(std::fs::File, u32), Pickup> {
     if !meta.is_file() {
         return Err(Pickup::Bad(Refused::NotAFile));
     }
+    // The owner is who the mail is from: a second name for someone else's
+    // file (which its group may create here) must not pass as theirs.
+    if meta.nlink() > 1 {
+        return Err(Pickup::Bad(Refused::HardLinked));
+    }
     Ok((file, meta.uid()))
 }
 
@@ -286,14 +295,17 @@ fn read_envelope<R: std::io::BufRead>(reader: &mut R) -> Result<DropEnvelope, Pi
 }
 
 /// Moves a file that can never be queued out of the way, keeping it for the
-/// operator instead of deleting someone's mail.
+/// operator instead of deleting someone's mail. Members of the directory's
+/// group can create names in it, `.bad` too: a link or a directory of theirs
+/// there is refused rather than used ([`crate::safe_fs`]).
 fn set_aside(dir: &Path, name: &str, reason: &str) {
-    let bad = dir.join(".bad");
-    let _ = std::fs::create_dir(&bad);
-    let _ = std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o700));
-    let to = bad.join(name);
-    match std::fs::rename(dir.join(name), &to) {
-        Ok(()) => tracing::error!(
+    let moved = Dir::open(dir).and_then(|d| {
+        let bad = d.subdir(".bad", 0o700)?;
+        d.move_to(OsStr::new(name), &bad)?;
+        Ok(bad.path().join(name))
+    });
+    match moved {
+        Ok(to) => tracing::error!(
             "drop file {name} refused: {reason}; moved to {}",
             to.display()
         ),
@@ -400,5 +412,20 @@ mod tests {
         assert!(check(&ok, b"abcd\r\n.abc\r\n", &short).is_err());
         assert_eq!(check(&ok, b"abcd\r\n.ab\r\n", &short), Ok(()));
         assert!(check(&ok, b"abcde\r\n", &short).is_err(), "long line");
+    }
+
+    #[test]
+    fn a_planted_bad_directory_is_not_used() {
+        let drop = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), drop.path().join(".bad")).unwrap();
+        std::fs::write(drop.path().join("f1"), "not a drop file").unwrap();
+        set_aside(drop.path(), "f1", "test");
+        assert!(drop.path().join("f1").exists(), "kept where it was");
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+
+        std::fs::remove_file(drop.path().join(".bad")).unwrap();
+        set_aside(drop.path(), "f1", "test");
+        assert!(drop.path().join(".bad/f1").exists());
     }
 }

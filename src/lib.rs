@@ -65,6 +65,7 @@ pub mod oauth;
 pub mod outcome;
 pub mod retry;
 pub mod routing;
+pub mod safe_fs;
 pub mod sendmail;
 pub mod smtp;
 pub mod spool;

@@ -443,7 +443,7 @@ fn control_command(path: &std::path::Path, command: Command, refused: u8) -> Exi
         }
     };
     let mut out = std::io::stdout().lock();
-    match client::run(&config.local.control_socket(), command, &mut out) {
+    match client::run(&config.local, command, &mut out) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         // `smarthost queue list | head` is not an error.

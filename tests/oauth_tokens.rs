@@ -325,7 +325,7 @@ fn every_token_source(
     // command: prints a token; file: holds one; socket: a credential server.
     std::fs::write(d.join("cmd-token"), "cmd-tok-0b1c2d\n").unwrap();
     ep.accept_token("cmd-tok-0b1c2d");
-    std::fs::write(d.join("file-token"), "file-tok-1a2b3c\n").unwrap();
+    private_file(d.join("file-token"), "file-tok-1a2b3c\n");
     ep.accept_token("file-tok-1a2b3c");
     let sock = d.join("cred.sock");
     let server = credential_server(&sock, "sock-tok-5e6f70".into());
@@ -340,7 +340,8 @@ fn every_token_source(
 
     let sources = vec![
         ("cmd", format!("type = \"command\"\ncommand = [\"/bin/cat\", \"{}\"]", d.join("cmd-token").display())),
-        ("file", format!("type = \"file\"\npath = \"{}\"", d.join("file-token").display())),
+        // Shared, so that `oauth token` may hand its token to a script.
+        ("file", format!("type = \"file\"\npath = \"{}\"\nshare_as = [\"file@contoso.test\"]", d.join("file-token").display())),
         ("sock", format!("type = \"socket\"\npath = \"{}\"", sock.display())),
         ("http", format!("type = \"http\"\nurl = \"{http_url}\"")),
         (
@@ -434,7 +435,7 @@ fn assert_rewritten_token_file_is_read(
             .all(|c| c.closed)),
         "idle upstream connections were not closed"
     );
-    std::fs::write(d.join("file-token.new"), "file-tok-2d3e4f\n").unwrap();
+    private_file(d.join("file-token.new"), "file-tok-2d3e4f\n");
     std::fs::rename(d.join("file-token.new"), d.join("file-token")).unwrap();
     ep.accept_token("file-tok-2d3e4f");
     relay
@@ -453,6 +454,12 @@ fn assert_rewritten_token_file_is_read(
 fn assert_cli_works_without_secrets(relay: &Relay, ep: &Endpoint, sources: usize) {
     let (code, out, err) = cli(relay, &["oauth", "token", "file"]);
     assert_eq!((code, out.trim()), (0, "file-tok-2d3e4f"), "{err}");
+    // A source that shares nothing gives the daemon's tokens to nobody.
+    let (code, out, err) = cli(relay, &["oauth", "token", "cmd"]);
+    assert!(
+        code != 0 && out.is_empty() && err.contains("share_as"),
+        "{code} {out}{err}"
+    );
     let (code, status, err) = cli(relay, &["oauth", "status"]);
     assert_eq!(code, 0, "{status}{err}");
     assert_eq!(status.matches("works: yes").count(), sources, "{status}");
@@ -473,7 +480,7 @@ fn assert_cli_works_without_secrets(relay: &Relay, ep: &Endpoint, sources: usize
 fn daemon_shares_tokens_over_socket_and_http() {
     let sd = tempfile::tempdir().unwrap();
     let d = sd.path();
-    std::fs::write(d.join("tok"), "shared-tok-77aa\n").unwrap();
+    private_file(d.join("tok"), "shared-tok-77aa\n");
     let pw = d.join("share.pw");
     std::fs::write(&pw, "share-pass-31x\n").unwrap();
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -655,4 +662,11 @@ fn oauth_login_with_a_device_code_then_mail_flows() {
     for text in [&out, &err, &status, &relay.log()] {
         assert_no_secrets(text, &secrets, "login output or log");
     }
+}
+
+/// A token file as a helper writes it: mode 0600, like every secret.
+fn private_file(path: impl AsRef<std::path::Path>, text: &str) {
+    let path = path.as_ref();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

@@ -109,6 +109,7 @@ fn control_socket_refuses_users_outside_its_group() {
     let source = "[[token_source]]\nname = \"tok\"\ntype = \"file\"\npath = \"{dir}/token\"\n";
     let relay = Relay::start(&format!("{source}{CAPTURE}"));
     std::fs::write(relay.path("token"), "tok-3a5e\n").unwrap();
+    std::fs::set_permissions(relay.path("token"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let bin = open_up(&relay);
     let (bin, config) = (bin.to_str().unwrap(), relay.config_path.to_str().unwrap());
     let control = relay.path("run/control.sock");
@@ -159,8 +160,93 @@ fn control_socket_refuses_users_outside_its_group() {
             text(&out)
         );
     }
+    assert_control_group_only_looks(&relay, bin, config, &id, &group);
     // Nothing was changed by the refused requests.
     assert!(!relay.log().contains("reload"), "{}", relay.log());
+}
+
+/// A member of the control group may look, not act: that is the admin
+/// socket's, and the refusal names it and its group.
+fn assert_control_group_only_looks(relay: &Relay, bin: &str, config: &str, id: &str, group: &str) {
+    assert_eq!(mode_of(&relay.path("run/admin.sock")), 0o600);
+    for argv in [
+        vec![bin, "queue", "--config", config, "show", id],
+        vec![bin, "queue", "--config", config, "delete", "--all"],
+        vec![bin, "reload", "--config", config],
+        vec![bin, "oauth", "--config", config, "token", "tok"],
+    ] {
+        let out = run_as("nobody", Some(group), &argv, b"");
+        assert_eq!(
+            out.status.code(),
+            Some(77),
+            "{argv:?} in the control group: {}",
+            text(&out)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("admin.sock") && err.contains("admin_group"),
+            "{err}"
+        );
+    }
+}
+
+/// Root, the daemon's user and `admin_group` act through `admin.sock`; the
+/// daemon refuses acting requests that arrive on `control.sock` whoever
+/// sends them, and hands out tokens only under a source's `share_as`.
+#[test]
+fn admin_socket_acts_and_control_socket_only_looks() {
+    if !root_with_setpriv("admin_socket_acts_and_control_socket_only_looks") {
+        return;
+    }
+    let sources = "[[token_source]]\nname = \"tok\"\ntype = \"file\"\npath = \"{dir}/token\"\nshare_as = [\"ops@example.com\"]\n";
+    let body = format!("{sources}{CAPTURE}[local]\nadmin_group = \"nogroup\"\n");
+    let relay = Relay::start(&body);
+    std::fs::write(relay.path("token"), "tok-77c1\n").unwrap();
+    std::fs::set_permissions(relay.path("token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let bin = open_up(&relay);
+    let (bin, config) = (bin.to_str().unwrap(), relay.config_path.to_str().unwrap());
+    let admin = relay.path("run/admin.sock");
+    assert_eq!(mode_of(&admin), 0o660);
+    let nogroup = nix::unistd::Group::from_name("nogroup")
+        .unwrap()
+        .unwrap()
+        .gid;
+    assert_eq!(std::fs::metadata(&admin).unwrap().gid(), nogroup.as_raw());
+
+    // nobody's group is nogroup: the admin group here.
+    let token = |user: &str| {
+        let argv = [
+            bin, "oauth", "--config", config, "token", "tok", "--user", user,
+        ];
+        run_as("nobody", None, &argv, b"")
+    };
+    let out = token("ops@example.com");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tok-77c1");
+    let out = token("someone@example.com");
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("share_as"), "{}", text(&out));
+    assert!(!text(&out).contains("tok-77c1"), "{}", text(&out));
+
+    let out = run_as("nobody", None, &[bin, "reload", "--config", config], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // Straight to control.sock, even as root: refused, naming the socket.
+    let reply = raw_request(&relay.path("run/control.sock"), r#"{"op":"reload"}"#);
+    assert!(
+        reply.contains("not allowed on") && reply.contains("admin.sock"),
+        "{reply}"
+    );
+}
+
+/// One request line on a queue socket; the daemon's answer.
+fn raw_request(socket: &Path, line: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 #[test]

@@ -16,6 +16,7 @@ use crate::smtp::address::validate_mailbox;
 pub(super) struct RawLocal {
     socket_dir: Option<PathBuf>,
     control_group: Option<String>,
+    admin_group: Option<String>,
     drop_dir: Option<PathBuf>,
     sender_domain: Option<Spanned<String>>,
     history: Option<Spanned<String>>,
@@ -27,10 +28,14 @@ pub(super) struct RawLocal {
 #[derive(Debug, Clone)]
 pub struct Local {
     /// Holds `submit.sock` (any local user may submit, as anyone may connect to
-    /// 127.0.0.1:25) and `control.sock` (queue control, restricted by group).
+    /// 127.0.0.1:25), `control.sock` (looking at the queue, restricted by
+    /// group) and `admin.sock` (acting on mail, headers, reload and tokens).
     pub socket_dir: PathBuf,
     /// The group that may use the control socket; None keeps the daemon's group.
     pub control_group: Option<String>,
+    /// The group that may use the admin socket besides root and the daemon's
+    /// user; None: nobody else.
+    pub admin_group: Option<String>,
     /// Where `sendmail` leaves messages while the daemon is not running.
     pub drop_dir: PathBuf,
     /// Domain for local user names: `www-data` becomes `www-data@<sender_domain>`.
@@ -51,6 +56,29 @@ impl Local {
 
     pub fn control_socket(&self) -> PathBuf {
         self.socket_dir.join("control.sock")
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.socket_dir.join("admin.sock")
+    }
+
+    /// Who may use the socket for `access`, for a refusal to name.
+    pub fn who_may(&self, access: crate::control::Access) -> String {
+        use crate::control::Access;
+        match (access, &self.control_group, &self.admin_group) {
+            (Access::Read, Some(g), _) => {
+                format!("root, the daemon's user or group {g} (control_group)")
+            }
+            (Access::Read, None, _) => {
+                "root, the daemon's user or the daemon's group (control_group)".into()
+            }
+            (Access::Admin, _, Some(g)) => {
+                format!("root, the daemon's user or group {g} (admin_group)")
+            }
+            (Access::Admin, _, None) => {
+                "root or the daemon's user (set admin_group to let a group in)".into()
+            }
+        }
     }
 
     /// Maps a local name (`root`, `root@<hostname>`, `root@localhost`) to a real
@@ -116,6 +144,7 @@ impl Validator<'_> {
                     .unwrap_or_else(|| PathBuf::from("/run/smarthost")),
             ),
             control_group: raw.control_group,
+            admin_group: raw.admin_group,
             drop_dir: base.join(
                 raw.drop_dir
                     .unwrap_or_else(|| PathBuf::from("/var/lib/smarthost/drop")),

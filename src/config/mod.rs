@@ -34,7 +34,7 @@ use route::RawRoute;
 pub use route::{
     describe, AuthMechanism, AuthSecret, Credentials, Route, SmtpRoute, TlsMode, Transport,
 };
-pub use secret::{read_secret_file, Secret, SecretError};
+pub use secret::{open_secret, read_secret_file, Secret, SecretError};
 pub use token::{Grant, OAuth2Source, OAuthSettings, Provider, TokenKind, TokenSource};
 
 #[derive(Debug, thiserror::Error)]

@@ -599,13 +599,12 @@ pub fn describe(config: &Config) -> String {
     let l = &config.local;
     let _ = writeln!(
         out,
-        "local: submit={} control={}{} drop={} sender_domain={}",
+        "local: submit={} control={}{} admin={}{} drop={} sender_domain={}",
         l.submit_socket().display(),
         l.control_socket().display(),
-        l.control_group
-            .as_deref()
-            .map(|g| format!(" (group {g})"))
-            .unwrap_or_default(),
+        group(&l.control_group),
+        l.admin_socket().display(),
+        group(&l.admin_group),
         l.drop_dir.display(),
         l.sender_domain
     );
@@ -617,3 +616,9 @@ pub fn describe(config: &Config) -> String {
 
 #[cfg(test)]
 mod tests;
+
+fn group(g: &Option<String>) -> String {
+    g.as_deref()
+        .map(|g| format!(" (group {g})"))
+        .unwrap_or_default()
+}

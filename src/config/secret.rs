@@ -1,8 +1,11 @@
-//! Secrets: read from files that only the owner can read, never shown.
+//! Secrets: read from files that only their owner can read, never shown.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use crate::safe_fs::{Dir, SafeFsError};
 
 /// A secret read from a file. Its Debug and Display never show the value, so it can
 /// sit inside structures that get logged.
@@ -59,43 +62,93 @@ pub enum SecretError {
         .0.display()
     )]
     NoCredentialsDirectory(PathBuf),
-    #[error("password_file {}: {source}", .path.display())]
+    #[error("secret file {}: {source}", .path.display())]
     Unreadable {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A link, a second hard link, or not a regular file.
+    #[error("secret file {0}")]
+    Unsafe(#[from] SafeFsError),
     /// `mode` holds the permission bits only.
     #[error(
-        "password_file {} is readable by group or others (mode {mode:o}); chmod 600 it",
+        "secret file {} is readable by group or others, or writable by them (mode {mode:o}); chmod 600 it",
         .path.display()
     )]
     Exposed { path: PathBuf, mode: u32 },
-    #[error("password_file {} is empty", .0.display())]
+    /// Only root, the reader and the directory's owner (who could replace the
+    /// file anyway) may own a secret.
+    #[error(
+        "secret file {} belongs to uid {uid}, not to root, to this user or to the directory's owner",
+        .path.display()
+    )]
+    Owner { path: PathBuf, uid: u32 },
+    #[error("secret file {} is larger than 64 KiB", .0.display())]
+    TooLarge(PathBuf),
+    #[error("secret file {} is empty", .0.display())]
     Empty(PathBuf),
 }
 
-/// Reads a secret file, refusing one that group or others can read: a password
-/// that every local user can read is already leaked.
-pub fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
+/// The most a secret file may hold: passwords and tokens are short.
+const MAX_SECRET: u64 = 64 * 1024;
+
+/// Opens a secret file once, without following a link where others could
+/// have put one, and checks the open file (so a swap between check and read
+/// changes nothing): regular, one name, owned by root, by us or by the
+/// directory's owner, and no access for group or others. Every secret
+/// (passwords, client secrets, token files) goes through this one rule.
+pub fn open_secret(path: &Path) -> Result<File, SecretError> {
     let text = path.to_string_lossy();
     if CREDENTIALS.iter().any(|p| text.contains(p)) {
         return Err(SecretError::NoCredentialsDirectory(path.to_path_buf()));
     }
-    let unreadable = |source: std::io::Error| SecretError::Unreadable {
-        path: path.to_path_buf(),
-        source,
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    let mode = std::fs::metadata(path)
-        .map_err(unreadable)?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(SecretError::Exposed {
+    let name = path.file_name().unwrap_or(path.as_os_str());
+    let dir = Dir::open(dir)?;
+    let Some((file, st)) = dir.read_linked(name)? else {
+        return Err(SecretError::Unreadable {
             path: path.to_path_buf(),
-            mode: mode & 0o777,
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    };
+    let owner = st.st_uid;
+    let trusted = [0, nix::unistd::geteuid().as_raw(), dir.stat().st_uid];
+    if !trusted.contains(&owner) {
+        return Err(SecretError::Owner {
+            path: path.to_path_buf(),
+            uid: owner,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    if st.st_mode & 0o077 != 0 {
+        return Err(SecretError::Exposed {
+            path: path.to_path_buf(),
+            mode: st.st_mode & 0o777,
+        });
+    }
+    Ok(file)
+}
+
+/// Reads a secret file ([`open_secret`]'s rule): a password that every local
+/// user can read is already leaked, one they can write is theirs.
+pub fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
+    let file = open_secret(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| SecretError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_SECRET {
+        return Err(SecretError::TooLarge(path.to_path_buf()));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| SecretError::Unreadable {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
+    })?;
     // A trailing newline is an editor artefact, never part of the password.
     let secret = text.trim_end_matches(['\r', '\n']);
     if secret.is_empty() {
@@ -133,5 +186,54 @@ mod tests {
             );
             assert!(err.to_string().contains("LoadCredential="), "{err}");
         }
+    }
+
+    /// A racer flips the name between a private and a public file: the
+    /// public content is never returned, whichever way each try falls.
+    #[test]
+    fn a_secret_swapped_between_check_and_read_is_never_used() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let (private, public) = (file("a", "good", 0o600), file("b", "LEAKED", 0o644));
+        let name = dir.path().join("pw");
+        std::os::unix::fs::symlink(&private, &name).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let racer = {
+            let (stop, name, tmp) = (stop.clone(), name.clone(), dir.path().join("pw.new"));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for target in [&public, &private] {
+                        let _ = std::fs::remove_file(&tmp);
+                        std::os::unix::fs::symlink(target, &tmp).unwrap();
+                        std::fs::rename(&tmp, &name).unwrap();
+                    }
+                }
+            })
+        };
+        let (mut good, mut refused, mut tries) = (0, 0, 0);
+        while tries < 1000 || (good == 0 || refused == 0) && tries < 200_000 {
+            tries += 1;
+            match read_secret_file(&name) {
+                Ok(s) => {
+                    assert_eq!(s.expose(), "good", "try {tries}");
+                    good += 1;
+                }
+                Err(SecretError::Exposed { .. }) => refused += 1,
+                Err(e) => panic!("try {tries}: {e}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        racer.join().unwrap();
+        assert!(
+            good > 0 && refused > 0,
+            "the race was not run: {good} {refused}"
+        );
     }
 }

@@ -1,11 +1,10 @@
 //! The command side of queue control: send a request to the daemon's control
-//! socket, and print the answers the way `mailq` users read them.
+//! or admin socket, and print the answers the way `mailq` users read them.
 
+use super::{render, Access, Action, ListFilter, Reply, Request, Selection};
+use crate::config::Local;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-
-use super::{render, Action, ListFilter, Reply, Request, Selection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -16,9 +15,11 @@ pub enum ClientError {
         path: String,
         source: std::io::Error,
     },
-    #[error("not allowed to use {path}: {source} (queue control needs the control group)")]
+    #[error("not allowed to use {path}: {source} ({what} needs {who})")]
     Denied {
         path: String,
+        what: &'static str,
+        who: String,
         source: std::io::Error,
     },
     #[error("talking to the daemon: {0}")]
@@ -29,18 +30,26 @@ pub enum ClientError {
     Failed(String),
 }
 
-/// Sends `request` and hands every item of the answer to `each`; returns the
-/// count the daemon reported.
+/// Sends `request` to the socket its access needs (`control.sock` to look,
+/// `admin.sock` to act) and hands every item of the answer to `each`; returns
+/// the count the daemon reported.
 pub fn call(
-    socket: &Path,
+    local: &Local,
     request: &Request,
     mut each: impl FnMut(Reply) -> std::io::Result<()>,
 ) -> Result<usize, ClientError> {
+    let access = request.access();
+    let socket = match access {
+        Access::Read => local.control_socket(),
+        Access::Admin => local.admin_socket(),
+    };
     let path = socket.display().to_string();
-    let mut stream = UnixStream::connect(socket).map_err(|source| {
+    let mut stream = UnixStream::connect(&socket).map_err(|source| {
         if source.kind() == std::io::ErrorKind::PermissionDenied {
             ClientError::Denied {
                 path: path.clone(),
+                what: request.what(),
+                who: local.who_may(access),
                 source,
             }
         } else {
@@ -94,14 +103,14 @@ pub enum Command {
 
 /// Runs a queue command, printing to `out`. Returns whether every part of it
 /// succeeded (an action on several messages can fail for some).
-pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool, ClientError> {
+pub fn run(local: &Local, command: Command, out: &mut dyn Write) -> Result<bool, ClientError> {
     let now = crate::clock::unix_now();
     match command {
-        Command::List { json, filter } => list(socket, json, &filter, now, out),
-        Command::Show { id, json } => show(socket, id, json, now, out),
-        Command::Find { query, json } => find(socket, &query, json, now, out),
-        Command::Reload => reload(socket, out),
-        Command::Act { action, selection } => act(socket, action, selection, out),
+        Command::List { json, filter } => list(local, json, &filter, now, out),
+        Command::Show { id, json } => show(local, id, json, now, out),
+        Command::Find { query, json } => find(local, &query, json, now, out),
+        Command::Reload => reload(local, out),
+        Command::Act { action, selection } => act(local, action, selection, out),
     }
 }
 
@@ -109,7 +118,7 @@ pub fn run(socket: &Path, command: Command, out: &mut dyn Write) -> Result<bool,
 /// messages the filter shows, a summary of them, the damaged ones, the held
 /// routes. With `json`, the messages and damaged ones alone, a line each.
 fn list(
-    socket: &Path,
+    local: &Local,
     json: bool,
     filter: &ListFilter,
     now: u64,
@@ -120,37 +129,33 @@ fn list(
     let mut holds = Vec::new();
     let mut damaged = Vec::new();
     let mut queued = 0;
-    let listed = call(
-        socket,
-        &Request::List(filter.clone()),
-        |reply| match reply {
-            Reply::Overview(o) if !json => {
-                queued = o.tally.total.messages;
-                out.write_all(render::render_overview(&o, now).as_bytes())?;
-                // Seen now, before the daemon has read a single message.
-                out.flush()
+    let listed = call(local, &Request::List(filter.clone()), |reply| match reply {
+        Reply::Overview(o) if !json => {
+            queued = o.tally.total.messages;
+            out.write_all(render::render_overview(&o, now).as_bytes())?;
+            // Seen now, before the daemon has read a single message.
+            out.flush()
+        }
+        Reply::RouteHeld(h) => {
+            holds.push(h);
+            Ok(())
+        }
+        Reply::Damaged { id, reason } if json => json_line(out, &damaged_json(&id, &reason)),
+        Reply::Damaged { id, reason } => {
+            damaged.push(render::render_damaged(&id, &reason));
+            Ok(())
+        }
+        Reply::Queued(e) if json => json_line(out, &e),
+        Reply::Queued(e) => {
+            if first {
+                out.write_all(render::LIST_HEADER.as_bytes())?;
+                first = false;
             }
-            Reply::RouteHeld(h) => {
-                holds.push(h);
-                Ok(())
-            }
-            Reply::Damaged { id, reason } if json => json_line(out, &damaged_json(&id, &reason)),
-            Reply::Damaged { id, reason } => {
-                damaged.push(render::render_damaged(&id, &reason));
-                Ok(())
-            }
-            Reply::Queued(e) if json => json_line(out, &e),
-            Reply::Queued(e) => {
-                if first {
-                    out.write_all(render::LIST_HEADER.as_bytes())?;
-                    first = false;
-                }
-                summary.add(&e);
-                out.write_all(render::render_entry(&e, now).as_bytes())
-            }
-            _ => Ok(()),
-        },
-    )?;
+            summary.add(&e);
+            out.write_all(render::render_entry(&e, now).as_bytes())
+        }
+        _ => Ok(()),
+    })?;
     if !json {
         let matched = !filter.is_empty() || queued > 0;
         out.write_all(summary.render(now, matched).as_bytes())?;
@@ -173,7 +178,7 @@ fn damaged_json(id: &str, reason: &str) -> serde_json::Value {
 
 /// `queue show`: envelope, history and headers (or why it is damaged).
 fn show(
-    socket: &Path,
+    local: &Local,
     id: String,
     json: bool,
     now: u64,
@@ -182,7 +187,7 @@ fn show(
     let mut entry = None;
     let mut headers = String::new();
     let mut damaged = None;
-    call(socket, &Request::Show { id }, |reply| {
+    call(local, &Request::Show { id }, |reply| {
         match reply {
             Reply::Queued(e) => entry = Some(e),
             Reply::Headers(h) => headers = h,
@@ -215,7 +220,7 @@ fn show(
 
 /// `queue find`: queued matches, then finished ones, newest first.
 fn find(
-    socket: &Path,
+    local: &Local,
     query: &str,
     json: bool,
     now: u64,
@@ -224,7 +229,7 @@ fn find(
     let request = Request::Find {
         query: query.to_string(),
     };
-    let found = call(socket, &request, |reply| match reply {
+    let found = call(local, &request, |reply| match reply {
         Reply::Queued(e) if json => json_line(out, &e),
         Reply::Finished(f) if json => json_line(out, &f),
         Reply::Queued(e) => {
@@ -243,8 +248,8 @@ fn find(
     Ok(true)
 }
 
-fn reload(socket: &Path, out: &mut dyn Write) -> Result<bool, ClientError> {
-    call(socket, &Request::Reload, |reply| {
+fn reload(local: &Local, out: &mut dyn Write) -> Result<bool, ClientError> {
+    call(local, &Request::Reload, |reply| {
         let Reply::Reloaded(r) = reply else {
             return Ok(());
         };
@@ -264,13 +269,13 @@ fn reload(socket: &Path, out: &mut dyn Write) -> Result<bool, ClientError> {
 
 /// An action, one line per message; false if any of them failed.
 fn act(
-    socket: &Path,
+    local: &Local,
     action: Action,
     selection: Selection,
     out: &mut dyn Write,
 ) -> Result<bool, ClientError> {
     let mut all_ok = true;
-    call(socket, &Request::Act { action, selection }, |reply| {
+    call(local, &Request::Act { action, selection }, |reply| {
         if let Reply::Acted { id, ok, detail } = reply {
             all_ok &= ok;
             if ok {

@@ -163,6 +163,43 @@ pub enum Request {
     Reload,
 }
 
+/// The two queue sockets, by what they let a caller do. File permissions
+/// decide who reaches each; the daemon also refuses an acting request on
+/// the reading socket, so a looser mode on it cannot grant more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `control.sock`: list, find, token status.
+    Read,
+    /// `admin.sock`: act on mail, read headers, reload, hand out tokens.
+    Admin,
+}
+
+impl Request {
+    pub fn access(&self) -> Access {
+        match self {
+            Request::List(_) | Request::Find { .. } | Request::OAuthStatus => Access::Read,
+            // Headers carry subjects and addresses the envelope does not.
+            Request::Show { .. }
+            | Request::Act { .. }
+            | Request::OAuthToken { .. }
+            | Request::Reload => Access::Admin,
+        }
+    }
+
+    /// What the request does, for a refusal.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Request::List(_) => "listing the queue",
+            Request::Find { .. } => "finding messages",
+            Request::OAuthStatus => "token status",
+            Request::Show { .. } => "showing a message",
+            Request::Act { .. } => "acting on messages",
+            Request::OAuthToken { .. } => "handing out tokens",
+            Request::Reload => "reloading the configuration",
+        }
+    }
+}
+
 /// One queued message as listed: its envelope and the route it leaves through.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {

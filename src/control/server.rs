@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{Action, Entry, ListFilter, Overview, Reply, Request, Selection};
+use super::{Access, Action, Entry, ListFilter, Overview, Reply, Request, Selection};
 use crate::clock::unix_now;
 use crate::delivery::Delivery;
 use crate::metrics::Finish;
@@ -39,6 +39,15 @@ pub fn bind_socket(path: &Path, mode: u32, group: Option<&str>) -> std::io::Resu
         }
     }
     let listener = UnixListener::bind(path)?;
+    // The names are changed, never what a link there points at: the socket
+    // directory is the daemon's, and what we just bound must be a socket.
+    let meta = std::fs::symlink_metadata(path)?;
+    if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+        return Err(std::io::Error::other(format!(
+            "{} was replaced while it was made",
+            path.display()
+        )));
+    }
     if let Some(g) = group {
         let gid = nix::unistd::Group::from_name(g)
             .ok()
@@ -46,22 +55,22 @@ pub fn bind_socket(path: &Path, mode: u32, group: Option<&str>) -> std::io::Resu
             .ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::NotFound,
-                    format!("control_group {g:?} does not exist"),
+                    format!("group {g:?} does not exist"),
                 )
             })?;
-        std::os::unix::fs::chown(path, None, Some(gid.gid.as_raw()))?;
+        std::os::unix::fs::lchown(path, None, Some(gid.gid.as_raw()))?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
-pub async fn serve(relay: Arc<Delivery>, listener: UnixListener) {
+pub async fn serve(relay: Arc<Delivery>, listener: UnixListener, access: Access) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let relay = relay.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle(relay, stream).await {
+                    if let Err(e) = handle(relay, stream, access).await {
                         tracing::debug!("control connection ended: {e}");
                     }
                 });
@@ -74,7 +83,7 @@ pub async fn serve(relay: Arc<Delivery>, listener: UnixListener) {
     }
 }
 
-async fn handle(relay: Arc<Delivery>, stream: UnixStream) -> std::io::Result<()> {
+async fn handle(relay: Arc<Delivery>, stream: UnixStream, access: Access) -> std::io::Result<()> {
     let (r, w) = stream.into_split();
     let mut line = String::new();
     BufReader::new(r.take(MAX_REQUEST))
@@ -92,6 +101,21 @@ async fn handle(relay: Arc<Delivery>, stream: UnixStream) -> std::io::Result<()>
             return out.flush().await;
         }
     };
+    if access == Access::Read && request.access() == Access::Admin {
+        let local = &relay.config().local;
+        let done = Reply::Done {
+            count: 0,
+            error: Some(format!(
+                "{} is not allowed on {}: use {} ({})",
+                request.what(),
+                local.control_socket().display(),
+                local.admin_socket().display(),
+                local.who_may(Access::Admin)
+            )),
+        };
+        send(&mut out, &done).await?;
+        return out.flush().await;
+    }
     let done = match run(&relay, request, &mut out).await {
         Ok(count) => Reply::Done { count, error: None },
         Err(e) => Reply::Done {
@@ -124,6 +148,10 @@ enum RequestError {
     NothingSelected,
     #[error("no route named {0:?}")]
     NoRoute(String),
+    #[error(
+        "token_source {name:?} does not share tokens for {user:?}: list the account in its share_as"
+    )]
+    NotShared { name: String, user: String },
     #[error(transparent)]
     Reload(#[from] crate::daemon::reload::ReloadError),
     #[error(transparent)]
@@ -278,7 +306,20 @@ async fn oauth_token(
     user: Option<String>,
     out: &mut Out,
 ) -> Result<usize, RequestError> {
-    let user = user.unwrap_or_else(|| crate::oauth::cli::user_of(&relay.config(), source));
+    let config = relay.config();
+    let user = user.unwrap_or_else(|| crate::oauth::cli::user_of(&config, source));
+    // The share socket's opt-in, here too: a source hands out tokens only
+    // for the accounts its share_as lists.
+    let shared = config
+        .token_sources
+        .get(source)
+        .is_some_and(|s| s.share_as.iter().any(|a| a.eq_ignore_ascii_case(&user)));
+    if !shared {
+        return Err(RequestError::NotShared {
+            name: source.to_string(),
+            user,
+        });
+    }
     let b = relay.shared.tokens.bearer(source, &user, false).await?;
     let reply = Reply::AccessToken {
         user: b.user,

@@ -65,6 +65,7 @@ struct Listeners {
     tcp: Vec<tokio::net::TcpListener>,
     submit: tokio::net::UnixListener,
     control: tokio::net::UnixListener,
+    admin: tokio::net::UnixListener,
 }
 
 async fn serve(config: Arc<Config>, activated: Option<Vec<std::net::TcpListener>>) -> u8 {
@@ -151,10 +152,20 @@ async fn bind(
         tracing::error!("control socket {}: {e}", local.control_socket().display());
         EX_OSERR
     })?;
+    // Without admin_group only root and the daemon's own user may act.
+    let (mode, group) = match local.admin_group.as_deref() {
+        Some(g) => (0o660, Some(g)),
+        None => (0o600, None),
+    };
+    let admin = bind_socket(&local.admin_socket(), mode, group).map_err(|e| {
+        tracing::error!("admin socket {}: {e}", local.admin_socket().display());
+        EX_OSERR
+    })?;
     Ok(Listeners {
         tcp,
         submit,
         control,
+        admin,
     })
 }
 
@@ -179,7 +190,16 @@ async fn start(
     }
     relay.spawn_workers();
     tokio::spawn(dropdir::run(intake.clone()));
-    tokio::spawn(control::server::serve(relay.clone(), listeners.control));
+    tokio::spawn(control::server::serve(
+        relay.clone(),
+        listeners.control,
+        control::Access::Read,
+    ));
+    tokio::spawn(control::server::serve(
+        relay.clone(),
+        listeners.admin,
+        control::Access::Admin,
+    ));
     tokio::spawn(prune_history(relay.clone()));
     tokio::spawn(sweep_bodies(relay.clone()));
     tokio::spawn(reschedule_on_reopen(relay.clone()));

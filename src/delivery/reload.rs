@@ -143,6 +143,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         limits.max_connections,
         local.socket_dir,
         local.control_group,
+        local.admin_group,
         local.drop_dir,
         oauth.share_socket,
         oauth.share_group,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::exim::RetryFrom;
 use super::{ImportError, Plan};
-use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_IOERR, EX_NOINPUT};
+use crate::sysexits::{EX_CANTCREAT, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_NOPERM};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -81,6 +81,7 @@ pub fn run(command: Command) -> u8 {
                 ImportError::Read { .. } => EX_NOINPUT,
                 ImportError::Exists(_) => EX_CANTCREAT,
                 ImportError::Write { .. } => EX_IOERR,
+                ImportError::Unsafe(_) => EX_NOPERM,
                 ImportError::Nothing(_) | ImportError::Retry(_) => EX_DATAERR,
             }
         }

@@ -37,6 +37,9 @@ pub enum ImportError {
         path: String,
         source: std::io::Error,
     },
+    /// A link or someone else's file where the import writes.
+    #[error("cannot write: {0}")]
+    Unsafe(#[from] crate::safe_fs::SafeFsError),
     #[error("{}: already exist{} (use --force to replace)", .0.join(", "), if .0.len() == 1 { "s" } else { "" })]
     Exists(Vec<String>),
     #[error("{0}: found no smarthost to import")]

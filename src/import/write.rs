@@ -6,14 +6,13 @@
 //! even by a race with another writer, and a crash leaves either no file or a
 //! complete one, never half a password.
 
-use std::fs::OpenOptions;
+use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{ImportError, Rendered};
 use crate::config::Secret;
-use crate::oauth::state::adopt_owner;
+use crate::safe_fs::{Dir, SafeFsError};
 
 /// A password for a route's `password_file`.
 #[derive(Debug)]
@@ -53,63 +52,43 @@ pub fn write(rendered: &Rendered, output: Option<&Path>, force: bool) -> Result<
     Ok(())
 }
 
-fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
-    move |source| ImportError::Write {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 /// Creates the secrets directory (mode 0700) when missing; the daemon's user
 /// must own it, so a directory root creates takes its parent's owner.
 fn private_dir(dir: &Path) -> Result<(), ImportError> {
-    if dir.as_os_str().is_empty() || dir.is_dir() {
+    if dir.as_os_str().is_empty() {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(write_err(dir))?;
-    if let Some(parent) = dir.parent() {
-        adopt_owner(dir, parent);
-    }
+    Dir::create(dir, 0o700)?;
     Ok(())
 }
 
+/// Writes `bytes` under a temporary name and puts it in place, all through
+/// descriptors ([`crate::safe_fs`]): the secrets directory may belong to the
+/// daemon's user, who must not be able to turn root's write or chown into
+/// one of a file of their choosing.
 fn put(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<(), ImportError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "import".into());
-    let tmp = dir.join(format!(".{name}.import-{}", std::process::id()));
-    let written = (|| {
-        // create_new: never write into a file someone else put at that name.
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(write_err(path)(e));
-    }
-    adopt_owner(&tmp, dir);
-    let placed = if force {
-        std::fs::rename(&tmp, path)
-    } else {
-        std::fs::hard_link(&tmp, path)
+    let dir = Dir::open(dir)?;
+    let name = path.file_name().unwrap_or(OsStr::new("import"));
+    let mut temp = dir.temp(&format!("{}.import", name.to_string_lossy()), mode)?;
+    let written = temp
+        .file
+        .write_all(bytes)
+        .and_then(|()| temp.file.sync_all());
+    let placed = match written {
+        Ok(()) => dir.put(&temp.file, &temp.name, name, force),
+        Err(e) => Err(SafeFsError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     };
-    let _ = std::fs::remove_file(&tmp);
-    placed.map_err(write_err(path))?;
-    crate::durable::sync_dir(dir).map_err(write_err(dir))
+    let _ = dir.remove(&temp.name);
+    placed?;
+    dir.sync(&temp.file)?;
+    Ok(())
 }
 
 #[cfg(test)]

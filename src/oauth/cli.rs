@@ -93,8 +93,7 @@ pub fn status(
     out: &mut dyn Write,
     local: impl FnOnce() -> Result<(Vec<Status>, Vec<Hold>), String>,
 ) -> Result<bool, CliError> {
-    let socket = config.local.control_socket();
-    let (statuses, holds, from) = match ask_daemon(&socket) {
+    let (statuses, holds, from) = match ask_daemon(&config.local) {
         Ok((s, h)) => (s, h, "the running daemon"),
         Err(ClientError::Unreachable { .. }) => {
             let (s, h) = local()?;
@@ -127,10 +126,10 @@ pub fn status(
     Ok(statuses.iter().all(|s| s.error.is_none()) && holds.is_empty())
 }
 
-fn ask_daemon(socket: &Path) -> Result<(Vec<Status>, Vec<Hold>), ClientError> {
+fn ask_daemon(local: &crate::config::Local) -> Result<(Vec<Status>, Vec<Hold>), ClientError> {
     let mut statuses = Vec::new();
     let mut holds = Vec::new();
-    call(socket, &Request::OAuthStatus, |reply| {
+    call(local, &Request::OAuthStatus, |reply| {
         match reply {
             Reply::TokenStatus(s) => statuses.push(s),
             Reply::RouteHeld(h) => holds.push(h),
@@ -256,7 +255,7 @@ pub fn token(
         user: user.map(str::to_string),
     };
     let mut token = None;
-    let token = match call(&config.local.control_socket(), &req, |reply| {
+    let token = match call(&config.local, &req, |reply| {
         if let Reply::AccessToken { token: t, .. } = reply {
             token = Some(t);
         }

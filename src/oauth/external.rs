@@ -44,7 +44,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
 use super::{Bearer, TokenError};
-use crate::config::Secret;
+use crate::config::{open_secret, Secret, SecretError};
+use crate::safe_fs::SafeFsError;
 
 /// Largest command output, file, socket reply or HTTP body accepted. Real
 /// tokens are a few KiB at most (Microsoft's run to ~2.5 KiB); the cap only
@@ -163,18 +164,21 @@ fn exit_error(source: &str, status: std::process::ExitStatus, err: &[u8]) -> Tok
 }
 
 /// Reads the token from `path`, with the stamp of the file it was read from.
+/// The file is a secret like any other ([`open_secret`]): one that others
+/// could write would let them choose the token.
 pub async fn file(path: &Path) -> Result<(Secret, FileStamp), TokenError> {
     let source = format!("file {}", path.display());
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| file_error(&source, e))?;
+    let file = match open_secret(path) {
+        Ok(f) => tokio::fs::File::from_std(f),
+        Err(SecretError::Unreadable { source: e, .. }) => return Err(file_error(&source, e)),
+        Err(SecretError::Unsafe(SafeFsError::Io { source: e, .. })) => {
+            return Err(file_error(&source, e))
+        }
+        Err(e) => return Err(dead(&source, e.to_string())),
+    };
     // Stamp the open file rather than the path, so the stamp belongs to the
     // contents we read even if the file is replaced meanwhile.
     let meta = file.metadata().await.map_err(|e| file_error(&source, e))?;
-    if !meta.is_file() {
-        // A FIFO or device would block or never end.
-        return Err(dead(&source, "is not a regular file"));
-    }
     let stamp = FileStamp::of(&meta);
     let (bytes, too_long) = read_capped(file, MAX_REPLY)
         .await

@@ -7,15 +7,20 @@
 //! Whoever refreshes or replaces the tokens holds an exclusive `flock` on
 //! `<state_file>.lock` from reading to writing, so the daemon, `oauth login` and
 //! `oauth token` never race each other into a lost rotation.
+//!
+//! The directory belongs to the daemon's user while `oauth login` runs as
+//! root: every file here is reached through [`crate::safe_fs`], so a link
+//! planted at any of these names is refused rather than written through.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Secret;
+use crate::safe_fs::{Dir, SafeFsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -26,6 +31,10 @@ pub enum StateError {
     },
     #[error("{path}: not a smarthost token state file ({reason})")]
     Format { path: String, reason: String },
+    /// A link or a foreign file where the state, its lock or their
+    /// directory should be.
+    #[error(transparent)]
+    Refused(#[from] SafeFsError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -99,11 +108,16 @@ impl State {
 
 /// Reads the state; `Ok(None)` when there is no file yet (never logged in).
 pub fn load(path: &Path) -> Result<Option<State>, StateError> {
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(path)(e)),
+    let (dir, name) = split(path);
+    let dir = match Dir::open(dir) {
+        Err(e) if e.is_not_found() => return Ok(None),
+        other => other?,
     };
+    let Some((mut file, _)) = dir.read(name)? else {
+        return Ok(None);
+    };
+    let mut text = Vec::new();
+    file.read_to_end(&mut text).map_err(io(path))?;
     // The parse error text could quote the file: keep only its position.
     serde_json::from_slice(&text)
         .map(Some)
@@ -113,60 +127,37 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
         })
 }
 
-/// Creates the state directory (mode 0700) if it is missing.
-fn prepare_dir(dir: &Path) -> Result<(), StateError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
-    if let Some(parent) = dir.parent() {
-        adopt_owner(dir, parent);
-    }
-    Ok(())
+/// The state file's directory and name.
+fn split(path: &Path) -> (&Path, &OsStr) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    (dir, path.file_name().unwrap_or(OsStr::new("state")))
 }
 
-/// `oauth login` runs as root, the daemon as its own user: a file root creates
-/// in the daemon's directory is given to that directory's owner, or the daemon
-/// could not read its own refresh token.
-pub(crate) fn adopt_owner(path: &Path, like: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::geteuid().is_root() {
-        return;
-    }
-    if let Ok(meta) = std::fs::metadata(like) {
-        let _ = nix::unistd::chown(
-            path,
-            Some(nix::unistd::Uid::from_raw(meta.uid())),
-            Some(nix::unistd::Gid::from_raw(meta.gid())),
-        );
-    }
-}
-
-/// Replaces the state atomically and durably, mode 0600.
+/// Replaces the state atomically and durably, mode 0600. As root (`oauth
+/// login`) everything made in the daemon's directory is given to its owner,
+/// through the open files: see [`crate::safe_fs`].
 pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    prepare_dir(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "state".into());
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let (dir, name) = split(path);
+    let dir = Dir::create(dir, 0o700)?;
+    let mut temp = dir.temp(&name.to_string_lossy(), 0o600)?;
     let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(&bytes).map_err(io(&tmp))?;
-    f.write_all(b"\n").map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    adopt_owner(&tmp, dir);
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    crate::durable::sync_dir(dir).map_err(io(dir))?;
+    let written = (|| {
+        temp.file.write_all(&bytes)?;
+        temp.file.write_all(b"\n")?;
+        temp.file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = dir.remove(&temp.name);
+        return Err(io(path)(e));
+    }
+    if let Err(e) = dir.put(&temp.file, &temp.name, name, true) {
+        let _ = dir.remove(&temp.name);
+        return Err(e.into());
+    }
+    dir.sync(&temp.file)?;
     Ok(())
 }
 
@@ -184,17 +175,8 @@ pub fn lock_path(state: &Path) -> PathBuf {
 /// Takes the exclusive lock, blocking: call from a blocking context.
 pub fn lock(state: &Path) -> Result<Lock, StateError> {
     let path = lock_path(state);
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    prepare_dir(dir)?;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io(&path))?;
-    adopt_owner(&path, dir);
+    let (dir, name) = split(&path);
+    let f = Dir::create(dir, 0o700)?.open_or_create(name, 0o600)?;
     let flock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| io(&path)(std::io::Error::from(e)))?;
     Ok(Lock { _flock: flock })

@@ -130,9 +130,17 @@ pub fn running_setgid() -> bool {
     nix::unistd::getegid() != nix::unistd::getgid()
 }
 
+/// `mailq`, `-bp` and `-q`: the setgid group is for the drop directory only,
+/// so it is given up first and the caller gets what their own groups allow
+/// on the queue sockets (README: a user in neither group sees nothing).
 fn queue(config: &Config, command: control::client::Command) -> Result<(), Fail> {
+    if running_setgid() {
+        let gid = nix::unistd::getgid();
+        nix::unistd::setresgid(gid, gid, gid)
+            .map_err(|e| Fail(EX_OSERR, format!("cannot give up the setgid group: {e}")))?;
+    }
     let mut out = std::io::stdout().lock();
-    match control::client::run(&config.local.control_socket(), command, &mut out) {
+    match control::client::run(&config.local, command, &mut out) {
         Ok(true) => Ok(()),
         Ok(false) => Err(Fail(1, "not every message could be handled".into())),
         Err(e) => Err(client_failure(e)),

@@ -195,12 +195,20 @@ impl Relay {
         // it: then the relay exits at once, and another port is tried.
         for _ in 0..5 {
             r.port = free_port();
-            let text = format!(
-                "hostname = \"relay.test\"\nlisten = [\"{host}:{}\"]\nqueue_path = \"{}\"\n{body}\n[local]\nsocket_dir = \"{}\"\ndrop_dir = \"{}\"\n",
-                r.port,
-                r.dir.path().join("queue").display(),
+            let local = format!(
+                "socket_dir = \"{}\"\ndrop_dir = \"{}\"\n",
                 r.dir.path().join("run").display(),
                 r.dir.path().join("drop").display(),
+            );
+            // A body with its own [local] table gets the paths added to it.
+            let body = match body.find("[local]\n") {
+                Some(at) => format!("{}{local}{}", &body[..at + 8], &body[at + 8..]),
+                None => format!("{body}\n[local]\n{local}"),
+            };
+            let text = format!(
+                "hostname = \"relay.test\"\nlisten = [\"{host}:{}\"]\nqueue_path = \"{}\"\n{body}\n",
+                r.port,
+                r.dir.path().join("queue").display(),
             );
             std::fs::write(&r.config_path, text).expect("write config");
             match r.try_spawn() {

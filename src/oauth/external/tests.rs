@@ -137,7 +137,7 @@ async fn command_huge_output_is_dead() {
 async fn file_reads_token_and_stamp() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
-    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    private(&path, format!("{TOKEN}\n"));
     let (token, stamp_read) = file(&path).await.unwrap();
     assert_eq!(token.expose(), TOKEN);
     assert_eq!(stamp(&path), Some(stamp_read));
@@ -159,7 +159,7 @@ async fn file_missing_is_dead() {
 async fn file_empty_or_directory_is_dead() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
-    std::fs::write(&path, "\n").unwrap();
+    private(&path, "\n");
     assert!(is_dead(&file(&path).await.unwrap_err()));
     assert!(is_dead(&file(dir.path()).await.unwrap_err()));
 }
@@ -168,7 +168,7 @@ async fn file_empty_or_directory_is_dead() {
 async fn stamp_changes_when_file_is_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
-    std::fs::write(&path, "first\n").unwrap();
+    private(&path, "first\n");
     let first = stamp(&path).unwrap();
     assert_eq!(stamp(&path), Some(first.clone()));
 
@@ -179,7 +179,7 @@ async fn stamp_changes_when_file_is_rewritten() {
 
     // Replaced by rename with the same length: a new inode.
     let tmp = dir.path().join("token.tmp");
-    std::fs::write(&tmp, "second-tokeX\n").unwrap();
+    private(&tmp, "second-tokeX\n");
     std::fs::rename(&tmp, &path).unwrap();
     let third = stamp(&path).unwrap();
     assert_ne!(second, third);
@@ -505,4 +505,34 @@ fn redact_url_drops_userinfo_only() {
 fn percent_decode_handles_escapes() {
     assert_eq!(percent_decode("pa%40ss%2"), "pa@ss%2");
     assert_eq!(percent_decode("%zz%41"), "%zzA");
+}
+
+/// A token file as a helper writes it: mode 0600, like every secret.
+fn private(path: &std::path::Path, text: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[tokio::test]
+async fn a_token_file_others_can_write_or_a_link_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    private(&path, format!("{TOKEN}\n"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = file(&path).await.unwrap_err();
+    assert!(is_dead(&err), "{err:?}");
+    assert!(format!("{err:?}").contains("writable by them"), "{err:?}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let link = shared.join("token");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let err = file(&link).await.unwrap_err();
+    assert!(
+        is_dead(&err) && format!("{err:?}").contains("symbolic link"),
+        "{err:?}"
+    );
 }

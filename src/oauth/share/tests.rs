@@ -30,6 +30,7 @@ fn setup() -> (
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut sources = BTreeMap::new();
     sources.insert("app".into(), source("app", file, "app@example.com"));
     sources.insert(
