@@ -300,7 +300,17 @@ fn read_envelope<R: std::io::BufRead>(reader: &mut R) -> Result<DropEnvelope, Pi
 /// there is refused rather than used ([`crate::safe_fs`]).
 fn set_aside(dir: &Path, name: &str, reason: &str) {
     let moved = Dir::open(dir).and_then(|d| {
-        let bad = d.subdir(".bad", 0o700)?;
+        let bad = match d.subdir(".bad", 0o700) {
+            Ok(bad) => bad,
+            Err(e) => {
+                // Someone else's `.bad` (the directory is ours, so we may
+                // move it): out of the way, kept for the operator to see.
+                let planted = format!(".bad.planted.{:016x}", crate::safe_fs::random());
+                tracing::error!("drop directory .bad: {e}; moved to {planted}");
+                d.rename(OsStr::new(".bad"), OsStr::new(&planted))?;
+                d.subdir(".bad", 0o700)?
+            }
+        };
         d.move_to(OsStr::new(name), &bad)?;
         Ok(bad.path().join(name))
     });
@@ -421,11 +431,13 @@ mod tests {
         std::os::unix::fs::symlink(elsewhere.path(), drop.path().join(".bad")).unwrap();
         std::fs::write(drop.path().join("f1"), "not a drop file").unwrap();
         set_aside(drop.path(), "f1", "test");
-        assert!(drop.path().join("f1").exists(), "kept where it was");
+        assert!(drop.path().join(".bad/f1").exists(), "in a .bad of our own");
         assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
-
-        std::fs::remove_file(drop.path().join(".bad")).unwrap();
-        set_aside(drop.path(), "f1", "test");
-        assert!(drop.path().join(".bad/f1").exists());
+        let planted: Vec<_> = std::fs::read_dir(drop.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".bad.planted."))
+            .collect();
+        assert_eq!(planted.len(), 1, "the link kept aside: {planted:?}");
     }
 }

@@ -7,14 +7,19 @@
 //! them aim root's write at `/etc/shadow`. So everything here goes through
 //! descriptors:
 //!
-//! * A directory is reached one component at a time. A symbolic link is
-//!   followed only inside a directory that only root or we can write (so an
-//!   administrator's `/var/run -> /run` still works); inside any other it is
-//!   refused. That is `openat2`'s `RESOLVE_NO_SYMLINKS` for exactly the part
-//!   of the path someone else controls, and `..` is refused everywhere.
+//! * A path is walked one component at a time ([`walk`]). A symbolic link is
+//!   followed only where it stands in a directory that only root or we can
+//!   write (so an administrator's `/var/run -> /run` still works), and then
+//!   by walking its target under the same rule, never by the kernel; inside
+//!   any other directory it is refused. That is `openat2`'s
+//!   `RESOLVE_NO_SYMLINKS` for exactly the part of the path someone else
+//!   controls. `..` is refused in the paths we are given.
 //! * Files are opened with `O_NOFOLLOW`, new ones with `O_EXCL` under names
 //!   nobody can guess, and a file that is not regular or has a second hard
-//!   link is refused: that second name may be root's file.
+//!   link is refused: that second name may be root's file. In a directory
+//!   others can write, an existing file must also belong to the directory's
+//!   owner: a link count can be lowered between our open and our check, an
+//!   owner cannot be changed by whoever planted the file.
 //! * Owner and mode change through the open file (`fchown`, `fchmod`), names
 //!   through the open directory (`renameat`, `linkat`, `unlinkat`), and a name
 //!   put in place is checked to still be the file that was written.
@@ -49,6 +54,13 @@ pub enum SafeFsError {
     DotDot(PathBuf),
     #[error("{}: was replaced by someone else while it was written", .0.display())]
     Replaced(PathBuf),
+    #[error(
+        "{}: belongs to uid {uid}, not to the owner of the directory others can write that holds it",
+        .path.display()
+    )]
+    Foreign { path: PathBuf, uid: u32 },
+    #[error("{}: more than {MAX_LINKS} symbolic links on the way", .0.display())]
+    TooManyLinks(PathBuf),
     #[error("{}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -100,14 +112,14 @@ pub struct Temp {
 impl Dir {
     /// Opens an existing directory.
     pub fn open(path: &Path) -> Result<Dir, SafeFsError> {
-        walk(path, None)
+        walk::walk(path, None)
     }
 
     /// Opens a directory, creating what is missing with `mode`; as root, each
     /// new directory is given to the owner of the one it is made in, so the
     /// daemon can use what `oauth login` or `import` created for it.
     pub fn create(path: &Path, mode: u32) -> Result<Dir, SafeFsError> {
-        walk(path, Some(mode))
+        walk::walk(path, Some(mode))
     }
 
     pub fn path(&self) -> &Path {
@@ -144,13 +156,12 @@ impl Dir {
 
     /// [`Dir::read`], but a symbolic link at `name` is followed when only root
     /// or we can write this directory (an administrator's link, as in
-    /// [`Dir::open`]); what it leads to is checked the same way.
+    /// [`Dir::open`]), its target walked under the same rules.
     pub fn read_linked(
         &self,
         name: impl AsRef<OsStr>,
     ) -> Result<Option<(File, FileStat)>, SafeFsError> {
-        let follow = !others_can_write(&self.stat);
-        match self.open_file_how(name.as_ref(), OFlag::O_RDONLY, 0, follow) {
+        match walk::read_linked(self, name.as_ref(), 0) {
             Err(e) if e.is_not_found() => Ok(None),
             other => other.map(Some),
         }
@@ -188,29 +199,19 @@ impl Dir {
         Ok(Temp { file, name })
     }
 
+    /// Opens `name` (never through a link) and checks what was opened: a
+    /// regular file with one name and, unless we have just created it, in a
+    /// directory others can write, the directory owner's.
     fn open_file(
         &self,
         name: &OsStr,
         flags: OFlag,
         mode: u32,
     ) -> Result<(File, FileStat), SafeFsError> {
-        self.open_file_how(name, flags, mode, false)
-    }
-
-    fn open_file_how(
-        &self,
-        name: &OsStr,
-        flags: OFlag,
-        mode: u32,
-        follow: bool,
-    ) -> Result<(File, FileStat), SafeFsError> {
         let name = self.name(name)?;
         let path = self.path.join(name);
         // O_NONBLOCK: a FIFO planted at the name must not hang the open.
-        let mut flags = flags | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-        if !follow {
-            flags |= OFlag::O_NOFOLLOW;
-        }
+        let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
         let fd = match openat(&self.fd, name, flags, Mode::from_bits_truncate(mode)) {
             Ok(fd) => fd,
             Err(Errno::ELOOP) => return Err(SafeFsError::Link(path)),
@@ -224,6 +225,13 @@ impl Dir {
             return Err(SafeFsError::HardLinked {
                 path,
                 links: st.st_nlink as u64,
+            });
+        }
+        let created = flags.contains(OFlag::O_EXCL);
+        if !created && others_can_write(&self.stat) && st.st_uid != self.stat.st_uid {
+            return Err(SafeFsError::Foreign {
+                path,
+                uid: st.st_uid,
             });
         }
         Ok((File::from(fd), st))
@@ -248,7 +256,7 @@ impl Dir {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(io(&path)(e)),
         }
-        let dir = open_step(&self.fd, name, false, &path)?;
+        let dir = walk::open_step(self, name, &path)?;
         if Uid::from_raw(dir.stat.st_uid) != geteuid() {
             return Err(SafeFsError::Io {
                 path,
@@ -292,6 +300,12 @@ impl Dir {
         Ok(())
     }
 
+    /// Renames `from` to `to` in this directory.
+    pub fn rename(&self, from: &OsStr, to: &OsStr) -> Result<(), SafeFsError> {
+        let (from, to) = (self.name(from)?, self.name(to)?);
+        renameat(&self.fd, from, &self.fd, to).map_err(io(&self.path.join(to)))
+    }
+
     /// Moves `name` from this directory to `to` in another.
     pub fn move_to(&self, name: &OsStr, to: &Dir) -> Result<(), SafeFsError> {
         let name = self.name(name)?;
@@ -315,113 +329,8 @@ impl Dir {
     }
 }
 
-/// Opens `path` one component at a time (module comment), creating missing
-/// directories with `create`'s mode.
-fn walk(path: &Path, create: Option<u32>) -> Result<Dir, SafeFsError> {
-    let start = if path.is_absolute() { "/" } else { "." };
-    let mut here = PathBuf::from(start);
-    let fd = openat(
-        nix::fcntl::AT_FDCWD,
-        start,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io(&here))?;
-    let stat = fstat(&fd).map_err(io(&here))?;
-    let mut dir = Dir {
-        fd,
-        path: here.clone(),
-        stat,
-        readable: false,
-    };
-    for part in path.components() {
-        let name = match part {
-            Component::Normal(name) => name,
-            Component::ParentDir => return Err(SafeFsError::DotDot(path.to_path_buf())),
-            _ => continue,
-        };
-        here.push(name);
-        let follow = !others_can_write(&dir.stat);
-        dir = match open_step(&dir.fd, name, follow, &here) {
-            Err(e) if e.is_not_found() && create.is_some() => {
-                make_step(&dir, name, create.unwrap_or(0o700), &here)?
-            }
-            other => other?,
-        };
-    }
-    dir.path = path.to_path_buf();
-    readable(dir)
-}
-
-/// One step of [`walk`]: `name` in `parent`, following a link there only
-/// when `follow`.
-fn open_step(
-    parent: &OwnedFd,
-    name: &OsStr,
-    follow: bool,
-    path: &Path,
-) -> Result<Dir, SafeFsError> {
-    let mut flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    if !follow {
-        flags |= OFlag::O_NOFOLLOW;
-    }
-    let fd = match openat(parent, name, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::ENOTDIR | Errno::ELOOP) => {
-            let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io(path))?;
-            return Err(if kind(&st) == SFlag::S_IFLNK {
-                SafeFsError::Link(path.to_path_buf())
-            } else {
-                SafeFsError::NotADirectory(path.to_path_buf())
-            });
-        }
-        Err(e) => return Err(io(path)(e)),
-    };
-    let stat = fstat(&fd).map_err(io(path))?;
-    // O_PATH|O_NOFOLLOW opens a link itself rather than failing.
-    match kind(&stat) {
-        SFlag::S_IFDIR => Ok(Dir {
-            fd,
-            path: path.to_path_buf(),
-            stat,
-            readable: false,
-        }),
-        SFlag::S_IFLNK => Err(SafeFsError::Link(path.to_path_buf())),
-        _ => Err(SafeFsError::NotADirectory(path.to_path_buf())),
-    }
-}
-
-/// Creates `name` in `parent` with `mode`, owned like `parent` (as root).
-fn make_step(parent: &Dir, name: &OsStr, mode: u32, path: &Path) -> Result<Dir, SafeFsError> {
-    match mkdirat(&parent.fd, name, Mode::from_bits_truncate(mode)) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(io(path)(e)),
-    }
-    let dir = readable(open_step(&parent.fd, name, false, path)?)?;
-    if Uid::from_raw(dir.stat.st_uid) == geteuid() {
-        parent.adopt(&dir.fd, path)?;
-        fchmod(&dir.fd, Mode::from_bits_truncate(mode)).map_err(io(path))?;
-    }
-    let stat = fstat(&dir.fd).map_err(io(path))?;
-    Ok(Dir { stat, ..dir })
-}
-
-/// Reopens a directory for reading where we may (to fsync or fchown it).
-fn readable(dir: Dir) -> Result<Dir, SafeFsError> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    match openat(&dir.fd, ".", flags, Mode::empty()) {
-        Ok(fd) => Ok(Dir {
-            fd,
-            readable: true,
-            ..dir
-        }),
-        Err(Errno::EACCES) => Ok(dir),
-        Err(e) => Err(io(&dir.path)(e)),
-    }
-}
-
 /// 64 random bits, for names nobody can plant a link at in advance.
-fn random() -> u64 {
+pub fn random() -> u64 {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 8];
     if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
@@ -435,6 +344,12 @@ fn random() -> u64 {
     }
     u64::from_le_bytes(b)
 }
+
+mod walk;
+
+/// How many symbolic links one walk follows at most, as the kernel's
+/// MAXSYMLINKS.
+pub const MAX_LINKS: usize = 40;
 
 #[cfg(test)]
 mod tests;

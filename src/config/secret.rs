@@ -76,13 +76,6 @@ pub enum SecretError {
         .path.display()
     )]
     Exposed { path: PathBuf, mode: u32 },
-    /// Only root, the reader and the directory's owner (who could replace the
-    /// file anyway) may own a secret.
-    #[error(
-        "secret file {} belongs to uid {uid}, not to root, to this user or to the directory's owner",
-        .path.display()
-    )]
-    Owner { path: PathBuf, uid: u32 },
     #[error("secret file {} is larger than 64 KiB", .0.display())]
     TooLarge(PathBuf),
     #[error("secret file {} is empty", .0.display())]
@@ -94,9 +87,10 @@ const MAX_SECRET: u64 = 64 * 1024;
 
 /// Opens a secret file once, without following a link where others could
 /// have put one, and checks the open file (so a swap between check and read
-/// changes nothing): regular, one name, owned by root, by us or by the
-/// directory's owner, and no access for group or others. Every secret
-/// (passwords, client secrets, token files) goes through this one rule.
+/// changes nothing): regular, one name, no access for group or others, and
+/// in a directory others can write, its owner's ([`crate::safe_fs`]).
+/// Every secret (passwords, client secrets, token files) goes through this
+/// one rule.
 pub fn open_secret(path: &Path) -> Result<File, SecretError> {
     let text = path.to_string_lossy();
     if CREDENTIALS.iter().any(|p| text.contains(p)) {
@@ -114,14 +108,6 @@ pub fn open_secret(path: &Path) -> Result<File, SecretError> {
             source: std::io::ErrorKind::NotFound.into(),
         });
     };
-    let owner = st.st_uid;
-    let trusted = [0, nix::unistd::geteuid().as_raw(), dir.stat().st_uid];
-    if !trusted.contains(&owner) {
-        return Err(SecretError::Owner {
-            path: path.to_path_buf(),
-            uid: owner,
-        });
-    }
     if st.st_mode & 0o077 != 0 {
         return Err(SecretError::Exposed {
             path: path.to_path_buf(),

@@ -23,7 +23,6 @@ const CLAIM_WAIT: Duration = Duration::from_secs(30);
 /// Binds a UNIX socket with `mode`, replacing a stale socket file left by a
 /// previous run, and gives it to `group` if set.
 pub fn bind_socket(path: &Path, mode: u32, group: Option<&str>) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -39,10 +38,23 @@ pub fn bind_socket(path: &Path, mode: u32, group: Option<&str>) -> std::io::Resu
         }
     }
     let listener = UnixListener::bind(path)?;
-    // The names are changed, never what a link there points at: the socket
-    // directory is the daemon's, and what we just bound must be a socket.
-    let meta = std::fs::symlink_metadata(path)?;
-    if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+    set_owner_and_mode(path, mode, group)?;
+    Ok(listener)
+}
+
+/// Gives the socket just bound its group and mode through a descriptor of
+/// the node itself (`O_PATH|O_NOFOLLOW`), so a link put at its name is never
+/// what is changed; chmod goes through `/proc/self/fd`, as `fchmod` does not
+/// take such a descriptor.
+fn set_owner_and_mode(path: &Path, mode: u32, group: Option<&str>) -> std::io::Result<()> {
+    use nix::fcntl::{openat, OFlag, AT_FDCWD};
+    use nix::sys::stat::Mode;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(AT_FDCWD, path, flags, Mode::empty())?;
+    let st = nix::sys::stat::fstat(&fd)?;
+    if st.st_mode & nix::sys::stat::SFlag::S_IFMT.bits() != nix::sys::stat::SFlag::S_IFSOCK.bits() {
         return Err(std::io::Error::other(format!(
             "{} was replaced while it was made",
             path.display()
@@ -58,10 +70,11 @@ pub fn bind_socket(path: &Path, mode: u32, group: Option<&str>) -> std::io::Resu
                     format!("group {g:?} does not exist"),
                 )
             })?;
-        std::os::unix::fs::lchown(path, None, Some(gid.gid.as_raw()))?;
+        let empty = nix::fcntl::AtFlags::AT_EMPTY_PATH;
+        nix::unistd::fchownat(&fd, "", None, Some(gid.gid), empty)?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
+    let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    std::fs::set_permissions(by_fd, std::fs::Permissions::from_mode(mode))
 }
 
 pub async fn serve(relay: Arc<Delivery>, listener: UnixListener, access: Access) {

@@ -168,7 +168,12 @@ fn exit_error(source: &str, status: std::process::ExitStatus, err: &[u8]) -> Tok
 /// could write would let them choose the token.
 pub async fn file(path: &Path) -> Result<(Secret, FileStamp), TokenError> {
     let source = format!("file {}", path.display());
-    let file = match open_secret(path) {
+    // The walk to the file is several blocking calls: off the runtime.
+    let owned = path.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || open_secret(&owned))
+        .await
+        .map_err(|e| temporary(&source, e.to_string()))?;
+    let file = match opened {
         Ok(f) => tokio::fs::File::from_std(f),
         Err(SecretError::Unreadable { source: e, .. }) => return Err(file_error(&source, e)),
         Err(SecretError::Unsafe(SafeFsError::Io { source: e, .. })) => {

@@ -105,3 +105,61 @@ fn a_subdirectory_planted_as_a_link_is_refused() {
     let ok = dir.subdir(".good", 0o700).unwrap();
     assert_eq!(ok.stat().st_mode & 0o777, 0o700);
 }
+
+#[test]
+fn a_trusted_link_is_walked_under_the_same_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mine, shared) = (tmp.path().join("mine"), tmp.path().join("shared"));
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(tmp.path().join("private"), "root's").unwrap();
+    std::fs::set_permissions(
+        tmp.path().join("private"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    // Ours: mine/token -> ../shared/token; theirs: shared/token -> ../private.
+    std::os::unix::fs::symlink("../shared/token", mine.join("token")).unwrap();
+    std::os::unix::fs::symlink("../private", shared.join("token")).unwrap();
+    let dir = Dir::open(&mine).unwrap();
+    let err = dir.read_linked("token").unwrap_err();
+    assert!(matches!(err, SafeFsError::Link(_)), "{err}");
+
+    // A relative link with `..`, as /var/run -> ../run, is followed.
+    std::fs::remove_file(mine.join("token")).unwrap();
+    std::os::unix::fs::symlink("../private", mine.join("token")).unwrap();
+    let (mut f, _) = dir.read_linked("token").unwrap().unwrap();
+    let mut text = String::new();
+    f.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "root's");
+    std::os::unix::fs::symlink("shared/../mine", tmp.path().join("via")).unwrap();
+    assert!(Dir::open(&tmp.path().join("via")).is_ok());
+    std::os::unix::fs::symlink("loop", mine.join("loop")).unwrap();
+    let err = dir.read_linked("loop").unwrap_err();
+    assert!(matches!(err, SafeFsError::TooManyLinks(_)), "{err}");
+}
+
+/// A file in a directory someone else owns must be theirs: root's file there
+/// may be a hard link whose other name was removed between open and check.
+#[test]
+fn in_someone_elses_directory_only_their_files_are_read() {
+    if !geteuid().is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let theirs = tmp.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let nobody = Some(Uid::from_raw(65534));
+    nix::unistd::chown(&theirs, nobody, None).unwrap();
+    std::fs::write(theirs.join("roots"), "x").unwrap();
+    std::fs::write(theirs.join("own"), "y").unwrap();
+    nix::unistd::chown(&theirs.join("own"), nobody, None).unwrap();
+    let dir = Dir::open(&theirs).unwrap();
+    let err = dir.read("roots").unwrap_err();
+    assert!(matches!(err, SafeFsError::Foreign { uid: 0, .. }), "{err}");
+    assert!(dir.read("own").unwrap().is_some());
+    // What we create there ourselves is ours to use, and becomes theirs.
+    let t = dir.temp("s", 0o600).unwrap();
+    assert_eq!(fstat(t.file.as_fd()).unwrap().st_uid, 65534);
+}
