@@ -349,3 +349,46 @@ while True:
                 except OSError:
                     pass
 "#;
+
+/// Links planted at the names `import --force` writes (a secret and the
+/// configuration) are replaced by the files it wrote; what they pointed at
+/// is left as it was.
+#[test]
+fn import_replaces_planted_links_without_writing_through_them() {
+    if !root_with_setpriv("import planted links") {
+        return;
+    }
+    let site = site();
+    let secrets = site.top.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    give_to_nobody(&secrets);
+    let v = site.victim.display().to_string();
+    let s = secrets.display().to_string();
+    as_nobody(&format!(
+        "ln -s {v} {s}/gmail.password && ln -s {v} {s}/out.toml"
+    ));
+    std::fs::hard_link(
+        &site.victim,
+        secrets.join("office365-app-contoso-com.password"),
+    )
+    .unwrap();
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/import/postfix");
+    let out = Command::new(env!("CARGO_BIN_EXE_smarthost"))
+        .args([
+            "import",
+            "postfix",
+            fixtures,
+            "--force",
+            "--secrets-dir",
+            &s,
+        ])
+        .arg("-o")
+        .arg(secrets.join("out.toml"))
+        .output()
+        .expect("import");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_untouched(&site.victim);
+    assert_secrets_are_imports(&secrets);
+    let config = std::fs::symlink_metadata(secrets.join("out.toml")).unwrap();
+    assert!(config.is_file(), "the configuration is a file of its own");
+}
