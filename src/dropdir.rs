@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_now;
 use crate::intake::{Incoming, Intake, Peer};
-use crate::safe_fs::Dir;
+use crate::safe_fs::{Dir, SafeFsError};
 use crate::smtp::address::needs_smtputf8;
 
 /// The drop directory's mode: owner all, group write+search, sticky.
@@ -82,6 +82,7 @@ pub fn write(
             .create_new(true)
             .mode(0o640)
             .open(&tmp)?;
+        readable_by_daemon(&f, dir)?;
         f.write_all(&line)?;
         std::io::copy(message, &mut f)?;
         f.sync_all()?;
@@ -95,6 +96,32 @@ pub fn write(
         return Err(io(e));
     }
     Ok(done)
+}
+
+/// The daemon reads drop files through the directory's group: a file root
+/// (or a user in that group only as a supplementary group) makes would
+/// otherwise have the maker's group, and sit unread. Given to the
+/// directory's group, mode 0640, and checked, before a byte is written: a
+/// file the daemon could not read must fail sendmail, not be lost later.
+fn readable_by_daemon(f: &std::fs::File, dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let gid = std::fs::metadata(dir)?.gid();
+    let want = nix::unistd::Gid::from_raw(gid);
+    if f.metadata()?.gid() != gid {
+        nix::unistd::fchown(f.as_fd(), None, Some(want)).map_err(|e| {
+            std::io::Error::other(format!(
+                "cannot give the drop file to the directory's group {gid} (the daemon could not read it): {e}"
+            ))
+        })?;
+    }
+    nix::sys::stat::fchmod(f.as_fd(), nix::sys::stat::Mode::from_bits_truncate(0o640))?;
+    let st = f.metadata()?;
+    if st.gid() != gid || st.mode() & 0o040 == 0 {
+        return Err(std::io::Error::other(
+            "the drop file would not be readable by the daemon",
+        ));
+    }
+    Ok(())
 }
 
 /// 64 random bits from the kernel, for unguessable file names.
@@ -116,24 +143,33 @@ pub fn prepare(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Picks up drop files forever.
+/// Picks up drop files forever, the first time at once.
 pub async fn run(intake: Intake) {
     loop {
-        pickup(&intake).await;
+        let picked = pickup(&intake).await;
+        if picked > 0 {
+            tracing::info!("picked up {picked} message(s) from the drop directory");
+        }
         tokio::time::sleep(PICKUP_INTERVAL).await;
     }
 }
 
-/// Queues every complete drop file; returns how many were queued.
+/// Queues every complete drop file; returns how many were queued. Anything
+/// else at a name (a FIFO, a link, a directory, a file too big to be mail)
+/// is set aside without being read, so nobody with write access to the
+/// directory can stall the pickup.
 pub async fn pickup(intake: &Intake) -> usize {
-    let dir = intake.config().local.drop_dir.clone();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+    let path = intake.config().local.drop_dir.clone();
+    let dir = match Dir::open(&path) {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return 0,
         Err(e) => {
-            tracing::warn!("drop directory {}: {e}", dir.display());
+            tracing::warn!("drop directory: {e}");
             return 0;
         }
+    };
+    let Ok(entries) = std::fs::read_dir(&path) else {
+        return 0;
     };
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)
@@ -143,25 +179,26 @@ pub async fn pickup(intake: &Intake) -> usize {
     names.sort();
     let mut n = 0;
     for name in names {
-        let path = dir.join(&name);
         if name.starts_with('.') {
-            remove_if_abandoned(&path);
+            remove_if_abandoned(&path.join(&name));
             continue;
         }
-        match pickup_one(intake, &path).await {
-            Ok(id) => {
-                tracing::info!("{id}: picked up from {}", path.display());
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::error!(
-                        "{id}: queued, but cannot remove {}: {e}; it will be queued again",
-                        path.display()
-                    );
+        match pickup_one(intake, &dir, &name).await {
+            Ok(Some(id)) => {
+                tracing::info!("{id}: picked up from {}", path.join(&name).display());
+                if let Err(e) = dir.remove(&name) {
+                    tracing::error!("{id}: queued, but cannot remove {e}; it will be queued again");
                 }
                 n += 1;
             }
-            Err(Pickup::Bad(reason)) => set_aside(&dir, &name, &reason.to_string()),
+            Ok(None) => {}
+            Err(Pickup::Bad(reason)) => {
+                if let Some(waiting) = set_aside(&dir, &name, &reason.to_string()) {
+                    intake.metrics().set_aside(waiting);
+                }
+            }
             Err(Pickup::Later(reason)) => {
-                tracing::warn!("{}: not picked up yet: {reason}", path.display());
+                tracing::warn!("{name}: not picked up yet: {reason}");
                 // The queue is unavailable; the rest would fail the same way.
                 break;
             }
@@ -186,6 +223,8 @@ pub enum Refused {
     NotAFile,
     #[error("a hard link: another name of a file that may not be its sender's")]
     HardLinked,
+    #[error("a symbolic link")]
+    Link,
     #[error("larger than the message size limit")]
     TooLarge,
     #[error("no envelope line")]
@@ -219,10 +258,13 @@ fn unreadable(op: &'static str) -> impl Fn(std::io::Error) -> Pickup {
     }
 }
 
-async fn pickup_one(intake: &Intake, path: &Path) -> Result<String, Pickup> {
+/// Queues one drop file; `Ok(None)` if it went away meanwhile.
+async fn pickup_one(intake: &Intake, dir: &Dir, name: &str) -> Result<Option<String>, Pickup> {
     let config = intake.config();
     let limits = &config.limits;
-    let (file, uid) = open_drop_file(path)?;
+    let Some((file, uid)) = open_drop_file(dir, name, limits.max_message_size)? else {
+        return Ok(None);
+    };
     let mut reader = std::io::BufReader::with_capacity(READ_CHUNK, file);
     let env = read_envelope(&mut reader)?;
     check_envelope(&env, limits).map_err(Pickup::Bad)?;
@@ -254,6 +296,7 @@ async fn pickup_one(intake: &Intake, path: &Path) -> Result<String, Pickup> {
     intake
         .enqueue(incoming, receiving)
         .await
+        .map(Some)
         .map_err(Pickup::Later)
 }
 
@@ -262,24 +305,34 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The envelope line is bounded by the recipient limit; 1 MiB is ample.
 const MAX_ENVELOPE: u64 = 1024 * 1024;
 
-/// Opens a drop file, never through a link someone planted: only regular
-/// files are mail. Returns it and its owner.
-fn open_drop_file(path: &Path) -> Result<(std::fs::File, u32), Pickup> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(unreadable("open"))?;
-    let meta = file.metadata().map_err(unreadable("stat"))?;
-    if !meta.is_file() {
-        return Err(Pickup::Bad(Refused::NotAFile));
+/// Opens a drop file through [`crate::safe_fs`]: never through a link,
+/// never blocking on a FIFO, and only a regular file with one name (the
+/// owner is who the mail is from: a second name for someone else's file must
+/// not pass as theirs) and a size mail can have. Returns it and its owner.
+fn open_drop_file(
+    dir: &Dir,
+    name: &str,
+    max_message: u64,
+) -> Result<Option<(std::fs::File, u32)>, Pickup> {
+    let (file, st) = match dir.read_anyones(name) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok(None),
+        Err(SafeFsError::Link(_)) => return Err(Pickup::Bad(Refused::Link)),
+        Err(SafeFsError::NotAFile(_)) => return Err(Pickup::Bad(Refused::NotAFile)),
+        Err(SafeFsError::HardLinked { .. }) => return Err(Pickup::Bad(Refused::HardLinked)),
+        Err(e) => {
+            return Err(Pickup::Bad(Refused::Unreadable {
+                op: "open",
+                reason: e.to_string(),
+            }))
+        }
+    };
+    // Message and envelope line, with room for CRLFs the size check counts.
+    let most = max_message.saturating_mul(2).saturating_add(MAX_ENVELOPE);
+    if u64::try_from(st.st_size).unwrap_or(u64::MAX) > most {
+        return Err(Pickup::Bad(Refused::TooLarge));
     }
-    // The owner is who the mail is from: a second name for someone else's
-    // file (which its group may create here) must not pass as theirs.
-    if meta.nlink() > 1 {
-        return Err(Pickup::Bad(Refused::HardLinked));
-    }
-    Ok((file, meta.uid()))
+    Ok(Some((file, st.st_uid)))
 }
 
 fn read_envelope<R: std::io::BufRead>(reader: &mut R) -> Result<DropEnvelope, Pickup> {
@@ -295,31 +348,65 @@ fn read_envelope<R: std::io::BufRead>(reader: &mut R) -> Result<DropEnvelope, Pi
 }
 
 /// Moves a file that can never be queued out of the way, keeping it for the
-/// operator instead of deleting someone's mail. Members of the directory's
-/// group can create names in it, `.bad` too: a link or a directory of theirs
-/// there is refused rather than used ([`crate::safe_fs`]).
-fn set_aside(dir: &Path, name: &str, reason: &str) {
-    let moved = Dir::open(dir).and_then(|d| {
-        let bad = match d.subdir(".bad", 0o700) {
+/// operator instead of deleting someone's mail, and says so loudly: an error
+/// line, the metric and `/healthz` (degraded), and `mailq`'s first line.
+/// Members of the directory's group can create names in it, `.bad` too: one
+/// that is not the daemon's is moved aside and a fresh one made.
+/// Returns how many files now wait in `.bad`.
+fn set_aside(dir: &Dir, name: &str, reason: &str) -> Option<u64> {
+    let moved: Result<PathBuf, SafeFsError> = (|| {
+        let bad = match dir.subdir(".bad", 0o700) {
             Ok(bad) => bad,
             Err(e) => {
-                // Someone else's `.bad` (the directory is ours, so we may
-                // move it): out of the way, kept for the operator to see.
                 let planted = format!(".bad.planted.{:016x}", crate::safe_fs::random());
                 tracing::error!("drop directory .bad: {e}; moved to {planted}");
-                d.rename(OsStr::new(".bad"), OsStr::new(&planted))?;
-                d.subdir(".bad", 0o700)?
+                dir.rename(OsStr::new(".bad"), OsStr::new(&planted))?;
+                dir.subdir(".bad", 0o700)?
             }
         };
-        d.move_to(OsStr::new(name), &bad)?;
-        Ok(bad.path().join(name))
-    });
+        match dir.move_to(OsStr::new(name), &bad) {
+            Ok(()) => Ok(bad.path().join(name)),
+            // Someone else's directory cannot move to another parent (its
+            // `..` would change): it gets a hidden name where it is.
+            Err(_) => {
+                let hidden = format!(".bad.{name}.{:016x}", crate::safe_fs::random());
+                dir.rename(OsStr::new(name), OsStr::new(&hidden))?;
+                Ok(dir.path().join(hidden))
+            }
+        }
+    })();
     match moved {
-        Ok(to) => tracing::error!(
-            "drop file {name} refused: {reason}; moved to {}",
-            to.display()
-        ),
-        Err(e) => tracing::error!("drop file {name} refused: {reason}; cannot move it aside: {e}"),
+        Ok(to) => {
+            tracing::error!(
+                "drop file {name} refused: {reason}; moved to {}",
+                to.display()
+            );
+            Some(count_set_aside(dir))
+        }
+        Err(e) => {
+            tracing::error!("drop file {name} refused: {reason}; cannot move it aside: {e}");
+            None
+        }
+    }
+}
+
+/// How many entries wait for the operator: in `.bad`, and set aside in
+/// place under `.bad.` names.
+fn count_set_aside(drop: &Dir) -> u64 {
+    let count = |p: &Path, hidden: bool| {
+        std::fs::read_dir(p).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| !hidden || e.file_name().to_string_lossy().starts_with(".bad."))
+                .count() as u64
+        })
+    };
+    count(&drop.path().join(".bad"), false) + count(drop.path(), true)
+}
+
+/// At start: what earlier runs set aside, for the metric and `/healthz`.
+pub fn recount_set_aside(intake: &Intake) {
+    if let Ok(dir) = Dir::open(&intake.config().local.drop_dir) {
+        intake.metrics().set_aside(count_set_aside(&dir));
     }
 }
 
@@ -430,7 +517,9 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(elsewhere.path(), drop.path().join(".bad")).unwrap();
         std::fs::write(drop.path().join("f1"), "not a drop file").unwrap();
-        set_aside(drop.path(), "f1", "test");
+        let dir = Dir::open(drop.path()).unwrap();
+        // The file, and the planted link kept aside for the operator.
+        assert_eq!(set_aside(&dir, "f1", "test"), Some(2));
         assert!(drop.path().join(".bad/f1").exists(), "in a .bad of our own");
         assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
         let planted: Vec<_> = std::fs::read_dir(drop.path())

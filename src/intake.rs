@@ -101,6 +101,11 @@ impl Intake {
         self.shared.config()
     }
 
+    /// The daemon's counters (the drop directory reports what it sets aside).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
+    }
+
     /// Resolves once the daemon has begun to stop.
     pub async fn stopped(&self) {
         self.shared.stopped().await

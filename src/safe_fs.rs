@@ -154,6 +154,19 @@ impl Dir {
         }
     }
 
+    /// [`Dir::read`] where files of other users are expected and who owns
+    /// one is what the caller records (the drop directory: its owner is the
+    /// mail's sender); every other check holds.
+    pub fn read_anyones(
+        &self,
+        name: impl AsRef<OsStr>,
+    ) -> Result<Option<(File, FileStat)>, SafeFsError> {
+        match self.open_checked(name.as_ref(), OFlag::O_RDONLY, 0, false) {
+            Err(e) if e.is_not_found() => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
     /// [`Dir::read`], but a symbolic link at `name` is followed when only root
     /// or we can write this directory (an administrator's link, as in
     /// [`Dir::open`]), its target walked under the same rules.
@@ -208,6 +221,16 @@ impl Dir {
         flags: OFlag,
         mode: u32,
     ) -> Result<(File, FileStat), SafeFsError> {
+        self.open_checked(name, flags, mode, true)
+    }
+
+    fn open_checked(
+        &self,
+        name: &OsStr,
+        flags: OFlag,
+        mode: u32,
+        owner_rule: bool,
+    ) -> Result<(File, FileStat), SafeFsError> {
         let name = self.name(name)?;
         let path = self.path.join(name);
         // O_NONBLOCK: a FIFO planted at the name must not hang the open.
@@ -228,7 +251,7 @@ impl Dir {
             });
         }
         let created = flags.contains(OFlag::O_EXCL);
-        if !created && others_can_write(&self.stat) && st.st_uid != self.stat.st_uid {
+        if owner_rule && !created && others_can_write(&self.stat) && st.st_uid != self.stat.st_uid {
             return Err(SafeFsError::Foreign {
                 path,
                 uid: st.st_uid,

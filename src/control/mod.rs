@@ -108,6 +108,9 @@ pub struct Overview {
     pub counted: bool,
     pub oldest: Option<u64>,
     pub damaged: u64,
+    /// Drop files refused and kept in the drop directory's `.bad`.
+    #[serde(default)]
+    pub set_aside: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

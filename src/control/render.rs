@@ -93,6 +93,19 @@ impl Summary {
 /// The first line of `mailq` for a queue that is not empty: the whole
 /// queue's counts, from the daemon's counts rather than the listing.
 pub fn render_overview(o: &Overview, now: u64) -> String {
+    let mut out = render_counts(o, now);
+    if o.set_aside > 0 {
+        let _ = writeln!(
+            out,
+            "Drop directory: {} file{} could not be queued and wait in its .bad (the log says why)",
+            o.set_aside,
+            if o.set_aside == 1 { "" } else { "s" }
+        );
+    }
+    out
+}
+
+fn render_counts(o: &Overview, now: u64) -> String {
     let total = o.tally.total;
     if total.messages == 0 && o.counted && o.damaged == 0 {
         return String::new();
@@ -413,6 +426,7 @@ mod tests {
             counted: true,
             oldest: Some(1_000),
             damaged: 1,
+            set_aside: 0,
         };
         assert_eq!(
             render_overview(&o, 4_600),
@@ -426,12 +440,18 @@ mod tests {
             counted: true,
             oldest: None,
             damaged: 0,
+            set_aside: 0,
         };
         assert_eq!(
             render_overview(&empty, 0),
             "",
             "mailq says the queue is empty"
         );
+        let refused = Overview {
+            set_aside: 2,
+            ..empty
+        };
+        assert!(render_overview(&refused, 0).starts_with("Drop directory: 2 files could not"));
     }
 
     #[test]

@@ -212,6 +212,7 @@ async fn list(
         tally: gauges.tally,
         oldest: gauges.oldest,
         damaged: shared.metrics.damaged_count(),
+        set_aside: shared.metrics.set_aside_count(),
     };
     send(out, &Reply::Overview(overview)).await?;
     out.flush().await?;

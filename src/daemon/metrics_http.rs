@@ -89,14 +89,23 @@ async fn answer(req: &Request<Incoming>, relay: &Arc<Delivery>) -> Response<Full
         );
         return respond(StatusCode::OK, CONTENT_TYPE, body);
     }
+    let metrics = &relay.shared.metrics;
     match health(relay).await {
-        // Still serving: a damaged message needs the operator, not a restart.
-        Ok(()) if relay.shared.metrics.damaged_count() > 0 => respond(
+        // Still serving: these need the operator, not a restart.
+        Ok(()) if metrics.damaged_count() > 0 => respond(
             StatusCode::OK,
             PLAIN,
             format!(
                 "degraded: {} damaged message(s) quarantined in the queue (see `smarthost queue list`)\n",
-                relay.shared.metrics.damaged_count()
+                metrics.damaged_count()
+            ),
+        ),
+        Ok(()) if metrics.set_aside_count() > 0 => respond(
+            StatusCode::OK,
+            PLAIN,
+            format!(
+                "degraded: {} drop file(s) could not be queued and wait in the drop directory's .bad (see the log)\n",
+                metrics.set_aside_count()
             ),
         ),
         Ok(()) => respond(StatusCode::OK, PLAIN, "ok\n".into()),

@@ -169,8 +169,8 @@ async fn bind(
     })
 }
 
-/// Picks up the drop directory, starts the workers, the background tasks and
-/// the sessions, and says "ready"; the sessions' task.
+/// Starts the workers, the background tasks (the drop directory's pickup
+/// among them) and the sessions, and says "ready"; the sessions' task.
 async fn start(
     relay: &Arc<Delivery>,
     config: &Config,
@@ -182,12 +182,11 @@ async fn start(
         // sendmail still works through the socket; only the fallback is lost.
         tracing::warn!("drop directory {}: {e}", local.drop_dir.display());
     }
-    // Mail dropped while the daemon was down is queued before anything else.
+    // Mail dropped while the daemon was down is picked up at once, by a task
+    // of its own: readiness and shutdown never wait for what sits in a
+    // directory others can write.
     let intake = crate::intake::Intake::new(relay.shared.clone());
-    let picked = dropdir::pickup(&intake).await;
-    if picked > 0 {
-        tracing::info!("picked up {picked} message(s) from the drop directory");
-    }
+    dropdir::recount_set_aside(&intake);
     relay.spawn_workers();
     tokio::spawn(dropdir::run(intake.clone()));
     tokio::spawn(control::server::serve(
@@ -217,7 +216,7 @@ async fn start(
         "smarthost ready: listening on {} and {} with {} queued message(s)",
         addrs.join(", "),
         local.submit_socket().display(),
-        queued + picked as u64
+        queued
     );
     systemd::ready(&status_line(relay));
     relay.shared.metrics.set_ready();

@@ -114,6 +114,8 @@ pub struct Metrics {
     notifications: AtomicU64,
     /// Quarantined messages in the queue (see `spool`): kept, never tried.
     damaged: AtomicU64,
+    /// Drop files refused and waiting in the drop directory's `.bad`.
+    set_aside: AtomicU64,
     accepted: Accepted,
 }
 
@@ -129,6 +131,7 @@ impl Metrics {
             routes: RwLock::new(routes),
             notifications: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
+            set_aside: AtomicU64::new(0),
             accepted: Accepted::default(),
         }
     }
@@ -190,6 +193,16 @@ impl Metrics {
     /// The quarantined messages the queue holds (at start, after a reopen).
     pub fn set_damaged(&self, n: u64) {
         self.damaged.store(n, Relaxed);
+    }
+
+    /// How many refused drop files wait in `.bad` (after each one is set
+    /// aside, and at start).
+    pub fn set_aside(&self, n: u64) {
+        self.set_aside.store(n, Relaxed);
+    }
+
+    pub fn set_aside_count(&self) -> u64 {
+        self.set_aside.load(Relaxed)
     }
 
     /// How many quarantined messages the queue holds.
@@ -381,6 +394,16 @@ impl Metrics {
             "smarthost_queue_damaged_messages",
             &[],
             self.damaged_count(),
+        );
+        e.family(
+            "smarthost_drop_set_aside_files",
+            Kind::Gauge,
+            "Drop files the daemon could not queue, kept in the drop directory's .bad for the operator; the log says why.",
+        );
+        e.sample(
+            "smarthost_drop_set_aside_files",
+            &[],
+            self.set_aside_count(),
         );
     }
 }
