@@ -2,10 +2,12 @@
 //! unprivileged (as `nobody`, its group `nogroup` the drop group) as in
 //! production. While it is down, another user (`daemon`, in `nogroup` only as
 //! a supplementary group) plants a FIFO, a symbolic link, a hard link, a
-//! directory, a 10 GB sparse file and a `.bad` link to a directory elsewhere;
+//! directory, a 10 GB sparse file, a `.bad` link to a directory elsewhere,
+//! and a name and a sender with a newline and a fake log line in them;
 //! root and that user each leave a real message with `sendmail`. Then: the
 //! daemon starts and becomes ready, both messages are delivered, every hostile
-//! entry is set aside in the daemon's own `.bad` and said loudly (mailq),
+//! entry is set aside in the daemon's own `.bad` and said loudly (mailq), no
+//! log line is forged,
 //! nothing outside the drop directory changes, and stop and restart work with
 //! a new FIFO waiting.
 //!
@@ -146,7 +148,9 @@ fn plant(site: &Site) {
     let script = format!(
         "set -e; cd {drop}; mkfifo 00000000.fifo; ln -s /etc/passwd 00000001.link; \
          mkdir 00000002.dir; truncate -s 10G 00000003.big; \
-         echo mine > {e}/own; ln {e}/own 00000004.hard; ln -s {e} .bad",
+         echo mine > {e}/own; ln {e}/own 00000004.hard; ln -s {e} .bad; \
+         touch \"$(printf '00000005\\n<6> INFO 0A1B: FORGED status=sent')\"; \
+         printf '%s\\n%s\\n' '{{\"version\":1,\"sender\":\"a@b\\nFORGED status=sent\",\"recipients\":[\"c@d.example\"],\"created\":1}}' 'Subject: x' > 00000006.sender",
         drop = site.path("state/drop").display(),
         e = elsewhere.display()
     );
@@ -211,7 +215,7 @@ fn hostile_drop_entries_are_set_aside_and_mail_still_flows() {
     let delivered = wait_for(Duration::from_secs(20), || captured(&out).len() >= 2);
     assert!(delivered, "{}", site.log());
     let bad = site.path("state/drop/.bad");
-    let set_aside = wait_for(Duration::from_secs(10), || names(&bad).len() >= 4);
+    let set_aside = wait_for(Duration::from_secs(10), || names(&bad).len() >= 6);
     assert!(set_aside, "{:?}\n{}", names(&bad), site.log());
     assert_eq!(std::fs::symlink_metadata(&bad).unwrap().uid(), NOBODY);
     assert_eq!(
@@ -220,9 +224,18 @@ fn hostile_drop_entries_are_set_aside_and_mail_still_flows() {
             "00000000.fifo",
             "00000001.link",
             "00000003.big",
-            "00000004.hard"
+            "00000004.hard",
+            "00000005\n<6> INFO 0A1B: FORGED status=sent",
+            "00000006.sender"
         ]
     );
+    // A newline in a name or a sender never starts a log line of its own.
+    let log = site.log();
+    for line in log.lines().filter(|l| l.contains("FORGED")) {
+        assert!(line.contains("refused"), "a forged line: {line:?}\n{log}");
+    }
+    let forged = log.lines().filter(|l| l.contains("FORGED")).count();
+    assert_eq!(forged, 2, "one refusal line each: {log}");
     // Someone else's directory cannot change parents: hidden where it is.
     let drop = names(&site.path("state/drop"));
     assert!(
@@ -246,7 +259,7 @@ fn hostile_drop_entries_are_set_aside_and_mail_still_flows() {
         .output()
         .unwrap();
     assert!(
-        text(&mailq).contains("Drop directory: 6 files could not be queued"),
+        text(&mailq).contains("Drop directory: 8 files could not be queued"),
         "{}",
         text(&mailq)
     );

@@ -105,6 +105,16 @@ pub enum Command {
 /// succeeded (an action on several messages can fail for some).
 pub fn run(local: &Local, command: Command, out: &mut dyn Write) -> Result<bool, ClientError> {
     let now = crate::clock::unix_now();
+    let json = matches!(
+        command,
+        Command::List { json: true, .. }
+            | Command::Show { json: true, .. }
+            | Command::Find { json: true, .. }
+    );
+    // What people read goes through Printable: a Subject or an address must
+    // not drive the terminal. JSON is escaped by its encoder.
+    let mut printable = render::Printable(out);
+    let out: &mut dyn Write = if json { printable.0 } else { &mut printable };
     match command {
         Command::List { json, filter } => list(local, json, &filter, now, out),
         Command::Show { id, json } => show(local, id, json, now, out),

@@ -142,6 +142,40 @@ fn render_counts(o: &Overview, now: u64) -> String {
     out
 }
 
+/// A writer for what reaches a terminal: every control character but
+/// newline and tab is written escaped (`ESC` as `\u{1b}`), so text from a
+/// message (a Subject, a reply from upstream) cannot move the cursor, retitle
+/// the window or fake lines of its own.
+pub struct Printable<'a>(pub &'a mut dyn std::io::Write);
+
+impl std::io::Write for Printable<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        if !text.chars().any(unsafe_char) {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut clean = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            if unsafe_char(c) {
+                clean.extend(c.escape_unicode());
+            } else {
+                clean.push(c);
+            }
+        }
+        self.0.write_all(clean.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn unsafe_char(c: char) -> bool {
+    c.is_control() && c != '\n' && c != '\t'
+}
+
 pub const LIST_HEADER: &str =
     "Queue ID           Size  Arrived (UTC)    Route         Sender / Recipients\n";
 
@@ -452,6 +486,20 @@ mod tests {
             ..empty
         };
         assert!(render_overview(&refused, 0).starts_with("Drop directory: 2 files could not"));
+    }
+
+    #[test]
+    fn nothing_reaches_a_terminal_that_could_drive_it() {
+        use std::io::Write as _;
+        let mut buf = Vec::new();
+        let text = "Subject: \u{1b}]0;owned\u{7}\u{9b}2J\r\nok\tfine\n";
+        Printable(&mut buf).write_all(text.as_bytes()).unwrap();
+        let out = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            out,
+            "Subject: \\u{1b}]0;owned\\u{7}\\u{9b}2J\\u{d}\nok\tfine\n"
+        );
+        assert!(!out.chars().any(unsafe_char));
     }
 
     #[test]

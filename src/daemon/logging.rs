@@ -134,6 +134,9 @@ struct Line {
 
 impl Line {
     fn put(&mut self, name: &'static str, value: String) {
+        // Values come from outside (file names, addresses, HELO, replies): a
+        // newline in one must not start a line of its own in the log.
+        let value = escape(value);
         match name {
             "id" => self.id = Some(value),
             "message" => self.message = Some(value),
@@ -162,6 +165,25 @@ impl Line {
         }
         Ok(())
     }
+}
+
+/// Control characters (newlines first) written as escapes, so one event
+/// stays one line whatever its fields hold.
+fn escape(value: String) -> String {
+    if !value.chars().any(char::is_control) {
+        return value;
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Visit for Line {
@@ -248,6 +270,17 @@ mod tests {
              <6> INFO plain 1\n\
              <6> INFO Y: from=<> size=5\n"
         );
+    }
+
+    #[test]
+    fn a_field_cannot_start_a_line_of_its_own() {
+        let out = text(true, || {
+            let name = "x\n<6> INFO 0A1B: to=<a@b> status=sent (250 ok)\r\u{1b}[2J";
+            tracing::error!(id = "0A1C", from = name, "drop file {name} refused");
+        });
+        assert_eq!(out.lines().count(), 1, "{out:?}");
+        assert!(out.contains("x\\n<6> INFO"), "{out:?}");
+        assert!(out.contains("\\r\\u{1b}[2J"), "{out:?}");
     }
 
     #[test]

@@ -158,7 +158,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
                 Line::TooLong => {
                     self.send(500, "5.5.2", "Error: line too long");
-                    self.errors += 1;
+                    // It counts like any other error: endless long lines
+                    // end the session as endless bad commands do.
+                    if self.too_many_errors() {
+                        self.flush().await?;
+                        return Ok(None);
+                    }
                     // Answered now unless more pipelined commands wait.
                     if self.reader.buffer().is_empty() {
                         self.flush().await?;
