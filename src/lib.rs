@@ -47,6 +47,7 @@
 //! - [`sysexits`]: exit codes callers of sendmail interpret.
 //! - [`clock`]: Unix time and RFC 5322 dates.
 
+pub mod admission;
 pub mod bounce;
 pub mod capture;
 pub mod clock;

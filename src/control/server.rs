@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWrit
 use tokio::net::{UnixListener, UnixStream};
 
 use super::{Access, Action, Entry, ListFilter, Overview, Reply, Request, Selection};
+use crate::admission::{self, Admission};
 use crate::clock::unix_now;
 use crate::delivery::Delivery;
 use crate::metrics::Finish;
@@ -17,6 +18,17 @@ use crate::spool::{Envelope, StoreError};
 
 /// A request line is small; anything bigger is not a client of ours.
 const MAX_REQUEST: u64 = 64 * 1024;
+/// Connections one queue socket serves at once, and one user's share of them
+/// (`crate::admission`): a crowd of idle connections from one user leaves
+/// the rest for the others, and never the process's descriptors.
+const SLOTS: usize = 64;
+const SHARE: usize = 16;
+/// How long a client may take to send its request line.
+const READ_TIME: Duration = Duration::from_secs(10);
+/// How long one request may take in all, its answer read by the client
+/// included (a million-message listing takes seconds): a client that stops
+/// reading gives its slot back then.
+const REQUEST_TIME: Duration = Duration::from_secs(15 * 60);
 /// How long an operation waits for a delivery attempt in flight on the message.
 const CLAIM_WAIT: Duration = Duration::from_secs(30);
 
@@ -78,30 +90,40 @@ fn set_owner_and_mode(path: &Path, mode: u32, group: Option<&str>) -> std::io::R
 }
 
 pub async fn serve(relay: Arc<Delivery>, listener: UnixListener, access: Access) {
+    let slots = Admission::new(SLOTS, SHARE);
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let relay = relay.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle(relay, stream, access).await {
-                        tracing::debug!("control connection ended: {e}");
-                    }
-                });
-            }
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
             Err(e) => {
+                // EMFILE and friends: back off; the other servers go on.
                 tracing::warn!("control socket accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        }
+        };
+        // Over the server's cap or the user's share: closed at once.
+        let Some(ticket) = admission::peer(&stream).ok().and_then(|c| slots.admit(c)) else {
+            continue;
+        };
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(REQUEST_TIME, handle(relay, stream, access)).await {
+                Ok(Err(e)) => tracing::debug!("control connection ended: {e}"),
+                Err(_) => tracing::debug!("control connection timed out"),
+                Ok(Ok(())) => {}
+            }
+            drop(ticket);
+        });
     }
 }
 
 async fn handle(relay: Arc<Delivery>, stream: UnixStream, access: Access) -> std::io::Result<()> {
     let (r, w) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(r.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .await?;
+    let mut reader = BufReader::new(r.take(MAX_REQUEST));
+    tokio::time::timeout(READ_TIME, reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let mut out = BufWriter::new(w);
     let request: Request = match serde_json::from_str(line.trim()) {
         Ok(r) => r,

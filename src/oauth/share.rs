@@ -61,12 +61,21 @@ pub async fn serve_socket(
     sources: BTreeMap<String, TokenSource>,
 ) {
     let sources = Arc::new(sources);
+    // Its own slots, a share per local user (`crate::admission`).
+    let slots = crate::admission::Admission::new(64, 16);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let client = crate::admission::peer(&stream).ok();
+                let Some(ticket) = client.and_then(|c| slots.admit(c)) else {
+                    continue;
+                };
                 let tokens = tokens.clone();
                 let sources = sources.clone();
-                tokio::spawn(async move { socket_connection(stream, &tokens, &sources).await });
+                tokio::spawn(async move {
+                    socket_connection(stream, &tokens, &sources).await;
+                    drop(ticket);
+                });
             }
             Err(e) => {
                 // Usually EMFILE: back off rather than spin.

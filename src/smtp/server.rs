@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::session::Session;
+use crate::admission::{Admission, Client};
 use crate::intake::Intake;
 use crate::intake::Peer;
 
@@ -60,12 +61,16 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves all listeners until the daemon stops: the TCP ones and, if given,
-/// the local submission socket that `sendmail` uses. They share one connection
-/// limit. Once stopping, the listeners close at once and this returns when the
+/// the local submission socket that `sendmail` uses. The TCP ones share the
+/// connection limit; the socket has a limit of its own, the same size, and
+/// each local user at most half of it (`crate::admission`), so neither a
+/// crowd on 127.0.0.1 nor one local user's idle connections lock `sendmail`
+/// out. Once stopping, the listeners close at once and this returns when the
 /// last session has ended (each finishes the transaction it has open).
 pub async fn serve(intake: Intake, listeners: Vec<TcpListener>, local: Option<UnixListener>) {
     let max = intake.config().limits.max_connections;
     let limit = Arc::new(Semaphore::new(max));
+    let local_limit = Arc::new(Semaphore::new(max));
     let mut tasks = Vec::new();
     for l in listeners {
         let intake = intake.clone();
@@ -73,19 +78,17 @@ pub async fn serve(intake: Intake, listeners: Vec<TcpListener>, local: Option<Un
         tasks.push(tokio::spawn(accept_loop(intake, l, limit)));
     }
     if let Some(l) = local {
-        tasks.push(tokio::spawn(accept_local_loop(
-            intake.clone(),
-            l,
-            limit.clone(),
-        )));
+        let shares = Admission::new(max, max / 2);
+        let limits = (local_limit.clone(), shares);
+        tasks.push(tokio::spawn(accept_local_loop(intake.clone(), l, limits)));
     }
     for t in tasks {
         let _ = t.await;
     }
     // Every session holds a permit: all of them back means all sessions ended.
-    let _ = limit
-        .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
-        .await;
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let _ = limit.acquire_many(all).await;
+    let _ = local_limit.acquire_many(all).await;
 }
 
 async fn accept_loop(intake: Intake, listener: TcpListener, limit: Arc<Semaphore>) {
@@ -117,7 +120,11 @@ async fn accept_loop(intake: Intake, listener: TcpListener, limit: Arc<Semaphore
     }
 }
 
-async fn accept_local_loop(intake: Intake, listener: UnixListener, limit: Arc<Semaphore>) {
+async fn accept_local_loop(
+    intake: Intake,
+    listener: UnixListener,
+    (limit, shares): (Arc<Semaphore>, Arc<Admission>),
+) {
     loop {
         let accepted = tokio::select! {
             biased;
@@ -140,6 +147,10 @@ async fn accept_local_loop(intake: Intake, listener: UnixListener, limit: Arc<Se
                 continue;
             }
         };
+        let Some(share) = shares.admit(Client::Uid(uid)) else {
+            refuse(&stream);
+            continue;
+        };
         let Some((permit, stream)) = admit(&limit, stream) else {
             continue;
         };
@@ -147,7 +158,7 @@ async fn accept_local_loop(intake: Intake, listener: UnixListener, limit: Arc<Se
         tokio::spawn(async move {
             let (r, w) = stream.into_split();
             Session::new(intake, Peer::Local { uid }, r, w).run().await;
-            drop(permit);
+            drop((permit, share));
         });
     }
 }
@@ -160,12 +171,16 @@ fn admit<S: AsRawFd>(limit: &Arc<Semaphore>, stream: S) -> Option<(OwnedSemaphor
     match limit.clone().try_acquire_owned() {
         Ok(permit) => Some((permit, stream)),
         Err(_) => {
-            let _ = send(
-                stream.as_raw_fd(),
-                b"421 4.3.2 Too many connections, try again later\r\n",
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            );
+            refuse(&stream);
             None
         }
     }
+}
+
+fn refuse<S: AsRawFd>(stream: &S) {
+    let _ = send(
+        stream.as_raw_fd(),
+        b"421 4.3.2 Too many connections, try again later\r\n",
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    );
 }
