@@ -56,6 +56,7 @@ pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod dropdir;
+pub mod dsn;
 pub mod durable;
 pub mod import;
 pub mod intake;
