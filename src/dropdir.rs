@@ -20,7 +20,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_now;
-use crate::intake::{Incoming, Intake, Peer};
+use crate::dsn::{MailDsn, Notify, RcptDsn};
+use crate::intake::{Incoming, Intake, Peer, Rcpt};
 use crate::safe_fs::{Dir, SafeFsError};
 use crate::smtp::address::needs_smtputf8;
 
@@ -45,6 +46,19 @@ pub struct DropEnvelope {
     pub recipients: Vec<String>,
     /// Unix seconds when sendmail wrote it.
     pub created: u64,
+    /// `sendmail -R/-V`: RET and ENVID (checked again at pickup).
+    #[serde(default, skip_serializing_if = "MailDsn::is_empty")]
+    pub dsn: MailDsn,
+    /// `sendmail -N`, for every recipient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+}
+
+/// What `sendmail` asks of delivery status notices (`-N`, `-R`, `-V`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notices {
+    pub mail: MailDsn,
+    pub notify: Option<Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +73,7 @@ pub fn write(
     dir: &Path,
     sender: &str,
     recipients: &[String],
+    notices: &Notices,
     message: &mut dyn Read,
 ) -> Result<PathBuf, DropError> {
     let io = |source| DropError::Io {
@@ -70,6 +85,8 @@ pub fn write(
         sender: sender.to_string(),
         recipients: recipients.to_vec(),
         created: unix_now(),
+        dsn: notices.mail.clone(),
+        notify: notices.notify,
     };
     let name = format!("{:x}.{}.{:016x}", env.created, std::process::id(), random());
     let tmp = dir.join(format!(".tmp.{name}"));
@@ -247,6 +264,8 @@ pub enum Refused {
     NoFinalCrlf,
     #[error("a line is longer than {0} octets")]
     LineTooLong(usize),
+    #[error(transparent)]
+    Dsn(#[from] crate::dsn::ParamError),
 }
 
 fn unreadable(op: &'static str) -> impl Fn(std::io::Error) -> Pickup {
@@ -276,7 +295,18 @@ async fn pickup_one(intake: &Intake, dir: &Dir, name: &str) -> Result<Option<Str
         protocol: "local",
         eight_bit: false,
         sender: env.sender,
-        recipients: env.recipients,
+        recipients: env
+            .recipients
+            .into_iter()
+            .map(|address| Rcpt {
+                address,
+                dsn: RcptDsn {
+                    notify: env.notify,
+                    orcpt: None,
+                },
+            })
+            .collect(),
+        dsn: env.dsn,
         smtputf8,
     };
     let mut receiving = intake.receive(&incoming).await.map_err(Pickup::Later)?;
@@ -435,10 +465,18 @@ mod tests {
     #[test]
     fn write_is_complete_and_named_without_dot() {
         let dir = tempfile::tempdir().unwrap();
+        let notices = Notices {
+            mail: MailDsn {
+                ret: Some(crate::dsn::Ret::Hdrs),
+                envid: Some("QQ+2B1".into()),
+            },
+            notify: Some(Notify::never()),
+        };
         let p = write(
             dir.path(),
             "a@example.com",
             &["b@example.net".into()],
+            &notices,
             &mut &b"Subject: x\r\n\r\nhi\r\n"[..],
         )
         .unwrap();
@@ -448,6 +486,7 @@ mod tests {
         let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
         let env: DropEnvelope = serde_json::from_slice(&bytes[..nl]).unwrap();
         assert_eq!(env.recipients, vec!["b@example.net".to_string()]);
+        assert_eq!((env.dsn, env.notify), (notices.mail, notices.notify));
         assert_eq!(&bytes[nl + 1..], b"Subject: x\r\n\r\nhi\r\n");
         let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(entries.len(), 1, "no temporary file left behind");
@@ -466,6 +505,8 @@ mod tests {
             sender: s.into(),
             recipients: r.iter().map(|x| x.to_string()).collect(),
             created: 0,
+            dsn: MailDsn::default(),
+            notify: None,
         };
         let ok = env("a@example.com", &["b@example.net"]);
         assert_eq!(check(&ok, b"S: x\r\n\r\nhi\r\n", &limits), Ok(()));
@@ -509,6 +550,31 @@ mod tests {
         assert!(check(&ok, b"abcd\r\n.abc\r\n", &short).is_err());
         assert_eq!(check(&ok, b"abcd\r\n.ab\r\n", &short), Ok(()));
         assert!(check(&ok, b"abcde\r\n", &short).is_err(), "long line");
+    }
+
+    #[test]
+    fn a_forged_envid_is_refused() {
+        let limits = Limits {
+            max_message_size: 100,
+            max_recipients: 2,
+            max_line_length: 998,
+            max_connections: 1,
+        };
+        let forged = DropEnvelope {
+            version: FORMAT_VERSION,
+            sender: "a@example.com".into(),
+            recipients: vec!["b@example.net".into()],
+            created: 0,
+            dsn: MailDsn {
+                ret: None,
+                envid: Some("a\r\nRCPT".into()),
+            },
+            notify: None,
+        };
+        assert!(matches!(
+            check(&forged, b"x\r\n", &limits),
+            Err(Refused::Dsn(e)) if e.param == "ENVID"
+        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use crate::clock::{rfc5322, unix_now};
 use crate::config::Config;
 use crate::daemon::shared::Shared;
+use crate::dsn::{MailDsn, RcptDsn};
 use crate::message_text::header_value;
 use crate::spool::{BodyWriter, Envelope, Recipient, StoreError};
 
@@ -42,9 +43,28 @@ pub struct Incoming<'a> {
     /// `ESMTP`, `SMTP`, `UTF8SMTP` or `local` for the Received header.
     pub protocol: &'a str,
     pub sender: String,
-    pub recipients: Vec<String>,
+    pub recipients: Vec<Rcpt>,
+    /// RET and ENVID, if the sender gave them.
+    pub dsn: MailDsn,
     pub smtputf8: bool,
     pub eight_bit: bool,
+}
+
+/// One recipient as its client gave it, with its NOTIFY and ORCPT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rcpt {
+    pub address: String,
+    pub dsn: RcptDsn,
+}
+
+impl Rcpt {
+    /// A recipient given without DSN parameters.
+    pub fn plain(address: impl Into<String>) -> Rcpt {
+        Rcpt {
+            address: address.into(),
+            dsn: RcptDsn::default(),
+        }
+    }
 }
 
 /// A message whose body is arriving: written to the spool as it comes, in
@@ -144,8 +164,13 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>, r: Receiving) -> Result<Strin
         recipients: m
             .recipients
             .iter()
-            .map(|r| Recipient::new(r, now))
+            .map(|r| Recipient {
+                notify: r.dsn.notify,
+                orcpt: r.dsn.orcpt.clone(),
+                ..Recipient::new(&r.address, now)
+            })
             .collect(),
+        dsn: m.dsn,
         arrived: now,
         smtputf8: m.smtputf8,
         eight_bit: m.eight_bit,
@@ -171,7 +196,7 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>, r: Receiving) -> Result<Strin
 /// The Received header (RFC 5321 4.4: the one header a relay adds).
 fn received(m: &Incoming<'_>, host: &str, id: &str) -> String {
     let for_clause = match m.recipients.as_slice() {
-        [one] => format!("\r\n\tfor <{one}>"),
+        [one] => format!("\r\n\tfor <{}>", one.address),
         _ => String::new(),
     };
     let date = rfc5322(SystemTime::now());

@@ -27,7 +27,7 @@
 //!   ([`oauth::state`]), external sources ([`oauth::external`]) and the `oauth`
 //!   commands ([`oauth::cli`]).
 //! - [`outcome`]: what a reply means: sent, deferred or bounced.
-//! - [`bounce`]: RFC 3464 delivery status notifications.
+//! - [`dsn`]: RFC 3461 parameters and RFC 3464 notices (failed, delayed, relayed).
 //! - [`capture`]: the `directory` route that writes messages to files.
 //! - [`intake`]: how a message enters the queue (SMTP sessions, local pickup).
 //! - [`message_text`]: a message's header section, a header's value, dot-stuffing.
@@ -48,7 +48,6 @@
 //! - [`clock`]: Unix time and RFC 5322 dates.
 
 pub mod admission;
-pub mod bounce;
 pub mod capture;
 pub mod clock;
 pub mod config;

@@ -30,6 +30,7 @@ fn session(relay: &Relay) -> Client {
         "SIZE 2000",
         "8BITMIME",
         "SMTPUTF8",
+        "DSN",
         "ENHANCEDSTATUSCODES",
     ] {
         assert!(ehlo.contains(ext), "EHLO lacks {ext}: {ehlo}");

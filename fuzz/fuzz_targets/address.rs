@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     // The same address as a command line: the grammar never accepts what the
     // validator refuses (the command may still refuse more, e.g. a stray '>').
     let line = format!("RCPT TO:<{addr}>");
-    if let Ok(Command::Rcpt { to }) = parse_command(line.as_bytes()) {
+    if let Ok(Command::Rcpt { to, .. }) = parse_command(line.as_bytes()) {
         if to == addr {
             assert!(
                 direct.is_ok() || addr.eq_ignore_ascii_case("postmaster"),

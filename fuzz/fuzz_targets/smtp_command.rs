@@ -19,7 +19,7 @@ fuzz_target!(|line: &[u8]| {
             }
             assert!(params.smtputf8 || !needs_smtputf8(&from), "{from:?}");
         }
-        Ok(Command::Rcpt { to }) => {
+        Ok(Command::Rcpt { to, .. }) => {
             assert!(!to.chars().any(char::is_control), "{to:?}");
             assert!(
                 to.eq_ignore_ascii_case("postmaster") || validate_mailbox(&to).is_ok(),

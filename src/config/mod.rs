@@ -79,6 +79,7 @@ struct RawConfig {
     queue_cache_size: Option<u64>,
     queue_active_limit: Option<usize>,
     retry: Option<Spanned<String>>,
+    delay_warning: Option<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -167,6 +168,9 @@ pub struct Config {
     /// `delivery::scheduler`); the rest wait in the queue's due index.
     pub queue_active_limit: usize,
     pub retry: Schedule,
+    /// How long a message waits before its sender is warned (once), or
+    /// None for never (`delay_warning = "never"`).
+    pub delay_warning: Option<Duration>,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub routes: HashMap<String, Route>,
@@ -305,6 +309,7 @@ impl Validator<'_> {
         let listen = self.listen(raw.listen);
         let trusted_networks = self.trusted_networks(raw.trusted_networks);
         let retry = self.retry(raw.retry.as_ref());
+        let delay_warning = self.delay_warning(raw.delay_warning.as_ref());
         let limits = self.limits(&raw.limits);
         let timeouts = self.timeouts(&raw.timeouts);
         let queue_path = base.join(
@@ -331,6 +336,7 @@ impl Validator<'_> {
                 .unwrap_or(crate::delivery::scheduler::DEFAULT_LIMIT)
                 .max(2),
             retry,
+            delay_warning,
             limits,
             timeouts,
             routes,
@@ -415,6 +421,30 @@ impl Validator<'_> {
             Err(e) => {
                 self.problem(Some(s.span()), format!("retry schedule: {e}"));
                 Schedule::default()
+            }
+        }
+    }
+
+    /// Exim warns after 24 hours, Postfix never (its `delay_warning_time` is
+    /// 0): 24 hours tells a sender of a message that is late by a working day,
+    /// and waits out the short outages after which most mail goes anyway.
+    fn delay_warning(&mut self, raw: Option<&Spanned<String>>) -> Option<Duration> {
+        const DEFAULT: Duration = Duration::from_secs(24 * 3600);
+        let Some(s) = raw else {
+            return Some(DEFAULT);
+        };
+        if s.get_ref() == "never" {
+            return None;
+        }
+        match crate::retry::parse_age(s.get_ref()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.problem(Some(s.span()), "delay_warning: use \"never\", not zero");
+                Some(DEFAULT)
+            }
+            Err(e) => {
+                self.problem(Some(s.span()), format!("delay_warning: {e}"));
+                Some(DEFAULT)
             }
         }
     }

@@ -579,16 +579,17 @@ async fn bounce(
     let failed = crate::delivery::record::give_up(env, reason);
     // A message whose body is lost is still bounced; the notice then says
     // what happened without the original attached.
-    let head = match relay.shared.spool.body(env).header_section().await {
-        Ok(head) => head,
-        Err(StoreError::Damaged { .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
+    let sent = crate::delivery::Sent {
+        due: &[],
+        failed: &failed,
+        success: None,
+        remote_host: None,
     };
-    let mut dsn = relay.bounce_for(env, &failed, None, &head, now)?;
+    let mut notices = relay.notices_for(env, &sent, now).await?;
     relay
         .shared
         .spool
-        .bounce(env, now, reason, dsn.as_mut())
+        .bounce(env, now, reason, &mut notices)
         .await?;
     relay
         .shared
@@ -606,7 +607,7 @@ async fn bounce(
             );
         }
     }
-    relay.notice_stored(&env.id, dsn);
+    relay.notices_stored(&env.id, notices);
     Ok(())
 }
 

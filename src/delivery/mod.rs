@@ -9,8 +9,10 @@
 //! from before each message.
 
 pub mod hold;
+mod notices;
 pub mod ratelimit;
 pub mod record;
+pub(crate) use notices::Sent;
 mod reload;
 pub mod scheduler;
 mod smtp;
@@ -19,19 +21,18 @@ use smtp::route_tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use tokio_rustls::TlsConnector;
 
-use crate::bounce::{self, BounceInput, FailedRecipient};
-use crate::clock::{from_unix, unix_now};
+use crate::clock::unix_now;
 use crate::config::{Config, Route, Timeouts, Transport};
 use crate::daemon::shared::Shared;
 use crate::oauth::Tokens;
 use crate::outcome::Outcome;
-use crate::spool::{Envelope, Notice, Recipient, Spool, State, StoreError};
+use crate::spool::{Envelope, Spool, State, StoreError};
 use crate::upstream::{self, Connection, Resolver};
 
 pub use reload::Reloaded;
@@ -64,9 +65,30 @@ struct Generation {
 /// The worker generation that means "stop taking messages".
 const STOPPING: u64 = u64::MAX;
 
-/// What an attempt gave: an outcome per recipient, the relay for the log, the
-/// host for the DSN's Remote-MTA.
-type Tried = (Vec<Outcome>, String, Option<String>);
+/// What an attempt gave.
+struct Tried {
+    /// One per recipient tried.
+    outcomes: Vec<Outcome>,
+    /// For the log: `host[ip]:port`, `directory` or `none`.
+    relay: String,
+    /// For a notice's Remote-MTA.
+    remote_host: Option<String>,
+    /// The notice this relay owes a recipient sent with NOTIFY=SUCCESS: None
+    /// when the upstream took NOTIFY itself (RFC 3461 5.2.1).
+    success: Option<crate::dsn::notice::Action>,
+}
+
+impl Tried {
+    /// Nothing was sent: every recipient has outcome `o`.
+    fn nothing(o: Outcome, n: usize, relay: String) -> Tried {
+        Tried {
+            outcomes: vec![o; n],
+            relay,
+            remote_host: None,
+            success: None,
+        }
+    }
+}
 
 /// An attempt that could not be made because the route's credentials are dead.
 struct HoldRoute {
@@ -327,10 +349,9 @@ impl Delivery {
             .iter()
             .filter_map(|&i| env.recipients.get(i).map(|r| r.address.clone()))
             .collect();
-        let (outcomes, relay, remote_host) = match &route.transport {
+        let tried = match &route.transport {
             Transport::Directory(dir) => self.directory_attempt(dir, &env, &rcpts).await,
-            Transport::Smtp(smtp) => match self.smtp_attempt(route, smtp, &env, &rcpts, conn).await
-            {
+            Transport::Smtp(smtp) => match self.smtp_attempt(route, smtp, &env, &due, conn).await {
                 Ok(r) => r,
                 // Not an attempt: nothing is recorded against the message.
                 Err(h) => {
@@ -340,8 +361,7 @@ impl Delivery {
                 }
             },
         };
-        self.finish(&mut env, &due, outcomes, &relay, remote_host.as_deref())
-            .await
+        self.finish(&mut env, &due, tried).await
     }
 
     /// The `directory` route: the message written into a directory.
@@ -357,126 +377,43 @@ impl Delivery {
             Ok(reply) => Outcome::Sent { reply },
             Err(e) => Outcome::deferred(format!("writing to directory: {e}")),
         };
-        (vec![o; rcpts.len()], "directory".to_string(), None)
-    }
-
-    /// The original's header section for a notice. One that cannot be read
-    /// leaves the notice without it, never the sender untold.
-    pub(crate) async fn notice_head(&self, env: &Envelope) -> Vec<u8> {
-        match self.shared.spool.body(env).header_section().await {
-            Ok(head) => head,
-            Err(e) => {
-                tracing::warn!(id = %env.id, "the notice goes without the original's header: {e}");
-                Vec::new()
-            }
+        Tried {
+            // The directory is the end of the road: the message is delivered.
+            success: Some(crate::dsn::notice::Action::Delivered),
+            ..Tried::nothing(o, rcpts.len(), "directory".into())
         }
     }
 
-    /// The DSN for `failed` recipients, to be stored with the change that
-    /// failed them and scheduled once that is durable. None for the null
-    /// sender.
-    pub(crate) fn bounce_for(
-        &self,
-        env: &Envelope,
-        failed: &[record::Failed],
-        remote_host: Option<&str>,
-        body: &[u8],
-        now: u64,
-    ) -> Result<Option<Notice>, StoreError> {
-        if failed.is_empty() || env.sender.is_empty() {
-            return Ok(None);
-        }
-        let recipients: Vec<FailedRecipient> = failed
-            .iter()
-            .filter_map(|f| {
-                env.recipients.get(f.index).map(|r| FailedRecipient {
-                    address: r.address.clone(),
-                    status: f.status.clone(),
-                    diagnostic: f.diagnostic.clone(),
-                    reason: f.reason.clone(),
-                    remote_mta: if f.diagnostic.is_some() {
-                        remote_host.map(str::to_string)
-                    } else {
-                        None
-                    },
-                })
-            })
-            .collect();
-        let config = self.config();
-        let input = BounceInput {
-            reporting_host: &config.hostname,
-            queue_id: &env.id,
-            original_sender: &env.sender,
-            arrival: from_unix(env.arrived),
-            now: SystemTime::now(),
-            failed: &recipients,
-            original_message: body,
-        };
-        match bounce::build(&input) {
-            Ok(bytes) => {
-                let mut b = Envelope {
-                    id: self.shared.spool.new_id()?,
-                    sender: String::new(),
-                    route_sender: env.sender.clone(),
-                    recipients: vec![Recipient::new(env.sender.clone(), now)],
-                    arrived: now,
-                    smtputf8: crate::smtp::grammar::needs_smtputf8(&env.sender),
-                    eight_bit: true,
-                    client: format!("bounce of {}", env.id),
-                    ..Default::default()
-                };
-                b.event(now, format!("non-delivery notification for {}", env.id));
-                Ok(Some(Notice {
-                    envelope: b,
-                    body: bytes,
-                }))
-            }
-            Err(e) => {
-                tracing::error!("{}: cannot build bounce: {e}", env.id);
-                Ok(None)
-            }
-        }
-    }
-
-    /// Records the outcomes durably (with the bounce, atomically), then logs them
-    /// and reschedules what is left.
+    /// Records the outcomes durably (with the notices they call for,
+    /// atomically), then logs them and reschedules what is left.
     async fn finish(
         &self,
         env: &mut Envelope,
         due: &[usize],
-        outcomes: Vec<Outcome>,
-        relay: &str,
-        remote_host: Option<&str>,
+        tried: Tried,
     ) -> Result<(), StoreError> {
         let now = unix_now();
+        let Tried {
+            outcomes,
+            relay,
+            remote_host,
+            success,
+        } = tried;
+        let relay = relay.as_str();
         let retry = self.config().retry.clone();
         let failed = record::apply(env, due, &outcomes, Some(relay), &retry, now);
-        let head = if failed.is_empty() {
-            Vec::new()
-        } else {
-            self.notice_head(env).await
+        let sent = notices::Sent {
+            due,
+            failed: &failed,
+            success,
+            remote_host: remote_host.as_deref(),
         };
-        let mut dsn = self.bounce_for(env, &failed, remote_host, &head, now)?;
+        let mut notices = self.notices_for(env, &sent, now).await?;
         let delay = now.saturating_sub(env.arrived);
-        for (&i, o) in due.iter().zip(&outcomes) {
-            if let Some(r) = env.recipients.get(i) {
-                let detail = r
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| o.detail().to_string());
-                let text = format!(
-                    "to=<{}> relay={} status={} ({})",
-                    r.address,
-                    relay,
-                    status_word(r.state),
-                    detail
-                );
-                env.event(now, text);
-            }
-        }
+        history(env, due, &outcomes, relay, now);
         self.shared
             .spool
-            .record(env, due, env.ending().word(), dsn.as_mut())
+            .record(env, due, env.ending().word(), &mut notices)
             .await?;
         // The current table's route: the attempt's, except across a reload.
         let route = self.shared.route_name(env);
@@ -497,7 +434,7 @@ impl Delivery {
                 detail = r.last_error.as_deref().unwrap_or(o.detail()),
             );
         }
-        self.notice_stored(&env.id, dsn);
+        self.notices_stored(&env.id, notices);
         if env.is_finished() {
             tracing::info!(id = %env.id, "removed");
         } else {
@@ -509,14 +446,22 @@ impl Delivery {
     }
 }
 
-impl Delivery {
-    /// A non-delivery notice about message `of` is durable: logged, counted
-    /// and put on the schedule.
-    pub(crate) fn notice_stored(&self, of: &str, notice: Option<Notice>) {
-        if let Some(Notice { envelope: b, .. }) = notice {
-            tracing::info!(id = of, "sender non-delivery notification: {}", b.id);
-            self.shared.metrics.notification(&b);
-            self.shared.schedule(&b);
+/// One event per recipient tried, for `queue show`.
+fn history(env: &mut Envelope, due: &[usize], outcomes: &[Outcome], relay: &str, now: u64) {
+    for (&i, o) in due.iter().zip(outcomes) {
+        if let Some(r) = env.recipients.get(i) {
+            let detail = r
+                .last_error
+                .clone()
+                .unwrap_or_else(|| o.detail().to_string());
+            let text = format!(
+                "to=<{}> relay={} status={} ({})",
+                r.address,
+                relay,
+                status_word(r.state),
+                detail
+            );
+            env.event(now, text);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{Config, Route, SmtpRoute, Transport};
+use crate::dsn::notice::Action;
 use crate::outcome::Outcome;
 use crate::spool::Envelope;
 use crate::upstream::{self, Connection, Failure};
@@ -25,7 +26,7 @@ impl Delivery {
         route: &Route,
         smtp: &SmtpRoute,
         env: &Envelope,
-        rcpts: &[String],
+        due: &[usize],
         conn: &mut Option<Connection>,
     ) -> Result<Tried, HoldRoute> {
         let config = self.config();
@@ -36,7 +37,17 @@ impl Delivery {
                 *conn = None;
             }
         }
-        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let outgoing = upstream::Outgoing {
+            sender: &env.sender,
+            recipients: due
+                .iter()
+                .filter_map(|&i| env.recipients.get(i))
+                .map(|r| (r.address.as_str(), r.dsn()))
+                .collect(),
+            smtputf8: env.smtputf8,
+            eight_bit: env.eight_bit,
+            dsn: &env.dsn,
+        };
         // A kept connection that the server closed while it idled fails before
         // a word about this message: one new connection, and the message loses
         // nothing (no attempt counted, no recipient failed).
@@ -44,28 +55,23 @@ impl Delivery {
         loop {
             let c = match conn {
                 Some(c) => c,
-                None => match self.open(route, smtp, &config, rcpts.len()).await? {
+                None => match self
+                    .open(route, smtp, &config, outgoing.recipients.len())
+                    .await?
+                {
                     Ok(c) => conn.insert(c),
                     Err(failed) => return Ok(failed),
                 },
             };
             // Read afresh for each try: a retry sends the whole message again.
             let mut body = self.shared.spool.body(env);
-            let tr = c
-                .send(
-                    &env.sender,
-                    &refs,
-                    &mut body,
-                    env.smtputf8,
-                    env.eight_bit,
-                    t,
-                )
-                .await;
+            let tr = c.send(&outgoing, &mut body, t).await;
             if let Some(e) = &tr.unreadable {
                 tracing::error!(id = %env.id, "message not sent: {e}");
             }
             let relay = c.relay.clone();
             let host = c.host.clone();
+            let c_takes_dsn = c.takes_dsn();
             if !tr.reusable {
                 *conn = None;
             }
@@ -77,7 +83,12 @@ impl Delivery {
                 reconnected = true;
                 continue;
             }
-            return Ok((tr.outcomes, relay, Some(host)));
+            return Ok(Tried {
+                success: (!c_takes_dsn).then_some(Action::Relayed),
+                outcomes: tr.outcomes,
+                relay,
+                remote_host: Some(host),
+            });
         }
     }
 
@@ -93,7 +104,7 @@ impl Delivery {
         let t = &config.timeouts;
         let Some(tls) = self.tls_for(&route.name) else {
             let o = Outcome::deferred(format!("no TLS settings for route {}", route.name));
-            return Ok(Err((vec![o; n], "none".into(), None)));
+            return Ok(Err(Tried::nothing(o, n, "none".into())));
         };
         let resolver = self.resolver();
         let ctx = upstream::Context {
@@ -135,7 +146,7 @@ impl Delivery {
                 } else {
                     Outcome::deferred(e.reason)
                 };
-                Ok(Err((vec![o; n], relay, None)))
+                Ok(Err(Tried::nothing(o, n, relay)))
             }
         }
     }

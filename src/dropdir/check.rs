@@ -37,6 +37,10 @@ pub(super) fn check_envelope(env: &DropEnvelope, limits: &Limits) -> Result<(), 
             reason: e.to_string(),
         })?;
     }
+    // The ENVID is passed upstream as written: hold it to the SMTP grammar.
+    if let Some(envid) = &env.dsn.envid {
+        crate::dsn::parse_envid(envid)?;
+    }
     Ok(())
 }
 

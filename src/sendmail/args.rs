@@ -10,6 +10,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::dsn::{parse_envid, Notify, Ret};
+
 /// What one `sendmail` invocation asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Invocation {
@@ -68,21 +70,6 @@ pub enum FlushTarget {
     Id(String),
     /// `-qS<addr>`
     Sender(String),
-}
-
-/// RFC 3461 NOTIFY. `never` is exclusive of the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Notify {
-    pub never: bool,
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ret {
-    Full,
-    Hdrs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,23 +313,14 @@ fn apply_option(
         'C' => inv.config = Some(PathBuf::from(value)),
         'N' => inv.notify = Some(parse_notify(value).map_err(invalid)?),
         'V' => {
-            if value.is_empty() || value.len() > 100 {
-                return Err(invalid("must be 1 to 100 characters"));
+            // Given as text, sent as xtext: its encoding must fit ENVID's 100.
+            if value.is_empty() || !value.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+                return Err(invalid("must be printable ASCII"));
             }
-            if !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-                return Err(invalid("must be printable ASCII without spaces"));
-            }
-            inv.envid = Some(value.to_string());
+            let envid = crate::dsn::xtext_encode(value.as_bytes());
+            inv.envid = Some(parse_envid(&envid).map_err(|e| invalid(e.reason))?);
         }
-        'R' => {
-            inv.ret = Some(if value.eq_ignore_ascii_case("full") {
-                Ret::Full
-            } else if value.eq_ignore_ascii_case("hdrs") {
-                Ret::Hdrs
-            } else {
-                return Err(invalid("expected full or hdrs"));
-            });
-        }
+        'R' => inv.ret = Some(Ret::parse(value).map_err(|_| invalid("expected full or hdrs"))?),
         'B' => {
             inv.body = Some(if value.eq_ignore_ascii_case("7bit") {
                 BodyType::SevenBit
@@ -457,25 +435,21 @@ fn is_interval(s: &str) -> bool {
     true
 }
 
+/// Postfix's `-N` takes the keywords in any case, separated by commas or
+/// spaces; a keyword given twice means it once.
 fn parse_notify(value: &str) -> Result<Notify, &'static str> {
-    let mut notify = Notify::default();
-    for item in value.split(',').map(str::trim) {
-        if item.eq_ignore_ascii_case("never") {
-            notify.never = true;
-        } else if item.eq_ignore_ascii_case("success") {
-            notify.success = true;
-        } else if item.eq_ignore_ascii_case("failure") {
-            notify.failure = true;
-        } else if item.eq_ignore_ascii_case("delay") {
-            notify.delay = true;
-        } else {
-            return Err("expected never, or a list of success, failure, delay");
-        }
+    let words: Vec<String> = value
+        .split([',', ' ', '\t'])
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let mut unique = words.clone();
+    unique.sort();
+    unique.dedup();
+    match Notify::parse(&unique.join(",")) {
+        Ok(n) if !words.is_empty() => Ok(n),
+        _ => Err("expected never, or a list of success, failure, delay"),
     }
-    if notify.never && (notify.success || notify.failure || notify.delay) {
-        return Err("never cannot be combined with other values");
-    }
-    Ok(notify)
 }
 
 /// Splits one command-line argument into addresses. Postfix parses argv

@@ -187,8 +187,16 @@ fn deliver(config: &Config, inv: &Invocation) -> Result<(), Fail> {
         || input.rest.as_ref().is_some_and(|r| r.eight_bit)
         || matches!(inv.body, Some(args::BodyType::EightBitMime));
     // More recipients than the daemon takes in one transaction: one copy per batch.
+    let notices = crate::dropdir::Notices {
+        mail: crate::dsn::MailDsn {
+            ret: inv.ret,
+            envid: inv.envid.clone(),
+        },
+        notify: inv.notify,
+    };
     for batch in recipients.chunks(config.limits.max_recipients.max(1)) {
         let m = Submission {
+            notices: &notices,
             sender: &sender,
             recipients: batch,
             head: &prepared.message,
@@ -365,7 +373,7 @@ fn drop_message(dir: &Path, m: &Submission<'_>) -> Result<PathBuf, crate::dropdi
             dir: dir.display().to_string(),
             source,
         })?;
-    crate::dropdir::write(dir, m.sender, m.recipients, &mut message)
+    crate::dropdir::write(dir, m.sender, m.recipients, m.notices, &mut message)
 }
 
 fn nanos() -> u32 {

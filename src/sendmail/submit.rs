@@ -50,6 +50,8 @@ pub struct Submission<'a> {
     pub rest: Option<&'a Rest>,
     pub eight_bit: bool,
     pub smtputf8: bool,
+    /// `-N`, `-R`, `-V`.
+    pub notices: &'a crate::dropdir::Notices,
 }
 
 impl Submission<'_> {
@@ -95,10 +97,15 @@ pub fn submit(socket: &Path, m: &Submission<'_>, verbose: bool) -> Result<String
     if m.smtputf8 {
         mail.push_str(" SMTPUTF8");
     }
+    mail.push_str(&m.notices.mail.esmtp_params());
     say(&mut writer, &mail)?;
     conv.expect("MAIL FROM", 250)?;
+    let notify = match m.notices.notify {
+        Some(n) => format!(" NOTIFY={}", n.value()),
+        None => String::new(),
+    };
     for r in m.recipients {
-        say(&mut writer, &format!("RCPT TO:<{r}>"))?;
+        say(&mut writer, &format!("RCPT TO:<{r}>{notify}"))?;
         conv.expect("RCPT TO", 250)?;
     }
     say(&mut writer, "DATA")?;

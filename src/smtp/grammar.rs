@@ -7,6 +7,7 @@ use super::address::validate_domain;
 pub use super::address::{needs_smtputf8, validate_mailbox, AddressError};
 use super::lexical::{find_unquoted, strip_prefix_ci};
 pub use super::reply::Reply;
+use crate::dsn::{self, MailDsn, Notify, Orcpt, ParamError, RcptDsn, Ret};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
@@ -19,6 +20,8 @@ pub struct MailParams {
     pub size: Option<u64>,
     pub body: Option<Body>,
     pub smtputf8: bool,
+    /// RET and ENVID (RFC 3461).
+    pub dsn: MailDsn,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +36,7 @@ pub enum Command {
     /// `to` is kept as given; `postmaster` may appear without a domain.
     Rcpt {
         to: String,
+        dsn: RcptDsn,
     },
     Data,
     Rset,
@@ -71,6 +75,9 @@ pub enum CommandError {
     Utf8WithoutSmtputf8,
     #[error(transparent)]
     Address(#[from] AddressError),
+    /// A malformed RET, ENVID, NOTIFY or ORCPT (RFC 3461: 501).
+    #[error(transparent)]
+    Dsn(#[from] ParamError),
 }
 
 impl CommandError {
@@ -149,10 +156,13 @@ fn parse_mail(args: &str) -> Result<Command, CommandError> {
         validate_mailbox(from)?;
     }
     let (mut size, mut body, mut utf8) = (None, None, None);
+    let (mut ret, mut envid) = (None, None);
     for param in param_tokens(params) {
         let (key, value) = param?;
         match (key.to_ascii_uppercase().as_str(), value) {
             ("SIZE", v) => set(&mut size, key, parse_size(v)?)?,
+            ("RET", v) => set(&mut ret, key, Ret::parse(dsn_value("RET", v)?)?)?,
+            ("ENVID", v) => set(&mut envid, key, dsn::parse_envid(dsn_value("ENVID", v)?)?)?,
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => {
                 set(&mut body, key, Body::SevenBit)?
             }
@@ -169,6 +179,7 @@ fn parse_mail(args: &str) -> Result<Command, CommandError> {
         size,
         body,
         smtputf8: utf8.is_some(),
+        dsn: MailDsn { ret, envid },
     };
     if needs_smtputf8(from) && !params.smtputf8 {
         return Err(CommandError::Utf8WithoutSmtputf8);
@@ -190,18 +201,31 @@ fn parse_rcpt(args: &str) -> Result<Command, CommandError> {
     if !to.eq_ignore_ascii_case("postmaster") {
         validate_mailbox(to)?;
     }
-    // DSN is not advertised, but clients that send NOTIFY/ORCPT anyway lose
-    // nothing by having them ignored rather than refused.
     let (mut notify, mut orcpt) = (None, None);
     for param in param_tokens(params) {
-        let (key, _) = param?;
+        let (key, value) = param?;
         match key.to_ascii_uppercase().as_str() {
-            "NOTIFY" => set(&mut notify, key, ())?,
-            "ORCPT" => set(&mut orcpt, key, ())?,
+            "NOTIFY" => set(
+                &mut notify,
+                key,
+                Notify::parse(dsn_value("NOTIFY", value)?)?,
+            )?,
+            "ORCPT" => set(&mut orcpt, key, Orcpt::parse(dsn_value("ORCPT", value)?)?)?,
             _ => return Err(CommandError::UnsupportedParameter(echo(key))),
         }
     }
-    Ok(Command::Rcpt { to: to.to_string() })
+    Ok(Command::Rcpt {
+        to: to.to_string(),
+        dsn: RcptDsn { notify, orcpt },
+    })
+}
+
+/// A DSN parameter's value: every one of them needs one.
+fn dsn_value<'a>(param: &'static str, v: Option<&'a str>) -> Result<&'a str, ParamError> {
+    v.ok_or(ParamError {
+        param,
+        reason: "a value is required",
+    })
 }
 
 fn set<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), CommandError> {
@@ -334,11 +358,14 @@ pub(super) mod tests {
             MAIL FROM:<a@b> BODY=7bit => a@b None Some(SevenBit) false
             MAIL FROM:<a@b> SIZE=99999999999999999999 => a@b Some(18446744073709551615) None false
             MAIL FROM:<jörg@bücher.de> SMTPUTF8 => jörg@bücher.de None None true
-            RCPT TO:<u@d.e> => Rcpt { to: \"u@d.e\" }
-            rcpt to: <u@d.e> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@d.e => Rcpt { to: \"u@d.e\" }
-            RCPT TO:<@relay.x:u@d.e> => Rcpt { to: \"u@d.e\" }
-            RCPT TO:<Postmaster> => Rcpt { to: \"Postmaster\" }
-            RCPT TO:<jörg@bücher.de> => Rcpt { to: \"jörg@bücher.de\" }
+            RCPT TO:<u@d.e> => u@d.e None None
+            rcpt to: <u@d.e> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@d.e => u@d.e SUCCESS,FAILURE rfc822;u@d.e
+            RCPT TO:<u@d.e> notify=never ORCPT=utf-8;j+C3+B6rg@d.e => u@d.e NEVER utf-8;j+C3+B6rg@d.e
+            RCPT TO:<@relay.x:u@d.e> => u@d.e None None
+            RCPT TO:<Postmaster> => Postmaster None None
+            RCPT TO:<jörg@bücher.de> => jörg@bücher.de None None
+            MAIL FROM:<a@b> RET=hdrs ENVID=QQ+2B1 => a@b ret=Some(Hdrs) envid=Some(\"QQ+2B1\")
+            MAIL FROM:<> ret=FULL =>  ret=Some(Full) envid=None
              ¦ \t => 500 5.5.2 Syntax error: empty command
             EXPN x ¦ MAILFROM:<a@b> ¦ XXXXXXXXXXXXXXXXXXXX => 500 5.5.1 Command not recognized
             EHLO => 501 5.5.4 Syntax: EHLO hostname
@@ -367,7 +394,17 @@ pub(super) mod tests {
             MAIL FROM:<a@b> BODY=BINARYMIME => 555 5.5.4 Unsupported BODY type
             MAIL FROM:<a@b> BODY=8bit => 555 5.5.4 Unsupported BODY type
             MAIL FROM:<a@b> AUTH=<> => 555 5.5.4 Unsupported parameter AUTH
-            MAIL FROM:<a@b> ret=FULL => 555 5.5.4 Unsupported parameter ret
+            MAIL FROM:<a@b> RET=FULL ret=HDRS => 501 5.5.4 Duplicate parameter ret
+            MAIL FROM:<a@b> RET=PART => 501 5.5.4 Bad RET parameter: not FULL or HDRS
+            MAIL FROM:<a@b> RET => 501 5.5.4 Bad RET parameter: a value is required
+            MAIL FROM:<a@b> ENVID => 501 5.5.4 Bad ENVID parameter: a value is required
+            MAIL FROM:<a@b> ENVID=a+2 => 501 5.5.4 Bad ENVID parameter: a '+' without two hex digits
+            MAIL FROM:<a@b> ENVID=a+0A => 501 5.5.4 Bad ENVID parameter: not printable ASCII once decoded
+            RCPT TO:<u@d.e> NOTIFY=NEVER,SUCCESS => 501 5.5.4 Bad NOTIFY parameter: NEVER cannot be combined
+            RCPT TO:<u@d.e> NOTIFY=SOMETIMES => 501 5.5.4 Bad NOTIFY parameter: not SUCCESS, FAILURE, DELAY or NEVER
+            RCPT TO:<u@d.e> NOTIFY => 501 5.5.4 Bad NOTIFY parameter: a value is required
+            RCPT TO:<u@d.e> ORCPT=u@d.e => 501 5.5.4 Bad ORCPT parameter: no ';' after the address type
+            RCPT TO:<u@d.e> ORCPT=rfc822;a+0Db => 501 5.5.4 Bad ORCPT parameter: empty, or control characters once decoded
             RCPT TO:<> => 501 5.1.3 Null recipient not allowed
             RCPT TO:u@d.e ¦ RCPT FROM:<u@d.e> => 501 5.5.4 Syntax: RCPT TO:<address>
             RCPT TO:<u@d.e> NOTIFY=NEVER notify=NEVER => 501 5.5.4 Duplicate parameter notify
@@ -376,8 +413,17 @@ pub(super) mod tests {
             RCPT TO:<a|b@d.e> => 553 5.1.3 Bad address syntax: character '|' not allowed in local part";
         for (line, want) in table(cases) {
             let got = match parse_command(line.as_bytes()) {
+                Ok(Command::Mail { from, params: p }) if p.dsn != MailDsn::default() => {
+                    let d = p.dsn;
+                    format!("{from} ret={:?} envid={:?}", d.ret, d.envid)
+                }
                 Ok(Command::Mail { from, params: p }) => {
                     format!("{from} {:?} {:?} {}", p.size, p.body, p.smtputf8)
+                }
+                Ok(Command::Rcpt { to, dsn }) => {
+                    let notify = dsn.notify.map_or("None".into(), |n| n.value());
+                    let orcpt = dsn.orcpt.map_or("None".into(), |o| o.value());
+                    format!("{to} {notify} {orcpt}")
                 }
                 Ok(cmd) => format!("{cmd:?}"),
                 Err(e) => {

@@ -11,8 +11,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 
 use super::grammar::{self, Body, Command, Reply};
 use crate::config::Config;
-use crate::intake::Intake;
 use crate::intake::Peer;
+use crate::intake::{Intake, Rcpt};
 
 /// RFC 5321 allows 512 octets a command line; extensions (SMTPUTF8 addresses,
 /// parameters) make real lines longer, so allow some room before refusing.
@@ -31,7 +31,8 @@ struct Transaction {
     from: String,
     smtputf8: bool,
     eight_bit: bool,
-    rcpts: Vec<String>,
+    dsn: crate::dsn::MailDsn,
+    rcpts: Vec<Rcpt>,
 }
 
 pub struct Session<R, W> {
@@ -190,7 +191,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo(name),
             Command::Mail { from, params } => self.mail(from, params),
-            Command::Rcpt { to } => self.rcpt(to),
+            Command::Rcpt { to, dsn } => self.rcpt(to, dsn),
             Command::Data => {
                 if !self.data().await? {
                     return Ok(Next::End);
@@ -221,7 +222,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.tx = None;
         let l = &self.config.limits;
         let text = format!(
-            "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n",
+            "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n250 ENHANCEDSTATUSCODES\r\n",
             self.config.hostname, l.max_message_size
         );
         self.out.extend_from_slice(text.as_bytes());
@@ -262,12 +263,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             from,
             smtputf8,
             eight_bit: params.body == Some(Body::EightBitMime),
+            dsn: params.dsn,
             rcpts: Vec::new(),
         });
         self.send(250, "2.1.0", "Ok");
     }
 
-    fn rcpt(&mut self, to: String) {
+    fn rcpt(&mut self, to: String, dsn: crate::dsn::RcptDsn) {
         let max = self.config.limits.max_recipients;
         let trusted = self.trusted;
         let Some(tx) = self.tx.as_mut() else {
@@ -283,7 +285,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if grammar::needs_smtputf8(&to) {
             tx.smtputf8 = true;
         }
-        tx.rcpts.push(to);
+        tx.rcpts.push(Rcpt { address: to, dsn });
         self.send(250, "2.1.5", "Ok");
     }
 

@@ -322,8 +322,8 @@ impl BodyReader {
         }
     }
 
-    /// The whole body in one buffer, for tests.
-    #[cfg(test)]
+    /// The whole body in one buffer: for tests, and for a notice that
+    /// returns a small message (the caller checks the size first).
     pub async fn read_all(mut self) -> Result<Vec<u8>, StoreError> {
         let mut all = Vec::with_capacity(usize::try_from(self.size).unwrap_or(0).min(1 << 20));
         while let Some(c) = self.next().await? {

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dsn::{MailDsn, Notify, Orcpt, RcptDsn};
+
 /// Where one recipient stands. Each recipient of a message moves on its own: one
 /// can be delivered while another is deferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +41,12 @@ pub struct Recipient {
     pub last_error: Option<String>,
     /// The relay that gave the final answer, `host[ip]:port`.
     pub relay: Option<String>,
+    /// RCPT's NOTIFY (RFC 3461); None when the sender did not give one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+    /// RCPT's ORCPT, passed upstream and named in notices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orcpt: Option<Orcpt>,
 }
 
 impl Recipient {
@@ -52,6 +60,16 @@ impl Recipient {
             last_interval: None,
             last_error: None,
             relay: None,
+            notify: None,
+            orcpt: None,
+        }
+    }
+
+    /// What this recipient's sender asked of notices.
+    pub fn dsn(&self) -> RcptDsn {
+        RcptDsn {
+            notify: self.notify,
+            orcpt: self.orcpt.clone(),
         }
     }
 }
@@ -103,6 +121,12 @@ pub struct Envelope {
     /// The attempt history, oldest first, at most [`MAX_EVENTS`].
     #[serde(default)]
     pub events: Vec<Event>,
+    /// A delay warning has been sent (one per message).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delay_warned: bool,
+    /// MAIL's RET and ENVID (RFC 3461).
+    #[serde(default, skip_serializing_if = "MailDsn::is_empty")]
+    pub dsn: MailDsn,
 }
 
 impl Envelope {

@@ -332,11 +332,11 @@ impl Spool {
         env: &Envelope,
         changed: &[usize],
         outcome: &str,
-        notice: Option<&mut Notice>,
+        notices: &mut [Notice],
     ) -> Result<(), StoreError> {
         // One message's records alone need no batch (see Changes::in_order); a
         // notice must be stored together with the states that caused it.
-        let changes = if notice.is_some() {
+        let changes = if !notices.is_empty() {
             Changes::new()
         } else {
             Changes::in_order()
@@ -349,7 +349,7 @@ impl Spool {
             } else {
                 e.put(env, Some(changed))?;
             }
-            if let Some(n) = notice {
+            for n in notices.iter_mut() {
                 e.add(&mut n.envelope, &n.body);
             }
             Ok(())
@@ -414,7 +414,7 @@ impl Spool {
         env: &mut Envelope,
         now: u64,
         reason: &str,
-        notice: Option<&mut Notice>,
+        notices: &mut [Notice],
     ) -> Result<(), StoreError> {
         env.event(now, reason);
         let env_now = &*env;
@@ -424,7 +424,7 @@ impl Spool {
                 &mut e.changes,
                 &Finished::from_envelope(env_now, now, "bounced"),
             );
-            if let Some(n) = notice {
+            for n in notices.iter_mut() {
                 e.add(&mut n.envelope, &n.body);
             }
             Ok(())

@@ -87,6 +87,12 @@ pub struct Meta {
     pub route: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delay_warned: bool,
+    /// RET and ENVID; ENVID is at most 100 characters, so the record stays
+    /// bounded.
+    #[serde(default, skip_serializing_if = "crate::dsn::MailDsn::is_empty")]
+    pub dsn: crate::dsn::MailDsn,
 }
 
 impl Meta {
@@ -119,6 +125,8 @@ impl Meta {
             due: place.slot(),
             route: Some(place.route.clone()),
             pending: Some(env.unfinished().count() as u64),
+            delay_warned: env.delay_warned,
+            dsn: env.dsn.clone(),
         }
     }
 
@@ -138,6 +146,8 @@ impl Meta {
             held: self.held,
             message_id: self.message_id,
             events: self.events,
+            delay_warned: self.delay_warned,
+            dsn: self.dsn,
         }
     }
 }

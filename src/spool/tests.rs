@@ -351,7 +351,10 @@ async fn a_thousand_deferred_recipients_stay_out_of_blob_files() {
             });
         }
         env.events.truncate(envelope::MAX_EVENTS);
-        store.record(&env, &all, "delivered", None).await.unwrap();
+        store
+            .record(&env, &all, "delivered", &mut [])
+            .await
+            .unwrap();
     }
     assert_eq!(
         blob_files(dir.path()),
@@ -571,7 +574,10 @@ async fn one_recipient_lives_in_the_meta_record() {
     assert_eq!(keys(&store, b"t"), 0);
     one.recipients[0].state = State::Deferred;
     one.recipients[0].last_error = Some(format!("451 4.3.0 {}", "\"".repeat(2000)));
-    store.record(&one, &[0], "delivered", None).await.unwrap();
+    store
+        .record(&one, &[0], "delivered", &mut [])
+        .await
+        .unwrap();
     let back = store.load(&one.id).unwrap().unwrap();
     assert_eq!(back.recipients.len(), 1);
     assert_eq!(back.recipients[0].state, State::Deferred);
@@ -584,7 +590,10 @@ async fn one_recipient_lives_in_the_meta_record() {
     assert_eq!(keys(&store, b"t"), 2);
     let mut one = back;
     one.recipients[0].state = State::Delivered;
-    store.record(&one, &[0], "delivered", None).await.unwrap();
+    store
+        .record(&one, &[0], "delivered", &mut [])
+        .await
+        .unwrap();
     assert!(store.load(&one.id).unwrap().is_none());
     assert_eq!(keys(&store, b"m"), 1);
     assert!(store.load(&two.id).unwrap().is_some());

@@ -9,8 +9,8 @@ use lettre::address::{Address, Envelope};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, Message};
 
-use crate::bounce::msgid_part;
 use crate::clock;
+use crate::dsn::notice::msgid_part;
 
 /// What the message says and who it goes between.
 pub struct TestMessage<'a> {

@@ -163,11 +163,14 @@ pub async fn attempt(
     let t = &config.timeouts;
     let tr = conn
         .send(
-            &test.from,
-            &[&test.to],
+            &upstream::Outgoing {
+                sender: &test.from,
+                recipients: vec![(&test.to, Default::default())],
+                smtputf8,
+                eight_bit: false,
+                dsn: &Default::default(),
+            },
             &mut crate::spool::BodyReader::from_bytes(test.body.clone()),
-            smtputf8,
-            false,
             t,
         )
         .await;

@@ -31,6 +31,7 @@ use crate::oauth::{Bearer, TokenError, Tokens};
 use crate::outcome::{self, Outcome};
 
 pub use resolve::{ResolveError, Resolver};
+pub use transaction::Outgoing;
 pub use transcript::Transcript;
 
 use transcript::{Recorder, Tap};

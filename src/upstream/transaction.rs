@@ -12,14 +12,24 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use smtp_proto::{Response, EXT_8BIT_MIME, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8};
+use smtp_proto::{Response, EXT_8BIT_MIME, EXT_DSN, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8};
 use tokio::io::AsyncWriteExt;
 
 use super::wire::{self, ReadError, WriteError};
 use super::{timed_out, Connection, Transaction};
 use crate::config::Timeouts;
+use crate::dsn::{MailDsn, RcptDsn};
 use crate::outcome::{self, Outcome};
 use crate::spool::BodyReader;
+
+/// One message's envelope, as it goes upstream.
+pub struct Outgoing<'a> {
+    pub sender: &'a str,
+    pub recipients: Vec<(&'a str, RcptDsn)>,
+    pub smtputf8: bool,
+    pub eight_bit: bool,
+    pub dsn: &'a MailDsn,
+}
 
 /// Commands per write when pipelining. RFC 2920 3.2 (deadlock): the client
 /// must read the replies before they fill the socket buffers; 128 commands
@@ -142,24 +152,29 @@ impl Connection {
     /// must have CRLF line endings (the queue only holds such messages).
     pub async fn send(
         &mut self,
-        sender: &str,
-        recipients: &[&str],
+        m: &Outgoing<'_>,
         body: &mut BodyReader,
-        smtputf8: bool,
-        eight_bit: bool,
         t: &Timeouts,
     ) -> Transaction {
         let reused = self.messages > 0;
         self.messages += 1;
+        let recipients = &m.recipients;
         let size = usize::try_from(body.size()).unwrap_or(usize::MAX);
-        let params = match self.mail_params(size, smtputf8, eight_bit) {
+        let params = match self.mail_params(size, m) {
             Ok(p) => p,
             // Nothing was sent: the session is as ready as it was.
             Err(o) => return Transaction::all(o, recipients.len(), true),
         };
         let mut lines = Vec::with_capacity(recipients.len() + 2);
-        lines.push(format!("MAIL FROM:<{sender}>{params}\r\n"));
-        lines.extend(recipients.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+        lines.push(format!("MAIL FROM:<{}>{params}\r\n", m.sender));
+        let dsn = self.takes_dsn();
+        lines.extend(recipients.iter().map(|(r, d)| {
+            let mut line = format!("RCPT TO:<{r}>");
+            if dsn {
+                line.push_str(&d.esmtp_params());
+            }
+            line + "\r\n"
+        }));
         lines.push("DATA\r\n".to_string());
         let mut replies = Replies {
             rcpts: vec![None; recipients.len()],
@@ -189,8 +204,16 @@ impl Connection {
         }
     }
 
+    /// Whether this session passes RFC 3461 parameters on: its EHLO offered
+    /// DSN. Without it, the relay itself owes a "relayed" notice to whoever
+    /// asked NOTIFY=SUCCESS.
+    pub fn takes_dsn(&self) -> bool {
+        self.caps.has_capability(EXT_DSN)
+    }
+
     /// The MAIL parameters, or why the message cannot go to this server.
-    fn mail_params(&self, size: usize, smtputf8: bool, eight_bit: bool) -> Result<String, Outcome> {
+    fn mail_params(&self, size: usize, m: &Outgoing<'_>) -> Result<String, Outcome> {
+        let (smtputf8, eight_bit) = (m.smtputf8, m.eight_bit);
         let mut params = String::new();
         if smtputf8 {
             if !self.caps.has_capability(EXT_SMTP_UTF8) {
@@ -215,6 +238,10 @@ impl Connection {
                 ));
             }
             let _ = write!(params, " SIZE={size}");
+        }
+        // RFC 3461 5.2.1: passed on unchanged, and only what the sender gave.
+        if self.takes_dsn() {
+            params.push_str(&m.dsn.esmtp_params());
         }
         Ok(params)
     }

@@ -200,6 +200,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             protocol,
             sender: tx.from.clone(),
             recipients: tx.rcpts.clone(),
+            dsn: tx.dsn.clone(),
             smtputf8: tx.smtputf8,
             eight_bit: tx.eight_bit,
         }

@@ -97,7 +97,10 @@ async fn a_finished_message_removes_its_file() {
         .unwrap();
     assert_eq!(files(dir.path()).len(), 2);
     env.recipients[0].state = super::super::State::Delivered;
-    spool.record(&env, &[0], "delivered", None).await.unwrap();
+    spool
+        .record(&env, &[0], "delivered", &mut [])
+        .await
+        .unwrap();
     spool.delete(&mut deleted, 1).await.unwrap();
     assert!(files(dir.path()).is_empty());
     assert_eq!(spool.disk_size(), spool.store().disk_size());

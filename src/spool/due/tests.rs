@@ -200,7 +200,7 @@ async fn change(
             let i = rng.below(env.recipients.len() as u64) as usize;
             env.recipients[i].state = State::Deferred;
             env.recipients[i].next_attempt = now + rng.below(5000);
-            spool.record(&env, &[i], "deferred", None).await.unwrap();
+            spool.record(&env, &[i], "deferred", &mut []).await.unwrap();
         }
         5 => {
             let i = rng.below(env.recipients.len() as u64) as usize;
@@ -210,7 +210,7 @@ async fn change(
                 body: b"notice\r\n".to_vec(),
             };
             spool
-                .record(&env, &[i], "delivered", Some(&mut notice))
+                .record(&env, &[i], "delivered", std::slice::from_mut(&mut notice))
                 .await
                 .unwrap();
             ids.push(notice.envelope.id);

@@ -123,7 +123,10 @@ async fn counts_survive_a_clean_close_and_are_made_again_after_a_crash() {
     let mut env = envelope(&spool);
     spool.accept_bytes(&mut env, &[], b"x\r\n").await.unwrap();
     env.recipients[0].state = State::Delivered;
-    spool.record(&env, &[0], "delivered", None).await.unwrap();
+    spool
+        .record(&env, &[0], "delivered", &mut [])
+        .await
+        .unwrap();
     spool.hold(&mut env, 101).await.unwrap();
     let want = Counts {
         messages: 4,

@@ -1,8 +1,11 @@
-//! Delivery status notifications (bounces): RFC 3464 reports wrapped in an
-//! RFC 6522 `multipart/report`, returning only the original header section.
+//! Delivery status notifications: RFC 3464 reports wrapped in an RFC 6522
+//! `multipart/report`, for a failure (a bounce), a delay (a warning) or a
+//! relay to a server that could not take NOTIFY (RFC 3461 5.2.2). A failure
+//! notice returns the whole message when the sender asked RET=FULL and it is
+//! small enough; every other notice returns the header section only.
 //!
 //! The caller must submit the result with a null reverse-path (`MAIL FROM:<>`)
-//! so a bounce can never trigger another bounce.
+//! so a notice can never trigger another notice.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -20,6 +23,45 @@ const MAX_LINE: usize = 998;
 /// Longest unbreakable run we emit; leaves room for a field name before it.
 const MAX_WORD: usize = 900;
 
+/// What happened to the recipients a notice reports (RFC 3464 2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Failed,
+    Delayed,
+    /// Passed to a server that does not send notices (RFC 3461 5.2.2).
+    Relayed,
+    /// Put where it ends (the capture directory).
+    Delivered,
+}
+
+impl Action {
+    fn field(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Relayed => "relayed",
+            Action::Delivered => "delivered",
+        }
+    }
+
+    /// For logs and the notice's queue entry.
+    pub fn word(self) -> &'static str {
+        match self {
+            Action::Failed => "non-delivery",
+            Action::Delayed => "delay",
+            Action::Relayed | Action::Delivered => "success",
+        }
+    }
+
+    fn subject(self) -> &'static str {
+        match self {
+            Action::Failed => "Undelivered Mail Returned to Sender",
+            Action::Delayed => "Delayed Mail (still being retried)",
+            Action::Relayed | Action::Delivered => "Successful Mail Delivery Report",
+        }
+    }
+}
+
 /// One recipient the report covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedRecipient {
@@ -32,10 +74,13 @@ pub struct FailedRecipient {
     pub reason: String,
     /// "smtp.mailgun.org" when known.
     pub remote_mta: Option<String>,
+    /// The sender's ORCPT, for Original-Recipient.
+    pub orcpt: Option<super::Orcpt>,
 }
 
 /// Everything [`build`] needs, borrowed from the queue entry.
 pub struct BounceInput<'a> {
+    pub action: Action,
     /// Our host name.
     pub reporting_host: &'a str,
     /// Queue id of the original message.
@@ -46,8 +91,15 @@ pub struct BounceInput<'a> {
     pub now: SystemTime,
     /// Must be non-empty.
     pub failed: &'a [FailedRecipient],
-    /// Full raw original (CRLF); only its header section is included.
+    /// The original, CRLF: its header section, or the whole message when
+    /// `return_full`.
     pub original_message: &'a [u8],
+    /// Return `original_message` whole, as `message/rfc822` (RET=FULL).
+    pub return_full: bool,
+    /// The sender's ENVID (xtext), for Original-Envelope-Id.
+    pub envid: Option<&'a str>,
+    /// When a delayed recipient stops being retried, for Will-Retry-Until.
+    pub retry_until: Option<SystemTime>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +135,7 @@ pub fn build(input: &BounceInput<'_>) -> Result<Vec<u8>, BounceError> {
 
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
-        .body(human_text(host, input.failed));
+        .body(human_text(host, input));
     let dsn = delivery_status(input, host).into_bytes();
     // RFC 3464 demands 7bit; this always holds because every field is cleaned to
     // ASCII and folded, but the check keeps a regression from going out as QP.
@@ -91,8 +143,7 @@ pub fn build(input: &BounceInput<'_>) -> Result<Vec<u8>, BounceError> {
         return Err(fail("delivery-status is not 7bit"));
     }
     let dsn = part("message/delivery-status", dsn)?;
-    let headers = crlf_normalize(header_section(input.original_message));
-    let headers = part("text/rfc822-headers", headers)?;
+    let headers = returned(input)?;
 
     let boundary = pick_boundary(&[&text, &dsn, &headers])?;
     // MultiPartKind has no `report` variant and MultiPartBuilder::boundary()
@@ -118,7 +169,7 @@ pub fn build(input: &BounceInput<'_>) -> Result<Vec<u8>, BounceError> {
     let message = Message::builder()
         .from(Mailbox::new(Some("Mail Delivery System".into()), daemon))
         .to(Mailbox::new(None, to))
-        .subject("Undelivered Mail Returned to Sender")
+        .subject(input.action.subject())
         .date(now)
         .message_id(Some(format!("<{id_local}@{}>", msgid_part(host))))
         .raw_header(HeaderValue::new(auto, "auto-replied".into()))
@@ -153,21 +204,82 @@ fn part(content_type: &str, body: Vec<u8>) -> Result<SinglePart, BounceError> {
         .body(body))
 }
 
-fn human_text(host: &str, failed: &[FailedRecipient]) -> String {
+/// The original as the notice returns it: the whole message as
+/// `message/rfc822` (RFC 3462 allows only 7bit or 8bit encodings there, and
+/// the spool's line limit keeps it within 8bit), or its header section.
+fn returned(input: &BounceInput<'_>) -> Result<SinglePart, BounceError> {
+    let full = crlf_normalize(input.original_message);
+    if input.return_full && is_8bit(&full) {
+        let encoding = match is_7bit(&full) {
+            true => ContentTransferEncoding::SevenBit,
+            false => ContentTransferEncoding::EightBit,
+        };
+        return Ok(SinglePart::builder()
+            .header(parse_type("message/rfc822")?)
+            .body(Body::dangerous_pre_encoded(full, encoding)));
+    }
+    let headers = crlf_normalize(header_section(input.original_message));
+    part("text/rfc822-headers", headers)
+}
+
+/// The opening of the human-readable part, by action.
+fn preamble(input: &BounceInput<'_>) -> &'static str {
+    match (input.action, input.return_full) {
+        (Action::Failed, false) => {
+            "I'm sorry to have to inform you that your message could not\r\n\
+             be delivered to one or more recipients. The headers of your\r\n\
+             message are attached below.\r\n\r\n\
+             For further assistance, please send mail to postmaster.\r\n\r\n\
+             If you do so, please include this problem report.\r\n"
+        }
+        (Action::Failed, true) => {
+            "I'm sorry to have to inform you that your message could not\r\n\
+             be delivered to one or more recipients. Your message is\r\n\
+             attached below.\r\n\r\n\
+             For further assistance, please send mail to postmaster.\r\n\r\n\
+             If you do so, please include this problem report.\r\n"
+        }
+        (Action::Delayed, _) => {
+            "####################################################################\r\n\
+             # THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\r\n\
+             ####################################################################\r\n\r\n\
+             Your message could not be delivered yet to the recipients below.\r\n\
+             It is still queued, and delivery will be retried. The headers\r\n\
+             of your message are attached below.\r\n"
+        }
+        (Action::Delivered, _) => {
+            "Your message was delivered to the recipients below. The headers\r\n\
+             of your message are attached below.\r\n"
+        }
+        (Action::Relayed, _) => {
+            "Your message was passed on to the recipients' mail system, which\r\n\
+             does not send delivery notices itself, so this is the last notice\r\n\
+             you will get from this system. The headers of your message are\r\n\
+             attached below.\r\n"
+        }
+    }
+}
+
+fn human_text(host: &str, input: &BounceInput<'_>) -> String {
     let mut text = format!(
-        "This is the mail system at host {}.\r\n\r\n\
-         I'm sorry to have to inform you that your message could not\r\n\
-         be delivered to one or more recipients. The headers of your\r\n\
-         message are attached below.\r\n\r\n\
-         For further assistance, please send mail to postmaster.\r\n\r\n\
-         If you do so, please include this problem report.\r\n\r\n\
+        "This is the mail system at host {}.\r\n\r\n{}\r\n\
          \x20                  The mail system\r\n",
-        clean(host)
+        clean(host),
+        preamble(input),
     );
-    for r in failed {
+    if let Some(until) = input
+        .retry_until
+        .filter(|_| input.action == Action::Delayed)
+    {
+        let until = rfc5322(clamp(until));
+        text.push_str(&format!("\r\nDelivery will be retried until {until}.\r\n"));
+    }
+    for r in input.failed {
         let why = match (nonempty(&r.diagnostic), nonempty(&r.remote_mta)) {
             (Some(d), Some(m)) => format!("host {} said: {}", clean(m), clean(d)),
             (Some(d), None) => format!("remote server said: {}", clean(d)),
+            _ if input.action == Action::Relayed => "relayed".to_owned(),
+            _ if input.action == Action::Delivered => "delivered".to_owned(),
             _ if r.reason.trim().is_empty() => "delivery failed".to_owned(),
             _ => clean(&r.reason),
         };
@@ -181,13 +293,24 @@ fn human_text(host: &str, failed: &[FailedRecipient]) -> String {
 fn delivery_status(input: &BounceInput<'_>, host: &str) -> String {
     // DSN fields use RFC 5322 syntax, so long values may fold at whitespace.
     let field = |name: &str, value: &str| wrap(&format!("{name}: "), " ", value, 78) + "\r\n";
-    let mut out = field("Reporting-MTA", &format!("dns; {}", ascii(host)));
+    let mut out = String::new();
+    if let Some(envid) = input.envid.and_then(|e| super::xtext_decode(e).ok()) {
+        out += &field(
+            "Original-Envelope-Id",
+            &ascii(&String::from_utf8_lossy(&envid)),
+        );
+    }
+    out += &field("Reporting-MTA", &format!("dns; {}", ascii(host)));
     out += &field("X-Smarthost-Queue-ID", &ascii(input.queue_id));
     out += &field("Arrival-Date", &rfc5322(input.arrival));
     for r in input.failed {
         out += "\r\n";
+        if let Some(orcpt) = &r.orcpt {
+            let original = format!("{}; {}", ascii(&orcpt.addr_type), ascii(&orcpt.address()));
+            out += &field("Original-Recipient", &original);
+        }
         out += &field("Final-Recipient", &dsn_address(&r.address));
-        out += &field("Action", "failed");
+        out += &field("Action", input.action.field());
         out += &field("Status", &dsn_status(&r.status));
         if let Some(mta) = nonempty(&r.remote_mta) {
             out += &field("Remote-MTA", &format!("dns; {}", ascii(mta)));
@@ -196,6 +319,12 @@ fn delivery_status(input: &BounceInput<'_>, host: &str) -> String {
             out += &field("Diagnostic-Code", &format!("smtp; {}", ascii(diag)));
         }
         out += &field("Last-Attempt-Date", &rfc5322(input.now));
+        if let Some(until) = input
+            .retry_until
+            .filter(|_| input.action == Action::Delayed)
+        {
+            out += &field("Will-Retry-Until", &rfc5322(clamp(until)));
+        }
     }
     out
 }
@@ -310,6 +439,12 @@ fn is_7bit(body: &[u8]) -> bool {
         .all(|l| l.len() <= MAX_LINE + 1 && l.iter().all(|&b| (1..0x80).contains(&b)))
 }
 
+/// RFC 2045 8bit: no NUL, lines <= 998 octets.
+fn is_8bit(body: &[u8]) -> bool {
+    body.split(|&b| b == b'\n')
+        .all(|l| l.len() <= MAX_LINE + 1 && !l.contains(&0))
+}
+
 /// 128 random bits (RandomState keys come from the OS), still verified absent
 /// from the parts because the original headers are copied verbatim.
 fn pick_boundary(parts: &[&SinglePart]) -> Result<String, BounceError> {
@@ -323,209 +458,4 @@ fn pick_boundary(parts: &[&SinglePart]) -> Result<String, BounceError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    const ORIGINAL: &[u8] =
-        b"Received: from c\r\n\tby mx\r\nSubject: hi\r\n\r\nbody\r\n\r\nmore\r\n";
-    const DSN: &str = "Reporting-MTA: dns; mx.example.net\r\n\
-        X-Smarthost-Queue-ID: 4F2A9C\r\n\
-        Arrival-Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n\r\n\
-        Final-Recipient: rfc822; alice@example.com\r\n\
-        Action: failed\r\n\
-        Status: 5.1.1\r\n\
-        Remote-MTA: dns; smtp.mailgun.org\r\n\
-        Diagnostic-Code: smtp; 550 5.1.1 <alice@example.com>: user unknown\r\n\
-        Last-Attempt-Date: Tue, 14 Nov 2023 23:13:20 +0000\r\n\r\n\
-        Final-Recipient: rfc822; bob@example.org\r\n\
-        Action: failed\r\n\
-        Status: 4.4.7\r\n\
-        Last-Attempt-Date: Tue, 14 Nov 2023 23:13:20 +0000\r\n";
-
-    fn rcpt(address: &str, status: &str, diag: &str, mta: &str) -> FailedRecipient {
-        let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-        let (diagnostic, remote_mta) = (opt(diag), opt(mta));
-        let reason = "retry timeout exceeded".to_owned();
-        let (address, status) = (address.to_owned(), status.to_owned());
-        FailedRecipient {
-            address,
-            status,
-            diagnostic,
-            reason,
-            remote_mta,
-        }
-    }
-
-    fn two() -> Vec<FailedRecipient> {
-        let diag = "550 5.1.1 <alice@example.com>: user unknown";
-        let alice = rcpt("alice@example.com", "5.1.1", diag, "smtp.mailgun.org");
-        vec![alice, rcpt("bob@example.org", "4.4.7", "", "")]
-    }
-
-    fn input<'a>(failed: &'a [FailedRecipient], original: &'a [u8]) -> BounceInput<'a> {
-        BounceInput {
-            reporting_host: "mx.example.net",
-            queue_id: "4F2A9C",
-            original_sender: "sender@example.com",
-            arrival: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            now: UNIX_EPOCH + Duration::from_secs(1_700_003_600),
-            failed,
-            original_message: original,
-        }
-    }
-
-    fn bounce(input: &BounceInput<'_>) -> String {
-        String::from_utf8(build(input).unwrap()).unwrap()
-    }
-
-    /// Unfolded value of the first `name` field in a header block.
-    fn header(head: &str, name: &str) -> String {
-        let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", "\t");
-        let prefix = format!("{}:", name.to_ascii_lowercase());
-        let mut lines = unfolded.split("\r\n");
-        let line = lines.find(|l| l.to_ascii_lowercase().starts_with(&prefix));
-        line.map_or(String::new(), |l| l[prefix.len()..].trim().to_owned())
-    }
-
-    /// Top-level header block, then (header block, content) per part, split on
-    /// the boundary the top-level Content-Type advertises.
-    fn parse(msg: &str) -> (String, Vec<(String, String)>) {
-        let (head, body) = msg.split_once("\r\n\r\n").unwrap();
-        let ct = header(head, "Content-Type");
-        let delim = "--".to_owned() + ct.split("boundary=").nth(1).unwrap().trim_matches('"');
-        let inner = body.strip_prefix(&format!("{delim}\r\n")).unwrap();
-        let inner = inner.strip_suffix(&format!("\r\n{delim}--\r\n")).unwrap();
-        let sep = format!("\r\n{delim}\r\n");
-        let parts = inner.split(&sep).map(|p| p.split_once("\r\n\r\n").unwrap());
-        let parts = parts.map(|(h, c)| (h.to_owned(), c.to_owned()));
-        (head.to_owned(), parts.collect())
-    }
-
-    #[test]
-    fn parses_back_as_a_three_part_report() {
-        let failed = two();
-        let (head, parts) = parse(&bounce(&input(&failed, ORIGINAL)));
-        let ct = header(&head, "Content-Type");
-        assert!(ct.starts_with("multipart/report;") && ct.contains("report-type=delivery-status"));
-        for line in [
-            "From: \"Mail Delivery System\" <MAILER-DAEMON@mx.example.net>",
-            "To: sender@example.com",
-            "Subject: Undelivered Mail Returned to Sender",
-            "Date: Tue, 14 Nov 2023 23:13:20 +0000",
-            "Message-ID: <4F2A9C.1700003600@mx.example.net>",
-            "Auto-Submitted: auto-replied",
-            "MIME-Version: 1.0",
-        ] {
-            assert!(head.split("\r\n").any(|l| l == line), "{line}");
-        }
-        let types = [
-            "text/plain; charset=utf-8",
-            "message/delivery-status",
-            "text/rfc822-headers",
-        ];
-        assert_eq!(parts.len(), 3);
-        for ((h, _), want) in parts.iter().zip(types) {
-            assert_eq!(header(h, "Content-Type"), want);
-            assert_eq!(header(h, "Content-Transfer-Encoding"), "7bit");
-        }
-        let text = &parts[0].1;
-        assert!(text.starts_with("This is the mail system at host mx.example.net.\r\n"));
-        assert!(text.contains("\r\n<alice@example.com>: host smtp.mailgun.org said: 550 5.1.1\r\n"));
-        assert!(text.contains("\r\n<bob@example.org>: retry timeout exceeded\r\n"));
-        assert_eq!(parts[1].1, DSN);
-        assert_eq!(parts[2].1.as_bytes(), header_section(ORIGINAL));
-    }
-
-    #[test]
-    fn the_returned_headers_are_crlf_normalized() {
-        let failed = two();
-        let (_, parts) = parse(&bounce(&input(&failed, b"A: 1\n b\rC: 2\n\nbody\n")));
-        assert_eq!(parts[2].1, "A: 1\r\n b\r\nC: 2\r\n");
-    }
-
-    #[test]
-    fn hostile_input_keeps_lines_crlf_short_and_uninjected() {
-        let (x, words, y) = ("x".repeat(3000), "word ".repeat(400), "y".repeat(2000));
-        let long = format!("550 {x} {words}\r\nX-Injected: 1");
-        let (jose, c) = (
-            "Jos\u{e9}+1@b\u{fc}cher.example",
-            "c@x.org\r\nX-Injected: 3",
-        );
-        let failed = [
-            rcpt(jose, "5.1.1", &long, "a\nX-Injected: 2"),
-            rcpt(c, "5.7\r\nX-Injected: 4", "550 no\rX-Injected: 5", ""),
-        ];
-        let original = format!("Subject: {y}\r\nX-8bit: gr\u{fc}n\0\r\n\r\nbody");
-        let mut hostile = input(&failed, original.as_bytes());
-        hostile.arrival = UNIX_EPOCH - Duration::from_secs(9);
-        hostile.now = UNIX_EPOCH + Duration::from_secs(253_402_300_799 * 4);
-        let msg = bounce(&hostile);
-        for line in msg.split("\r\n") {
-            let ok = line.len() <= MAX_LINE && !line.contains(['\r', '\n']);
-            assert!(ok && !line.starts_with("X-Injected"), "{line:.80}");
-        }
-        let (_, parts) = parse(&msg);
-        let cte = |i: usize| header(&parts[i].0, "Content-Transfer-Encoding");
-        assert_eq!(
-            (cte(1).as_str(), cte(2).as_str()),
-            ("7bit", "quoted-printable")
-        );
-        for want in [
-            "\r\nFinal-Recipient: utf-8; Jos\\x{E9}\\x{2B}1@b\\x{FC}cher.example\r\n",
-            "\r\nRemote-MTA: dns; a X-Injected: 2\r\n",
-            "\r\nFinal-Recipient: rfc822; c@x.org X-Injected: 3\r\nAction: failed\r\n",
-            "\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; 550 no X-Injected: 5\r\n",
-            "\r\nArrival-Date: Thu, 01 Jan 1970 00:00:00 +0000\r\n",
-        ] {
-            assert!(parts[1].1.contains(want), "{want}");
-        }
-    }
-
-    #[test]
-    fn validates_sender_recipients_and_host() {
-        let failed = two();
-        for sender in ["", "<>", "  "] {
-            let mut null = input(&failed, ORIGINAL);
-            null.original_sender = sender;
-            assert!(matches!(build(&null), Err(BounceError::NullSender)));
-        }
-        let none = input(&[], ORIGINAL);
-        assert!(matches!(build(&none), Err(BounceError::NoRecipients)));
-        let mut bad_host = input(&failed, ORIGINAL);
-        bad_host.reporting_host = "a b\r\nX: 1";
-        assert!(matches!(build(&bad_host), Err(BounceError::Build(_))));
-        let mut quoted = input(&failed, ORIGINAL);
-        quoted.original_sender = "<\"john doe\"@example.com>";
-        assert!(bounce(&quoted).contains("\r\nTo: \"john doe\"@example.com\r\n"));
-    }
-
-    #[test]
-    fn python_email_package_parses_it() {
-        let python = std::path::Path::new("/usr/bin/python3");
-        if !python.exists() {
-            println!("note: /usr/bin/python3 missing; skipping the stdlib email cross-check");
-            return;
-        }
-        let path = std::env::temp_dir().join(format!("smarthost-dsn-{}.eml", std::process::id()));
-        std::fs::write(&path, build(&input(&two(), ORIGINAL)).unwrap()).unwrap();
-        let script = "import sys, email\n\
-            m = email.message_from_binary_file(open(sys.argv[1], 'rb'))\n\
-            assert m.get_content_type() == 'multipart/report', m.get_content_type()\n\
-            assert m.get_param('report-type') == 'delivery-status'\n\
-            p = m.get_payload()\n\
-            t = [x.get_content_type() for x in p]\n\
-            assert t == ['text/plain', 'message/delivery-status', 'text/rfc822-headers'], t\n\
-            b = p[1].get_payload()\n\
-            assert b[0]['Reporting-MTA'] == 'dns; mx.example.net'\n\
-            r = [(x['Final-Recipient'], x['Status']) for x in b[1:]]\n\
-            assert r == [('rfc822; alice@example.com', '5.1.1'), ('rfc822; bob@example.org', '4.4.7')], r\n\
-            assert 'user unknown' in p[0].get_payload(decode=True).decode()\n";
-        let mut cmd = std::process::Command::new(python);
-        let out = cmd.args(["-c", script]).arg(&path).output();
-        let _ = std::fs::remove_file(&path);
-        let out = out.unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-    }
-}
+mod tests;
