@@ -1,6 +1,7 @@
 //! RFC 3461 end to end through an upstream that offers DSN (a private
 //! Postfix): RET, ENVID, NOTIFY and ORCPT given over SMTP or to `sendmail
-//! -N/-R/-V` reach it exactly as given (read back with `postcat`), and the
+//! -N/-R/-V` (through the socket, or the drop directory while the daemon is
+//! down) reach it exactly as given (read back with `postcat`), and the
 //! relay sends no notice of its own for them. A malformed parameter gets
 //! `501 5.5.4` naming it and nothing is stored.
 
@@ -10,7 +11,6 @@ mod postfix;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::{Client, Relay, SENTINEL_TO};
 use postfix::{Held, Postfix};
@@ -18,6 +18,7 @@ use postfix::{Held, Postfix};
 // Postfix's dsn_mask.h: NEVER 1, SUCCESS 2, FAILURE 4, DELAY 8; RET FULL 1, HDRS 2.
 const SUCCESS_DELAY: &str = "10";
 const SUCCESS: &str = "2";
+const NEVER: &str = "1";
 
 fn by_recipient<'a>(held: &'a [Held], to: &str) -> &'a Held {
     let found = held
@@ -50,10 +51,10 @@ fn send_with_parameters(relay: &Relay) {
 }
 
 /// Through `sendmail -N -R -V`: an ENVID with a space goes as xtext.
-fn sendmail_with_parameters(relay: &Relay) {
+fn sendmail_with_parameters(relay: &Relay, args: &[&str]) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_smarthost"))
-        .args(["sendmail", "-f", "alice@example.com", "-N", "success"])
-        .args(["-R", "full", "-V", "env 1", "dave@example.net"])
+        .args(["sendmail", "-f", "alice@example.com"])
+        .args(args)
         .env("SMARTHOST_CONFIG", &relay.config_path)
         .stdin(Stdio::piped())
         .spawn()
@@ -71,25 +72,39 @@ fn dsn_parameters_pass_to_an_upstream_that_offers_dsn() {
     let Some(pf) = Postfix::start("") else {
         return;
     };
-    let relay = Relay::start(&common::upstream_route(pf.port, ""));
+    let mut relay = Relay::start(&common::upstream_route(pf.port, ""));
     send_with_parameters(&relay);
-    sendmail_with_parameters(&relay);
+    let sendmail = [
+        "-N",
+        "success",
+        "-R",
+        "full",
+        "-V",
+        "env 1",
+        "dave@example.net",
+    ];
+    sendmail_with_parameters(&relay, &sendmail);
+    // With the daemon down, sendmail leaves the message in the drop directory.
+    relay.kill();
+    sendmail_with_parameters(
+        &relay,
+        &["-N", "never", "-V", "dropped", "erin@example.net"],
+    );
+    relay.restart();
     // The sentinel goes last: once it is held and the queue is empty, any
     // notice the relay made would be held or queued too.
     relay.sentinel();
-    let held = pf.wait_held(3);
-    assert!(relay.wait_queue_empty(Duration::from_secs(30)));
-    assert_eq!(pf.held_ids().len(), 3, "a notice was sent: {}", pf.log());
+    let held = pf.settled(&relay, 4);
     for h in &held {
-        assert_ne!(
-            h.record("sender").as_deref(),
-            Some(""),
-            "a notice: {}",
-            h.envelope
-        );
+        assert!(!h.is_notice(), "a notice: {}", h.envelope);
     }
 
-    let smtp = by_recipient(&held, "bob@example.net");
+    assert_exactly_as_given(&held);
+}
+
+/// Each message's DSN records, as Postfix parsed them.
+fn assert_exactly_as_given(held: &[Held]) {
+    let smtp = by_recipient(held, "bob@example.net");
     assert_eq!(smtp.record("envelope_id").as_deref(), Some("QQ+1"));
     assert_eq!(smtp.record("ret_flags").as_deref(), Some("2"));
     assert_eq!(smtp.records("notify_flags"), [SUCCESS_DELAY]);
@@ -103,13 +118,22 @@ fn dsn_parameters_pass_to_an_upstream_that_offers_dsn() {
         ["bob@example.net", "carol@example.net"]
     );
 
-    let sendmail = by_recipient(&held, "dave@example.net");
+    let sendmail = by_recipient(held, "dave@example.net");
     assert_eq!(sendmail.record("envelope_id").as_deref(), Some("env 1"));
     assert_eq!(sendmail.record("ret_flags").as_deref(), Some("1"));
     assert_eq!(sendmail.records("notify_flags"), [SUCCESS]);
 
+    let dropped = by_recipient(held, "erin@example.net");
+    assert_eq!(dropped.record("envelope_id").as_deref(), Some("dropped"));
+    assert_eq!(dropped.records("notify_flags"), [NEVER]);
+    assert!(
+        dropped.record("ret_flags").is_none(),
+        "{}",
+        dropped.envelope
+    );
+
     // Without parameters, none are invented.
-    let sentinel = by_recipient(&held, SENTINEL_TO);
+    let sentinel = by_recipient(held, SENTINEL_TO);
     assert!(
         sentinel.record("envelope_id").is_none(),
         "{}",

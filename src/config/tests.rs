@@ -151,3 +151,20 @@ fn loopback_hosts_for_routes_and_token_urls() {
     );
     assert!(!err.contains("pw"), "{err}");
 }
+
+#[test]
+fn delay_warning_defaults_to_a_day_and_can_be_turned_off() {
+    let at = |line: &str| parse(&format!("{line}\n{MINIMAL}")).map(|c| c.delay_warning);
+    assert_eq!(at("").unwrap(), Some(Duration::from_secs(86400)));
+    assert_eq!(
+        at("delay_warning = \"4h\"").unwrap(),
+        Some(Duration::from_secs(4 * 3600))
+    );
+    assert_eq!(at("delay_warning = \"never\"").unwrap(), None);
+    for bad in ["\"0s\"", "\"4 hours\"", "\"\""] {
+        let err = at(&format!("delay_warning = {bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test.toml:1: delay_warning"), "{bad}: {err}");
+    }
+}

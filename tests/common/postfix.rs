@@ -30,6 +30,11 @@ pub struct Held {
 }
 
 impl Held {
+    /// Sent from the null sender: a notice.
+    pub fn is_notice(&self) -> bool {
+        self.record("sender").as_deref() == Some("")
+    }
+
     /// The value of `named_attribute: <name>=…` or `<name>: …`.
     pub fn record(&self, name: &str) -> Option<String> {
         let attr = format!("named_attribute: {name}=");
@@ -178,6 +183,15 @@ impl Postfix {
             self.log()
         );
         self.held_ids().iter().map(|id| self.read(id)).collect()
+    }
+
+    /// After the relay's sentinel: `n` messages held and the relay's queue
+    /// empty, so anything the relay was going to send has arrived.
+    pub fn settled(&self, relay: &crate::common::Relay, n: usize) -> Vec<Held> {
+        let held = self.wait_held(n);
+        assert!(relay.wait_queue_empty(Duration::from_secs(30)));
+        assert_eq!(self.held_ids().len(), n, "more arrived: {}", self.log());
+        held
     }
 
     fn read(&self, id: &str) -> Held {
