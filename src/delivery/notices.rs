@@ -158,6 +158,7 @@ impl Delivery {
         Ok(Some(Notice {
             envelope: b,
             body: bytes,
+            what: action.word(),
         }))
     }
 
@@ -187,8 +188,11 @@ impl Delivery {
     /// A notice about message `of` is durable: logged, counted and put on
     /// the schedule.
     pub(crate) fn notices_stored(&self, of: &str, notices: Vec<Notice>) {
-        for Notice { envelope: b, .. } in notices {
-            tracing::info!(id = of, "sender notification: {}", b.id);
+        for Notice {
+            envelope: b, what, ..
+        } in notices
+        {
+            tracing::info!(id = of, "sender {what} notification: {}", b.id);
             self.shared.metrics.notification(&b);
             self.shared.schedule(&b);
         }

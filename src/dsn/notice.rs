@@ -49,7 +49,7 @@ impl Action {
         match self {
             Action::Failed => "non-delivery",
             Action::Delayed => "delay",
-            Action::Relayed | Action::Delivered => "success",
+            Action::Relayed | Action::Delivered => "delivery status",
         }
     }
 

@@ -72,11 +72,13 @@ use records::Meta;
 use store::Changes;
 use writes::put_history;
 
-/// A non-delivery notice to queue with the change that caused it: its
-/// envelope (`id` from [`Spool::new_id`]) and its bytes.
+/// A notice to queue with the change that caused it: its envelope (`id`
+/// from [`Spool::new_id`]), its bytes, and what it is for the log
+/// (`non-delivery`, `delay`, `delivery status`, Postfix's words).
 pub struct Notice {
     pub envelope: Envelope,
     pub body: Vec<u8>,
+    pub what: &'static str,
 }
 
 /// The durable queue of messages. Cheap to clone: every clone is the same

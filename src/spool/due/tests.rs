@@ -208,6 +208,7 @@ async fn change(
             let mut notice = Notice {
                 envelope: envelope(spool, 1, now),
                 body: b"notice\r\n".to_vec(),
+                what: "non-delivery",
             };
             spool
                 .record(&env, &[i], "delivered", std::slice::from_mut(&mut notice))
