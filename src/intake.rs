@@ -76,6 +76,11 @@ pub struct Receiving {
     /// The header section so far (bounded), for the Message-ID.
     head: Vec<u8>,
     head_done: bool,
+    /// What the message holds, for delivery: any 8-bit octet, and the
+    /// longest line (with its CRLF) so far and the one under way.
+    eight_bit: bool,
+    longest: usize,
+    line: usize,
 }
 
 /// Header bytes kept for the Message-ID: a header section is rarely a
@@ -95,6 +100,14 @@ impl Receiving {
             self.head_done = self.head.len() >= HEAD_MAX
                 || self.head.starts_with(b"\r\n")
                 || tail.windows(4).any(|w| w == b"\r\n\r\n");
+        }
+        self.eight_bit |= bytes.iter().any(|&b| b >= 0x80);
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            self.line += piece.len();
+            if piece.ends_with(b"\n") {
+                self.longest = self.longest.max(self.line);
+                self.line = 0;
+            }
         }
         self.body.write(bytes).await
     }
@@ -143,6 +156,9 @@ impl Intake {
             body,
             head: Vec::new(),
             head_done: false,
+            eight_bit: false,
+            longest: 0,
+            line: 0,
         })
     }
 
@@ -173,7 +189,9 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>, r: Receiving) -> Result<Strin
         dsn: m.dsn,
         arrived: now,
         smtputf8: m.smtputf8,
-        eight_bit: m.eight_bit,
+        // RFC 6152: 8-bit content goes with BODY=8BITMIME, declared or not.
+        eight_bit: m.eight_bit || r.eight_bit,
+        long_lines: r.longest.max(r.line) > crate::upstream::downgrade::MAX_LINE + 2,
         client,
         message_id: header_value(&r.head, "message-id"),
         ..Default::default()

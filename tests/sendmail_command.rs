@@ -1025,7 +1025,7 @@ fn assert_bad_options_refused(relay: &Relay, links: &Links) {
 /// drop directory must not accept it instead when the daemon is down.
 #[test]
 fn overlong_line_refused_with_or_without_daemon() {
-    let mut relay = Relay::start(CAPTURE);
+    let mut relay = Relay::start(&format!("{CAPTURE}\n[limits]\nmax_line_length = 998\n"));
     let mut input = b"Subject: long line\n\n".to_vec();
     input.extend_from_slice(&[b'x'; 1500]);
     input.push(b'\n');

@@ -98,6 +98,12 @@ struct RawConfig {
     dns: dns::RawDns,
 }
 
+/// The longest line taken in (without CRLF): cron output and one-line HTML
+/// bodies from PHP run far past RFC 5322's 998, and delivery re-encodes any
+/// such line (`upstream::downgrade`), so only memory bounds it: one line is
+/// held whole while it is converted.
+pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
@@ -453,7 +459,7 @@ impl Validator<'_> {
         let limits = Limits {
             max_message_size: raw.max_message_size.unwrap_or(25 * 1024 * 1024),
             max_recipients: raw.max_recipients.unwrap_or(100),
-            max_line_length: raw.max_line_length.unwrap_or(998),
+            max_line_length: raw.max_line_length.unwrap_or(DEFAULT_MAX_LINE),
             max_connections: raw.max_connections.unwrap_or(200),
         };
         if limits.max_message_size == 0 || limits.max_recipients == 0 {

@@ -29,7 +29,7 @@ fn minimal_config_has_safe_defaults() {
     assert!(c.is_trusted("::ffff:127.0.0.1".parse().unwrap()));
     assert!(!c.is_trusted("192.0.2.1".parse().unwrap()));
     assert_eq!(c.retry.to_string(), crate::retry::DEFAULT_SCHEDULE);
-    assert_eq!(c.limits.max_line_length, 998);
+    assert_eq!(c.limits.max_line_length, 1 << 20);
 }
 
 #[test]

@@ -9,7 +9,9 @@ use tokio_rustls::TlsConnector;
 use crate::config::{Config, Route, SmtpRoute, Transport};
 use crate::dsn::notice::Action;
 use crate::outcome::Outcome;
+use crate::spool::BodyReader;
 use crate::spool::Envelope;
+use crate::upstream::downgrade::{self, Prepared};
 use crate::upstream::{self, Connection, Failure};
 
 use super::{hold, Delivery, DeliveryError, HoldRoute, Tried};
@@ -37,17 +39,7 @@ impl Delivery {
                 *conn = None;
             }
         }
-        let outgoing = upstream::Outgoing {
-            sender: &env.sender,
-            recipients: due
-                .iter()
-                .filter_map(|&i| env.recipients.get(i))
-                .map(|r| (r.address.as_str(), r.dsn()))
-                .collect(),
-            smtputf8: env.smtputf8,
-            eight_bit: env.eight_bit,
-            dsn: &env.dsn,
-        };
+        let outgoing = outgoing(env, due);
         // A kept connection that the server closed while it idled fails before
         // a word about this message: one new connection, and the message loses
         // nothing (no attempt counted, no recipient failed).
@@ -64,7 +56,12 @@ impl Delivery {
                 },
             };
             // Read afresh for each try: a retry sends the whole message again.
-            let mut body = self.shared.spool.body(env);
+            let n = outgoing.recipients.len();
+            let (takes_8bit, relay) = (c.takes_8bit(), c.relay.clone());
+            let mut body = match self.outbound_body(env, takes_8bit, &relay, n).await {
+                Ok(body) => body,
+                Err(tried) => return Ok(tried),
+            };
             let tr = c.send(&outgoing, &mut body, t).await;
             if let Some(e) = &tr.unreadable {
                 tracing::error!(id = %env.id, "message not sent: {e}");
@@ -89,6 +86,45 @@ impl Delivery {
                 relay,
                 remote_host: Some(host),
             });
+        }
+    }
+
+    /// The message as this connection must get it: converted where a line
+    /// is too long or the server takes no 8-bit octets (see
+    /// `upstream::downgrade`), or, where it cannot be, a bounce for all `n`
+    /// recipients without a word to the server.
+    async fn outbound_body(
+        &self,
+        env: &Envelope,
+        takes_8bit: bool,
+        relay: &str,
+        n: usize,
+    ) -> Result<BodyReader, Tried> {
+        let spool = &self.shared.spool;
+        let seven_bit = env.eight_bit && !takes_8bit;
+        if !env.long_lines && !seven_bit {
+            return Ok(spool.body(env));
+        }
+        match downgrade::prepare(spool, env, seven_bit).await {
+            Ok(Prepared::AsIs(body)) => Ok(body),
+            Ok(Prepared::Converted { body, folds }) => {
+                if folds {
+                    tracing::warn!(
+                        id = %env.id,
+                        relay,
+                        "a line over 998 octets in a signed or encoded part was broken with CRLF SPACE; its text changes"
+                    );
+                }
+                Ok(body)
+            }
+            Ok(Prepared::Refused(r)) => {
+                let o = Outcome::bounced(r.status, r.reason);
+                Err(Tried::nothing(o, n, relay.to_string()))
+            }
+            Err(e) => {
+                let o = Outcome::deferred(format!("reading the queued message: {e}"));
+                Err(Tried::nothing(o, n, relay.to_string()))
+            }
         }
     }
 
@@ -149,6 +185,21 @@ impl Delivery {
                 Ok(Err(Tried::nothing(o, n, relay)))
             }
         }
+    }
+}
+
+/// The envelope of the recipients `due`, as it goes upstream.
+fn outgoing<'a>(env: &'a Envelope, due: &[usize]) -> upstream::Outgoing<'a> {
+    upstream::Outgoing {
+        sender: &env.sender,
+        recipients: due
+            .iter()
+            .filter_map(|&i| env.recipients.get(i))
+            .map(|r| (r.address.as_str(), r.dsn()))
+            .collect(),
+        smtputf8: env.smtputf8,
+        eight_bit: env.eight_bit,
+        dsn: &env.dsn,
     }
 }
 

@@ -230,9 +230,24 @@ pub struct BodyReader {
     source: Source,
 }
 
+/// A streaming rewrite of a body as it is read (see
+/// `upstream::downgrade`): bytes in, bytes out, and whatever is left at the
+/// end.
+pub trait Transform: Send {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>);
+    fn finish(&mut self, out: &mut Vec<u8>);
+}
+
 enum Source {
     /// A message made in memory (`test-send`, tests).
     Memory(Option<Vec<u8>>),
+    /// Another body read through a transform; `finished` once its end has
+    /// been given to the transform.
+    Transformed {
+        inner: Box<BodyReader>,
+        transform: Box<dyn Transform>,
+        finished: bool,
+    },
     Records {
         store: Store,
         next: u32,
@@ -278,6 +293,22 @@ impl BodyReader {
         }
     }
 
+    /// This body as `transform` rewrites it; `size` is what it comes to
+    /// (the caller counted it), checked like any body's size.
+    pub fn transformed(self, size: u64, transform: Box<dyn Transform>) -> BodyReader {
+        BodyReader {
+            id: self.id.clone(),
+            size,
+            read: 0,
+            done: false,
+            source: Source::Transformed {
+                inner: Box::new(self),
+                transform,
+                finished: false,
+            },
+        }
+    }
+
     /// The body's size in bytes.
     pub fn size(&self) -> u64 {
         self.size
@@ -290,6 +321,11 @@ impl BodyReader {
         }
         let chunk = match &mut self.source {
             Source::Memory(bytes) => bytes.take().filter(|b| !b.is_empty()),
+            Source::Transformed {
+                inner,
+                transform,
+                finished,
+            } => transformed_chunk(inner, transform.as_mut(), finished).await?,
             Source::Records {
                 store,
                 next,
@@ -358,6 +394,27 @@ impl BodyReader {
 
 fn ends_header_section(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\r\n") || bytes.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+/// The next non-empty output of a transform, reading the inner body until
+/// there is some or it ends.
+async fn transformed_chunk(
+    inner: &mut BodyReader,
+    transform: &mut dyn Transform,
+    finished: &mut bool,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut out = Vec::new();
+    while out.is_empty() && !*finished {
+        // Boxed: a body read through a transform reads another body.
+        match Box::pin(inner.next()).await? {
+            Some(chunk) => transform.feed(&chunk, &mut out),
+            None => {
+                transform.finish(&mut out);
+                *finished = true;
+            }
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
 }
 
 fn record_chunk(

@@ -107,8 +107,11 @@ pub struct Envelope {
     pub body_file: bool,
     /// The client asked for SMTPUTF8 (or an address needs it).
     pub smtputf8: bool,
-    /// The client declared BODY=8BITMIME.
+    /// The client declared BODY=8BITMIME, or the message holds 8-bit octets.
     pub eight_bit: bool,
+    /// Some line is longer than 998 octets: delivery re-encodes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub long_lines: bool,
     /// Who handed it to us, for logs: `helo [ip]`.
     pub client: String,
     /// Put on hold by the operator: stays queued, never tried, never expires

@@ -58,6 +58,8 @@ pub struct Meta {
     pub body_file: bool,
     pub smtputf8: bool,
     pub eight_bit: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub long_lines: bool,
     pub client: String,
     #[serde(default)]
     pub held: bool,
@@ -107,6 +109,7 @@ impl Meta {
             body_file: env.body_file,
             smtputf8: env.smtputf8,
             eight_bit: env.eight_bit,
+            long_lines: env.long_lines,
             client: env.client.clone(),
             held: env.held,
             message_id: env.message_id.clone(),
@@ -142,6 +145,7 @@ impl Meta {
             body_file: self.body_file,
             smtputf8: self.smtputf8,
             eight_bit: self.eight_bit,
+            long_lines: self.long_lines,
             client: self.client,
             held: self.held,
             message_id: self.message_id,

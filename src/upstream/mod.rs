@@ -8,6 +8,7 @@
 //! that already ends in CRLF, and its `read()` drops whatever arrived after the
 //! first reply, which is every other reply of a pipelined group.
 
+pub mod downgrade;
 pub mod resolve;
 pub mod sasl;
 pub mod tls;

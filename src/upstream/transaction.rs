@@ -211,6 +211,11 @@ impl Connection {
         self.caps.has_capability(EXT_DSN)
     }
 
+    /// Whether this session takes 8-bit octets (RFC 6152).
+    pub fn takes_8bit(&self) -> bool {
+        self.caps.has_capability(EXT_8BIT_MIME)
+    }
+
     /// The MAIL parameters, or why the message cannot go to this server.
     fn mail_params(&self, size: usize, m: &Outgoing<'_>) -> Result<String, Outcome> {
         let (smtputf8, eight_bit) = (m.smtputf8, m.eight_bit);
