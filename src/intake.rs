@@ -40,7 +40,8 @@ pub struct Incoming<'a> {
     pub peer: &'a Peer,
     /// HELO/EHLO name, if the message came over SMTP.
     pub helo: Option<&'a str>,
-    /// `ESMTP`, `SMTP`, `UTF8SMTP` or `local` for the Received header.
+    /// `ESMTP`, `SMTP` or `UTF8SMTP` for the Received header's `with` (RFC
+    /// 3848, 6531); a local peer's header has none.
     pub protocol: &'a str,
     pub sender: String,
     pub recipients: Vec<Rcpt>,
@@ -211,7 +212,11 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>, r: Receiving) -> Result<Strin
     Ok(env.id)
 }
 
-/// The Received header (RFC 5321 4.4: the one header a relay adds).
+/// The Received header (RFC 5321 4.4: the one header a relay adds). The
+/// HELO name stands as the From-domain only when it is a domain or an
+/// address literal; anything else goes into a comment, escaped, so that no
+/// client can change the field's syntax. Mail from `sendmail` has no `with`
+/// clause, as Postfix's pickup writes it.
 fn received(m: &Incoming<'_>, host: &str, id: &str) -> String {
     let for_clause = match m.recipients.as_slice() {
         [one] => format!("\r\n\tfor <{}>", one.address),
@@ -220,18 +225,47 @@ fn received(m: &Incoming<'_>, host: &str, id: &str) -> String {
     let date = rfc5322(SystemTime::now());
     match m.peer {
         Peer::Tcp(addr) => {
-            let helo = m.helo.map_or_else(|| "unknown".into(), sanitize);
+            let from = from_clause(m.helo, addr.ip());
             format!(
-                "Received: from {helo} ([{}])\r\n\tby {host} (smarthost) with {} id {id}{for_clause};\r\n\t{date}\r\n",
-                addr.ip(),
+                "Received: from {from}\r\n\tby {host} (smarthost) with {} id {id}{for_clause};\r\n\t{date}\r\n",
                 m.protocol
             )
         }
         Peer::Local { uid } => format!(
-            "Received: by {host} (smarthost, from userid {uid})\r\n\twith {} id {id}{for_clause};\r\n\t{date}\r\n",
-            m.protocol
+            "Received: by {host} (smarthost, from userid {uid})\r\n\tid {id}{for_clause};\r\n\t{date}\r\n"
         ),
     }
+}
+
+/// `helo ([ip])`, or `[ip] (helo=…)` when the HELO argument is not a domain
+/// or address literal.
+fn from_clause(helo: Option<&str>, ip: std::net::IpAddr) -> String {
+    let literal = match ip {
+        std::net::IpAddr::V4(v4) => format!("[{v4}]"),
+        std::net::IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+    };
+    match helo {
+        Some(h) if crate::smtp::address::validate_domain(h).is_ok() => format!("{h} ({literal})"),
+        Some(h) => format!("{literal} (helo={})", comment_text(h)),
+        None => format!("{literal} ({literal})"),
+    }
+}
+
+/// Text safe inside a comment (RFC 5322 3.2.2): printable ASCII, with `(`,
+/// `)` and `\` quoted, at most 255 characters.
+fn comment_text(s: &str) -> String {
+    let mut out = String::new();
+    for c in s
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(255)
+    {
+        if matches!(c, '(' | ')' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The client as logs name it: `helo [ip]` or `local uid=N`.
@@ -262,6 +296,30 @@ pub fn sanitize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn received_from_clauses() {
+        let v4: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        let cases = [
+            (Some("mx.example.org"), v4, "mx.example.org ([192.0.2.1])"),
+            (Some("[192.0.2.1]"), v4, "[192.0.2.1] ([192.0.2.1])"),
+            (
+                Some("[IPv6:2001:db8::1]"),
+                v6,
+                "[IPv6:2001:db8::1] ([IPv6:2001:db8::1])",
+            ),
+            (None, v4, "[192.0.2.1] ([192.0.2.1])"),
+            (Some("x; by evil"), v4, "[192.0.2.1] (helo=x; by evil)"),
+            (Some("a(b)c\\d"), v4, "[192.0.2.1] (helo=a\\(b\\)c\\\\d)"),
+            (Some("bad\r\nX: 1"), v6, "[IPv6:2001:db8::1] (helo=badX: 1)"),
+            (Some("under_score"), v4, "[192.0.2.1] (helo=under_score)"),
+        ];
+        for (helo, ip, want) in cases {
+            assert_eq!(from_clause(helo, ip), want, "{helo:?}");
+        }
+        assert_eq!(comment_text(&"x".repeat(300)).len(), 255);
+    }
 
     #[test]
     fn helo_names_are_sanitized() {

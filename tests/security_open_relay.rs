@@ -308,5 +308,7 @@ fn trusted_clients_relay_odd_forms_safely() {
         .map(|v| v.as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(rcpts, want);
-    assert!(String::from_utf8_lossy(&got[0].1).starts_with("Received: from trusted.test ([::1])"));
+    assert!(
+        String::from_utf8_lossy(&got[0].1).starts_with("Received: from trusted.test ([IPv6:::1])")
+    );
 }

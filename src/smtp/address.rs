@@ -132,7 +132,7 @@ fn validate_local(local: &str) -> Result<(), AddressError> {
 }
 
 /// A domain name (labels, U-labels allowed) or an address literal.
-pub(super) fn validate_domain(domain: &str) -> Result<(), AddressError> {
+pub fn validate_domain(domain: &str) -> Result<(), AddressError> {
     if domain.is_empty() || domain.len() > 255 {
         return Err(AddressError::DomainLength);
     }

@@ -282,8 +282,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if tx.rcpts.len() >= max {
             return self.send(452, "4.5.3", "Error: too many recipients");
         }
-        if grammar::needs_smtputf8(&to) {
-            tx.smtputf8 = true;
+        // RFC 6531 3.4: a non-ASCII address only in an SMTPUTF8 transaction.
+        if grammar::needs_smtputf8(&to) && !tx.smtputf8 {
+            return self.send(
+                553,
+                "5.6.7",
+                "Non-ASCII recipient address requires SMTPUTF8",
+            );
         }
         tx.rcpts.push(Rcpt { address: to, dsn });
         self.send(250, "2.1.5", "Ok");

@@ -50,7 +50,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let Some(mut body) = self.open_body().await else {
             return Ok(true);
         };
-        self.send(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
+        // RFC 2034 gives enhanced codes to 2xx, 4xx and 5xx replies only.
+        self.reply(crate::smtp::grammar::Reply::new(
+            354,
+            None,
+            "End data with <CR><LF>.<CR><LF>",
+        ));
         self.flush().await?;
         let limits = &self.config.limits;
         let mut rx = DataReceiver::new(Limits {
