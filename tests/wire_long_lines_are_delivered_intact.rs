@@ -16,29 +16,6 @@ use common::Relay;
 
 const BIN: &str = env!("CARGO_BIN_EXE_smarthost");
 
-/// The decoded text of the message's first text part.
-fn decoded_text(message: &[u8]) -> String {
-    let script = "import sys, email\n\
-        m = email.message_from_bytes(sys.stdin.buffer.read())\n\
-        part = next(p for p in m.walk() if p.get_content_maintype() == 'text')\n\
-        sys.stdout.buffer.write(part.get_payload(decode=True))\n";
-    let mut child = Command::new(aiosmtpd::PYTHON)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(message)
-        .expect("write");
-    let out = child.wait_with_output().expect("python3");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
 fn assert_short_lines(message: &[u8]) {
     for line in message.split(|&b| b == b'\n') {
         assert!(
@@ -121,7 +98,7 @@ fn wire_long_lines_are_delivered_intact() {
     assert!(relay.wait_queue_empty(Duration::from_secs(30)));
     for (meta, message) in peer.messages() {
         assert_short_lines(&message);
-        let text = decoded_text(&message);
+        let text = common::decoded_text(&message);
         if meta["rcpt_tos"][0] == "web@example.net" {
             assert_eq!(text.trim_end_matches(['\r', '\n']), html);
         } else {

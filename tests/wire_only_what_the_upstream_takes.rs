@@ -93,7 +93,7 @@ fn wire_only_what_the_upstream_takes() {
         converted.body.iter().all(|&b| b < 0x80),
         "8-bit octets went out"
     );
-    let text = decoded_text(&converted.body);
+    let text = common::decoded_text(&converted.body);
     assert_eq!(text.replace("\r\n", "\n"), TEXT.replace("\r\n", "\n"));
     assert_eq!(notice_status(&held, "example.net"), "5.6.7");
     assert_eq!(notice_status(&held, "big@example.net"), "5.3.4");
@@ -101,26 +101,4 @@ fn wire_only_what_the_upstream_takes() {
         !pf.log().contains("big@example.net"),
         "the big one was sent"
     );
-}
-
-fn decoded_text(message: &[u8]) -> String {
-    use std::io::Write;
-    let script = "import sys, email\n\
-        m = email.message_from_bytes(sys.stdin.buffer.read())\n\
-        sys.stdout.buffer.write(m.get_payload(decode=True))\n";
-    let mut child = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(message)
-        .expect("write");
-    let out = child.wait_with_output().expect("python3");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).expect("UTF-8")
 }

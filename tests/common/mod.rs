@@ -691,3 +691,27 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String)
         .expect("status code");
     (status, head.to_ascii_lowercase(), body.to_string())
 }
+
+/// The decoded text of a message's first text part, as Python's email
+/// package reads it (what mail programs see of a converted message).
+pub fn decoded_text(message: &[u8]) -> String {
+    let script = "import sys, email\n\
+        m = email.message_from_bytes(sys.stdin.buffer.read())\n\
+        part = next(p for p in m.walk() if p.get_content_maintype() == 'text')\n\
+        sys.stdout.buffer.write(part.get_payload(decode=True))\n";
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(message)
+        .expect("write");
+    let out = child.wait_with_output().expect("python3");
+    assert!(out.status.success(), "Python could not decode the message");
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
