@@ -158,6 +158,29 @@ fn delivered_with(auth: &str, mechanism: &str) {
         "{events:?}"
     );
     assert_no_password(&relay.log());
+    assert_tls_line(&relay.log());
+}
+
+/// One line per connection says how it is secured; the delivery line keeps
+/// pflogsumm's `delay=` … `status=` order and carries no TLS field.
+fn assert_tls_line(log: &str) {
+    let tls = log
+        .lines()
+        .find(|l| l.contains("Verified TLS connection established to localhost[127.0.0.1]:"))
+        .unwrap_or_else(|| panic!("no TLS line:\n{log}"));
+    assert!(
+        tls.contains(": TLSv1.") && tls.contains(" with cipher TLS"),
+        "{tls}"
+    );
+    let sent = log
+        .lines()
+        .find(|l| l.contains("status=sent"))
+        .expect("a delivery line");
+    let (delay, status) = (
+        sent.find(" delay=").unwrap(),
+        sent.find(" status=").unwrap(),
+    );
+    assert!(delay < status && !sent.contains("tls="), "{sent}");
 }
 
 #[test]
@@ -259,6 +282,7 @@ fn unverifiable_certificate_defers_before_auth() {
         !events.iter().any(|e| e.starts_with("AUTH")),
         "the password went to an unverified server: {events:?}"
     );
+    assert!(!log.contains("Verified TLS connection"), "{log}");
 }
 
 #[test]

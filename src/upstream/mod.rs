@@ -575,10 +575,25 @@ async fn tls_handshake(
     name: rustls::pki_types::ServerName<'static>,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, (String, Failure)> {
+    let peer = tcp.peer_addr().ok();
+    let host = name.to_str().into_owned();
     match tokio::time::timeout(ctx.timeouts.connect, ctx.tls.connect(name, tcp)).await {
         Ok(Ok(s)) => {
+            let info = Transcript::tls_info(s.get_ref().1);
+            // One line per connection, apart from the delivery lines so that
+            // their `delay=` … `status=` order stays as pflogsumm parses it.
+            // The handshake only succeeds with the name and chain verified.
+            let relay = match peer {
+                Some(a) => format!("{host}[{}]:{}", a.ip(), a.port()),
+                None => host,
+            };
+            tracing::info!(
+                "Verified TLS connection established to {relay}: {} with cipher {}",
+                info.version,
+                info.cipher
+            );
             if let Some(t) = ctx.transcript {
-                t.tls(&Transcript::tls_info(s.get_ref().1));
+                t.tls(&info);
             }
             Ok(s)
         }
