@@ -77,3 +77,24 @@ fn starttls_refused_defers_without_credentials() {
         &["EHLO", "STARTTLS", "QUIT"],
     );
 }
+
+/// RFC 3207 5: bytes behind the 220 to STARTTLS (a man in the middle's
+/// injected reply, CVE-2011-0411's kind) are never taken as said under TLS.
+/// One reader reads every reply of the connection, so it sees them, and the
+/// relay gives the session up before the handshake: no password, no mail.
+#[test]
+fn starttls_reply_with_more_behind_it_is_not_trusted() {
+    let server = ScriptedServer::start(|_, cmd| match cmd {
+        Cmd::Ehlo(_) => {
+            reply("250-scripted.test\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME")
+        }
+        Cmd::StartTls => reply("220 2.0.0 Ready to start TLS\r\n250 2.0.0 injected"),
+        _ => standard(cmd),
+    });
+    defers_in_clear_text(
+        &server,
+        "tls-injected",
+        "STARTTLS: the server sent more after its 220; not trusting the session",
+        &["EHLO", "STARTTLS"],
+    );
+}

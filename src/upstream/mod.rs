@@ -1,12 +1,15 @@
 //! The SMTP client side: connect to a route's smarthost, secure and authenticate
 //! the session, and run transactions on it, reporting an [`Outcome`] per recipient.
 //!
-//! mail-send provides EHLO and AUTH; the connect sequence is our own because
-//! mail-send's `connect()` discards the EHLO capabilities, sets no TCP_NODELAY
-//! and has a one-hour default timeout. The transaction is our own too
-//! (`transaction.rs`, over `wire.rs`): mail-send adds a blank line to a message
-//! that already ends in CRLF, and its `read()` drops whatever arrived after the
-//! first reply, which is every other reply of a pipelined group.
+//! Every reply of a connection, greeting to QUIT, is read by one reader
+//! (`wire::Wire`), which keeps what arrived after the reply it returns:
+//! mail-send's `read()` drops it, which is every other reply of a pipelined
+//! group, or whatever a server sent after its STARTTLS 220. mail-send stays
+//! for what it does well: smtp-proto's reply and EHLO types, and the PLAIN and
+//! LOGIN encodings. The connect sequence and the transaction
+//! (`transaction.rs`) are our own: mail-send's `connect()` discards the EHLO
+//! capabilities, sets no TCP_NODELAY and has a one-hour default timeout, and
+//! it adds a blank line to a message that already ends in CRLF.
 
 pub mod downgrade;
 pub mod resolve;
@@ -16,11 +19,13 @@ mod transaction;
 pub mod transcript;
 mod wire;
 
+use wire::{ReadError, Wire};
+
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use mail_send::{Credentials as MsCredentials, SmtpClient};
+use mail_send::Credentials as MsCredentials;
 use smtp_proto::EXT_START_TLS;
 use smtp_proto::{EhloResponse, AUTH_LOGIN, AUTH_OAUTHBEARER, AUTH_PLAIN, AUTH_XOAUTH2};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -84,7 +89,7 @@ impl Secretish {
 }
 
 pub struct Connection {
-    client: SmtpClient<Box<dyn Io>>,
+    client: Wire<Box<dyn Io>>,
     caps: EhloResponse<String>,
     /// `host[ip]:port`, for log lines.
     pub relay: String,
@@ -92,9 +97,6 @@ pub struct Connection {
     pub host: String,
     /// Transactions begun on this connection.
     pub messages: u32,
-    /// Bytes the server sent after the last reply read: none between
-    /// transactions on a session that is in step.
-    unread: Vec<u8>,
     /// The last transaction was abandoned half-way (a refused MAIL, RCPTs or
     /// DATA): the server may still hold it, so the next one needs RSET first.
     needs_reset: bool,
@@ -135,31 +137,19 @@ impl Context<'_> {
     }
 }
 
-fn ms_err(e: mail_send::Error) -> String {
-    match e {
-        mail_send::Error::UnexpectedReply(r) | mail_send::Error::AuthenticationFailed(r) => {
-            outcome::reply_text(&r)
-        }
-        mail_send::Error::Timeout => "timed out".to_string(),
-        mail_send::Error::UnparseableReply => "connection closed or unparseable reply".into(),
-        other => other.to_string(),
-    }
-}
-
 async fn within<T>(
     limit: Duration,
     what: &str,
-    f: impl std::future::Future<Output = Result<T, mail_send::Error>>,
+    f: impl std::future::Future<Output = Result<T, ReadError>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(mail_send::Error::Timeout)) | Err(_) => Err(timed_out(what, limit)),
-        Ok(Err(e)) => Err(format!("{what}: {}", ms_err(e))),
+        Ok(Err(e)) => Err(e.describe(what)),
+        Err(_) => Err(timed_out(what, limit)),
     }
 }
 
-/// `EHLO: timed out after 30s`, whichever timer fired first: ours, or the one
-/// mail-send keeps with the same limit.
+/// `EHLO: timed out after 30s`.
 fn timed_out(what: &str, limit: Duration) -> String {
     format!("{what}: timed out after {}s", limit.as_secs())
 }
@@ -298,7 +288,6 @@ async fn try_addresses(
                     relay,
                     host: host.to_string(),
                     messages: 0,
-                    unread: Vec::new(),
                     needs_reset: false,
                 }))
             }
@@ -323,7 +312,7 @@ async fn try_addresses(
     ControlFlow::Continue(())
 }
 
-type Ready = (SmtpClient<Box<dyn Io>>, EhloResponse<String>);
+type Ready = (Wire<Box<dyn Io>>, EhloResponse<String>);
 
 async fn connect_one(
     route: &SmtpRoute,
@@ -345,19 +334,13 @@ async fn connect_one(
         .map_err(|_| (format!("invalid TLS server name {host:?}"), Failure::Other))?;
 
     let recorder = || ctx.transcript.map(Recorder::new);
-    let mut client: SmtpClient<Box<dyn Io>> = match route.tls {
+    let mut client: Wire<Box<dyn Io>> = match route.tls {
         TlsMode::Implicit => {
             let tls = tls_handshake(ctx, server_name, tcp).await?;
-            SmtpClient {
-                stream: tapped(tls, recorder()),
-                timeout: t.upstream_command,
-            }
+            Wire::new(tapped(tls, recorder()))
         }
         TlsMode::StartTls => start_tls(ctx, server_name, tcp, helo).await?,
-        TlsMode::None => SmtpClient {
-            stream: tapped(tcp, recorder()),
-            timeout: t.upstream_command,
-        },
+        TlsMode::None => Wire::new(tapped(tcp, recorder())),
     };
     if route.tls != TlsMode::StartTls {
         greeting(&mut client, t).await?;
@@ -378,12 +361,9 @@ async fn start_tls(
     server_name: rustls::pki_types::ServerName<'static>,
     tcp: TcpStream,
     helo: &str,
-) -> Result<SmtpClient<Box<dyn Io>>, (String, Failure)> {
+) -> Result<Wire<Box<dyn Io>>, (String, Failure)> {
     let t = ctx.timeouts;
-    let mut plain = SmtpClient {
-        stream: Tap::new(tcp, ctx.transcript.map(Recorder::new)),
-        timeout: t.upstream_command,
-    };
+    let mut plain = Wire::new(Tap::new(tcp, ctx.transcript.map(Recorder::new)));
     greeting(&mut plain, t).await?;
     let caps = ehlo(&mut plain, helo, t).await?;
     if !caps.has_capability(EXT_START_TLS) {
@@ -404,18 +384,24 @@ async fn start_tls(
             Failure::Other,
         ));
     }
+    if !plain.unread.is_empty() {
+        // RFC 3207 5: anything sent before the handshake must not be taken
+        // as said under TLS; a server (or a man in the middle) that does so
+        // is not to be trusted with credentials.
+        return Err((
+            "STARTTLS: the server sent more after its 220; not trusting the session".into(),
+            Failure::Other,
+        ));
+    }
     let (tcp, recorder) = plain.stream.into_parts();
     let tls = tls_handshake(ctx, server_name, tcp).await?;
-    Ok(SmtpClient {
-        stream: tapped(tls, recorder),
-        timeout: t.upstream_command,
-    })
+    Ok(Wire::new(tapped(tls, recorder)))
 }
 
 /// AUTH with the route's mechanism and nothing else: offering a weaker one
 /// than configured would be a silent downgrade.
 async fn authenticate(
-    client: &mut SmtpClient<Box<dyn Io>>,
+    client: &mut Wire<Box<dyn Io>>,
     caps: &EhloResponse<String>,
     creds: &Credentials,
     secret: &Secretish,
@@ -438,18 +424,13 @@ async fn authenticate(
     }
     match secret {
         Secretish::Token(bearer) => auth_token(client, creds, bearer, host, port, t).await,
-        Secretish::Password(password) => {
-            // Only the configured mechanism: mail-send would otherwise try others.
-            let mut offered = caps.clone();
-            offered.auth_mechanisms = bit;
-            auth_password(client, &offered, name, creds, password, t).await
-        }
+        Secretish::Password(password) => auth_password(client, bit, name, creds, password, t).await,
     }
 }
 
 /// XOAUTH2 or OAUTHBEARER with the bearer token (see [`sasl`]).
 async fn auth_token(
-    client: &mut SmtpClient<Box<dyn Io>>,
+    client: &mut Wire<Box<dyn Io>>,
     creds: &Credentials,
     bearer: &Bearer,
     host: &str,
@@ -480,51 +461,66 @@ async fn auth_token(
     }
 }
 
-/// PLAIN or LOGIN with the password, through mail-send; `offered` holds only
-/// the configured mechanism.
+/// PLAIN (initial response) or LOGIN (two challenges) with the password,
+/// encoded by mail-send; `bit` is the configured mechanism, and the only one
+/// tried.
 async fn auth_password(
-    client: &mut SmtpClient<Box<dyn Io>>,
-    offered: &EhloResponse<String>,
+    client: &mut Wire<Box<dyn Io>>,
+    bit: u64,
     name: &str,
     creds: &Credentials,
     password: &Secret,
     t: &Timeouts,
 ) -> Result<(), (String, Failure)> {
-    let credentials = MsCredentials::Plain {
-        username: creds.username.clone(),
-        secret: password.expose().to_string(),
-    };
+    let credentials = MsCredentials::new(creds.username.as_str(), password.expose());
     let what = format!("AUTH {name}");
     let limit = t.upstream_command;
-    match tokio::time::timeout(limit, client.authenticate(&credentials, offered)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(
-            mail_send::Error::AuthenticationFailed(reply)
-            | mail_send::Error::UnexpectedReply(reply),
-        )) => {
-            // A refusal leaves the session in step: end it properly.
-            quit(client, t).await;
-            // RFC 4954 6: a 454 "temporary authentication failure" is
-            // the server's trouble; only a 5xx refuses the password.
-            let kind = if reply.code >= 500 {
-                Failure::AuthRejected
-            } else {
-                Failure::Other
-            };
-            Err((format!("{what}: {}", outcome::reply_text(&reply)), kind))
+    let lost = |reason| (reason, Failure::Other);
+    let first = match bit {
+        AUTH_PLAIN => match credentials.encode(AUTH_PLAIN, "") {
+            Ok(initial) => format!("AUTH PLAIN {initial}\r\n"),
+            Err(_) => return Err(lost(format!("{what}: cannot encode the credentials"))),
+        },
+        _ => format!("AUTH {name}\r\n"),
+    };
+    let mut reply = within(limit, &what, client.cmd(first.as_bytes()))
+        .await
+        .map_err(lost)?;
+    // LOGIN asks twice (user name, password); a third challenge is cancelled.
+    for _ in 0..2 {
+        if reply.code != 334 {
+            break;
         }
-        // A silent or lost server says nothing about the password.
-        Ok(Err(mail_send::Error::Timeout)) | Err(_) => {
-            Err((timed_out(&what, limit), Failure::Other))
-        }
-        Ok(Err(e)) => Err((format!("{what}: {}", ms_err(e)), Failure::Other)),
+        let answer = match credentials.encode(bit, &reply.message) {
+            Ok(a) => format!("{a}\r\n"),
+            // A challenge LOGIN does not know: cancel (RFC 4954 4).
+            Err(_) => "*\r\n".to_string(),
+        };
+        reply = within(limit, &what, client.cmd(answer.as_bytes()))
+            .await
+            .map_err(lost)?;
     }
+    if reply.code == 235 {
+        return Ok(());
+    }
+    if reply.code != 334 {
+        // A refusal leaves the session in step: end it properly.
+        quit(client, t).await;
+    }
+    // RFC 4954 6: a 454 "temporary authentication failure" is the
+    // server's trouble; only a 5xx refuses the password.
+    let kind = if reply.code >= 500 {
+        Failure::AuthRejected
+    } else {
+        Failure::Other
+    };
+    Err((format!("{what}: {}", outcome::reply_text(&reply)), kind))
 }
 
 /// Ends a session being given up while it is still in step with the server:
 /// RFC 5321 4.1.1.10 says a client MUST NOT close the channel before sending
 /// QUIT. Best effort, and bounded so a silent server cannot hold the worker.
-async fn quit<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<T>, t: &Timeouts) {
+async fn quit<T: AsyncRead + AsyncWrite + Unpin>(client: &mut Wire<T>, t: &Timeouts) {
     let limit = t.upstream_command.min(Duration::from_secs(5));
     let _ = within(limit, "QUIT", client.cmd(b"QUIT\r\n")).await;
 }
@@ -535,25 +531,25 @@ async fn quit<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<T>, t: 
 /// STARTTLS, AUTH or the SIZE and SMTPUTF8 checks. The server stays in its
 /// state after refusing (4.1.4), so the session ends with QUIT (4.1.1.10).
 async fn ehlo<T: AsyncRead + AsyncWrite + Unpin>(
-    client: &mut SmtpClient<T>,
+    client: &mut Wire<T>,
     helo: &str,
     t: &Timeouts,
 ) -> Result<EhloResponse<String>, (String, Failure)> {
     let limit = t.upstream_command;
     let failed = match tokio::time::timeout(limit, client.ehlo(helo)).await {
-        Ok(Ok(caps)) => return Ok(caps),
-        Ok(Err(mail_send::Error::UnexpectedReply(reply))) => {
+        Ok(Ok(Ok(caps))) => return Ok(caps),
+        Ok(Ok(Err(reply))) => {
             quit(client, t).await;
             format!("EHLO: {}", outcome::reply_text(&reply))
         }
-        Ok(Err(mail_send::Error::Timeout)) | Err(_) => timed_out("EHLO", limit),
-        Ok(Err(e)) => format!("EHLO: {}", ms_err(e)),
+        Ok(Err(e)) => e.describe("EHLO"),
+        Err(_) => timed_out("EHLO", limit),
     };
     Err((failed, Failure::Other))
 }
 
 async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
-    client: &mut SmtpClient<T>,
+    client: &mut Wire<T>,
     t: &Timeouts,
 ) -> Result<(), (String, Failure)> {
     let reply = within(t.greeting, "greeting", client.read())

@@ -15,11 +15,11 @@
 
 use std::time::Duration;
 
+use super::wire::Wire;
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use mail_send::SmtpClient;
 use smtp_proto::Response;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -78,7 +78,7 @@ pub struct SaslError {
 /// Authenticates an EHLO'd, secured session with `token`. Only the given
 /// mechanism is tried: falling back to another would hide a misconfiguration.
 pub async fn authenticate<T: AsyncRead + AsyncWrite + Unpin>(
-    client: &mut SmtpClient<T>,
+    client: &mut Wire<T>,
     mechanism: Mechanism,
     user: &str,
     token: &str,
@@ -129,7 +129,7 @@ fn check_fields(what: &str, user: &str, token: &str, host: &str) -> Result<(), S
 
 /// Answers a 334 challenge to the initial response, and cancels a second one.
 async fn answer_challenge<T: AsyncRead + AsyncWrite + Unpin>(
-    client: &mut SmtpClient<T>,
+    client: &mut Wire<T>,
     timeout: Duration,
     what: &str,
     mechanism: Mechanism,
@@ -209,7 +209,7 @@ fn not_sent(what: &str, why: &str) -> SaslError {
 /// Sends one line and reads the reply, within `timeout`. Any failure here
 /// leaves the session in an unknown state.
 async fn send<T: AsyncRead + AsyncWrite + Unpin>(
-    client: &mut SmtpClient<T>,
+    client: &mut Wire<T>,
     timeout: Duration,
     what: &str,
     line: &[u8],
@@ -388,10 +388,7 @@ mod tests {
         replies: &[&str],
     ) -> (Result<(), SaslError>, Vec<String>) {
         let (stream, task) = server(replies.iter().map(|s| s.to_string()).collect());
-        let mut client = SmtpClient {
-            stream,
-            timeout: Duration::from_secs(5),
-        };
+        let mut client = Wire::new(stream);
         let result = authenticate(
             &mut client,
             mechanism,
@@ -709,10 +706,7 @@ mod tests {
     #[tokio::test]
     async fn silent_server_times_out() {
         let (stream, server_end) = tokio::io::duplex(64 * 1024);
-        let mut client = SmtpClient {
-            stream,
-            timeout: Duration::from_secs(30),
-        };
+        let mut client = Wire::new(stream);
         let result = authenticate(
             &mut client,
             Mechanism::XOAuth2,

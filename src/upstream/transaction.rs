@@ -188,7 +188,7 @@ impl Connection {
                 let rest = verdict.unwrap_or_else(|| Outcome::deferred("not sent"));
                 Transaction {
                     outcomes: settle(replies.rcpts, &rest),
-                    reusable: self.unread.is_empty(),
+                    reusable: self.client.unread.is_empty(),
                     stale: false,
                     unreadable: None,
                 }
@@ -339,7 +339,7 @@ impl Connection {
                 // The reply to the end of data ends the transaction, whatever
                 // it says (RFC 5321 4.1.1.4).
                 self.needs_reset = false;
-                let reusable = self.unread.is_empty();
+                let reusable = self.client.unread.is_empty();
                 Transaction::settled(replies.rcpts, outcome::from_reply(&reply), reusable)
             }
         }
@@ -377,7 +377,7 @@ impl Connection {
     /// Reads the reply to `what` within `limit`. A 421 is the server closing
     /// the connection (RFC 5321 3.8): nothing else will come.
     async fn read(&mut self, what: &str, limit: Duration) -> Result<Response<String>, Lost> {
-        let read = wire::read_reply(&mut self.client.stream, &mut self.unread);
+        let read = self.client.read();
         let (reason, closed) = match tokio::time::timeout(limit, read).await {
             Ok(Ok(r)) if r.code == 421 => (outcome::reply_text(&r), true),
             Ok(Ok(r)) => return Ok(r),

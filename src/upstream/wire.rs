@@ -1,5 +1,6 @@
-//! Bytes on a ready upstream session: replies read one at a time, and the
-//! message written dot-stuffed.
+//! Bytes on an upstream session: every reply of the connection, from the
+//! greeting to QUIT, read by one reader ([`Wire`]), and the message written
+//! dot-stuffed.
 //!
 //! A pipelining server answers a whole command group in one segment, so the
 //! reader keeps whatever arrived after the reply it returns for the next read
@@ -11,7 +12,7 @@ use smtp_proto::response::parser::ResponseReceiver;
 
 use std::time::Duration;
 
-use smtp_proto::Response;
+use smtp_proto::{EhloResponse, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::message_text::DotStuffer;
@@ -19,7 +20,7 @@ use crate::spool::{BodyReader, StoreError};
 
 /// Why no reply could be read.
 #[derive(Debug)]
-pub(super) enum ReadError {
+pub enum ReadError {
     /// The server closed the connection.
     Closed,
     Io(std::io::Error),
@@ -27,10 +28,91 @@ pub(super) enum ReadError {
     Unparseable,
 }
 
+/// A connection's stream and the bytes that arrived after the last reply
+/// read: the one reader of its replies.
+pub struct Wire<T> {
+    pub stream: T,
+    pub unread: Vec<u8>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
+    pub fn new(stream: T) -> Wire<T> {
+        Wire {
+            stream,
+            unread: Vec::new(),
+        }
+    }
+
+    /// The next reply.
+    pub async fn read(&mut self) -> Result<Response<String>, ReadError> {
+        read_reply(&mut self.stream, &mut self.unread).await
+    }
+
+    /// Writes one command line (CRLF included) and reads its reply.
+    pub async fn cmd(&mut self, line: &[u8]) -> Result<Response<String>, ReadError> {
+        self.stream.write_all(line).await.map_err(ReadError::Io)?;
+        self.stream.flush().await.map_err(ReadError::Io)?;
+        self.read().await
+    }
+
+    /// EHLO: the capabilities of a 250 reply, or the reply that refused it.
+    pub async fn ehlo(
+        &mut self,
+        helo: &str,
+    ) -> Result<Result<EhloResponse<String>, Response<String>>, ReadError> {
+        let line = format!("EHLO {helo}\r\n");
+        self.stream
+            .write_all(line.as_bytes())
+            .await
+            .map_err(ReadError::Io)?;
+        self.stream.flush().await.map_err(ReadError::Io)?;
+        let mut chunk = [0u8; 2048];
+        loop {
+            if !self.unread.is_empty() {
+                let mut bytes = self.unread.iter();
+                match EhloResponse::parse(&mut bytes) {
+                    Ok(caps) => {
+                        self.unread = bytes.as_slice().to_vec();
+                        return Ok(Ok(caps));
+                    }
+                    Err(smtp_proto::Error::NeedsMoreData { .. }) => {}
+                    // Not a 250, or one smtp_proto cannot read as EHLO: read
+                    // it as the reply it is. A 250 it cannot read offers
+                    // nothing we could use.
+                    Err(_) => {
+                        let reply = self.read().await?;
+                        return Ok(match reply.code {
+                            250 => Ok(EhloResponse::default()),
+                            _ => Err(reply),
+                        });
+                    }
+                }
+            }
+            let n = self.stream.read(&mut chunk).await.map_err(ReadError::Io)?;
+            if n == 0 {
+                return Err(ReadError::Closed);
+            }
+            self.unread.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+impl ReadError {
+    /// `{what}: …` for the log and the attempt's reason.
+    pub fn describe(&self, what: &str) -> String {
+        match self {
+            ReadError::Closed | ReadError::Unparseable => {
+                format!("{what}: connection closed or unparseable reply")
+            }
+            ReadError::Io(e) => format!("{what}: {e}"),
+        }
+    }
+}
+
 /// Reads the next reply from `stream`. `unread` holds the bytes received
 /// after the previous reply; on success it holds those after this one. A
 /// reply split over several segments is put together.
-pub(super) async fn read_reply<S: AsyncRead + Unpin>(
+pub async fn read_reply<S: AsyncRead + Unpin>(
     stream: &mut S,
     unread: &mut Vec<u8>,
 ) -> Result<Response<String>, ReadError> {
