@@ -219,6 +219,10 @@ pub async fn pickup(intake: &Intake) -> usize {
                 // The queue is unavailable; the rest would fail the same way.
                 break;
             }
+            Err(Pickup::Aliases(e)) => {
+                // Left in place until /etc/aliases can be read again.
+                tracing::warn!("{name}: not picked up yet: {e}");
+            }
         }
     }
     n
@@ -229,6 +233,8 @@ enum Pickup {
     Bad(Refused),
     /// Try again later (queue unavailable).
     Later(crate::spool::StoreError),
+    /// Try again once the local aliases can be used.
+    Aliases(crate::local::AliasError),
 }
 
 /// Why a drop file can never be queued; it is set aside with this reason.
@@ -277,6 +283,39 @@ fn unreadable(op: &'static str) -> impl Fn(std::io::Error) -> Pickup {
     }
 }
 
+/// The drop file's recipients with local names resolved (an older
+/// `sendmail`, or one run while `/etc/aliases` changed, may have left them).
+fn resolved(
+    local: &crate::config::Local,
+    recipients: &[String],
+    notify: Option<Notify>,
+) -> Result<Vec<Rcpt>, Pickup> {
+    let mut out: Vec<Rcpt> = Vec::new();
+    for r in recipients {
+        let dsn = RcptDsn {
+            notify,
+            orcpt: None,
+        };
+        let expanded = Rcpt::resolved(local, r, dsn).map_err(|e| match e.is_temporary() {
+            // The file waits for the aliases to be fixed.
+            true => Pickup::Aliases(e),
+            false => Pickup::Bad(Refused::Recipient {
+                address: r.clone(),
+                reason: e.to_string(),
+            }),
+        })?;
+        for e in expanded {
+            if !out
+                .iter()
+                .any(|o| o.address.eq_ignore_ascii_case(&e.address))
+            {
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Queues one drop file; `Ok(None)` if it went away meanwhile.
 async fn pickup_one(intake: &Intake, dir: &Dir, name: &str) -> Result<Option<String>, Pickup> {
     let config = intake.config();
@@ -295,17 +334,7 @@ async fn pickup_one(intake: &Intake, dir: &Dir, name: &str) -> Result<Option<Str
         protocol: "local",
         eight_bit: false,
         sender: env.sender,
-        recipients: env
-            .recipients
-            .into_iter()
-            .map(|address| Rcpt {
-                address,
-                dsn: RcptDsn {
-                    notify: env.notify,
-                    orcpt: None,
-                },
-            })
-            .collect(),
+        recipients: resolved(&config.local, &env.recipients, env.notify)?,
         dsn: env.dsn,
         smtputf8,
     };

@@ -59,6 +59,35 @@ pub struct Rcpt {
 }
 
 impl Rcpt {
+    /// The recipients `address` stands for once local names are resolved
+    /// (`/etc/aliases` and the rest: `config::Local::resolve`). A recipient
+    /// that changed keeps where it came from as its ORCPT, unless the
+    /// client gave one (RFC 3461 4.2).
+    pub fn resolved(
+        local: &crate::config::Local,
+        address: &str,
+        dsn: RcptDsn,
+    ) -> Result<Vec<Rcpt>, crate::local::AliasError> {
+        let targets = local.resolve(address)?;
+        let original = crate::dsn::Orcpt {
+            addr_type: "rfc822".into(),
+            xtext: crate::dsn::xtext_encode(address.as_bytes()),
+        };
+        Ok(targets
+            .into_iter()
+            .map(|target| {
+                let mut dsn = dsn.clone();
+                if target != address && dsn.orcpt.is_none() && address.contains('@') {
+                    dsn.orcpt = Some(original.clone());
+                }
+                Rcpt {
+                    address: target,
+                    dsn,
+                }
+            })
+            .collect())
+    }
+
     /// A recipient given without DSN parameters.
     pub fn plain(address: impl Into<String>) -> Rcpt {
         Rcpt {

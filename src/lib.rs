@@ -59,6 +59,7 @@ pub mod dsn;
 pub mod durable;
 pub mod import;
 pub mod intake;
+pub mod local;
 pub mod local_http;
 pub mod message_text;
 pub mod metrics;

@@ -229,7 +229,11 @@ fn main() -> ExitCode {
     match name.as_str() {
         "sendmail" => return ExitCode::from(smarthost::sendmail::main(argv)),
         "mailq" => return ExitCode::from(smarthost::sendmail::mailq(argv)),
-        "newaliases" => return ExitCode::SUCCESS,
+        "newaliases" => {
+            let mut args = vec![std::ffi::OsString::from("-bi")];
+            args.extend(argv);
+            return ExitCode::from(smarthost::sendmail::main(args));
+        }
         _ => {}
     }
     // A setgid install exists only so sendmail can write the drop directory;
@@ -284,7 +288,9 @@ fn invoked_as() -> (String, Vec<std::ffi::OsString>) {
         .unwrap_or_default();
     let rest: Vec<std::ffi::OsString> = argv.collect();
     match rest.first().and_then(|a| a.to_str()) {
-        Some(sub @ ("sendmail" | "mailq")) if name != "sendmail" && name != "mailq" => {
+        Some(sub @ ("sendmail" | "mailq" | "newaliases"))
+            if !matches!(name.as_str(), "sendmail" | "mailq" | "newaliases") =>
+        {
             (sub.to_string(), rest.get(1..).unwrap_or_default().to_vec())
         }
         _ => (name, rest),

@@ -34,6 +34,7 @@ fn options<'a>(full_name: Option<&'a str>, cli: &'a [String]) -> PrepareOptions<
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_770_000_000),
         unique: "fuzz.1",
         qualify: &qualify,
+        keep_local_recipients: false,
     }
 }
 

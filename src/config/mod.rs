@@ -48,6 +48,9 @@ pub enum ConfigError {
     Parse { file: String, message: String },
     #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
+    /// `/etc/aliases` or `/etc/mailname` (see `[local]`) cannot be used.
+    #[error(transparent)]
+    Names(#[from] crate::local::AliasError),
 }
 
 /// One validation problem, located in the file.
@@ -208,7 +211,12 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::parse_with(&text, &file, base, read_secrets)
+        let mut config = Self::parse_with(&text, &file, base, read_secrets)?;
+        // The system's files, read only for a configuration from a file: a
+        // configuration given as text (tests, `check` of a string) stays
+        // independent of the machine.
+        config.local.load_names()?;
+        Ok(config)
     }
 
     /// Parse and validate; relative paths are taken relative to `base`, the

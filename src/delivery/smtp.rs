@@ -8,9 +8,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::{Config, Route, SmtpRoute, Transport};
 use crate::dsn::notice::Action;
+use crate::local::generic::{Generic, HeaderSwap};
 use crate::outcome::Outcome;
-use crate::spool::BodyReader;
-use crate::spool::Envelope;
+use crate::spool::{BodyReader, Envelope, Spool, StoreError};
 use crate::upstream::downgrade::{self, Prepared};
 use crate::upstream::{self, Connection, Failure};
 
@@ -39,7 +39,9 @@ impl Delivery {
                 *conn = None;
             }
         }
-        let outgoing = outgoing(env, due);
+        // smtp_generic_maps: the sender as the world must see it.
+        let sender = config.local.generic.sender(&env.sender);
+        let outgoing = outgoing(env, &sender, due);
         // A kept connection that the server closed while it idled fails before
         // a word about this message: one new connection, and the message loses
         // nothing (no attempt counted, no recipient failed).
@@ -58,7 +60,11 @@ impl Delivery {
             // Read afresh for each try: a retry sends the whole message again.
             let n = outgoing.recipients.len();
             let (takes_8bit, relay) = (c.takes_8bit(), c.relay.clone());
-            let mut body = match self.outbound_body(env, takes_8bit, &relay, n).await {
+            let generic = &config.local.generic;
+            let mut body = match self
+                .outbound_body(env, generic, takes_8bit, &relay, n)
+                .await
+            {
                 Ok(body) => body,
                 Err(tried) => return Ok(tried),
             };
@@ -96,16 +102,32 @@ impl Delivery {
     async fn outbound_body(
         &self,
         env: &Envelope,
+        generic: &Generic,
         takes_8bit: bool,
         relay: &str,
         n: usize,
     ) -> Result<BodyReader, Tried> {
         let spool = &self.shared.spool;
+        let swap = match mapped_header(spool, env, generic).await {
+            Ok(swap) => swap,
+            Err(e) => {
+                let o = Outcome::deferred(format!("reading the queued message: {e}"));
+                return Err(Tried::nothing(o, n, relay.to_string()));
+            }
+        };
+        let open = || match &swap {
+            None => spool.body(env),
+            Some((skip, head)) => {
+                let size = env.size - *skip as u64 + head.len() as u64;
+                let swap = HeaderSwap::new(*skip, head.clone());
+                spool.body(env).transformed(size, Box::new(swap))
+            }
+        };
         let seven_bit = env.eight_bit && !takes_8bit;
         if !env.long_lines && !seven_bit {
-            return Ok(spool.body(env));
+            return Ok(open());
         }
-        match downgrade::prepare(spool, env, seven_bit).await {
+        match downgrade::prepare(&open, seven_bit).await {
             Ok(Prepared::AsIs(body)) => Ok(body),
             Ok(Prepared::Converted { body, folds }) => {
                 if folds {
@@ -188,10 +210,30 @@ impl Delivery {
     }
 }
 
+/// The header section of `env` with its sender fields mapped, and how many
+/// bytes of the queued message it replaces; None when nothing maps.
+async fn mapped_header(
+    spool: &Spool,
+    env: &Envelope,
+    generic: &Generic,
+) -> Result<Option<(usize, Vec<u8>)>, StoreError> {
+    if generic.is_empty() {
+        return Ok(None);
+    }
+    let mut head = spool.body(env).header_section().await?;
+    // A header section longer than what was read ends in a cut line: only
+    // whole lines are looked at.
+    if !head.ends_with(b"\n") {
+        let whole = head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        head.truncate(whole);
+    }
+    Ok(generic.rewrite_header(&head).map(|new| (head.len(), new)))
+}
+
 /// The envelope of the recipients `due`, as it goes upstream.
-fn outgoing<'a>(env: &'a Envelope, due: &[usize]) -> upstream::Outgoing<'a> {
+fn outgoing<'a>(env: &'a Envelope, sender: &'a str, due: &[usize]) -> upstream::Outgoing<'a> {
     upstream::Outgoing {
-        sender: &env.sender,
+        sender,
         recipients: due
             .iter()
             .filter_map(|&i| env.recipients.get(i))

@@ -21,10 +21,10 @@ struct Token {
 
 /// One address found in a list; `start..end` is its addr-spec in the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Parsed {
-    pub(super) addr: String,
-    pub(super) start: usize,
-    pub(super) end: usize,
+pub(crate) struct Parsed {
+    pub(crate) addr: String,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 pub(super) fn is_atext(b: u8) -> bool {
@@ -212,7 +212,7 @@ fn excerpt(src: &str, toks: &[Token]) -> String {
 /// Parses an address list, remembering where each addr-spec is so callers
 /// can rewrite it in place. CR and LF count as whitespace, so a folded raw
 /// field value parses like its unfolded form.
-pub(super) fn parse_spans(src: &str) -> (Vec<Parsed>, Vec<String>) {
+pub(crate) fn parse_spans(src: &str) -> (Vec<Parsed>, Vec<String>) {
     let toks = tokenize(src);
     let mut found = Vec::new();
     let mut warnings = Vec::new();

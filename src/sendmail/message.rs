@@ -45,6 +45,10 @@ pub struct PrepareOptions<'a> {
     pub unique: &'a str,
     /// Maps a bare local name (no '@') to a real address.
     pub qualify: &'a dyn Fn(&str) -> String,
+    /// Leave bare local names in the envelope recipients as they are, for
+    /// the caller to resolve through `/etc/aliases` (headers are qualified
+    /// all the same).
+    pub keep_local_recipients: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,7 +251,10 @@ fn envelope_recipients(
     let recipients = dedupe(
         recipients
             .iter()
-            .map(|r| qualify(opts, r, warnings))
+            .map(|r| match opts.keep_local_recipients {
+                true => r.clone(),
+                false => qualify(opts, r, warnings),
+            })
             .collect(),
     );
     if recipients.is_empty() {

@@ -6,7 +6,7 @@
 //! Either way sendmail exits 0 only once the message is durably stored, and every
 //! failure exits with a sysexits.h code and one clear line on stderr.
 
-mod address_list;
+pub(crate) mod address_list;
 pub mod args;
 mod input;
 pub mod message;
@@ -61,7 +61,7 @@ fn run(args: Vec<OsString>) -> Result<(), Fail> {
         eprintln!("sendmail: ignoring {}", inv.ignored.join(" "));
     }
     match &inv.mode {
-        Mode::NewAliases => Ok(()),
+        Mode::NewAliases => newaliases(&config),
         Mode::ListQueue => queue(
             &config,
             control::client::Command::List {
@@ -133,6 +133,38 @@ pub fn running_setgid() -> bool {
 /// `mailq`, `-bp` and `-q`: the setgid group is for the drop directory only,
 /// so it is given up first and the caller gets what their own groups allow
 /// on the queue sockets (README: a user in neither group sees nothing).
+/// `newaliases`: checks `/etc/aliases` (every alias expands: no loop, no
+/// program or file) and has the daemon read it again. There is no database
+/// to build: the daemon reads the text file.
+fn newaliases(config: &Config) -> Result<(), Fail> {
+    let path = config.local.aliases_path.display();
+    let aliases = match config.local.aliases.as_ref() {
+        Ok(a) => a,
+        Err(e) => return Err(Fail(EX_CONFIG, e.to_string())),
+    };
+    let problems: Vec<String> = aliases
+        .names()
+        .filter_map(|n| aliases.expand(n).err().map(|e| e.to_string()))
+        .collect();
+    if !problems.is_empty() {
+        return Err(Fail(
+            EX_DATAERR,
+            format!("{path}:\n  {}", problems.join("\n  ")),
+        ));
+    }
+    println!("newaliases: {path}: {} aliases", aliases.len());
+    let mut out = std::io::stdout().lock();
+    match control::client::run(&config.local, control::client::Command::Reload, &mut out) {
+        Ok(_) => Ok(()),
+        // Not running: it reads the file when it starts.
+        Err(ClientError::Unreachable { .. }) => {
+            println!("newaliases: the daemon is not running; it reads the file when it starts");
+            Ok(())
+        }
+        Err(e) => Err(client_failure(e)),
+    }
+}
+
 fn queue(config: &Config, command: control::client::Command) -> Result<(), Fail> {
     if running_setgid() {
         let gid = nix::unistd::getgid();
@@ -279,6 +311,7 @@ fn prepare_message(
         now: SystemTime::now(),
         unique: &unique,
         qualify: &qualify,
+        keep_local_recipients: true,
     };
     message::prepare(raw, &opts).map_err(|e| match e {
         PrepareError::NoRecipients => Fail(
@@ -314,13 +347,26 @@ fn check_limits(config: &Config, message: &[u8], rest: Option<&input::Rest>) -> 
 }
 
 /// The recipients qualified and checked, in order.
+/// Local names through `/etc/aliases`, `[local.rewrite]` and
+/// `admin_address` (see `config::Local::resolve`), each address once.
 fn envelope_recipients(config: &Config, recipients: &[String]) -> Result<Vec<String>, Fail> {
-    let mut out = Vec::with_capacity(recipients.len());
-    for r in recipients {
-        let r = config.local.qualify(r);
-        validate_mailbox(&r)
-            .map_err(|e| Fail(EX_NOUSER, format!("invalid recipient <{r}>: {e}")))?;
-        out.push(r);
+    let mut out: Vec<String> = Vec::with_capacity(recipients.len());
+    for given in recipients {
+        let resolved = config.local.resolve(given).map_err(|e| {
+            let code = if e.is_temporary() {
+                EX_TEMPFAIL
+            } else {
+                EX_NOUSER
+            };
+            Fail(code, format!("recipient <{given}>: {e}; nothing was sent"))
+        })?;
+        for r in resolved {
+            validate_mailbox(&r)
+                .map_err(|e| Fail(EX_NOUSER, format!("invalid recipient <{r}>: {e}")))?;
+            if !out.iter().any(|o| o.eq_ignore_ascii_case(&r)) {
+                out.push(r);
+            }
+        }
     }
     Ok(out)
 }

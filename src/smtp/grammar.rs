@@ -33,7 +33,8 @@ pub enum Command {
         from: String,
         params: MailParams,
     },
-    /// `to` is kept as given; `postmaster` may appear without a domain.
+    /// `to` is kept as given; a local name (`postmaster`, `root`) may appear
+    /// without a domain.
     Rcpt {
         to: String,
         dsn: RcptDsn,
@@ -197,9 +198,13 @@ fn parse_rcpt(args: &str) -> Result<Command, CommandError> {
         return Err(CommandError::NullRecipient);
     }
     let to = strip_route(path)?;
-    // RFC 5321 4.5.1: "postmaster" with no domain must always be accepted.
-    if !to.eq_ignore_ascii_case("postmaster") {
+    // RFC 5321 4.5.1: "postmaster" with no domain must always be accepted;
+    // other local names (`root`) too, as Postfix does: they are resolved
+    // through /etc/aliases, and only trusted clients get that far.
+    if to.contains('@') {
         validate_mailbox(to)?;
+    } else {
+        validate_mailbox(&format!("{to}@localhost"))?;
     }
     let (mut notify, mut orcpt) = (None, None);
     for param in param_tokens(params) {
@@ -363,6 +368,7 @@ pub(super) mod tests {
             RCPT TO:<u@d.e> notify=never ORCPT=utf-8;j+C3+B6rg@d.e => u@d.e NEVER utf-8;j+C3+B6rg@d.e
             RCPT TO:<@relay.x:u@d.e> => u@d.e None None
             RCPT TO:<Postmaster> => Postmaster None None
+            RCPT TO:<root> => root None None
             RCPT TO:<jörg@bücher.de> => jörg@bücher.de None None
             MAIL FROM:<a@b> RET=hdrs ENVID=QQ+2B1 => a@b ret=Some(Hdrs) envid=Some(\"QQ+2B1\")
             MAIL FROM:<> ret=FULL =>  ret=Some(Full) envid=None
@@ -409,7 +415,7 @@ pub(super) mod tests {
             RCPT TO:u@d.e ¦ RCPT FROM:<u@d.e> => 501 5.5.4 Syntax: RCPT TO:<address>
             RCPT TO:<u@d.e> NOTIFY=NEVER notify=NEVER => 501 5.5.4 Duplicate parameter notify
             RCPT TO:<u@d.e> SIZE=1 => 555 5.5.4 Unsupported parameter SIZE
-            RCPT TO:<postmaster2> => 553 5.1.3 Bad address syntax: address must contain @ and a domain
+            RCPT TO:<a|b> => 553 5.1.3 Bad address syntax: character '|' not allowed in local part
             RCPT TO:<a|b@d.e> => 553 5.1.3 Bad address syntax: character '|' not allowed in local part";
         for (line, want) in table(cases) {
             let got = match parse_command(line.as_bytes()) {

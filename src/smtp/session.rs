@@ -279,9 +279,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             // Never an open intake: only trusted networks may send anywhere.
             return self.send(554, "5.7.1", format!("<{to}>: Relay access denied"));
         }
-        if tx.rcpts.len() >= max {
-            return self.send(452, "4.5.3", "Error: too many recipients");
-        }
         // RFC 6531 3.4: a non-ASCII address only in an SMTPUTF8 transaction.
         if grammar::needs_smtputf8(&to) && !tx.smtputf8 {
             return self.send(
@@ -290,7 +287,28 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 "Non-ASCII recipient address requires SMTPUTF8",
             );
         }
-        tx.rcpts.push(Rcpt { address: to, dsn });
+        // Local names (root@<this host>, postmaster) go where /etc/aliases
+        // and the rest of [local] say.
+        let resolved = match Rcpt::resolved(&self.config.local, &to, dsn) {
+            Ok(r) => r,
+            Err(e) if e.is_temporary() => {
+                tracing::error!("local aliases cannot be used: {e}");
+                return self.send(451, "4.3.0", format!("<{to}>: local aliases unavailable"));
+            }
+            Err(e) => return self.send(550, "5.1.1", format!("<{to}>: {e}")),
+        };
+        if tx.rcpts.len() + resolved.len() > max {
+            return self.send(452, "4.5.3", "Error: too many recipients");
+        }
+        for r in resolved {
+            if !tx
+                .rcpts
+                .iter()
+                .any(|o| o.address.eq_ignore_ascii_case(&r.address))
+            {
+                tx.rcpts.push(r);
+            }
+        }
         self.send(250, "2.1.5", "Ok");
     }
 

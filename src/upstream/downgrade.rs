@@ -17,7 +17,7 @@ mod walker;
 
 use base64::Engine as _;
 
-use crate::spool::{BodyReader, Envelope, Spool, StoreError};
+use crate::spool::{BodyReader, StoreError};
 use walker::{Cte, Kind, Line, Walker};
 
 /// RFC 5322 2.1.1: the longest line, without its CRLF.
@@ -449,24 +449,23 @@ pub enum Prepared {
 /// gives (the upstream's SIZE and the reader's own check need it), and
 /// returns a reader that converts as the message is sent.
 pub async fn prepare(
-    spool: &Spool,
-    env: &Envelope,
+    open: &(dyn Fn() -> BodyReader + Send + Sync),
     seven_bit: bool,
 ) -> Result<Prepared, StoreError> {
     let mut scan = Scan::default();
-    let mut body = spool.body(env);
+    let mut body = open();
     while let Some(chunk) = body.next().await? {
         scan.feed(&chunk);
     }
     let plan = match scan.finish(seven_bit) {
         Ok(plan) if plan.changes => plan,
-        Ok(_) => return Ok(Prepared::AsIs(spool.body(env))),
+        Ok(_) => return Ok(Prepared::AsIs(open())),
         Err(refusal) => return Ok(Prepared::Refused(refusal)),
     };
     let folds = plan.folds;
     let mut count = Convert::new(plan.clone());
     let (mut size, mut out) = (0u64, Vec::new());
-    let mut body = spool.body(env);
+    let mut body = open();
     while let Some(chunk) = body.next().await? {
         count.feed(&chunk, &mut out);
         size += out.len() as u64;
@@ -474,8 +473,6 @@ pub async fn prepare(
     }
     count.finish(&mut out);
     size += out.len() as u64;
-    let body = spool
-        .body(env)
-        .transformed(size, Box::new(Convert::new(plan)));
+    let body = open().transformed(size, Box::new(Convert::new(plan)));
     Ok(Prepared::Converted { body, folds })
 }

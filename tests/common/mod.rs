@@ -195,11 +195,20 @@ impl Relay {
         // it: then the relay exits at once, and another port is tried.
         for _ in 0..5 {
             r.port = free_port();
-            let local = format!(
+            let mut local = format!(
                 "socket_dir = \"{}\"\ndrop_dir = \"{}\"\n",
                 r.dir.path().join("run").display(),
                 r.dir.path().join("drop").display(),
             );
+            // The machine's /etc/aliases and /etc/mailname stay out of tests
+            // that do not ask for them: files in the relay's directory
+            // instead, absent unless the test writes them.
+            for (key, file) in [("aliases", "aliases"), ("mailname", "mailname")] {
+                if !body.contains(&format!("\n{key} =")) {
+                    let path = r.dir.path().join(file);
+                    local.push_str(&format!("{key} = \"{}\"\n", path.display()));
+                }
+            }
             // A body with its own [local] table gets the paths added to it.
             let body = match body.find("[local]\n") {
                 Some(at) => format!("{}{local}{}", &body[..at + 8], &body[at + 8..]),

@@ -46,6 +46,7 @@ fn opts<'a>(t: bool, cli: &'a [String], qualify: &'a dyn Fn(&str) -> String) -> 
         now: UNIX_EPOCH + Duration::from_secs(1_795_455_165),
         unique: "1795455165.42.abc",
         qualify,
+        keep_local_recipients: false,
     }
 }
 
