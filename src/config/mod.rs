@@ -19,6 +19,7 @@ use crate::retry::Schedule;
 
 mod dns;
 mod local;
+mod log;
 mod metrics;
 pub mod preset;
 pub mod rate;
@@ -29,6 +30,7 @@ mod token;
 use crate::routing::RouteTable;
 pub use dns::Dns;
 pub use local::Local;
+pub use log::SyslogSettings;
 pub use metrics::MetricsSettings;
 use route::RawRoute;
 pub use route::{
@@ -99,6 +101,8 @@ struct RawConfig {
     metrics: Option<Spanned<metrics::RawMetrics>>,
     #[serde(default)]
     dns: dns::RawDns,
+    #[serde(default)]
+    log: log::RawLog,
 }
 
 /// The longest line taken in (without CRLF): cron output and one-line HTML
@@ -190,6 +194,9 @@ pub struct Config {
     /// The `/metrics` and `/healthz` listener, if configured.
     pub metrics: Option<MetricsSettings>,
     pub dns: Dns,
+    /// `[log] syslog`: the log also goes to syslog, facility mail. Read at
+    /// start only (a reload keeps the running log).
+    pub syslog: Option<SyslogSettings>,
 }
 
 impl Config {
@@ -337,6 +344,7 @@ impl Validator<'_> {
         let local = self.local(raw.local, base, &hostname);
         let metrics = self.metrics(raw.metrics);
         let dns = self.dns(raw.dns);
+        let syslog = self.log(raw.log, base);
 
         Some(Config {
             file: self.file.to_string(),
@@ -360,6 +368,7 @@ impl Validator<'_> {
             oauth,
             metrics,
             dns,
+            syslog,
         })
     }
 

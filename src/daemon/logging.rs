@@ -31,28 +31,38 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the process's log subscriber. `RUST_LOG` filters (default `info`).
-pub fn init(format: LogFormat) {
+/// Installs the process's log subscriber: stderr in `format`, and syslog
+/// too when `[log] syslog` asks. `RUST_LOG` filters (default `info`).
+pub fn init(format: LogFormat, syslog: Option<&crate::config::SyslogSettings>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
+    let syslog = syslog.and_then(super::syslog::Syslog::open);
+    let registry = tracing_subscriber::registry().with(filter).with(syslog);
     // A second init (tests calling run twice) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(false)
-            .fmt_fields(PostfixFields)
-            .event_format(TextLine {
-                journald: stderr_is_journal(),
-            })
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false)
+                    .fmt_fields(PostfixFields)
+                    .event_format(TextLine {
+                        journald: stderr_is_journal(),
+                    }),
+            )
             .try_init(),
-        LogFormat::Json => builder
-            .with_ansi(false)
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_target(false)
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false)
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_target(false),
+            )
             .try_init(),
     };
 }
@@ -124,15 +134,24 @@ impl<'w> FormatFields<'w> for PostfixFields {
     }
 }
 
+/// One event's fields, laid out for a line (also `daemon::syslog`'s).
 #[derive(Default)]
-struct Line {
-    id: Option<String>,
-    message: Option<String>,
-    fields: Vec<(&'static str, String)>,
-    detail: Option<String>,
+pub(super) struct Line {
+    pub(super) id: Option<String>,
+    pub(super) message: Option<String>,
+    pub(super) fields: Vec<(&'static str, String)>,
+    pub(super) detail: Option<String>,
 }
 
 impl Line {
+    /// A field's value as the line shows it (`from`/`to` in brackets).
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     fn put(&mut self, name: &'static str, value: String) {
         // Values come from outside (file names, addresses, HELO, replies): a
         // newline in one must not start a line of its own in the log.
@@ -146,7 +165,7 @@ impl Line {
         }
     }
 
-    fn write(&self, w: &mut impl fmt::Write) -> fmt::Result {
+    pub(super) fn write(&self, w: &mut impl fmt::Write) -> fmt::Result {
         let mut sep = "";
         if let Some(id) = &self.id {
             write!(w, "{id}:")?;

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod metrics_http;
 pub mod reload;
 pub mod shared;
+pub mod syslog;
 pub mod systemd;
 
 use std::time::Duration;
@@ -24,7 +25,6 @@ pub use logging::LogFormat;
 
 pub fn run(path: &Path, log_format: LogFormat) -> u8 {
     memory::limit_arenas();
-    logging::init(log_format);
     // One provider for every rustls user in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -38,6 +38,8 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
             return EX_CONFIG;
         }
     };
+    // After the configuration, which says whether syslog gets the log too.
+    logging::init(log_format, config.syslog.as_ref());
     // Taken before any thread exists: nothing else may own these descriptors.
     let activated = match systemd::activated_listeners() {
         Ok(l) => l,
