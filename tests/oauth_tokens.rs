@@ -517,7 +517,7 @@ default = "d"
 }
 
 /// The share socket (group-writable) answers `SMTP <user>` with the XOAUTH2
-/// string of the shared token.
+/// string of the shared token, without a newline, as cloud_mdir_sync does.
 fn assert_shared_over_socket(relay: &Relay) {
     use std::io::{Read, Write};
     let sock = relay.path("share.sock");
@@ -532,7 +532,7 @@ fn assert_shared_over_socket(relay: &Relay) {
     s.read_to_string(&mut answer).unwrap();
     assert_eq!(
         answer,
-        format!("user={USER}\x01auth=Bearer shared-tok-77aa\x01\x01\n")
+        format!("user={USER}\x01auth=Bearer shared-tok-77aa\x01\x01")
     );
 }
 

@@ -53,8 +53,12 @@ pub fn source_for<'a>(
         .find(|s| s.share_as.iter().any(|a| a.eq_ignore_ascii_case(account)))
 }
 
-/// The credential-server protocol: one line `SMTP <account>` in, one line out
-/// (the XOAUTH2 initial response, or `ERROR <reason>`), then close.
+/// The credential-server protocol, byte for byte as cloud_mdir_sync's server
+/// speaks it (its clients, `cms-oauth` and patched msmtp, expect exactly
+/// that): `SMTP <account>` in, ended by a newline or by the client's
+/// half-close; the XOAUTH2 initial response out, with no newline; nothing
+/// at all for an account not shared or a token that cannot be had (the
+/// reason goes to the log), then close.
 pub async fn serve_socket(
     listener: UnixListener,
     tokens: Arc<Tokens>,
@@ -114,7 +118,7 @@ async fn socket_connection(
     let reply = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
         Err(_) => {
             tracing::warn!("token share via socket: no request within {READ_TIMEOUT:?}");
-            error_line("timed out waiting for the request")
+            Vec::new()
         }
         Ok(Err(e)) => {
             tracing::debug!("token share via socket: reading the request: {e}");
@@ -122,7 +126,7 @@ async fn socket_connection(
         }
         Ok(Ok(Line::TooLong)) => {
             tracing::warn!("token share via socket: request line over {MAX_LINE} bytes");
-            error_line("request line too long")
+            Vec::new()
         }
         Ok(Ok(Line::Text(line))) => socket_answer(&line, tokens, sources).await,
     };
@@ -137,7 +141,8 @@ async fn socket_connection(
     }
 }
 
-/// The reply line for one request line (without its `\n`).
+/// The answer to one request (without its `\n`): the XOAUTH2 string, or
+/// nothing.
 async fn socket_answer(
     line: &[u8],
     tokens: &Tokens,
@@ -147,29 +152,28 @@ async fn socket_answer(
         Ok(a) => a,
         Err(reason) => {
             tracing::warn!("token share via socket: {reason}");
-            return error_line(reason);
+            return Vec::new();
         }
     };
     let Some(source) = source_for(sources, account) else {
         tracing::warn!("token share via socket: no source shared as {account:?}");
-        return error_line("unknown account");
+        return Vec::new();
     };
     match tokens.bearer(&source.name, account, false).await {
         Ok(b) => {
             tracing::info!("shared token of {} to {account} via socket", source.name);
-            let mut reply = xoauth2_initial(account, b.token.expose());
-            reply.push(b'\n');
-            reply
+            xoauth2_initial(account, b.token.expose())
         }
         Err(e) => {
             tracing::warn!("token share via socket: {} for {account}: {e}", source.name);
-            error_line(&e.to_string())
+            Vec::new()
         }
     }
 }
 
-/// The account of a `SMTP <account>` line. The error is a short reason fit to
-/// send back.
+/// The account of a `SMTP <account>` line; cloud_mdir_sync's grammar also
+/// allows options after the protocol (`SMTP,opt <account>`), which are
+/// ignored. The error is a short reason for the log.
 fn parse_request(line: &[u8]) -> Result<&str, &'static str> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let line = std::str::from_utf8(line).map_err(|_| "request is not UTF-8")?;
@@ -177,6 +181,7 @@ fn parse_request(line: &[u8]) -> Result<&str, &'static str> {
         .trim()
         .split_once(|c: char| c.is_ascii_whitespace())
         .ok_or("expected \"SMTP <account>\"")?;
+    let proto = proto.split(',').next().unwrap_or(proto);
     if !proto.eq_ignore_ascii_case("SMTP") {
         return Err("only SMTP is supported");
     }
@@ -187,15 +192,6 @@ fn parse_request(line: &[u8]) -> Result<&str, &'static str> {
         return Err("expected \"SMTP <account>\"");
     }
     Ok(account)
-}
-
-fn error_line(reason: &str) -> Vec<u8> {
-    // The protocol is one line: a reason spanning lines would be cut short.
-    let reason: String = reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!("ERROR {reason}\n").into_bytes()
 }
 
 struct HttpShared {
