@@ -232,6 +232,12 @@ fn assert_postfix_settings(run: &Run) {
         "{text}"
     );
     assert!(text.contains("max_message_size = 20480000"), "{text}");
+    // myorigin is unset, so $myhostname; alias_maps names /etc/aliases.
+    assert!(
+        text.contains("\n[local]\nsender_domain = \"web1.example.net\""),
+        "{text}"
+    );
+    assert!(text.contains("\naliases = \"/etc/aliases\""), "{text}");
     assert!(text.contains("\n[routing]\ndefault = "), "{text}");
     // What could not be translated: in the config and on stderr.
     for item in [
@@ -342,7 +348,7 @@ fn exim_import_routes_every_domain_as_before() {
     );
     for item in [
         "exim-smart-hosts:15: intranet.example: queue=",
-        "exim4.conf:38: retry rule *.office365.com rcpt_4xx",
+        "exim4.conf:50: retry rule *.office365.com rcpt_4xx",
     ] {
         assert!(
             text.contains(&format!("# NOT TRANSLATED: {item}")),
@@ -350,8 +356,44 @@ fn exim_import_routes_every_domain_as_before() {
         );
         assert!(run.stderr.contains(item), "{item}\n{}", run.stderr);
     }
+    assert_exim_local_names(&text, &run.stderr);
     printed.push_str(&text);
     assert_no_password(&printed, EXIM);
+}
+
+/// qualify_domain (a Debian macro), the aliases router and the rewrite
+/// rules for senders, as `[local]`; the other rules reported.
+fn assert_exim_local_names(text: &str, stderr: &str) {
+    for item in [
+        "exim4.conf:56: rewrite rule root@+local_domains: domain lists are not read",
+        "exim4.conf:61: rewrite rule *@example.net: rewrites recipient addresses only",
+    ] {
+        assert!(
+            text.contains(&format!("# NOT TRANSLATED: {item}")),
+            "{item}\n{text}"
+        );
+        assert!(stderr.contains(item), "{item}\n{stderr}");
+    }
+    let v: toml::Table = toml::from_str(text).unwrap();
+    let local = &v["local"];
+    assert_eq!(
+        local["sender_domain"].as_str(),
+        Some("example.net"),
+        "{text}"
+    );
+    assert_eq!(local["aliases"].as_str(), Some("/etc/aliases"), "{text}");
+    let generic = &local["generic"];
+    assert_eq!(
+        generic["@build.example.net"].as_str(),
+        Some("@example.net"),
+        "{text}"
+    );
+    assert_eq!(
+        generic["www-data@web1.example.net"].as_str(),
+        Some("noreply@example.net"),
+        "{text}"
+    );
+    assert_eq!(generic.as_table().map(|t| t.len()), Some(2), "{text}");
 }
 
 #[test]

@@ -13,8 +13,9 @@ pub enum Command {
     /// Translate Postfix's smarthost settings (main.cf and its postmap files).
     ///
     /// Reads relayhost, sender_dependent_relayhost_maps, smtp_sasl_password_maps
-    /// and their source files, the smtp_tls_* settings, maximal_queue_lifetime
-    /// and myhostname; reports what it cannot translate.
+    /// and their source files, the smtp_tls_* settings, maximal_queue_lifetime,
+    /// myhostname, myorigin, alias_maps and smtp_generic_maps; reports what it
+    /// cannot translate.
     Postfix {
         /// The Postfix configuration directory.
         #[arg(default_value = "/etc/postfix")]
@@ -22,7 +23,8 @@ pub enum Command {
         #[command(flatten)]
         out: Output,
     },
-    /// Translate an exim smart-hosts lookup file (and a retry rule).
+    /// Translate an exim smart-hosts lookup file (and a retry rule, and the
+    /// local names of the exim configuration).
     ///
     /// Lines like `domain: host=name::port helo=name user=login
     /// password=...` or `oauth=/path/to/credential/socket`.
@@ -32,8 +34,9 @@ pub enum Command {
         /// The retry rule to use, as exim writes it: "F,2h,15m; G,16h,1h,1.5; F,4d,6h".
         #[arg(long, conflicts_with = "retry_file")]
         retry: Option<String>,
-        /// Take the retry rule from the `* *` line of this exim configuration's
-        /// `begin retry` section.
+        /// Read this exim configuration: the `* *` line of its `begin retry`
+        /// section becomes the retry schedule; its qualify_domain, aliases
+        /// router and `begin rewrite` rules for senders carry over to [local].
         #[arg(long)]
         retry_file: Option<PathBuf>,
         #[command(flatten)]

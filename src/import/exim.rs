@@ -19,6 +19,11 @@
 //!
 //! That transport must require TLS (`hosts_require_tls = *`, as in the example
 //! configuration), so routes use STARTTLS, or implicit TLS on port 465.
+//!
+//! Given the exim configuration (`--retry-file`), its `* *` retry rule becomes
+//! the schedule, and its local names carry over too: `qualify_domain`, the
+//! aliases router and the `begin rewrite` rules that change senders (see
+//! `names.rs` and `rewrite.rs`).
 
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,9 @@ use super::{read, valid_host, Auth, ImportError, Plan, Setting, Upstream};
 use crate::config::{AuthMechanism, Secret, TlsMode};
 use crate::retry::Schedule;
 
+mod conf;
+mod names;
+mod rewrite;
 #[cfg(test)]
 mod tests;
 
@@ -94,7 +102,12 @@ pub fn import(file: &Path, retry: Option<&RetryFrom>) -> Result<Plan, ImportErro
                 comment: "--retry".into(),
             });
         }
-        Some(RetryFrom::Config(path)) => retry_from_config(&mut plan, path)?,
+        Some(RetryFrom::Config(path)) => {
+            let text = read(path)?;
+            let file = report_name(path);
+            retry_from_config(&mut plan, &text, &file);
+            names::local_names(&mut plan, &text, &file);
+        }
     }
     Ok(plan)
 }
@@ -562,12 +575,10 @@ fn token(s: &str) -> (&str, &str) {
     s.split_at(end)
 }
 
-fn retry_from_config(plan: &mut Plan, path: &Path) -> Result<(), ImportError> {
-    let text = read(path)?;
-    let file = report_name(path);
+fn retry_from_config(plan: &mut Plan, text: &str, file: &str) {
     let mut in_retry = false;
     let mut found = false;
-    for (line, l) in exim_config_lines(&text) {
+    for (line, l) in exim_config_lines(text) {
         if let Some(section) = l.strip_prefix("begin ") {
             in_retry = section.trim() == "retry";
             continue;
@@ -597,7 +608,6 @@ fn retry_from_config(plan: &mut Plan, path: &Path) -> Result<(), ImportError> {
             "no * * rule found; the default schedule is kept",
         );
     }
-    Ok(())
 }
 
 /// The times of the `* * ...` rule become the schedule, when smarthost can

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{AuthMechanism, Secret, TlsMode};
 use crate::routing::{RouteTable, RouteTableError};
+use crate::smtp::address::validate_mailbox;
 
 pub mod cli;
 pub mod exim;
@@ -46,6 +47,30 @@ pub enum ImportError {
     Nothing(String),
     #[error("retry schedule: {0}")]
     Retry(#[from] crate::retry::ScheduleError),
+}
+
+/// What `[local]` gets: how local names and this machine's own addresses
+/// become addresses the world accepts.
+#[derive(Debug, Default)]
+pub struct LocalNames {
+    /// `sender_domain`: the domain for unqualified local names.
+    pub sender_domain: Option<Setting<String>>,
+    /// `mailname`: the file that holds that domain, as the target machine
+    /// names it.
+    pub mailname: Option<Setting<String>>,
+    /// `aliases`: the aliases(5) file, as the target machine names it.
+    pub aliases: Option<Setting<String>>,
+    /// `[local.generic]`, in the order the sources gave the entries.
+    generic: Vec<GenericEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GenericEntry {
+    /// `user@domain` or `@domain`, lower-cased as smarthost matches it.
+    key: String,
+    /// An address or `@domain`.
+    value: String,
+    comment: String,
 }
 
 /// A setting with the comment that says where it came from.
@@ -124,6 +149,8 @@ pub struct Plan {
     pub hostname: Option<Setting<String>>,
     pub retry: Option<Setting<String>>,
     pub max_message_size: Option<Setting<u64>>,
+    /// `[local]`: the local domain, aliases and the outbound address map.
+    pub local: LocalNames,
     /// Header comments: behaviour that changes in translation.
     pub notes: Vec<String>,
     pub untranslated: Vec<Untranslated>,
@@ -143,6 +170,7 @@ impl Plan {
             hostname: None,
             retry: None,
             max_message_size: None,
+            local: LocalNames::default(),
             notes: Vec::new(),
             untranslated: Vec::new(),
             routes: Vec::new(),
@@ -241,6 +269,44 @@ impl Plan {
         }
     }
 
+    /// Adds a `[local.generic]` entry: `key` is `user@domain` or `@domain`,
+    /// `value` an address or `@domain`, both as smarthost would accept them.
+    /// Anything else, or a key already taken, is reported against `origin`
+    /// instead (the first entry wins, as in both sources); returns whether
+    /// the entry was added.
+    pub fn generic(&mut self, key: &str, value: &str, origin: &str, comment: &str) -> bool {
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.trim();
+        let why = if !generic_form(&key) {
+            Some("smarthost maps only user@domain and @domain".to_string())
+        } else if !generic_form(value) {
+            Some(format!("{value:?} is not an address or @domain"))
+        } else if self.local.generic.iter().any(|e| e.key == key) {
+            Some(
+                "repeats an earlier entry for the same address; the first one is used, as before"
+                    .into(),
+            )
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.untranslated(origin, key, why);
+            return false;
+        }
+        self.local.generic.push(GenericEntry {
+            key,
+            value: value.to_string(),
+            comment: comment.to_string(),
+        });
+        true
+    }
+
+    /// Whether `[local.generic]` holds `key` already (lower-cased).
+    pub fn has_generic(&self, key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        self.local.generic.iter().any(|e| e.key == key)
+    }
+
     pub fn note(&mut self, note: impl Into<String>) {
         let note = note.into();
         if !self.notes.contains(&note) {
@@ -260,6 +326,20 @@ pub fn is_loopback(host: &str) -> bool {
         Err(_) => return h.eq_ignore_ascii_case("localhost"),
     };
     ip.is_loopback()
+}
+
+/// `user@domain`, or `@domain`, as `[local.generic]` takes keys and values:
+/// checked here so an import never writes what `smarthost check` refuses.
+fn generic_form(s: &str) -> bool {
+    match s.strip_prefix('@') {
+        Some(domain) => is_domain(domain),
+        None => s.contains('@') && validate_mailbox(s).is_ok(),
+    }
+}
+
+/// A mail domain, as smarthost accepts one in an address.
+fn is_domain(domain: &str) -> bool {
+    !domain.is_empty() && validate_mailbox(&format!("postmaster@{domain}")).is_ok()
 }
 
 /// A host name or IP address, as both importers accept one: the same
@@ -327,6 +407,16 @@ impl Plan {
             .find(|s| s.pattern == pattern)
             .unwrap_or_else(|| panic!("no sender {pattern}: {:?}", self.senders));
         &self.routes[s.route].upstream
+    }
+
+    /// The `[local.generic]` value for a key.
+    fn generic_value(&self, key: &str) -> Option<&str> {
+        let key = key.to_ascii_lowercase();
+        self.local
+            .generic
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value.as_str())
     }
 
     fn default_upstream(&self) -> &Upstream {

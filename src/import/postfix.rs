@@ -18,6 +18,11 @@
 //! and is reported, as is everything in main.cf that changes relaying but has
 //! no smarthost counterpart.
 //!
+//! Local names follow too: `myorigin` becomes `sender_domain` (or `mailname`
+//! when it names a file, as Debian's Postfix allows), the first file of
+//! `alias_maps` becomes `aliases`, and `smtp_generic_maps` becomes
+//! `[local.generic]` (see `local.rs`).
+//!
 //! Paths under `/etc/postfix/` are read from DIR instead, so a copy of another
 //! machine's configuration imports as it would there.
 
@@ -30,6 +35,7 @@ use crate::config::{AuthMechanism, Secret, TlsMode};
 use crate::retry::{Rule, Schedule, ScheduleError};
 
 mod auth;
+mod local;
 mod main_cf;
 mod routes;
 mod values;
@@ -66,10 +72,9 @@ const UNTRANSLATED: &[(&str, &str)] = &[
     ("sender_dependent_default_transport_maps", "per-sender master.cf transports are not read; check which senders use them"),
     ("relay_domains", "smarthost relays for its trusted clients only and never receives mail for other domains"),
     ("relay_recipient_maps", "smarthost does not receive mail for other domains"),
-    ("sender_canonical_maps", "smarthost does not rewrite addresses (only local names, with [local.rewrite])"),
-    ("recipient_canonical_maps", "smarthost does not rewrite addresses (only local names, with [local.rewrite])"),
-    ("canonical_maps", "smarthost does not rewrite addresses (only local names, with [local.rewrite])"),
-    ("smtp_generic_maps", "smarthost does not rewrite addresses (only local names, with [local.rewrite])"),
+    ("sender_canonical_maps", "smarthost rewrites only local names ([local.rewrite]) and, as mail leaves, senders ([local.generic], like smtp_generic_maps)"),
+    ("recipient_canonical_maps", "smarthost does not rewrite recipients"),
+    ("canonical_maps", "smarthost rewrites only local names ([local.rewrite]) and, as mail leaves, senders ([local.generic], like smtp_generic_maps)"),
     ("masquerade_domains", "smarthost does not masquerade addresses"),
     ("virtual_alias_maps", "smarthost does not rewrite recipients"),
     ("always_bcc", "smarthost adds no recipients"),
@@ -136,6 +141,7 @@ pub fn import(dir: &Path) -> Result<Plan, ImportError> {
             .untranslated(format!("main.cf:{line}"), "this line", why);
     }
     p.globals();
+    p.local_names();
     p.routes();
     if p.plan.routes.is_empty() {
         return Err(ImportError::Nothing(main_path.display().to_string()));

@@ -25,6 +25,7 @@ impl Plan {
         let mut out = String::new();
         self.header(&mut out, now);
         self.globals(&mut out);
+        self.local_names(&mut out);
         let sources = self.socket_sources();
         for (path, name) in &sources {
             token_source(&mut out, path, name);
@@ -180,6 +181,50 @@ impl Plan {
                 "\n[limits]\nmax_message_size = {}  # {}",
                 m.value,
                 one_line(&m.comment)
+            );
+        }
+        out.push('\n');
+    }
+}
+
+impl Plan {
+    /// `[local]` and `[local.generic]`, when the source set any of it.
+    fn local_names(&self, out: &mut String) {
+        let l = &self.local;
+        let settings = [
+            ("sender_domain", &l.sender_domain),
+            ("mailname", &l.mailname),
+            ("aliases", &l.aliases),
+        ];
+        if settings.iter().any(|(_, s)| s.is_some()) {
+            let _ = writeln!(out, "[local]");
+            for (name, setting) in settings {
+                if let Some(s) = setting {
+                    let _ = writeln!(
+                        out,
+                        "{name} = {}  # {}",
+                        quote(&s.value),
+                        one_line(&s.comment)
+                    );
+                }
+            }
+            out.push('\n');
+        }
+        if l.generic.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "# The envelope sender and From, Sender and Reply-To, as mail leaves."
+        );
+        let _ = writeln!(out, "[local.generic]");
+        for e in &l.generic {
+            let _ = writeln!(
+                out,
+                "{} = {}  # {}",
+                quote(&e.key),
+                quote(&e.value),
+                one_line(&e.comment)
             );
         }
         out.push('\n');

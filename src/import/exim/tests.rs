@@ -263,3 +263,174 @@ fn retry_from_rules_or_config() {
     let plan = import(&file, Some(&RetryFrom::Config(conf))).unwrap();
     assert!(plan.report_text().contains("no * * rule"));
 }
+
+#[test]
+fn conf_macros_and_conditionals() {
+    let conf = conf::Conf::parse(
+        ".ifndef ETC_MAILNAME\nETC_MAILNAME=mail.example.net\n.endif\n\
+         .ifdef ETC_MAILNAME\nA = yes\n.else\nA = no\n.endif\n\
+         .ifdef NOPE\nx = 1\n.elifndef NOPE\nx = 2\n.else\nx = 3\n.endif\n\
+         .ifdef NOPE\n.ifdef A\ny = 1\n.else\ny = 2\n.endif\n.endif\n\
+         .include /etc/exim4/more\n\
+         q = ETC_MAILNAME, A, AB, xETC_MAILNAME\n\
+         begin rewrite\n*@ETC_MAILNAME $1@example.com Ffrs\n",
+    );
+    assert_eq!(conf.main_option("x"), Some((12, "2")));
+    assert_eq!(conf.main_option("y"), None);
+    assert_eq!(
+        conf.main_option("q"),
+        Some((24, "mail.example.net, yes, AB, xETC_MAILNAME"))
+    );
+    assert_eq!(conf.includes, [23]);
+    let rules: Vec<&str> = conf.section("rewrite").map(|l| l.text.as_str()).collect();
+    assert_eq!(rules, ["*@mail.example.net $1@example.com Ffrs"]);
+}
+
+/// The plan for the smart-hosts file `* host=a.example::587` with the exim
+/// configuration `conf`.
+fn import_conf(conf: &str) -> Plan {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "* host=a.example::587\n").unwrap();
+    let path = dir.path().join("exim4.conf");
+    std::fs::write(&path, conf).unwrap();
+    import(&hosts, Some(&RetryFrom::Config(path))).unwrap()
+}
+
+fn local_setting(s: &Option<Setting<String>>) -> Option<&str> {
+    s.as_ref().map(|s| s.value.as_str())
+}
+
+#[test]
+fn qualify_domain_becomes_sender_domain_or_mailname() {
+    // Debian's generated configuration.
+    let plan = import_conf(
+        ".ifndef ETC_MAILNAME\nETC_MAILNAME=mail.example.net\n.endif\n\
+         .ifndef MAIN_PRIMARY_HOSTNAME_AS_QUALIFY_DOMAIN\n.ifndef MAIN_QUALIFY_DOMAIN\n\
+         qualify_domain = ETC_MAILNAME\n.else\nqualify_domain = MAIN_QUALIFY_DOMAIN\n.endif\n.endif\n",
+    );
+    assert_eq!(
+        local_setting(&plan.local.sender_domain),
+        Some("mail.example.net")
+    );
+    let plan = import_conf("qualify_domain = ETC_MAILNAME\n");
+    assert_eq!(local_setting(&plan.local.mailname), Some("/etc/mailname"));
+    assert!(plan.local.sender_domain.is_none());
+    let plan = import_conf(
+        "qualify_domain = ${if exists{/etc/mailname}{${readfile{/etc/mailname}{}}}{$primary_hostname}}\n",
+    );
+    assert_eq!(local_setting(&plan.local.mailname), Some("/etc/mailname"));
+    let plan = import_conf("primary_hostname = web1.example.net\n");
+    assert_eq!(
+        local_setting(&plan.local.sender_domain),
+        Some("web1.example.net")
+    );
+    let plan = import_conf("qualify_domain = ${lookup{x}lsearch{/f}}\n");
+    assert!(plan.local.sender_domain.is_none() && plan.local.mailname.is_none());
+    assert!(plan
+        .report_text()
+        .contains("exim4.conf:1: qualify_domain = ${lookup"));
+    let plan = import_conf("");
+    assert!(plan
+        .notes
+        .iter()
+        .any(|n| n.contains("qualify_domain and primary_hostname are not set")));
+}
+
+#[test]
+fn the_aliases_router_gives_aliases() {
+    let plan = import_conf(
+        "begin routers\n\
+         userforward:\n  driver = redirect\n  file = $home/.forward\n\
+         system_aliases:\n  driver = redirect\n  domains = +local_domains\n  allow_fail\n\
+         \x20 data = ${lookup{$local_part}lsearch{/etc/aliases}}\n\
+         more_aliases:\n  driver = redirect\n  data = ${lookup{${local_part}} lsearch{/etc/more-aliases}}\n\
+         smarthost:\n  driver = manualroute\n  data = ${lookup{$local_part}lsearch{/etc/not-aliases}}\n",
+    );
+    assert_eq!(local_setting(&plan.local.aliases), Some("/etc/aliases"));
+    let why = plan.report_text();
+    assert!(
+        why.contains("exim4.conf:12: router more_aliases: /etc/more-aliases: smarthost reads one aliases file (/etc/aliases)"),
+        "{why}"
+    );
+    assert!(!why.contains("not-aliases"), "{why}");
+}
+
+const REWRITE: &str = "begin rewrite\n\
+    *@host.lan            $1@example.com          Ffrs\n\
+    www-data@host.lan     noreply@example.com     Ffrs\n\
+    www-data@example.com  web@example.com         F\n\
+    boss@old.example      *                       Ffrs\n\
+    *@old.example         ops@example.com         Ffrs\n\
+    *@lan.example         ${local_part}@example.org  Eh\n\
+    *@q.example           $1@mid.example          F f s r q\n\
+    *@q.example           $1@never.example        Ffrs\n\
+    *@mid.example         $1@end.example          Ffrs\n\
+    ^(.*)@x.example       $1@y.example            F\n\
+    root@+local_domains   user@domain.com         Ffrs\n\
+    *@to.example          $1@x.example            T\n\
+    *@s.example           $1@x.example            S\n\
+    *@r.example           $1@x.example            FR\n\
+    *@lk.example          \"${lookup{${local_part}}lsearch{/etc/email-addresses}{$value}fail}\" Ffrs\n\
+    *@bad.example         $domain@x.example       Ffrs\n";
+
+#[test]
+fn rewrite_rules_become_local_generic_as_exim_applies_them() {
+    let plan = import_conf(REWRITE);
+    let g = |k: &str| plan.generic_value(k);
+    assert_eq!(g("@host.lan"), Some("@example.com"));
+    // exim rewrites www-data@host.lan by the first rule, then the third.
+    assert_eq!(g("www-data@host.lan"), Some("web@example.com"));
+    assert_eq!(g("www-data@example.com"), Some("web@example.com"));
+    // `*`: boss keeps the address the domain rule would change.
+    assert_eq!(g("@old.example"), Some("ops@example.com"));
+    assert_eq!(g("boss@old.example"), Some("boss@old.example"));
+    assert_eq!(g("@lan.example"), Some("@example.org"));
+    // q stops after the first *@q.example rule: no @never, no @end.
+    assert_eq!(g("@q.example"), Some("@mid.example"));
+    assert_eq!(g("@mid.example"), Some("@end.example"));
+    for domain in [
+        "x.example",
+        "to.example",
+        "s.example",
+        "r.example",
+        "lk.example",
+        "bad.example",
+    ] {
+        assert_eq!(g(&format!("@{domain}")), None, "{domain}");
+    }
+    let why = plan.report_text();
+    for expected in [
+        "exim4.conf:11: rewrite rule ^(.*)@x.example: only user@domain and *@domain",
+        "exim4.conf:12: rewrite rule root@+local_domains: domain lists are not read; for mail from this machine's own names, [local.rewrite] root = ",
+        "exim4.conf:13: rewrite rule *@to.example: rewrites recipient addresses only",
+        "exim4.conf:14: rewrite rule *@s.example: S: SMTP-time rewriting",
+        "exim4.conf:15: rewrite rule *@r.example: R: rules applied repeatedly",
+        "exim4.conf:16: rewrite rule *@lk.example: Debian's /etc/email-addresses lookup",
+        "exim4.conf:17: rewrite rule *@bad.example: the replacement is not an address",
+    ] {
+        assert!(why.contains(expected), "missing {expected:?} in\n{why}");
+    }
+    let notes = plan.notes.join("\n");
+    for expected in [
+        "exim4.conf:3: rewrite rule www-data@host.lan never acts",
+        "exim4.conf:9: rewrite rule *@q.example never acts",
+        "exim4.conf:4: rewrite rule www-data@example.com: exim left From, Sender, Reply-To alone",
+        "exim4.conf:7: rewrite rule *@lan.example: exim also rewrote recipient addresses",
+    ] {
+        assert!(notes.contains(expected), "missing {expected:?} in\n{notes}");
+    }
+    assert!(!notes.contains("exim4.conf:2: rewrite rule"), "{notes}");
+}
+
+#[test]
+fn rewrite_rule_words_and_flags() {
+    assert_eq!(
+        rewrite::split_rule("\"*@x.example\"   \"c \\\"d\\\"\"  F f  q"),
+        (
+            "*@x.example".to_string(),
+            "c \"d\"".to_string(),
+            "Ffq".to_string()
+        )
+    );
+}

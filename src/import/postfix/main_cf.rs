@@ -104,6 +104,15 @@ impl Expander<'_> {
                 self.expand(&raw, depth + 1)
             }
             None if name == "config_directory" => self.config_directory.clone(),
+            // `myorigin = $mydomain` is common: Postfix's default is
+            // $myhostname without its first label.
+            None if name == "mydomain" && self.main.params.contains_key("myhostname") => {
+                let host = self.value_of("myhostname", depth + 1);
+                match host.split_once('.') {
+                    Some((_, domain)) if !domain.is_empty() => domain.to_string(),
+                    _ => "localdomain".into(),
+                }
+            }
             None => {
                 if !self.undefined.iter().any(|u| u == name) {
                     self.undefined.push(name.to_string());

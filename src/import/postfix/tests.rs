@@ -457,3 +457,184 @@ fn passwords_in_main_cf_tables_are_never_shown() {
         assert!(!why.contains("Hunter2"), "{why}");
     }
 }
+
+/// A Postfix directory with a relay and these extra main.cf lines.
+fn with_relay(main_cf: &str, files: &[(&str, &str)]) -> Plan {
+    let text =
+        format!("relayhost = [smtp.example.com]:587\nsmtp_tls_security_level = secure\n{main_cf}");
+    let mut all = vec![("main.cf", text.as_str())];
+    all.extend_from_slice(files);
+    let dir = postfix_dir(&all);
+    import(dir.path()).unwrap()
+}
+
+fn local_setting(s: &Option<Setting<String>>) -> Option<&str> {
+    s.as_ref().map(|s| s.value.as_str())
+}
+
+#[test]
+fn myorigin_file_is_mailname_and_the_first_alias_file_is_aliases() {
+    let plan = with_relay(
+        "myorigin = /etc/mailname\n\
+         myhostname = web1.example.net\n\
+         alias_maps = nis:mail.aliases, proxy:hash:/etc/aliases, lmdb:/etc/postfix/more, texthash:/etc/t\n\
+         alias_database = hash:/etc/aliases\n",
+        &[],
+    );
+    assert_eq!(local_setting(&plan.local.mailname), Some("/etc/mailname"));
+    assert_eq!(local_setting(&plan.local.sender_domain), None);
+    assert_eq!(local_setting(&plan.local.aliases), Some("/etc/aliases"));
+    let why = plan.report_text();
+    for expected in [
+        "main.cf:5: alias_maps = nis:mail.aliases: nis: tables are not read",
+        "main.cf:5: alias_maps = lmdb:/etc/postfix/more: smarthost reads one aliases file (/etc/aliases)",
+        "main.cf:5: alias_maps = texthash:/etc/t: texthash: files are in postmap's format",
+    ] {
+        assert!(why.contains(expected), "missing {expected:?} in\n{why}");
+    }
+    assert!(!why.contains("alias_database"), "{why}");
+}
+
+#[test]
+fn myorigin_domain_defaults_to_myhostname() {
+    let domain = |main_cf: &str| {
+        let plan = with_relay(main_cf, &[]);
+        local_setting(&plan.local.sender_domain).map(String::from)
+    };
+    assert_eq!(
+        domain("myhostname = mail.example.com\nmyorigin = $mydomain\n").as_deref(),
+        Some("example.com")
+    );
+    assert_eq!(
+        domain("mydomain = example.org\nmyorigin = $mydomain\n").as_deref(),
+        Some("example.org")
+    );
+    // Postfix's default, unset or written out: $myhostname.
+    assert_eq!(
+        domain("myhostname = mail.example.com\n").as_deref(),
+        Some("mail.example.com")
+    );
+    assert_eq!(
+        domain("myhostname = mail.example.com\nmyorigin = $myhostname\n").as_deref(),
+        Some("mail.example.com")
+    );
+    let plan = with_relay("", &[]);
+    assert!(plan.local.sender_domain.is_none());
+    assert!(plan
+        .notes
+        .iter()
+        .any(|n| n.contains("myorigin and myhostname are not set")));
+    let plan = with_relay("myorigin = not a domain\n", &[]);
+    assert!(plan.local.sender_domain.is_none());
+    assert!(plan
+        .report_text()
+        .contains("main.cf:3: myorigin = not a domain: not a domain"));
+}
+
+#[test]
+fn alias_paths_are_the_target_machines() {
+    // $config_directory is the imported directory when read, /etc/postfix
+    // on the machine the configuration is for.
+    let plan = with_relay(
+        "alias_maps = hash:$config_directory/aliases\nmyorigin = ${config_directory}/mailname\n",
+        &[],
+    );
+    assert_eq!(
+        local_setting(&plan.local.aliases),
+        Some("/etc/postfix/aliases")
+    );
+    assert_eq!(
+        local_setting(&plan.local.mailname),
+        Some("/etc/postfix/mailname")
+    );
+    let plan = with_relay("alias_maps =\n", &[]);
+    assert!(plan.local.aliases.is_none());
+    assert!(plan
+        .report_text()
+        .contains("alias_maps =: empty: Postfix used no aliases"));
+}
+
+const GENERIC: &str = "# smtp_generic_maps\n\
+    www-data@Host.LAN   noreply@example.com\n\
+    @host.lan           @example.com\n\
+    @old.example        ops@example.com\n\
+    cron                cron-jobs@example.com\n\
+    www-data            ignored@example.com\n\
+    backup@host.lan     not an address\n\
+    @host.lan           @twice.example\n\
+    nobody@host.lan     nobody\n";
+
+#[test]
+fn generic_maps_become_local_generic() {
+    let plan = with_relay(
+        "myorigin = example.net\n\
+         mydestination = $myorigin, web1.example.net, localhost, hash:/etc/postfix/dest\n\
+         smtp_generic_maps = hash:/etc/postfix/generic, pcre:/etc/postfix/generic.pcre\n\
+         recipient_delimiter = +\n",
+        &[("generic", GENERIC)],
+    );
+    let g = |k: &str| plan.generic_value(k);
+    assert_eq!(g("www-data@host.lan"), Some("noreply@example.com"));
+    assert_eq!(g("@host.lan"), Some("@example.com"));
+    assert_eq!(g("@old.example"), Some("ops@example.com"));
+    // A local name: the user at $myorigin and at each $mydestination domain.
+    for site in ["example.net", "web1.example.net", "localhost"] {
+        assert_eq!(
+            g(&format!("cron@{site}")),
+            Some("cron-jobs@example.com"),
+            "{site}"
+        );
+        assert_eq!(
+            g(&format!("www-data@{site}")),
+            Some("ignored@example.com"),
+            "{site}"
+        );
+    }
+    assert_eq!(g("backup@host.lan"), None);
+    assert_eq!(g("nobody@host.lan"), None);
+    let why = plan.report_text();
+    for expected in [
+        "main.cf:5: smtp_generic_maps = pcre:/etc/postfix/generic.pcre: pcre: tables are not read",
+        "main.cf:4: mydestination = hash:/etc/postfix/dest: smtp_generic_maps keys without @ also matched",
+        "main.cf:6: recipient_delimiter = +: smtp_generic_maps also matched user+extension@domain",
+        "generic:7: backup@host.lan: \"not an address\" is not an address or @domain",
+        "generic:8: @host.lan: duplicate key; postmap keeps the first",
+        "generic:9: nobody@host.lan: \"nobody\" is not an address or @domain",
+    ] {
+        assert!(why.contains(expected), "missing {expected:?} in\n{why}");
+    }
+    assert!(plan
+        .notes
+        .iter()
+        .any(|n| n.contains("smtp_generic_maps: Postfix also rewrote recipients")));
+    let text = plan
+        .render(Path::new("/s"), std::time::SystemTime::UNIX_EPOCH)
+        .config;
+    let v: toml::Table = toml::from_str(&text).expect(&text);
+    assert_eq!(v["local"]["sender_domain"].as_str(), Some("example.net"));
+    assert_eq!(
+        v["local"]["generic"]["www-data@host.lan"].as_str(),
+        Some("noreply@example.com")
+    );
+}
+
+#[test]
+fn generic_keys_without_at_need_a_known_myorigin() {
+    let plan = with_relay(
+        "myorigin = /etc/mailname\nmyhostname = web1.example.net\n\
+         smtp_generic_maps = hash:/etc/postfix/generic\n",
+        &[("generic", "cron cron-jobs@example.com\n")],
+    );
+    // mydestination's default: $myhostname, localhost.$mydomain, localhost.
+    for site in ["web1.example.net", "localhost.example.net", "localhost"] {
+        assert_eq!(
+            plan.generic_value(&format!("cron@{site}")),
+            Some("cron-jobs@example.com")
+        );
+    }
+    let why = plan.report_text();
+    assert!(
+        why.contains("generic:1: cron: no @: Postfix matched this user at $myorigin, the domain in /etc/mailname"),
+        "{why}"
+    );
+}
