@@ -46,7 +46,7 @@ const UNTRUSTED_PROBES: &[(&str, &str)] = &[
     ("<victim@relay.test>", "554 5.7.1"),
     ("<postmaster@relay.test>", "554 5.7.1"),
     ("<postmaster>", "554 5.7.1"),
-    ("<abuse>", "553 5.1.3"),
+    ("<abuse>", "554 5.7.1"),
     ("<victim@[127.0.0.1]>", "554 5.7.1"),
     ("<victim@[IPv6:::1]>", "554 5.7.1"),
     ("<victim%example.net@relay.test>", "553 5.1.3"),
@@ -253,7 +253,7 @@ const ODD_FORMS: &[(&str, Result<&str, &str>)] = &[
         Ok("\"victim@example.net\"@relay.test"),
     ),
     ("<victim@[IPv6:::1]>", Ok("victim@[IPv6:::1]")),
-    ("<postmaster>", Ok("postmaster")),
+    ("<postmaster>", Ok("postmaster@relay.test")),
     ("<victim%example.net@relay.test>", Err("553 5.1.3")),
     ("<example.net!victim@relay.test>", Err("553 5.1.3")),
     ("<\"victim!x\"@relay.test>", Err("553 5.1.3")),
@@ -285,7 +285,10 @@ fn trusted_clients_relay_odd_forms_safely() {
         match expect {
             Ok(stored) => {
                 assert!(r.starts_with("250 2.1.5"), "RCPT TO:{rcpt}: {r}");
-                want.push(stored.to_string());
+                // One recipient however many forms name it, as Postfix keeps it.
+                if !want.iter().any(|w| w == stored) {
+                    want.push(stored.to_string());
+                }
             }
             Err(code) => assert!(r.starts_with(code), "RCPT TO:{rcpt}: want {code}, got {r}"),
         }
