@@ -37,7 +37,9 @@ pub use route::{
     describe, AuthMechanism, AuthSecret, Credentials, Route, SmtpRoute, TlsMode, Transport,
 };
 pub use secret::{open_secret, read_secret_file, Secret, SecretError};
-pub use token::{Grant, OAuth2Source, OAuthSettings, Provider, TokenKind, TokenSource};
+pub use token::{
+    Grant, OAuth2Source, OAuthSettings, Provider, ProxySettings, TokenKind, TokenSource,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -87,6 +87,17 @@ pub(super) struct RawOAuth {
     share_group: Option<String>,
     share_http: Option<Spanned<String>>,
     share_http_password_file: Option<PathBuf>,
+    proxy: Option<Spanned<String>>,
+    proxy_credentials_file: Option<PathBuf>,
+}
+
+/// `[oauth] proxy`: where token endpoints and HTTP token sources are
+/// reached through (an HTTP proxy, CONNECT for https).
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub url: String,
+    /// `user:password` from `proxy_credentials_file`, for basic auth.
+    pub credentials: Option<Secret>,
 }
 
 /// `[oauth]`: where refresh tokens live, and the optional servers that share
@@ -102,6 +113,8 @@ pub struct OAuthSettings {
     pub share_http: Option<std::net::SocketAddr>,
     pub share_http_password: Option<Secret>,
     pub share_http_password_file: Option<PathBuf>,
+    /// None: the HTTPS_PROXY/HTTP_PROXY/NO_PROXY environment, if any.
+    pub proxy: Option<ProxySettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +216,28 @@ impl TokenSource {
     }
 }
 
+impl OAuth2Source {
+    /// The scopes `oauth login` asks for: the configured ones and the
+    /// provider's identity scopes, so the id_token says who signed in (the
+    /// account must be the route's `username`). Only at login: a refresh
+    /// asks for the configured scopes alone, so grants made before these
+    /// were added keep refreshing.
+    pub fn login_scopes(&self) -> String {
+        let identity: &[&str] = match self.provider {
+            Provider::Microsoft => &["openid", "profile", "email"],
+            Provider::Google => &["openid", "email"],
+            Provider::Generic => &[],
+        };
+        let mut scopes = self.scopes.clone();
+        for s in identity {
+            if !scopes.iter().any(|c| c == s) {
+                scopes.push(s.to_string());
+            }
+        }
+        scopes.join(" ")
+    }
+}
+
 /// Endpoints and scopes of the presets. Microsoft's SMTP scope is on
 /// outlook.office.com; `offline_access` is what returns a refresh token. Google's
 /// only SMTP scope is full mail access.
@@ -290,7 +325,51 @@ impl Validator<'_> {
             share_http,
             share_http_password,
             share_http_password_file: password_file,
+            proxy: self.proxy(r.proxy, r.proxy_credentials_file, base),
         }
+    }
+
+    /// `proxy` is an `http://host:port` URL without credentials (a password
+    /// in the configuration would be shown wherever it is); they come from
+    /// `proxy_credentials_file` instead.
+    fn proxy(
+        &mut self,
+        url: Option<Spanned<String>>,
+        credentials_file: Option<PathBuf>,
+        base: &Path,
+    ) -> Option<ProxySettings> {
+        let url = url?;
+        let text = url.get_ref().trim();
+        match url::Url::parse(text) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none() => {}
+            _ => {
+                self.problem(
+                    Some(url.span()),
+                    format!("oauth.proxy {text:?}: expected http://host:port, without credentials (put user:password in proxy_credentials_file)"),
+                );
+                return None;
+            }
+        }
+        let mut credentials = None;
+        if let Some(p) = credentials_file.map(|p| super::secret::secret_path(base, &p)) {
+            if self.read_secrets {
+                match read_secret_file(&p) {
+                    Ok(s) if s.expose().contains(':') => credentials = Some(s),
+                    Ok(_) => {
+                        self.problem(None, "oauth.proxy_credentials_file: expected user:password")
+                    }
+                    Err(m) => self.problem(None, format!("oauth.proxy_credentials_file: {m}")),
+                }
+            }
+        }
+        Some(ProxySettings {
+            url: text.to_string(),
+            credentials,
+        })
     }
 
     pub(super) fn token_source(

@@ -119,7 +119,7 @@ impl Delivery {
             route: "(token endpoints)".into(),
             reason: e.to_string(),
         })?;
-        let http = crate::oauth::tokens::http_client(http_tls)?;
+        let http = crate::oauth::tokens::http_client(http_tls, config.oauth.proxy.as_ref())?;
         let tokens = Arc::new(Tokens::new(&config.token_sources, http));
         Ok(Arc::new(Delivery {
             shared: Arc::new(Shared::new(config.clone(), spool, tokens)),

@@ -38,6 +38,43 @@ pub fn user_of(config: &Config, source: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The routes that authenticate with `source`'s tokens, and as whom.
+fn route_users<'a>(config: &'a Config, source: &str) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = config
+        .routes
+        .values()
+        .filter_map(|r| match &r.transport {
+            Transport::Smtp(s) => s.credentials.as_ref().and_then(|c| match &c.secret {
+                AuthSecret::Token { source: t } if t == source => {
+                    Some((r.name.as_str(), c.username.as_str()))
+                }
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Who signed in, and a warning for each route that authenticates as
+/// someone else: Office 365 and Gmail refuse a token for another mailbox.
+fn write_identity(o: &mut String, config: &Config, source: &str, account: Option<&str>) {
+    use std::fmt::Write as _;
+    let Some(account) = account else {
+        return;
+    };
+    let _ = writeln!(o, "  signed in as: {account}");
+    for (route, user) in route_users(config, source) {
+        if !user.eq_ignore_ascii_case(account) {
+            let _ = writeln!(
+                o,
+                "  WARNING: route {route} authenticates as {user}, not {account}: the provider refuses a token for another mailbox (535 5.7.3, 535 5.7.139); sign in as {user}, or set the route's username to {account}"
+            );
+        }
+    }
+}
+
 /// Asks every source for a token now (the cache answers when it can), so the
 /// status says whether each works, not whether it worked.
 pub async fn check_all(config: &Config, tokens: &Tokens) -> Vec<Status> {
@@ -170,6 +207,7 @@ pub fn render(config: &Config, s: &Status, holds: &[Hold], now: u64) -> String {
             );
         }
     }
+    write_identity(&mut o, config, &s.name, s.account.as_deref());
     if let Some(t) = s.expires_at {
         let _ = writeln!(o, "  access token expires: {}", when(t, now));
     }
@@ -233,9 +271,29 @@ fn write_advice(o: &mut String, config: &Config, s: &Status, now: u64) {
                 }
             }
         }
-        if s.dead {
-            let _ = writeln!(o, "  do: smarthost oauth login {}", s.name);
+    }
+    if s.dead {
+        if let Some(kind) = config.token_sources.get(&s.name).map(|t| &t.kind) {
+            let _ = writeln!(o, "  do: {}", fix_for(&s.name, kind));
         }
+    }
+}
+
+/// What fixes a source that needs the operator, by its type: only an
+/// `oauth2` refresh-token source has anything to log in to.
+fn fix_for(name: &str, kind: &TokenKind) -> String {
+    match kind {
+        TokenKind::OAuth2(o) if o.grant == Grant::RefreshToken => format!(
+            "smarthost oauth login {name} (or smarthost oauth import {name} FILE with a refresh token from elsewhere)"
+        ),
+        TokenKind::OAuth2(_) => "check client_id, client_secret_file and the app's permissions with the provider (client_credentials needs no login)".into(),
+        TokenKind::File(p) => format!("put a current token in {} (the daemon re-reads it when it changes)", p.display()),
+        TokenKind::Command(argv) => format!(
+            "run the token command by hand and fix what it says: {}",
+            argv.first().map_or("", String::as_str)
+        ),
+        TokenKind::Socket(p) => format!("check the credential server listening on {}", p.display()),
+        TokenKind::Http { shown, .. } => format!("check the authentication server at {shown}"),
     }
 }
 
@@ -283,6 +341,11 @@ pub enum Command {
         source: String,
         user: Option<String>,
     },
+    /// A refresh token from elsewhere (FILE, or `-` for stdin).
+    Import {
+        source: String,
+        file: std::path::PathBuf,
+    },
 }
 
 /// Runs an `oauth` command; returns the exit code (sysexits.h).
@@ -298,7 +361,7 @@ pub fn run(path: &Path, command: Command) -> u8 {
     };
     let local_tokens = || -> Result<(Config, Tokens), String> {
         let full = Config::load(path).map_err(|e| e.to_string())?;
-        let tokens = Tokens::with_system_roots(&full.token_sources).map_err(|e| e.to_string())?;
+        let tokens = Tokens::with_system_roots(&full).map_err(|e| e.to_string())?;
         Ok((full, tokens))
     };
     let runtime = || {
@@ -310,9 +373,12 @@ pub fn run(path: &Path, command: Command) -> u8 {
     if let Command::Login { source, flow, port } = command {
         return login(path, &source, flow, port);
     }
+    if let Command::Import { source, file } = command {
+        return import(path, &source, &file);
+    }
     let mut out = std::io::stdout().lock();
     let result = match command {
-        Command::Login { .. } => Ok(EX_OK),
+        Command::Login { .. } | Command::Import { .. } => Ok(EX_OK),
         Command::Status { json } => status(&config, json, &mut out, || {
             let (full, tokens) = local_tokens()?;
             let statuses = runtime()?.block_on(check_all(&full, &tokens));
@@ -340,28 +406,74 @@ pub fn run(path: &Path, command: Command) -> u8 {
     }
 }
 
+/// The full configuration, once `source` is known to be in it; else the
+/// exit code, said.
+fn load_with_source(path: &Path, source: &str, command: &str) -> Result<Config, u8> {
+    use crate::sysexits::*;
+    let config = Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        EX_CONFIG
+    })?;
+    if !config.token_sources.contains_key(source) {
+        eprintln!(
+            "smarthost oauth {command}: no token source named {source:?} in {}",
+            config.file
+        );
+        return Err(EX_USAGE);
+    }
+    Ok(config)
+}
+
+/// `oauth import`: a refresh token from elsewhere becomes the source's
+/// state, as `oauth login` would leave it.
+fn import(path: &Path, source: &str, file: &Path) -> u8 {
+    use super::import::ImportError;
+    use crate::sysexits::*;
+    let config = match load_with_source(path, source, "import") {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(src) = config.token_sources.get(source) else {
+        return EX_SOFTWARE;
+    };
+    match super::import::import(src, file, crate::clock::unix_now()) {
+        Ok(account) => {
+            if let TokenKind::OAuth2(o) = &src.kind {
+                println!("refresh token imported into {}", o.state_file.display());
+            }
+            let mut identity = String::new();
+            write_identity(&mut identity, &config, source, account.as_deref());
+            print!("{identity}");
+            println!("check it with: smarthost oauth status");
+            EX_OK
+        }
+        Err(e) => {
+            eprintln!("smarthost oauth import: {e}");
+            match e {
+                ImportError::NotRefreshable(_) => EX_USAGE,
+                ImportError::Read { .. } => EX_NOINPUT,
+                ImportError::Content { .. } => EX_DATAERR,
+                ImportError::State(_) => EX_CANTCREAT,
+            }
+        }
+    }
+}
+
 /// `oauth login`: sign in once and store the refresh token where the daemon
 /// finds it. A running daemon notices the new state file by itself (a held
 /// route is probed within seconds).
 fn login(path: &Path, source: &str, flow: Option<super::login::Flow>, port: u16) -> u8 {
     use crate::sysexits::*;
-    let config = match Config::load(path) {
+    let config = match load_with_source(path, source, "login") {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return EX_CONFIG;
-        }
+        Err(code) => return code,
     };
     let Some(src) = config.token_sources.get(source) else {
-        eprintln!(
-            "smarthost oauth login: no token source named {source:?} in {}",
-            config.file
-        );
-        return EX_USAGE;
+        return EX_SOFTWARE;
     };
     let http = match crate::upstream::tls::client_config(None)
         .map_err(super::tokens::HttpClientError::from)
-        .and_then(super::tokens::http_client)
+        .and_then(|tls| super::tokens::http_client(tls, config.oauth.proxy.as_ref()))
     {
         Ok(h) => h,
         Err(e) => {
@@ -387,20 +499,48 @@ fn login(path: &Path, source: &str, flow: Option<super::login::Flow>, port: u16)
     let mut out = std::io::stdout();
     match runtime.block_on(super::login::login(&http, src, &opts, &mut out)) {
         Ok(account) => {
-            let state = match &src.kind {
-                TokenKind::OAuth2(o) => o.state_file.display().to_string(),
-                _ => String::new(),
-            };
-            println!(
-                "signed in{}; refresh token stored in {state}",
-                account.map(|a| format!(" as {a}")).unwrap_or_default()
-            );
-            println!("check it with: smarthost oauth status");
+            signed_in(&config, src, account.as_deref());
             EX_OK
         }
         Err(e) => {
             eprintln!("smarthost oauth login: {e}");
-            EX_TEMPFAIL
+            if !matches!(src.kind, TokenKind::OAuth2(_)) {
+                eprintln!("do: {}", fix_for(source, &src.kind));
+            }
+            login_exit(&e)
         }
+    }
+}
+
+/// What `oauth login` says once the refresh token is stored: where, as
+/// whom, and a warning for each route that authenticates as someone else.
+fn signed_in(config: &Config, src: &crate::config::TokenSource, account: Option<&str>) {
+    let state = match &src.kind {
+        TokenKind::OAuth2(o) => o.state_file.display().to_string(),
+        _ => String::new(),
+    };
+    println!(
+        "signed in{}; refresh token stored in {state}",
+        account.map(|a| format!(" as {a}")).unwrap_or_default()
+    );
+    let mut identity = String::new();
+    write_identity(&mut identity, config, &src.name, account);
+    // The first line repeats "signed in as"; the warnings matter.
+    for line in identity.lines().skip(1) {
+        eprintln!("{}", line.trim_start());
+    }
+    println!("check it with: smarthost oauth status");
+}
+
+/// A login asked of a source that has none, or that lacks the settings a
+/// flow needs, is a usage mistake (64); the rest may work on another try.
+fn login_exit(e: &super::login::LoginError) -> u8 {
+    use super::login::LoginError;
+    use crate::sysexits::*;
+    match e {
+        LoginError::NotOAuth2(_) | LoginError::ClientCredentials(_) => EX_USAGE,
+        LoginError::Setup { .. } => EX_CONFIG,
+        LoginError::State(_) => EX_CANTCREAT,
+        _ => EX_TEMPFAIL,
     }
 }

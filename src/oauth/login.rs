@@ -244,7 +244,7 @@ async fn device_flow(
             what: "the device flow needs device_url".into(),
         });
     };
-    let scope = src.scopes.join(" ");
+    let scope = src.login_scopes();
     let mut form = Vec::new();
     if !scope.is_empty() {
         form.push(("scope", scope.as_str()));
@@ -454,7 +454,7 @@ pub fn authorization_url(
     state: &str,
     challenge: &str,
 ) -> String {
-    let scope = src.scopes.join(" ");
+    let scope = src.login_scopes();
     let mut pairs = vec![
         ("response_type", "code"),
         ("client_id", src.client_id.as_str()),

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod endpoint;
 pub mod external;
+pub mod import;
 pub mod login;
 pub mod share;
 pub mod state;

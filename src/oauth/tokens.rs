@@ -70,6 +70,9 @@ pub struct Status {
     pub error_at: Option<u64>,
     /// The error needs the operator (see [`TokenError::Dead`]).
     pub dead: bool,
+    /// Who signed in (`oauth login`'s id_token), when the provider said.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 impl Tokens {
@@ -79,11 +82,10 @@ impl Tokens {
 
     /// The cache the daemon and the commands use: token endpoints over HTTPS
     /// with the system roots, like upstream connections without a CA file.
-    pub fn with_system_roots(
-        sources: &BTreeMap<String, TokenSource>,
-    ) -> Result<Tokens, HttpClientError> {
+    pub fn with_system_roots(config: &crate::config::Config) -> Result<Tokens, HttpClientError> {
         let tls = crate::upstream::tls::client_config(None)?;
-        Ok(Tokens::new(sources, http_client(tls)?))
+        let http = http_client(tls, config.oauth.proxy.as_ref())?;
+        Ok(Tokens::new(&config.token_sources, http))
     }
 
     /// A cache on another clock: tests move time instead of sleeping.
@@ -361,6 +363,7 @@ impl Tokens {
                     if let Ok(Some(file)) = state::load(&o.state_file) {
                         st.refreshed_at = st.refreshed_at.max(file.refreshed_at);
                         st.obtained_at = file.obtained_at;
+                        st.account = file.account.clone();
                         if st.expires_at.is_none() {
                             st.expires_at = file.expires_at;
                         }
@@ -487,8 +490,26 @@ pub enum HttpClientError {
 /// An HTTP client for token endpoints and HTTP token sources: the same TLS
 /// roots as upstream connections, no redirects (a token request that is
 /// redirected is misconfigured, and a redirect could carry the secret away).
-pub fn http_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, HttpClientError> {
-    reqwest::Client::builder()
+///
+/// Proxies: `[oauth] proxy` when set (NO_PROXY still applies), else
+/// reqwest's reading of HTTPS_PROXY, HTTP_PROXY and NO_PROXY.
+pub fn http_client(
+    tls: rustls::ClientConfig,
+    proxy: Option<&crate::config::ProxySettings>,
+) -> Result<reqwest::Client, HttpClientError> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(p) = proxy {
+        let mut proxy = reqwest::Proxy::all(&p.url)?.no_proxy(reqwest::NoProxy::from_env());
+        if let Some((user, password)) = p
+            .credentials
+            .as_ref()
+            .and_then(|c| c.expose().split_once(':'))
+        {
+            proxy = proxy.basic_auth(user, password);
+        }
+        builder = builder.proxy(proxy);
+    }
+    builder
         .use_preconfigured_tls(tls)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(30))

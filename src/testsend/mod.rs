@@ -143,8 +143,8 @@ pub async fn attempt(
         })?;
     let resolver =
         Resolver::new(&config.dns).map_err(|e| TestSendError::Internal(e.to_string()))?;
-    let tokens = Tokens::with_system_roots(&config.token_sources)
-        .map_err(|e| TestSendError::Internal(e.to_string()))?;
+    let tokens =
+        Tokens::with_system_roots(config).map_err(|e| TestSendError::Internal(e.to_string()))?;
     let ctx = upstream::Context {
         hostname: &config.hostname,
         resolver: &resolver,

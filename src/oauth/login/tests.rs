@@ -50,6 +50,8 @@ struct Auth {
     /// The challenge and redirect_uri of the code handed out.
     issued: Option<(String, String)>,
     verifier_seen: Option<String>,
+    /// The scope of the last authorization request.
+    scope_seen: Option<String>,
     exchanged: u32,
     /// What the client did against the RFCs; must stay empty.
     problems: Vec<String>,
@@ -233,10 +235,19 @@ impl Auth {
     fn authorize(&mut self, req: &Req) -> Reply {
         let q = &req.query;
         let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+        // The configured scopes, then the provider's identity scopes.
+        let scope = get("scope");
+        self.scope_seen = Some(scope.to_string());
+        let identity = scope.strip_prefix(SCOPES).unwrap_or("?");
+        if !identity
+            .split_whitespace()
+            .all(|s| ["openid", "email", "profile"].contains(&s))
+        {
+            self.problems.push(format!("authorize scope={scope:?}"));
+        }
         for (k, want) in [
             ("response_type", "code"),
             ("client_id", CLIENT_ID),
-            ("scope", SCOPES),
             ("code_challenge_method", "S256"),
             ("access_type", "offline"),
             ("prompt", "consent"),
@@ -292,6 +303,7 @@ impl Server {
             polls: Vec::new(),
             issued: None,
             verifier_seen: None,
+            scope_seen: None,
             exchanged: 0,
             problems: Vec::new(),
         }));
@@ -402,7 +414,7 @@ fn tls() -> rustls::ClientConfig {
 }
 
 fn http() -> reqwest::Client {
-    crate::oauth::tokens::http_client(tls()).unwrap()
+    crate::oauth::tokens::http_client(tls(), None).unwrap()
 }
 
 /// Plays the browser: follows the authorization server's redirect.
@@ -633,6 +645,11 @@ async fn browser_flow_with_pkce_on_loopback() {
     assert!(auth.problems.is_empty(), "{:?}", auth.problems);
     assert_eq!(auth.exchanged, 1);
     let verifier = auth.verifier_seen.clone().unwrap();
+    // Google: the mail scope and the identity scopes its id_token needs.
+    assert_eq!(
+        auth.scope_seen.as_deref(),
+        Some("mail offline_access openid email")
+    );
     drop(auth);
     assert!(
         out.contains("waiting for sign-in... ") && out.ends_with('\n'),
@@ -804,7 +821,7 @@ fn authorization_urls() {
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["client_id"], "id 1");
     assert_eq!(q["redirect_uri"], "http://127.0.0.1:5/");
-    assert_eq!(q["scope"], "https://mail.google.com/ openid");
+    assert_eq!(q["scope"], "https://mail.google.com/ openid email");
     assert_eq!(q["state"], "st");
     assert_eq!(q["code_challenge"], "ch");
     assert_eq!(q["code_challenge_method"], "S256");

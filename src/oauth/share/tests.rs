@@ -38,7 +38,7 @@ fn setup() -> (
         source("gone", dir.path().join("missing"), "gone@example.com"),
     );
     let http =
-        crate::oauth::tokens::http_client(crate::upstream::tls::client_config(None).unwrap())
+        crate::oauth::tokens::http_client(crate::upstream::tls::client_config(None).unwrap(), None)
             .unwrap();
     let tokens = Arc::new(Tokens::new(&sources, http));
     (dir, tokens, sources)
