@@ -143,6 +143,14 @@ enum OauthCmd {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Store a refresh token obtained elsewhere (a login on a workstation,
+    /// sasl-xoauth2's token file) as the `oauth2` source's state.
+    Import {
+        source: String,
+        /// A file with the bare refresh token or sasl-xoauth2's JSON; `-`
+        /// for standard input.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -310,6 +318,7 @@ fn oauth(config: &std::path::Path, command: OauthCmd) -> ExitCode {
         },
         OauthCmd::Status { json } => Command::Status { json },
         OauthCmd::Token { source, user } => Command::Token { source, user },
+        OauthCmd::Import { source, file } => Command::Import { source, file },
     };
     ExitCode::from(run(config, command))
 }

@@ -64,6 +64,19 @@ fn relay_with_token(files: &Files, peer: &Peer) -> Relay {
     Relay::start(&body)
 }
 
+/// The provider: STARTTLS, XOAUTH2 for `USER` with `TOKEN`.
+fn provider(files: &Files) -> Peer {
+    std::fs::write(files.path("tokens"), format!("{TOKEN}\n")).unwrap();
+    let mut args = files.tls_args();
+    args.extend([
+        "--xoauth2-user".into(),
+        USER.into(),
+        "--xoauth2-token-file".into(),
+        files.path("tokens").into_os_string(),
+    ]);
+    Peer::start(args)
+}
+
 #[test]
 fn sharing_git_send_email_sample_goes_through_sendmail() {
     let have = Command::new("git")
@@ -74,15 +87,7 @@ fn sharing_git_send_email_sample_goes_through_sendmail() {
         return;
     }
     let files = Files::new();
-    std::fs::write(files.path("tokens"), format!("{TOKEN}\n")).unwrap();
-    let mut args = files.tls_args();
-    args.extend([
-        "--xoauth2-user".into(),
-        USER.into(),
-        "--xoauth2-token-file".into(),
-        files.path("tokens").into_os_string(),
-    ]);
-    let peer = Peer::start(args);
+    let peer = provider(&files);
     let relay = relay_with_token(&files, &peer);
 
     let sample = std::fs::read_to_string(concat!(
