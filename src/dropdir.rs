@@ -337,6 +337,8 @@ async fn pickup_one(intake: &Intake, dir: &Dir, name: &str) -> Result<Option<Str
         recipients: resolved(&config.local, &env.recipients, env.notify)?,
         dsn: env.dsn,
         smtputf8,
+        auth: None,
+        auth_header: false,
     };
     let mut receiving = intake.receive(&incoming).await.map_err(Pickup::Later)?;
     // The message goes to the spool as it is read and checked: never whole

@@ -49,6 +49,10 @@ pub struct Incoming<'a> {
     pub dsn: MailDsn,
     pub smtputf8: bool,
     pub eight_bit: bool,
+    /// Who logged in (submission listeners), kept with the message.
+    pub auth: Option<&'a str>,
+    /// Name the login in the Received header (`[auth] received_auth_header`).
+    pub auth_header: bool,
 }
 
 /// One recipient as its client gave it, with its NOTIFY and ORCPT.
@@ -224,6 +228,7 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>, r: Receiving) -> Result<Strin
         long_lines: r.longest.max(r.line) > crate::upstream::downgrade::MAX_LINE + 2,
         client,
         message_id: header_value(&r.head, "message-id"),
+        auth: m.auth.map(str::to_string),
         ..Default::default()
     };
     env.event(now, format!("received from {}", env.client));
@@ -234,6 +239,7 @@ async fn enqueue(shared: &Shared, m: Incoming<'_>, r: Receiving) -> Result<Strin
         size = env.size,
         nrcpt = env.recipients.len(),
         client = %env.client,
+        sasl_username = env.auth.as_deref(),
         "message-id" = env.message_id.as_deref(),
     );
     shared.metrics.accepted(&shared.route_name(&env), &env);
@@ -255,8 +261,13 @@ fn received(m: &Incoming<'_>, host: &str, id: &str) -> String {
     match m.peer {
         Peer::Tcp(addr) => {
             let from = from_clause(m.helo, addr.ip());
+            // Postfix's smtpd_sasl_authenticated_header, as it writes it.
+            let auth = match (m.auth, m.auth_header) {
+                (Some(a), true) => format!("\r\n\t(Authenticated sender: {})", comment_text(a)),
+                _ => String::new(),
+            };
             format!(
-                "Received: from {from}\r\n\tby {host} (smarthost) with {} id {id}{for_clause};\r\n\t{date}\r\n",
+                "Received: from {from}{auth}\r\n\tby {host} (smarthost) with {} id {id}{for_clause};\r\n\t{date}\r\n",
                 m.protocol
             )
         }

@@ -48,6 +48,7 @@
 //! - [`clock`]: Unix time and RFC 5322 dates.
 
 pub mod admission;
+pub mod auth;
 pub mod capture;
 pub mod clock;
 pub mod config;

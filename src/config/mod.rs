@@ -25,6 +25,7 @@ pub mod preset;
 pub mod rate;
 mod route;
 mod secret;
+mod submission;
 mod token;
 
 use crate::routing::RouteTable;
@@ -37,6 +38,7 @@ pub use route::{
     describe, AuthMechanism, AuthSecret, Credentials, Route, SmtpRoute, TlsMode, Transport,
 };
 pub use secret::{open_secret, read_secret_file, Secret, SecretError};
+pub use submission::{SenderPattern, Submission, SubmissionListener, SubmissionTls};
 pub use token::{
     Grant, OAuth2Source, OAuthSettings, Provider, ProxySettings, TokenKind, TokenSource,
 };
@@ -105,6 +107,10 @@ struct RawConfig {
     dns: dns::RawDns,
     #[serde(default)]
     log: log::RawLog,
+    #[serde(default)]
+    submission: Vec<Spanned<submission::RawSubmission>>,
+    #[serde(default)]
+    auth: submission::RawAuth,
 }
 
 /// The longest line taken in (without CRLF): cron output and one-line HTML
@@ -199,6 +205,8 @@ pub struct Config {
     /// `[log] syslog`: the log also goes to syslog, facility mail. Read at
     /// start only (a reload keeps the running log).
     pub syslog: Option<SyslogSettings>,
+    /// `[[submission]]` listeners and `[auth]`.
+    pub submission: Submission,
 }
 
 impl Config {
@@ -347,6 +355,7 @@ impl Validator<'_> {
         let metrics = self.metrics(raw.metrics);
         let dns = self.dns(raw.dns);
         let syslog = self.log(raw.log, base);
+        let submission = self.submission(raw.submission, raw.auth, base);
 
         Some(Config {
             file: self.file.to_string(),
@@ -371,6 +380,7 @@ impl Validator<'_> {
             metrics,
             dns,
             syslog,
+            submission,
         })
     }
 

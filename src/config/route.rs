@@ -541,9 +541,10 @@ impl Route {
                     .as_deref()
                     .map(|h| format!(" helo={h}"))
                     .unwrap_or_default();
+                let hosts: Vec<String> = s.hosts.iter().map(|h| bracketed(h)).collect();
                 format!(
                     "smtp {}:{} tls={} {auth} max_connections={}{}{helo}",
-                    s.hosts.join(","),
+                    hosts.join(","),
                     s.port,
                     s.tls,
                     self.max_connections,
@@ -563,6 +564,18 @@ impl Route {
         }
         let rates: Vec<String> = self.rates.iter().map(Rate::to_string).collect();
         format!(" rate={}", rates.join(","))
+    }
+}
+
+/// A host as it stands before `:port`: an IPv6 address in brackets
+/// (`[2001:db8::25]:587`, not `2001:db8::25:587`), whether or not the
+/// configuration bracketed it.
+fn bracketed(host: &str) -> String {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.contains(':') {
+        format!("[{bare}]")
+    } else {
+        host.to_string()
     }
 }
 

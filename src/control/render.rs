@@ -240,6 +240,9 @@ pub fn render_show(e: &Entry, headers: &str, now: u64) -> String {
         age(now.saturating_sub(env.arrived)),
         env.client
     );
+    if let Some(a) = &env.auth {
+        let _ = writeln!(out, "Logged in:   {a}");
+    }
     let _ = writeln!(out, "Size:        {} bytes", env.size);
     if env.held {
         let _ = writeln!(
@@ -319,7 +322,7 @@ fn state_word(s: State) -> &'static str {
 
 /// `Nov 23 10:04:05` in UTC, from httpdate's fixed-width RFC 7231 form
 /// (`Mon, 23 Nov 2026 10:04:05 GMT`).
-fn date(secs: u64) -> String {
+pub(crate) fn date(secs: u64) -> String {
     let s = httpdate::fmt_http_date(crate::clock::from_unix(secs));
     match (s.get(8..11), s.get(5..7), s.get(17..25)) {
         (Some(mon), Some(day), Some(time)) => format!("{mon} {day} {time}"),
@@ -347,7 +350,7 @@ pub fn age(secs: u64) -> String {
     }
 }
 
-fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     match bytes {
         b if b < 1024 => format!("{b}"),
         b if b < 1024 * 1024 => format!("{:.1}K", b as f64 / 1024.0),

@@ -65,12 +65,14 @@ pub fn run(path: &Path, log_format: LogFormat) -> u8 {
 /// submission socket and the control socket.
 struct Listeners {
     tcp: Vec<tokio::net::TcpListener>,
+    /// Each with the index of its `[[submission]]` entry.
+    submission: Vec<(tokio::net::TcpListener, usize)>,
     submit: tokio::net::UnixListener,
     control: tokio::net::UnixListener,
     admin: tokio::net::UnixListener,
 }
 
-async fn serve(config: Arc<Config>, activated: Option<Vec<std::net::TcpListener>>) -> u8 {
+async fn serve(config: Arc<Config>, activated: Option<Vec<(std::net::TcpListener, String)>>) -> u8 {
     let relay = match open(&config) {
         Ok(r) => r,
         Err(code) => return code,
@@ -93,7 +95,12 @@ async fn serve(config: Arc<Config>, activated: Option<Vec<std::net::TcpListener>
         tracing::error!("{e}");
         return EX_OSERR;
     }
-    let sessions = match start(&relay, &config, listeners, queued).await {
+    // Before anything starts: a certificate that cannot be loaded stops here.
+    let contexts = match submission_contexts(&config).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let sessions = match start(&relay, &config, (listeners, contexts), queued).await {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -125,24 +132,11 @@ fn open(config: &Arc<Config>) -> Result<Arc<Delivery>, u8> {
 
 async fn bind(
     config: &Config,
-    activated: Option<Vec<std::net::TcpListener>>,
+    activated: Option<Vec<(std::net::TcpListener, String)>>,
 ) -> Result<Listeners, u8> {
-    let tcp = match activated {
-        Some(sockets) => {
-            let mut out = Vec::new();
-            for s in sockets {
-                out.push(tokio::net::TcpListener::from_std(s).map_err(|e| {
-                    tracing::error!("socket activation: {e}");
-                    EX_OSERR
-                })?);
-            }
-            tracing::info!("socket-activated: the listen setting is not used");
-            out
-        }
-        None => server::bind(&config.listen).await.map_err(|e| {
-            tracing::error!("{e}");
-            EX_OSERR
-        })?,
+    let (tcp, submission) = match activated {
+        Some(sockets) => activated_tcp(config, sockets)?,
+        None => bound_tcp(config).await?,
     };
     let local = &config.local;
     let submit = bind_socket(&local.submit_socket(), 0o666, None).map_err(|e| {
@@ -165,10 +159,126 @@ async fn bind(
     })?;
     Ok(Listeners {
         tcp,
+        submission,
         submit,
         control,
         admin,
     })
+}
+
+type Tcp = (
+    Vec<tokio::net::TcpListener>,
+    Vec<(tokio::net::TcpListener, usize)>,
+);
+
+/// The sockets systemd passed, sorted by their `FileDescriptorName=`: a
+/// `[[submission]]` entry's name makes a submission listener, any other
+/// name a plain one.
+fn activated_tcp(
+    config: &Config,
+    sockets: Vec<(std::net::TcpListener, String)>,
+) -> Result<Tcp, u8> {
+    let (mut tcp, mut submission) = (Vec::new(), Vec::new());
+    for (s, name) in sockets {
+        let l = tokio::net::TcpListener::from_std(s).map_err(|e| {
+            tracing::error!("socket activation: {e}");
+            EX_OSERR
+        })?;
+        match config
+            .submission
+            .listeners
+            .iter()
+            .position(|sub| sub.name == name)
+        {
+            Some(i) => submission.push((l, i)),
+            None => tcp.push(l),
+        }
+    }
+    for (i, sub) in config.submission.listeners.iter().enumerate() {
+        if !submission.iter().any(|(_, j)| *j == i) {
+            tracing::warn!(
+                "submission listener {}: systemd passed no socket named {0:?} (FileDescriptorName=); it is not served",
+                sub.name
+            );
+        }
+    }
+    tracing::info!("socket-activated: the listen settings are not used");
+    Ok((tcp, submission))
+}
+
+/// The configured addresses, bound by the daemon itself.
+async fn bound_tcp(config: &Config) -> Result<Tcp, u8> {
+    let fail = |e: std::io::Error| {
+        tracing::error!("{e}");
+        EX_OSERR
+    };
+    let tcp = server::bind(&config.listen).await.map_err(fail)?;
+    let mut submission = Vec::new();
+    for (i, sub) in config.submission.listeners.iter().enumerate() {
+        for l in server::bind(&sub.listen).await.map_err(fail)? {
+            submission.push((l, i));
+        }
+    }
+    Ok((tcp, submission))
+}
+
+/// What each submission listener's sessions share: its certificate (loaded
+/// now, so a missing or unreadable one stops the start), the passwd-file
+/// check and the failed-login throttle (one for all listeners).
+async fn submission_contexts(
+    config: &Config,
+) -> Result<Vec<Arc<crate::smtp::submission::SubmissionCtx>>, u8> {
+    use crate::smtp::submission::{SubmissionCtx, Throttle};
+    let sub = &config.submission;
+    let Some(passwd) = &sub.passwd_file else {
+        return Ok(Vec::new());
+    };
+    let verifier = Arc::new(crate::auth::Verifier::new(passwd));
+    let throttle = Arc::new(Throttle::default());
+    let mut out = Vec::new();
+    for l in &sub.listeners {
+        let certs = crate::smtp::tls::CertStore::load(&l.cert, &l.key).map_err(|e| {
+            tracing::error!("submission listener {}: {e}", l.name);
+            EX_CONFIG
+        })?;
+        out.push(Arc::new(SubmissionCtx {
+            tls: l.tls,
+            acceptor: certs.acceptor(),
+            certs,
+            verifier: verifier.clone(),
+            throttle: throttle.clone(),
+        }));
+    }
+    Ok(out)
+}
+
+type Contexts = Vec<Arc<crate::smtp::submission::SubmissionCtx>>;
+
+/// The SMTP listeners' task, and their addresses for the ready line.
+fn spawn_sessions(
+    intake: crate::intake::Intake,
+    (tcp, submission): Tcp,
+    submit: tokio::net::UnixListener,
+    contexts: &Contexts,
+) -> (tokio::task::JoinHandle<()>, Vec<String>) {
+    let addr = |l: &tokio::net::TcpListener| l.local_addr().ok();
+    let addrs = tcp
+        .iter()
+        .filter_map(addr)
+        .map(|a| a.to_string())
+        .chain(
+            submission
+                .iter()
+                .filter_map(|(l, _)| addr(l))
+                .map(|a| format!("{a} (submission)")),
+        )
+        .collect();
+    let submission = submission
+        .into_iter()
+        .filter_map(|(l, i)| contexts.get(i).map(|c| (l, c.clone())))
+        .collect();
+    let sessions = tokio::spawn(server::serve(intake, tcp, Some(submit), submission));
+    (sessions, addrs)
 }
 
 /// Starts the workers, the background tasks (the drop directory's pickup
@@ -176,7 +286,7 @@ async fn bind(
 async fn start(
     relay: &Arc<Delivery>,
     config: &Config,
-    listeners: Listeners,
+    (listeners, contexts): (Listeners, Contexts),
     queued: u64,
 ) -> Result<tokio::task::JoinHandle<()>, u8> {
     let local = &config.local;
@@ -191,14 +301,21 @@ async fn start(
     dropdir::recount_set_aside(&intake);
     relay.spawn_workers();
     tokio::spawn(dropdir::run(intake.clone()));
+    let Listeners {
+        tcp,
+        submission,
+        submit,
+        control,
+        admin,
+    } = listeners;
     tokio::spawn(control::server::serve(
         relay.clone(),
-        listeners.control,
+        control,
         control::Access::Read,
     ));
     tokio::spawn(control::server::serve(
         relay.clone(),
-        listeners.admin,
+        admin,
         control::Access::Admin,
     ));
     tokio::spawn(prune_history(relay.clone()));
@@ -207,13 +324,7 @@ async fn start(
     tokio::spawn(refill_schedule(relay.clone()));
     tokio::spawn(relay.clone().watch_holds());
     tokio::spawn(keep_tokens_alive(relay.clone()));
-    let addrs: Vec<String> = listeners
-        .tcp
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .map(|a| a.to_string())
-        .collect();
-    let sessions = tokio::spawn(server::serve(intake, listeners.tcp, Some(listeners.submit)));
+    let (sessions, addrs) = spawn_sessions(intake, (tcp, submission), submit, &contexts);
     tracing::info!(
         "smarthost ready: listening on {} and {} with {} queued message(s)",
         addrs.join(", "),

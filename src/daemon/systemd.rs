@@ -63,14 +63,16 @@ pub fn watchdog_interval() -> Option<Duration> {
 
 /// The TCP listeners systemd passed (`smarthost.socket`), or `None` when the
 /// daemon was not socket-activated and binds its configured addresses itself.
-pub fn activated_listeners() -> Result<Option<Vec<TcpListener>>, ActivationError> {
-    let fds = sd_notify::listen_fds().map_err(ActivationError::Env)?;
+pub fn activated_listeners() -> Result<Option<Vec<(TcpListener, String)>>, ActivationError> {
+    let fds = sd_notify::listen_fds_with_names().map_err(ActivationError::Env)?;
     if fds.len() == 0 {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(fds.len());
-    for fd in fds {
-        out.push(take_listener(fd)?);
+    for (fd, name) in fds {
+        // The name (FileDescriptorName=) tells a submission listener from
+        // the plain ones.
+        out.push((take_listener(fd)?, name));
     }
     Ok(Some(out))
 }

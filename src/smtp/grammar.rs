@@ -46,7 +46,12 @@ pub enum Command {
     Vrfy,
     Help,
     StartTls,
-    Auth,
+    /// RFC 4954: the mechanism (upper-cased) and the initial response as
+    /// sent (base64, or `=` for an empty one).
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,13 +146,28 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "NOOP" => Ok(Command::Noop),
         "HELP" => Ok(Command::Help),
         "VRFY" => Ok(Command::Vrfy),
-        "AUTH" => Ok(Command::Auth),
+        "AUTH" => parse_auth(args),
         _ => Err(CommandError::Unknown),
     }
 }
 
 const MAIL_SYNTAX: CommandError = CommandError::Syntax("MAIL FROM:<address>");
 const RCPT_SYNTAX: CommandError = CommandError::Syntax("RCPT TO:<address>");
+
+/// `AUTH mechanism [initial-response]` (RFC 4954 4).
+fn parse_auth(args: &str) -> Result<Command, CommandError> {
+    let mut words = args.split_ascii_whitespace();
+    let syntax = CommandError::Syntax("AUTH mechanism [initial-response]");
+    let mechanism = words.next().ok_or(syntax.clone())?;
+    let initial = words.next().map(str::to_string);
+    if words.next().is_some() || mechanism.len() > 20 {
+        return Err(syntax);
+    }
+    Ok(Command::Auth {
+        mechanism: mechanism.to_ascii_uppercase(),
+        initial,
+    })
+}
 
 fn parse_mail(args: &str) -> Result<Command, CommandError> {
     let rest = strip_prefix_ci(args, "FROM:").ok_or(MAIL_SYNTAX)?;
@@ -172,6 +192,9 @@ fn parse_mail(args: &str) -> Result<Command, CommandError> {
             }
             ("BODY", Some(_)) => return Err(CommandError::UnsupportedBody),
             ("SMTPUTF8", None) => set(&mut utf8, key, ())?,
+            // RFC 4954 5: a server that offers AUTH takes the parameter; the
+            // identity that counts is the session's own, so it is ignored.
+            ("AUTH", Some(_)) => {}
             ("BODY", None) | ("SMTPUTF8", Some(_)) => return Err(CommandError::ParamSyntax),
             _ => return Err(CommandError::UnsupportedParameter(echo(key))),
         }
@@ -353,7 +376,9 @@ pub(super) mod tests {
             NOOP anything ¦ NOOP\tx => Noop
             help me => Help
             VRFY root => Vrfy
-            AUTH PLAIN AGZvbwBiYXI= => Auth
+            AUTH PLAIN AGZvbwBiYXI= => Auth { mechanism: \"PLAIN\", initial: Some(\"AGZvbwBiYXI=\") }
+            auth login => Auth { mechanism: \"LOGIN\", initial: None }
+            AUTH => 501 5.5.4 Syntax: AUTH mechanism [initial-response]
             MAIL FROM:<a@b.c> ¦ mail from: <a@b.c> => a@b.c None None false
             MAIL FROM:<> =>  None None false
             MAIL FROM:<@x.org,@[1.2.3.4]:u@d.e> => u@d.e None None false
@@ -399,7 +424,7 @@ pub(super) mod tests {
             MAIL FROM:<a@b> SMTPUTF8 smtputf8 => 501 5.5.4 Duplicate parameter smtputf8
             MAIL FROM:<a@b> BODY=BINARYMIME => 555 5.5.4 Unsupported BODY type
             MAIL FROM:<a@b> BODY=8bit => 555 5.5.4 Unsupported BODY type
-            MAIL FROM:<a@b> AUTH=<> => 555 5.5.4 Unsupported parameter AUTH
+            MAIL FROM:<a@b> AUTH=<> => a@b None None false
             MAIL FROM:<a@b> RET=FULL ret=HDRS => 501 5.5.4 Duplicate parameter ret
             MAIL FROM:<a@b> RET=PART => 501 5.5.4 Bad RET parameter: not FULL or HDRS
             MAIL FROM:<a@b> RET => 501 5.5.4 Bad RET parameter: a value is required

@@ -8,3 +8,5 @@ mod lexical;
 pub mod reply;
 pub mod server;
 pub mod session;
+pub mod submission;
+pub mod tls;

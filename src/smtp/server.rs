@@ -67,7 +67,12 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// crowd on 127.0.0.1 nor one local user's idle connections lock `sendmail`
 /// out. Once stopping, the listeners close at once and this returns when the
 /// last session has ended (each finishes the transaction it has open).
-pub async fn serve(intake: Intake, listeners: Vec<TcpListener>, local: Option<UnixListener>) {
+pub async fn serve(
+    intake: Intake,
+    listeners: Vec<TcpListener>,
+    local: Option<UnixListener>,
+    submission: Vec<(TcpListener, Arc<super::submission::SubmissionCtx>)>,
+) {
     let max = intake.config().limits.max_connections;
     let limit = Arc::new(Semaphore::new(max));
     let local_limit = Arc::new(Semaphore::new(max));
@@ -76,6 +81,12 @@ pub async fn serve(intake: Intake, listeners: Vec<TcpListener>, local: Option<Un
         let intake = intake.clone();
         let limit = limit.clone();
         tasks.push(tokio::spawn(accept_loop(intake, l, limit)));
+    }
+    for (l, ctx) in submission {
+        let (intake, limit) = (intake.clone(), limit.clone());
+        tasks.push(tokio::spawn(super::submission::accept_loop(
+            intake, l, limit, ctx,
+        )));
     }
     if let Some(l) = local {
         let shares = Admission::new(max, max / 2);
@@ -114,7 +125,7 @@ async fn accept_loop(intake: Intake, listener: TcpListener, limit: Arc<Semaphore
         let intake = intake.clone();
         tokio::spawn(async move {
             let (r, w) = stream.into_split();
-            Session::new(intake, Peer::Tcp(peer), r, w).run().await;
+            Session::new(intake, Peer::Tcp(peer), r, w).run(true).await;
             drop(permit);
         });
     }
@@ -157,7 +168,9 @@ async fn accept_local_loop(
         let intake = intake.clone();
         tokio::spawn(async move {
             let (r, w) = stream.into_split();
-            Session::new(intake, Peer::Local { uid }, r, w).run().await;
+            Session::new(intake, Peer::Local { uid }, r, w)
+                .run(true)
+                .await;
             drop((permit, share));
         });
     }
@@ -167,7 +180,10 @@ async fn accept_local_loop(
 /// the connection. The refusal is one non-blocking send (a fresh socket's buffer
 /// has room), so a flood of refusals never blocks the accept loop and holds
 /// neither tasks nor descriptors beyond the limit.
-fn admit<S: AsRawFd>(limit: &Arc<Semaphore>, stream: S) -> Option<(OwnedSemaphorePermit, S)> {
+pub(super) fn admit<S: AsRawFd>(
+    limit: &Arc<Semaphore>,
+    stream: S,
+) -> Option<(OwnedSemaphorePermit, S)> {
     match limit.clone().try_acquire_owned() {
         Ok(permit) => Some((permit, stream)),
         Err(_) => {

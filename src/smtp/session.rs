@@ -25,6 +25,7 @@ const MAX_ERRORS: u32 = 20;
 /// within each timeout would hold its connection slot for ever (slowloris).
 const MIN_DATA_RATE: u64 = 500;
 
+mod auth;
 mod data_phase;
 
 struct Transaction {
@@ -48,6 +49,16 @@ pub struct Session<R, W> {
     esmtp: bool,
     tx: Option<Transaction>,
     errors: u32,
+    /// On a submission listener: its TLS, password check and throttle.
+    sub: Option<Arc<super::submission::SubmissionCtx>>,
+    /// The connection is encrypted (STARTTLS done, or implicit TLS).
+    tls: bool,
+    /// Who logged in (AUTH), once someone has.
+    identity: Option<String>,
+    auth_failures: u32,
+    /// STARTTLS was accepted: the caller takes the connection for the
+    /// handshake.
+    upgrade: bool,
 }
 
 enum Line {
@@ -85,7 +96,29 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             esmtp: false,
             tx: None,
             errors: 0,
+            sub: None,
+            tls: false,
+            identity: None,
+            auth_failures: 0,
+            upgrade: false,
         }
+    }
+
+    /// A session on a submission listener: nobody relays without logging
+    /// in, whatever network it comes from.
+    pub fn submission(
+        intake: Intake,
+        peer: Peer,
+        reader: R,
+        writer: W,
+        ctx: Arc<super::submission::SubmissionCtx>,
+        tls: bool,
+    ) -> Self {
+        let mut s = Self::new(intake, peer, reader, writer);
+        s.trusted = false;
+        s.sub = Some(ctx);
+        s.tls = tls;
+        s
     }
 
     fn reply(&mut self, r: Reply) {
@@ -106,14 +139,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 
     /// Runs the session to its end. I/O errors just end it: nothing half-received
-    /// was ever acknowledged.
-    pub async fn run(mut self) {
-        let host = self.config.hostname.clone();
-        // The greeting has no enhanced code (RFC 2034 applies after EHLO).
-        self.out = format!("220 {host} ESMTP smarthost\r\n").into_bytes();
+    /// was ever acknowledged. `greet`: send the 220 (not after STARTTLS,
+    /// RFC 3207). Returns the connection when the client's STARTTLS was
+    /// accepted, for the handshake.
+    pub async fn run(mut self, greet: bool) -> Option<(R, W)> {
+        if greet {
+            let host = self.config.hostname.clone();
+            // The greeting has no enhanced code (RFC 2034 applies after EHLO).
+            self.out = format!("220 {host} ESMTP smarthost\r\n").into_bytes();
+        }
         if let Err(e) = self.serve().await {
             tracing::debug!(peer = %self.peer, error = %e, "session ended");
+            return None;
         }
+        self.upgrade
+            .then(|| (self.reader.into_inner(), self.writer))
     }
 
     async fn serve(&mut self) -> std::io::Result<()> {
@@ -187,6 +227,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     /// One command, by its verb.
     async fn command(&mut self, cmd: Command) -> std::io::Result<Next> {
+        if let Some(refusal) = self.before_tls(&cmd) {
+            self.send(530, "5.7.0", refusal);
+            return Ok(Next::Command);
+        }
         match cmd {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo(name),
@@ -209,8 +253,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 "Cannot VRFY user, but will accept message and attempt delivery",
             ),
             Command::Help => self.send(214, "2.0.0", "See RFC 5321"),
-            Command::StartTls => self.send(502, "5.5.1", "STARTTLS not available"),
-            Command::Auth => self.send(502, "5.5.1", "AUTH not available"),
+            Command::StartTls => return Ok(self.starttls()),
+            Command::Auth { mechanism, initial } => return self.auth(&mechanism, initial).await,
         }
         Ok(Next::Command)
     }
@@ -221,10 +265,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         self.helo = Some(name);
         self.tx = None;
         let l = &self.config.limits;
-        let text = format!(
-            "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n250 ENHANCEDSTATUSCODES\r\n",
+        let mut text = format!(
+            "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n",
             self.config.hostname, l.max_message_size
         );
+        text.push_str(self.auth_extensions());
+        text.push_str("250 ENHANCEDSTATUSCODES\r\n");
         self.out.extend_from_slice(text.as_bytes());
     }
 
@@ -258,6 +304,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 "Message size exceeds fixed maximum message size",
             );
         }
+        if let Err((code, enhanced, text)) = self.sender_allowed(&from) {
+            return self.send(code, enhanced, text);
+        }
         let smtputf8 = params.smtputf8 || grammar::needs_smtputf8(&from);
         self.tx = Some(Transaction {
             from,
@@ -271,7 +320,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     fn rcpt(&mut self, to: String, dsn: crate::dsn::RcptDsn) {
         let max = self.config.limits.max_recipients;
-        let trusted = self.trusted;
+        let trusted = self.trusted || self.identity.is_some();
         let Some(tx) = self.tx.as_mut() else {
             return self.send(503, "5.5.1", "Error: need MAIL command");
         };

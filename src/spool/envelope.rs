@@ -130,6 +130,9 @@ pub struct Envelope {
     /// MAIL's RET and ENVID (RFC 3461).
     #[serde(default, skip_serializing_if = "MailDsn::is_empty")]
     pub dsn: MailDsn,
+    /// Who logged in to send it (submission listeners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 impl Envelope {

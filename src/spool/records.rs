@@ -32,6 +32,8 @@ use super::envelope::{Envelope, Event, Recipient};
 pub const MAX_REPLY: usize = 300;
 /// The longest event line kept in a message's attempt history.
 pub const MAX_EVENT: usize = 300;
+/// The longest login name kept with a message.
+pub const MAX_AUTH: usize = 256;
 /// The longest relay name (`host[ip]:port`) kept.
 const MAX_RELAY: usize = 300;
 /// sled's leaves split above 16 entries (sled 0.34.7 `node.rs`).
@@ -95,6 +97,9 @@ pub struct Meta {
     /// bounded.
     #[serde(default, skip_serializing_if = "crate::dsn::MailDsn::is_empty")]
     pub dsn: crate::dsn::MailDsn,
+    /// Who logged in to send it; capped like the other texts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 impl Meta {
@@ -130,6 +135,7 @@ impl Meta {
             pending: Some(env.unfinished().count() as u64),
             delay_warned: env.delay_warned,
             dsn: env.dsn.clone(),
+            auth: env.auth.as_deref().map(|a| capped(a, MAX_AUTH)),
         }
     }
 
@@ -152,6 +158,7 @@ impl Meta {
             events: self.events,
             delay_warned: self.delay_warned,
             dsn: self.dsn,
+            auth: self.auth,
         }
     }
 }

@@ -194,10 +194,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     }
 
     pub(super) fn incoming<'a>(&'a self, tx: &Transaction) -> Incoming<'a> {
-        let protocol = match (tx.smtputf8, self.esmtp) {
-            (true, _) => "UTF8SMTP",
-            (false, true) => "ESMTP",
-            (false, false) => "SMTP",
+        // RFC 3848: S for TLS, A for a login; RFC 6531 for UTF8.
+        let protocol = match (tx.smtputf8, self.esmtp, self.tls, self.identity.is_some()) {
+            (true, _, false, false) => "UTF8SMTP",
+            (true, _, true, false) => "UTF8SMTPS",
+            (true, _, false, true) => "UTF8SMTPA",
+            (true, _, true, true) => "UTF8SMTPSA",
+            (false, true, false, false) => "ESMTP",
+            (false, true, true, false) => "ESMTPS",
+            (false, true, false, true) => "ESMTPA",
+            (false, true, true, true) => "ESMTPSA",
+            (false, false, _, _) => "SMTP",
         };
         Incoming {
             peer: &self.peer,
@@ -208,6 +215,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             dsn: tx.dsn.clone(),
             smtputf8: tx.smtputf8,
             eight_bit: tx.eight_bit,
+            auth: self.identity.as_deref(),
+            auth_header: self.config.submission.received_auth_header,
         }
     }
 }
