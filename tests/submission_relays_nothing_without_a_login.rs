@@ -2,7 +2,8 @@
 //! nothing but EHLO, STARTTLS, NOOP, RSET and QUIT (530 5.7.0), and AUTH is
 //! not even offered; bytes pipelined after STARTTLS end the session
 //! (CVE-2011-0411); over TLS, MAIL without a login, after a failed login, or
-//! from a sender the identity does not own is refused, so nothing is queued.
+//! from a sender the identity does not own is refused, so nothing is queued;
+//! an identity over its `[auth.rate]` is told to come back (450 4.7.1).
 //! A positive sentinel, submitted afterwards, is the only message the relay
 //! queued.
 
@@ -60,6 +61,9 @@ fn over_tls(site: &Site) -> Vec<String> {
          cmd('MAIL FROM:<alice@example.com>')\n\
          cmd('RCPT TO:<victim@example.net>')\n\
          cmd('RSET')\n\
+         cmd('MAIL FROM:<alice@example.com>')\n\
+         cmd('RSET')\n\
+         cmd('MAIL FROM:<alice@example.com>')\n\
          s.quit()\n",
         ca = site.files.path("ca.pem").display().to_string(),
         port = site.starttls_port,
@@ -82,7 +86,7 @@ fn over_tls(site: &Site) -> Vec<String> {
 
 #[test]
 fn submission_relays_nothing_without_a_login() {
-    let Some(site) = submission::start("") else {
+    let Some(site) = submission::start("[auth.rate]\nalice = \"2/h\"") else {
         return;
     };
     before_tls(&site);
@@ -99,6 +103,9 @@ fn submission_relays_nothing_without_a_login() {
         "250 2.1.0",
         "250 2.1.5",
         "250 2.0.0",
+        "250 2.1.0",
+        "250 2.0.0",
+        "450 4.7.1",
     ];
     assert_eq!(got, want);
     let sentinel = site.relay.sentinel();

@@ -45,6 +45,8 @@ pub(super) struct RawAuth {
     received_auth_header: bool,
     #[serde(default)]
     senders: BTreeMap<String, Vec<Spanned<String>>>,
+    #[serde(default)]
+    rate: BTreeMap<String, Spanned<String>>,
 }
 
 /// How a submission listener starts TLS.
@@ -96,6 +98,9 @@ pub struct Submission {
     /// recipient a login name).
     pub received_auth_header: bool,
     pub senders: BTreeMap<String, Vec<SenderPattern>>,
+    /// Messages an identity may start (`"100/h"`: MAIL commands in any
+    /// window of the unit), as Postfix's anvil limits a client.
+    pub rate: BTreeMap<String, super::rate::Rate>,
 }
 
 impl Submission {
@@ -138,11 +143,21 @@ impl Validator<'_> {
                 .collect();
             senders.insert(identity, parsed);
         }
+        let mut rate = BTreeMap::new();
+        for (identity, text) in auth.rate {
+            match text.get_ref().parse::<super::rate::Rate>() {
+                Ok(r) => {
+                    rate.insert(identity, r);
+                }
+                Err(e) => self.problem(Some(text.span()), format!("auth.rate.{identity}: {e}")),
+            }
+        }
         Submission {
             listeners,
             passwd_file: auth.passwd_file.map(|p| base.join(p)),
             received_auth_header: auth.received_auth_header,
             senders,
+            rate,
         }
     }
 

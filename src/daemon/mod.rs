@@ -235,6 +235,7 @@ async fn submission_contexts(
     };
     let verifier = Arc::new(crate::auth::Verifier::new(passwd));
     let throttle = Arc::new(Throttle::default());
+    let rates = Arc::new(crate::smtp::submission::IdentityRates::default());
     let mut out = Vec::new();
     for l in &sub.listeners {
         let certs = crate::smtp::tls::CertStore::load(&l.cert, &l.key).map_err(|e| {
@@ -247,6 +248,7 @@ async fn submission_contexts(
             certs,
             verifier: verifier.clone(),
             throttle: throttle.clone(),
+            rates: rates.clone(),
         }));
     }
     Ok(out)

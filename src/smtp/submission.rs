@@ -30,6 +30,37 @@ pub struct SubmissionCtx {
     pub acceptor: TlsAcceptor,
     pub verifier: Arc<Verifier>,
     pub throttle: Arc<Throttle>,
+    pub rates: Arc<IdentityRates>,
+}
+
+/// `[auth.rate]`: the MAIL commands each identity gave in its window, on
+/// every listener together.
+#[derive(Default)]
+pub struct IdentityRates {
+    seen: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
+}
+
+impl IdentityRates {
+    /// Takes one message of `identity`'s allowance, or says no (and takes
+    /// nothing) when `rate` is used up in the window ending now.
+    pub fn take(&self, identity: &str, rate: crate::config::rate::Rate) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        let times = seen.entry(identity.to_string()).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= rate.window())
+        {
+            times.pop_front();
+        }
+        if times.len() >= rate.count as usize {
+            return false;
+        }
+        times.push_back(now);
+        true
+    }
 }
 
 /// Failed logins by client address (an IPv6 client by its /64, which one
@@ -214,6 +245,15 @@ pub fn check(config: &crate::config::Config) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_gets_its_rate_and_no_more() {
+        let rates = IdentityRates::default();
+        let r = crate::config::rate::Rate::new(2, crate::config::rate::Unit::Hour);
+        assert!(rates.take("alice", r) && rates.take("alice", r));
+        assert!(!rates.take("alice", r));
+        assert!(rates.take("bob", r));
+    }
 
     #[test]
     fn delays_grow_per_address_and_ipv6_counts_by_64() {

@@ -258,14 +258,27 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let Some(identity) = &self.identity else {
             return Err((530, "5.7.0", "Authentication required".into()));
         };
-        if self.config.submission.may_send_as(identity, from) {
-            return Ok(());
+        if !self.config.submission.may_send_as(identity, from) {
+            return Err((
+                553,
+                "5.7.1",
+                format!("<{from}>: Sender address rejected: not owned by user {identity}"),
+            ));
         }
-        Err((
-            553,
-            "5.7.1",
-            format!("<{from}>: Sender address rejected: not owned by user {identity}"),
-        ))
+        let limit = self.config.submission.rate.get(identity.as_str());
+        match (limit, &self.sub) {
+            (Some(&rate), Some(sub)) if !sub.rates.take(identity, rate) => {
+                tracing::warn!("rate limit {rate} reached for user {identity}");
+                Err((
+                    450,
+                    "4.7.1",
+                    format!(
+                        "Error: too many messages from user {identity} ({rate}), try again later"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
