@@ -1,6 +1,10 @@
 //! The `smarthost` command: `serve` runs the relay; `check` and `route` inspect a
 //! configuration without touching the queue; `queue` talks to the running daemon.
 //! Invoked as `sendmail` or `mailq` (a link or a copy), it is those commands.
+//!
+//! `--config` may stand before or after any subcommand; a usage error exits 64
+//! (EX_USAGE), as sendmail's do; output cut short by its reader (`| head`) ends
+//! the command quietly with 0.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,8 +17,6 @@ use smarthost::control::client::{self, ClientError, Command};
 use smarthost::control::{Action, ListFilter, Selection};
 use smarthost::sysexits::*;
 
-const CONFIG_HELP: &str = "/etc/smarthost/smarthost.toml";
-
 #[derive(Parser)]
 #[command(
     name = "smarthost",
@@ -22,6 +24,16 @@ const CONFIG_HELP: &str = "/etc/smarthost/smarthost.toml";
     about = "A small, durable mail relay to upstream smarthosts"
 )]
 struct Cli {
+    /// The configuration file [default: /etc/smarthost/smarthost.toml]. Before
+    /// or after the subcommand (`smarthost queue list --config F`).
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "SMARTHOST_CONFIG",
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -30,41 +42,28 @@ struct Cli {
 enum Cmd {
     /// Run the relay: listen, queue, deliver.
     Serve {
-        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
-        config: PathBuf,
         /// Log lines as Postfix-style `key=value` text or as JSON objects.
         #[arg(long, env = "SMARTHOST_LOG_FORMAT", value_enum, default_value_t)]
         log_format: smarthost::daemon::LogFormat,
     },
     /// Validate a configuration and print its route table (never its secrets).
-    Check {
-        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
-        config: PathBuf,
-    },
-    /// Show which route a sender's mail takes, and which table entry decided it.
+    Check,
+    /// Show which route a sender's mail takes, and which table entry decided it
+    /// (exit 64 for something that is not an address).
     Route {
-        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
-        config: PathBuf,
         /// The envelope sender, e.g. app@example.com ("" or "<>" for the null sender).
         sender: String,
     },
     /// Make the running daemon re-read its configuration (as SIGHUP does); a
     /// configuration that fails validation is refused and the old one stays.
-    Reload {
-        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
-        config: PathBuf,
-    },
+    Reload,
     /// Look at and steer the queue of the running daemon.
     Queue {
-        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
-        config: PathBuf,
         #[command(subcommand)]
         command: QueueCmd,
     },
     /// OAuth2 token sources: sign in once, check them, print a token.
     Oauth {
-        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
-        config: PathBuf,
         #[command(subcommand)]
         command: OauthCmd,
     },
@@ -79,8 +78,6 @@ enum Cmd {
     /// temporary failure, 77 credentials refused (or `oauth login` needed),
     /// 69 message refused, 64 usage, 78 configuration.
     TestSend {
-        #[arg(long, short, env = "SMARTHOST_CONFIG", default_value = CONFIG_HELP)]
-        config: PathBuf,
         /// The route to test (a name from `smarthost check`).
         #[arg(long)]
         route: String,
@@ -253,21 +250,43 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_OSERR);
         }
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    dispatch(cli)
+}
+
+/// clap's own exit code for a usage error is 2; ours is sysexits' 64, as
+/// `sendmail`'s. `--help` and `--version` stay 0, and like any output they
+/// may be cut short by their reader.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    ExitCode::from(if e.use_stderr() { EX_USAGE } else { EX_OK })
+}
+
+fn dispatch(cli: Cli) -> ExitCode {
+    let config = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(smarthost::sendmail::DEFAULT_CONFIG));
     match cli.command {
-        Cmd::Sendmail { args } => ExitCode::from(smarthost::sendmail::main(args)),
-        Cmd::Mailq { args } => ExitCode::from(smarthost::sendmail::mailq(args)),
-        Cmd::Queue { config, command } => queue(&config, command),
-        Cmd::Reload { config } => control_command(&config, Command::Reload, EX_CONFIG),
-        Cmd::Import { command } => ExitCode::from(smarthost::import::cli::run(command)),
-        Cmd::Oauth { config, command } => oauth(&config, command),
-        Cmd::Check { config } => check(&config),
-        Cmd::Route { config, sender } => route(&config, &sender),
-        Cmd::Serve { config, log_format } => {
-            ExitCode::from(smarthost::daemon::run(&config, log_format))
+        Cmd::Sendmail { args } => {
+            ExitCode::from(smarthost::sendmail::main(with_config(&cli.config, args)))
         }
+        Cmd::Mailq { args } => {
+            ExitCode::from(smarthost::sendmail::mailq(with_config(&cli.config, args)))
+        }
+        Cmd::Queue { command } => queue(&config, command),
+        Cmd::Reload => control_command(&config, Command::Reload, EX_CONFIG),
+        // Import reads Postfix's or exim's files, not ours: `--config` has
+        // nothing to say to it (its output file is `--output`).
+        Cmd::Import { command } => ExitCode::from(smarthost::import::cli::run(command)),
+        Cmd::Oauth { command } => oauth(&config, command),
+        Cmd::Check => check(&config),
+        Cmd::Route { sender } => route(&config, &sender),
+        Cmd::Serve { log_format } => ExitCode::from(smarthost::daemon::run(&config, log_format)),
         Cmd::TestSend {
-            config,
             route,
             to,
             from,
@@ -281,6 +300,19 @@ fn main() -> ExitCode {
                 subject,
             },
         )),
+    }
+}
+
+/// `smarthost --config F sendmail ...` (or `mailq`): the file as sendmail's
+/// own `-C F`. The setgid group is already given up on this path, so the
+/// choice of file grants nothing.
+fn with_config(config: &Option<PathBuf>, args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    match config {
+        Some(c) => [std::ffi::OsString::from("-C"), c.clone().into_os_string()]
+            .into_iter()
+            .chain(args)
+            .collect(),
+        None => args,
     }
 }
 
@@ -327,9 +359,21 @@ fn oauth(config: &std::path::Path, command: OauthCmd) -> ExitCode {
 fn check(config: &std::path::Path) -> ExitCode {
     match Config::load(config) {
         Ok(c) => {
-            print!("{}", config::describe(&c));
-            println!("{}: OK", config.display());
-            ExitCode::SUCCESS
+            // Certificates and the passwd-file are read here as the daemon
+            // reads them at start: `check` says whether it would start.
+            let submission = match smarthost::smtp::submission::check(&c) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            let text = format!(
+                "{}{submission}{}: OK\n",
+                config::describe(&c),
+                config.display()
+            );
+            print_then(&text, ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("{e}");
@@ -339,22 +383,51 @@ fn check(config: &std::path::Path) -> ExitCode {
 }
 
 /// `smarthost route SENDER`: which route the sender's mail takes, and why.
+/// Something that is not an address is a usage error (64), before the
+/// configuration is read: the daemon would refuse it at MAIL FROM.
 fn route(config: &std::path::Path, sender: &str) -> ExitCode {
+    let sender = sender
+        .strip_prefix('<')
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or(sender);
+    if !sender.is_empty() {
+        if let Err(e) = smarthost::smtp::address::validate_mailbox(sender) {
+            eprintln!(
+                "smarthost route: {sender:?} is not an address ({e}); give one like app@example.com, or \"<>\" for the null sender"
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    }
     match Config::load(config) {
         Ok(c) => {
-            let sender = sender.trim_start_matches('<').trim_end_matches('>');
             let m = c.routing.lookup(sender);
-            println!(
-                "{} -> route {} (decided by {})",
+            let text = format!(
+                "{} -> route {} (decided by {})\n",
                 if sender.is_empty() { "<>" } else { sender },
                 m.route,
                 m.decided_by
             );
-            ExitCode::SUCCESS
+            print_then(&text, ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// Prints `text` and ends with `done`. A reader that has gone away
+/// (`smarthost check | head -1`) is not an error: the command ends quietly
+/// with 0, as `queue list` does. Any other write error is 74 (EX_IOERR).
+fn print_then(text: &str, done: ExitCode) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => done,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smarthost: standard output: {e}");
+            ExitCode::from(EX_IOERR)
         }
     }
 }
@@ -418,8 +491,8 @@ fn salvage(config: &std::path::Path, from: Option<PathBuf>, to: &std::path::Path
     };
     match salvage(&from, to) {
         Ok(s) => {
-            println!(
-                "salvaged {} record(s) from {} into {}: {} message(s), {} of them damaged; {} record(s) too large left out",
+            let mut text = format!(
+                "salvaged {} record(s) from {} into {}: {} message(s), {} of them damaged; {} record(s) too large left out\n",
                 s.records,
                 from.display(),
                 to.display(),
@@ -428,14 +501,14 @@ fn salvage(config: &std::path::Path, from: Option<PathBuf>, to: &std::path::Path
                 s.too_large
             );
             if let Some(why) = s.stopped {
-                println!("the scan stopped early: {why}");
+                text.push_str(&format!("the scan stopped early: {why}\n"));
             }
-            println!(
-                "next: move {} aside, move {} to its place, start the daemon",
+            text.push_str(&format!(
+                "next: move {} aside, move {} to its place, start the daemon\n",
                 from.display(),
                 to.display()
-            );
-            ExitCode::SUCCESS
+            ));
+            print_then(&text, ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("smarthost: {e}");

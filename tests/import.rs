@@ -290,7 +290,7 @@ const EXIM: &[Expect] = &[
     e("editor@blog.example", "smtp.mailgun.org:587", "postmaster@mg.blog.example", Secret::Password("mg-blog-77c1")),
     e("invoices@billing.example", "email-smtp.eu-west-1.amazonaws.com:465", "AKIAIOSFODNN7EXAMPLE", Secret::Password("BMses+SMTP/pw/wJalrXUtnFEMI")),
     e("ops@gmail-user.example", "smtp.gmail.com:587", "ops@gmail-user.example", Secret::Password("abcdefghijklmnop")),
-    e("old@legacy.example", "2001:db8::25:587", "legacy", Secret::Password("legacy-pw!")),
+    e("old@legacy.example", "[2001:db8::25]:587", "legacy", Secret::Password("legacy-pw!")),
     e("cron@intranet.example", "relay1.intranet.example,relay2.intranet.example:25", "app", Secret::Password("intra-pw")),
     // The * entry.
     e("someone@elsewhere.example", "smtp.mailgun.org:587", "postmaster@mg.example.net", Secret::Password("mg-default-7f3a9c21")),

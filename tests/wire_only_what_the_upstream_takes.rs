@@ -95,7 +95,8 @@ fn wire_only_what_the_upstream_takes() {
     );
     let text = common::decoded_text(&converted.body);
     assert_eq!(text.replace("\r\n", "\n"), TEXT.replace("\r\n", "\n"));
-    assert_eq!(notice_status(&held, "example.net"), "5.6.7");
+    // "rg@example.net": the jörg recipient, whatever form its Final-Recipient takes.
+    assert_eq!(notice_status(&held, "rg@example.net"), "5.6.7");
     assert_eq!(notice_status(&held, "big@example.net"), "5.3.4");
     assert!(
         !pf.log().contains("big@example.net"),

@@ -231,9 +231,13 @@ impl Validator<'_> {
             ),
             control_group: raw.control_group,
             admin_group: raw.admin_group,
-            drop_dir: base.join(
-                raw.drop_dir
-                    .unwrap_or_else(|| PathBuf::from("/var/lib/smarthost/drop")),
+            // Without `..`: the drop directory is opened through safe_fs,
+            // which follows no `..` (conf/dev.toml's is `../target/...`).
+            drop_dir: lexical(
+                &base.join(
+                    raw.drop_dir
+                        .unwrap_or_else(|| PathBuf::from("/var/lib/smarthost/drop")),
+                ),
             ),
             sender_domain,
             rewrite,
@@ -253,6 +257,27 @@ impl Validator<'_> {
             hostname: hostname.to_string(),
         }
     }
+}
+
+/// `path` with each `..` taking away the component before it. Done on the
+/// path as written: `conf/../target/dev-drop` is `target/dev-drop` as the
+/// operator meant it (the daemon makes its configuration path canonical
+/// first, so no link in the configuration's own directory is skipped).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 impl Validator<'_> {
@@ -343,6 +368,17 @@ mod tests {
             .to_string();
         assert!(err.contains("local.rewrite.root"), "{err}");
         assert!(err.contains("must be a local user name"), "{err}");
+    }
+
+    #[test]
+    fn drop_dir_loses_its_dot_dots() {
+        use super::lexical;
+        assert_eq!(
+            lexical(Path::new("conf/../target/dev-drop")),
+            Path::new("target/dev-drop")
+        );
+        assert_eq!(lexical(Path::new("/a/./b/../c")), Path::new("/a/c"));
+        assert_eq!(lexical(Path::new("../x")), Path::new("../x"));
     }
 
     #[test]

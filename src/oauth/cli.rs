@@ -491,12 +491,13 @@ fn login(path: &Path, source: &str, flow: Option<super::login::Flow>, port: u16)
             return EX_OSERR;
         }
     };
+    let mut out = std::io::stdout();
     let opts = super::login::Options {
         flow,
         port,
         wait: None,
+        live_countdown: std::io::IsTerminal::is_terminal(&out),
     };
-    let mut out = std::io::stdout();
     match runtime.block_on(super::login::login(&http, src, &opts, &mut out)) {
         Ok(account) => {
             signed_in(&config, src, account.as_deref());

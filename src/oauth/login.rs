@@ -88,6 +88,9 @@ pub struct Options {
     /// Cap on waiting for the user; default: the device code's lifetime, or 5
     /// minutes for the browser flow.
     pub wait: Option<Duration>,
+    /// The output is a terminal: the time left is redrawn in place every
+    /// second (`\r`). Otherwise (a log, a pipe) it is written once, on a line.
+    pub live_countdown: bool,
 }
 
 /// Why the login did not produce a saved refresh token. The texts never
@@ -278,7 +281,7 @@ async fn device_flow(
         Duration::from_secs(auth.interval),
         source.timeout,
     );
-    match with_countdown(out, Instant::now() + limit, poll).await {
+    match with_countdown(out, opts.live_countdown, Instant::now() + limit, poll).await {
         Some(r) => r,
         None => Err(gave_up),
     }
@@ -521,7 +524,8 @@ async fn browser_flow(
     out.flush().map_err(o)?;
 
     let wait = opts.wait.unwrap_or(BROWSER_WAIT);
-    let outcome = with_countdown(out, Instant::now() + wait, rx.recv()).await;
+    let live = opts.live_countdown;
+    let outcome = with_countdown(out, live, Instant::now() + wait, rx.recv()).await;
     drop(servers);
     let code = code_from(outcome, wait, &redirect_uri)?;
     let form = [
@@ -736,12 +740,20 @@ fn html_escape(s: &str) -> String {
 
 /// Drives `fut` while showing the time left on one line, until it finishes
 /// (`Some`) or `deadline` passes (`None`). The countdown is cosmetic, so a
-/// failing writer does not stop the login.
+/// failing writer does not stop the login. Only a `live` one (a terminal)
+/// redraws itself with `\r`; a log gets one plain line.
 async fn with_countdown<T>(
     out: &mut (dyn Write + Send),
+    live: bool,
     deadline: Instant,
     fut: impl Future<Output = T>,
 ) -> Option<T> {
+    if !live {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = writeln!(out, "waiting for sign-in... {} left", show_left(left));
+        let _ = out.flush();
+        return tokio::time::timeout_at(deadline, fut).await.ok();
+    }
     tokio::pin!(fut);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -9,6 +9,7 @@
 pub(crate) mod address_list;
 pub mod args;
 mod input;
+mod mailq;
 pub mod message;
 pub mod submit;
 
@@ -62,13 +63,7 @@ fn run(args: Vec<OsString>) -> Result<(), Fail> {
     }
     match &inv.mode {
         Mode::NewAliases => newaliases(&config),
-        Mode::ListQueue => queue(
-            &config,
-            control::client::Command::List {
-                json: false,
-                filter: control::ListFilter::default(),
-            },
-        ),
+        Mode::ListQueue => list_queue(&config),
         Mode::Flush(target) => {
             let selection = match target {
                 FlushTarget::All => Selection {
@@ -166,15 +161,47 @@ fn newaliases(config: &Config) -> Result<(), Fail> {
 }
 
 fn queue(config: &Config, command: control::client::Command) -> Result<(), Fail> {
+    give_up_setgid()?;
+    let mut out = std::io::stdout().lock();
+    answered(control::client::run(&config.local, command, &mut out))
+}
+
+/// `mailq` and `-bp`: the daemon's listing. While the daemon is down, what
+/// waits in the drop directory instead, for those who may read it (see
+/// [`mailq`]); the exit code stays 69 (EX_UNAVAILABLE) either way: the queue
+/// itself could not be listed.
+fn list_queue(config: &Config) -> Result<(), Fail> {
+    give_up_setgid()?;
+    let command = control::client::Command::List {
+        json: false,
+        filter: control::ListFilter::default(),
+    };
+    let mut out = std::io::stdout().lock();
+    match control::client::run(&config.local, command, &mut out) {
+        Err(e @ ClientError::Unreachable { .. }) => {
+            drop(out);
+            mailq::daemon_down(&config.local, &e)
+        }
+        other => answered(other),
+    }
+}
+
+fn give_up_setgid() -> Result<(), Fail> {
     if running_setgid() {
         let gid = nix::unistd::getgid();
         nix::unistd::setresgid(gid, gid, gid)
             .map_err(|e| Fail(EX_OSERR, format!("cannot give up the setgid group: {e}")))?;
     }
-    let mut out = std::io::stdout().lock();
-    match control::client::run(&config.local, command, &mut out) {
+    Ok(())
+}
+
+/// The daemon's answer to a queue command. A reader that went away
+/// (`mailq | head -1`) is not an error: exit 0, nothing on stderr.
+fn answered(result: Result<bool, ClientError>) -> Result<(), Fail> {
+    match result {
         Ok(true) => Ok(()),
         Ok(false) => Err(Fail(1, "not every message could be handled".into())),
+        Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(client_failure(e)),
     }
 }

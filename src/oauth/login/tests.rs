@@ -461,7 +461,12 @@ async fn device_login(
     let dir = tempfile::tempdir().unwrap();
     let source = server.source(Provider::Generic, true, &dir.path().join("test.json"));
     let mut out = Vec::new();
-    let r = login(&http(), &source, &Options::default(), &mut out).await;
+    // As on a terminal: the countdown redraws itself.
+    let opts = Options {
+        live_countdown: true,
+        ..Options::default()
+    };
+    let r = login(&http(), &source, &opts, &mut out).await;
     (server, dir, r, String::from_utf8(out).unwrap())
 }
 
@@ -655,6 +660,9 @@ async fn browser_flow_with_pkce_on_loopback() {
         out.contains("waiting for sign-in... ") && out.ends_with('\n'),
         "{out}"
     );
+    // Not a terminal (the default): one plain line, no `\r` for a log.
+    assert!(!out.contains('\r'), "{out:?}");
+    assert_eq!(out.matches("waiting for sign-in").count(), 1, "{out}");
     assert_no_secrets("output", &out, &[&verifier]);
     assert_saved(&state_file);
 }
