@@ -161,6 +161,7 @@ fn output_cut_short_by_its_reader_ends_quietly() {
         &["queue", "list", "--json"],
         &["check"],
         &["route", "app@example.com"],
+        &["oauth", "status"],
         &["--help"],
     ] {
         let out = with_closed_stdout(args, cfg);

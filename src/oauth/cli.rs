@@ -348,6 +348,27 @@ pub enum Command {
     },
 }
 
+/// Standard output for `oauth status` and `oauth token`: a reader that
+/// stopped reading (`| head`) is not an error of the command, so what it
+/// did not read is dropped quietly and the exit code stays the command's.
+struct QuietPipe<'a>(&'a mut dyn Write);
+
+impl Write for QuietPipe<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(buf.len()),
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
+}
+
 /// Runs an `oauth` command; returns the exit code (sysexits.h).
 pub fn run(path: &Path, command: Command) -> u8 {
     use crate::sysexits::*;
@@ -376,7 +397,8 @@ pub fn run(path: &Path, command: Command) -> u8 {
     if let Command::Import { source, file } = command {
         return import(path, &source, &file);
     }
-    let mut out = std::io::stdout().lock();
+    let mut stdout = std::io::stdout().lock();
+    let mut out = QuietPipe(&mut stdout);
     let result = match command {
         Command::Login { .. } | Command::Import { .. } => Ok(EX_OK),
         Command::Status { json } => status(&config, json, &mut out, || {
