@@ -80,13 +80,11 @@ pub async fn serve(
     for l in listeners {
         let intake = intake.clone();
         let limit = limit.clone();
-        tasks.push(tokio::spawn(accept_loop(intake, l, limit)));
+        tasks.push(tokio::spawn(accept_loop(intake, l, limit, None)));
     }
     for (l, ctx) in submission {
         let (intake, limit) = (intake.clone(), limit.clone());
-        tasks.push(tokio::spawn(super::submission::accept_loop(
-            intake, l, limit, ctx,
-        )));
+        tasks.push(tokio::spawn(accept_loop(intake, l, limit, Some(ctx))));
     }
     if let Some(l) = local {
         let shares = Admission::new(max, max / 2);
@@ -102,7 +100,14 @@ pub async fn serve(
     let _ = local_limit.acquire_many(all).await;
 }
 
-async fn accept_loop(intake: Intake, listener: TcpListener, limit: Arc<Semaphore>) {
+/// Serves one TCP listener until the daemon stops: plain sessions, or with
+/// `sub` those of a submission listener (TLS, logins).
+async fn accept_loop(
+    intake: Intake,
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    sub: Option<Arc<super::submission::SubmissionCtx>>,
+) {
     loop {
         let accepted = tokio::select! {
             biased;
@@ -122,10 +127,15 @@ async fn accept_loop(intake: Intake, listener: TcpListener, limit: Arc<Semaphore
         let Some((permit, stream)) = admit(&limit, stream) else {
             continue;
         };
-        let intake = intake.clone();
+        let (intake, sub) = (intake.clone(), sub.clone());
         tokio::spawn(async move {
-            let (r, w) = stream.into_split();
-            Session::new(intake, Peer::Tcp(peer), r, w).run(true).await;
+            match sub {
+                Some(ctx) => super::submission::serve_one(intake, stream, peer, ctx).await,
+                None => {
+                    let (r, w) = stream.into_split();
+                    Session::new(intake, Peer::Tcp(peer), r, w).run(true).await;
+                }
+            }
             drop(permit);
         });
     }
@@ -180,10 +190,7 @@ async fn accept_local_loop(
 /// the connection. The refusal is one non-blocking send (a fresh socket's buffer
 /// has room), so a flood of refusals never blocks the accept loop and holds
 /// neither tasks nor descriptors beyond the limit.
-pub(super) fn admit<S: AsRawFd>(
-    limit: &Arc<Semaphore>,
-    stream: S,
-) -> Option<(OwnedSemaphorePermit, S)> {
+fn admit<S: AsRawFd>(limit: &Arc<Semaphore>, stream: S) -> Option<(OwnedSemaphorePermit, S)> {
     match limit.clone().try_acquire_owned() {
         Ok(permit) => Some((permit, stream)),
         Err(_) => {

@@ -1,6 +1,6 @@
 //! Submission listeners (RFC 6409, RFC 8314): what a session on one knows
 //! beyond the plain listener (its TLS, the password check, the failed-login
-//! throttle), and their accept loops. A client there relays only once it has
+//! throttle), and how one of their connections is served. A client there relays only once it has
 //! logged in over TLS, and only for the senders its identity owns.
 
 use std::collections::HashMap;
@@ -8,8 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::session::Session;
@@ -123,44 +121,10 @@ impl Throttle {
     }
 }
 
-/// Serves one submission listener until the daemon stops, sharing the TCP
-/// connection limit with the other listeners.
-pub async fn accept_loop(
-    intake: Intake,
-    listener: TcpListener,
-    limit: Arc<Semaphore>,
-    ctx: Arc<SubmissionCtx>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = intake.stopped() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept failed on a submission listener: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let Some((permit, stream)) = super::server::admit(&limit, stream) else {
-            continue;
-        };
-        let (intake, ctx) = (intake.clone(), ctx.clone());
-        tokio::spawn(async move {
-            serve_one(intake, stream, peer, ctx).await;
-            drop(permit);
-        });
-    }
-}
-
 /// One connection: TLS first on an implicit-TLS listener; on a STARTTLS
 /// one, plain until the client asks, then a fresh session over TLS (RFC
 /// 3207 4.2: nothing said before the handshake counts after it).
-async fn serve_one(
+pub(super) async fn serve_one(
     intake: Intake,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
