@@ -76,6 +76,10 @@ pub async fn serve(
     let max = intake.config().limits.max_connections;
     let limit = Arc::new(Semaphore::new(max));
     let local_limit = Arc::new(Semaphore::new(max));
+    // The LAN's listeners have slots of their own: a crowd of clients
+    // guessing passwords (each waiting out its failure delay) never takes
+    // the slots of the programs on this machine.
+    let sub_limit = Arc::new(Semaphore::new(max));
     let mut tasks = Vec::new();
     for l in listeners {
         let intake = intake.clone();
@@ -83,7 +87,7 @@ pub async fn serve(
         tasks.push(tokio::spawn(accept_loop(intake, l, limit, None)));
     }
     for (l, ctx) in submission {
-        let (intake, limit) = (intake.clone(), limit.clone());
+        let (intake, limit) = (intake.clone(), sub_limit.clone());
         tasks.push(tokio::spawn(accept_loop(intake, l, limit, Some(ctx))));
     }
     if let Some(l) = local {
@@ -98,6 +102,7 @@ pub async fn serve(
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     let _ = limit.acquire_many(all).await;
     let _ = local_limit.acquire_many(all).await;
+    let _ = sub_limit.acquire_many(all).await;
 }
 
 /// Serves one TCP listener until the daemon stops: plain sessions, or with
